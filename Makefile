@@ -1,0 +1,51 @@
+# edgekit: `make demo` and `make test` are the two commands a newcomer needs (see README).
+SHELL := /bin/bash
+PY    := .venv/bin/python
+PIP   := .venv/bin/pip
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+KERNEL_SOURCES := $(shell find kernels -type f \( -name '*.cpp' -o -name '*.c' -o -name '*.h' -o -name '*.hpp' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt
+DEMO_DIR ?= out/demo
+
+.PHONY: .venv demo test test-all sanitize bench-kernels clean
+
+# One set-up target; a no-op once done. torch==2.13.0 (CPU build) goes in FIRST so that no other
+# package can make pip resolve a different (CUDA) torch.
+.venv: .venv/.built
+
+.venv/.deps: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q "scikit-build-core>=1.0" "pybind11>=2.12" cmake ninja
+	$(PY) -c "import tomllib,subprocess,sys; d=tomllib.load(open('pyproject.toml','rb'))['project']; \
+	  deps=d['dependencies']+d['optional-dependencies']['test']; \
+	  sys.exit(subprocess.call([sys.executable,'-m','pip','install','-q',*deps]))"
+	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+# The C++ kernels compile inside this pip install (scikit-build-core + CMake).
+.venv/.built: .venv/.deps $(KERNEL_SOURCES)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+demo: .venv
+	$(PY) -m edgekit.demo --out $(DEMO_DIR)
+
+# CI subset: fast tests plus the real-model tests marked `ci`. `make test-all` runs every slow test too.
+test: .venv
+	$(PY) -m pytest -m "not slow or ci" -q
+
+test-all: .venv
+	$(PY) -m pytest -q
+
+sanitize: .venv
+	bash kernels/tools/sanitize.sh
+
+bench-kernels: .venv
+	$(PY) bench/kernels.py --quick --json out/kernels.jsonl
+
+clean:
+	rm -rf build out .venv
