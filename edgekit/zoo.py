@@ -134,6 +134,9 @@ def resolve(model: str | os.PathLike, task: str | None = None) -> ModelRef:
 def load_torch(ref: ModelRef, attn_implementation: str | None = None):
     """Load ``(task_wrapper, tokenizer)`` from a Hugging Face folder, in eval mode, fp32."""
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     if ref.kind != "hf":
         raise InputError(f"{ref.path} is an artifact; load it with edgekit.runtimes.load()")

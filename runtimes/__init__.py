@@ -85,3 +85,14 @@ def check_feeds(feeds: dict[str, np.ndarray], max_len: int) -> tuple[int, int]:
     if s > max_len:
         raise InputError(f"sequence length {s} is longer than the model's maximum {max_len}")
     return b, s
+
+
+def load_tokenizer(artifact: Artifact | str | os.PathLike):
+    """The tokenizer saved in an artifact folder."""
+    from transformers import AutoTokenizer
+
+    if not isinstance(artifact, Artifact):
+        artifact = load_artifact(artifact, verify=False)
+    if artifact.tokenizer_path is None or not artifact.tokenizer_path.is_dir():
+        raise InputError(f"artifact {artifact.root} has no tokenizer folder")
+    return AutoTokenizer.from_pretrained(artifact.tokenizer_path)

@@ -1,0 +1,90 @@
+"""The Python API; the CLI calls exactly these functions.
+
+>>> import edgekit.api as ek
+>>> art = ek.export("minilm-l6", "out/minilm", formats="onnx,openvino")       # doctest: +SKIP
+>>> ek.evaluate(art, runtime="openvino")["value"]                             # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .artifact import Artifact, is_artifact, load_artifact
+from .errors import InputError
+from .paths import cache_dir
+
+RUNTIME_FORMAT = {"torch": "torch", "onnxruntime": "onnx", "openvino": "openvino", "native": "native"}
+
+
+def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | Iterable[str] = "onnx,openvino",
+           task: str | None = None, progress: bool = True) -> Artifact:
+    """Export a zoo name or Hugging Face folder to an artifact folder (fp32)."""
+    from edgekit.export import export as _export
+
+    return _export(model, out_dir, formats=formats, task=task, progress=progress)
+
+
+def parse_runtimes(runtimes: str | Sequence[str]) -> list[str]:
+    from edgekit.runtimes import RUNTIMES
+
+    items = [r.strip() for r in runtimes.split(",")] if isinstance(runtimes, str) else list(runtimes)
+    items = [r for r in items if r]
+    for r in items:
+        if r not in RUNTIMES:
+            raise InputError(f"unknown runtime {r!r}; allowed: {', '.join(RUNTIMES)} (comma-separated)")
+    if not items:
+        raise InputError(f"no runtime given; allowed: {', '.join(RUNTIMES)}")
+    return list(dict.fromkeys(items))
+
+
+def as_artifact(model: str | os.PathLike | Artifact, runtimes: Sequence[str] = ("torch", "onnxruntime", "openvino"),
+                task: str | None = None, progress: bool = True) -> Artifact:
+    """An artifact for MODEL: artifact folders are verified and used as they are; zoo names and
+    Hugging Face folders are exported once (fp32) into the cache and reused."""
+    if isinstance(model, Artifact):
+        return model
+    if Path(model).is_dir() and is_artifact(model):
+        return load_artifact(model)
+    if not Path(model).exists() and str(model).startswith(("/", ".", "~")):
+        raise InputError(f"no such file or folder: {model}")
+    from edgekit.zoo import resolve
+
+    ref = resolve(model, task)
+    stamp = f"{ref.path.resolve()}:{(ref.path / 'config.json').stat().st_mtime_ns}:{ref.task}"
+    key = hashlib.sha256(stamp.encode()).hexdigest()[:12]
+    dest = cache_dir() / "exports" / f"{Path(ref.name).name}-{key}"
+    wanted = {RUNTIME_FORMAT[r] for r in runtimes} - {"native"}
+    if "native" in runtimes:
+        raise InputError(f"runtime 'native' needs a compressed artifact (edgekit compress {model} -o DIR), not {model}")
+    if is_artifact(dest):
+        art = load_artifact(dest)
+        if wanted <= set(art.manifest.formats):
+            return art
+    return export(model, dest, formats=sorted(wanted | {"onnx", "openvino"}), task=task, progress=progress)
+
+
+def evaluate(model, runtime: str = "torch", data: str = "bbc-news", reference: str | None = None,
+             threads: int | None = None, precision: str | None = None, progress: bool = True) -> dict:
+    """Accuracy (classifiers) or linear-probe accuracy (+ cosine vs ``reference``) on bbc-news test."""
+    from edgekit.evaluate import evaluate as _evaluate
+    from edgekit.runtimes import load, load_tokenizer
+
+    (runtime,) = parse_runtimes(runtime)
+    art = as_artifact(model, [runtime], progress=progress)
+    session = load(art, runtime, threads, precision)
+    ref_session = None
+    if reference is not None:
+        ref_art = as_artifact(reference, ["torch"], progress=progress)
+        ref_session = load(ref_art, "torch", threads)
+    return _evaluate(session, load_tokenizer(art), data=data, reference_session=ref_session, progress=progress)
+
+
+def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
+             resume: bool = False, print_recipe: bool = False) -> dict:
+    """Run a compression recipe; writes an artifact folder with report.json. Returns the report."""
+    from edgekit.compress import compress as _compress
+
+    return _compress(model, out_dir, recipe=recipe, data=data, max_steps=max_steps, seed=seed, resume=resume,
+                     print_recipe=print_recipe)

@@ -1,0 +1,31 @@
+"""ONNX -> OpenVINO IR, fp32 weights kept (or int8 via NNCF)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+
+def to_openvino(onnx_path: Path, xml_path: Path, calibration: dict[str, np.ndarray] | None = None) -> Path:
+    """Convert; with ``calibration`` quantise with NNCF (transformer model type, mixed preset:
+    symmetric weights, asymmetric activations), which keeps MiniLM's embedding cosine >= 0.99."""
+    import openvino as ov
+
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    model = ov.convert_model(str(onnx_path))
+    if calibration is not None:
+        import nncf
+
+        n = len(next(iter(calibration.values())))
+        items = [{k: v[i : i + 1] for k, v in calibration.items()} for i in range(n)]
+        try:
+            model = nncf.quantize(
+                model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                preset=nncf.QuantizationPreset.MIXED, subset_size=len(items),
+            )
+        except Exception as exc:
+            raise EdgekitError(f"NNCF int8 quantization failed: {exc}") from exc
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    return xml_path
