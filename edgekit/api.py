@@ -88,3 +88,31 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
 
     return _compress(model, out_dir, recipe=recipe, data=data, max_steps=max_steps, seed=seed, resume=resume,
                      print_recipe=print_recipe)
+
+
+def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", batches: Sequence[int] = (1, 8),
+          seqs: Sequence[int] = (128,), threads: int | None = None, precision: str | None = None,
+          budget_ms: float = 10.0, min_time_s: float = 2.0, json_path=None, md_path=None, plot_path=None,
+          progress: bool = True) -> tuple[list[dict], str]:
+    """Benchmark MODEL on each runtime, interleaved in one process (BENCHMARKING.md).
+
+    Returns the JSON rows (one per runtime x batch x seq) and the printed table."""
+    from edgekit import bench as _bench
+    from edgekit.runtimes import default_threads, load, load_tokenizer
+
+    names = parse_runtimes(runtimes)
+    art = as_artifact(model, names, progress=progress)
+    threads = threads or default_threads()
+    sessions = {rt: load(art, rt, threads, precision if rt == "openvino" else None) for rt in names}
+    rows = _bench.bench(sessions, tokenizer=load_tokenizer(art), batches=list(batches), seqs=list(seqs),
+                        threads=threads, budget_ms=budget_ms, min_time_s=min_time_s,
+                        model_name=str(art.manifest.model if not is_artifact(model) else model), progress=progress)
+    if json_path:
+        _bench.write_jsonl(rows, json_path)
+    if md_path:
+        Path(md_path).write_text(_bench.markdown_table(rows))
+    if plot_path:
+        from edgekit.plots import plot_latency
+
+        plot_latency(rows, plot_path)
+    return rows, _bench.format_table(rows)
