@@ -56,6 +56,18 @@ class _FeedsReader:
         return next(self._batches, None)
 
 
+def _activation_matmuls(path: Path) -> list[str]:
+    """Names of MatMuls whose second input is not a weight (attention QK^T and PV).
+
+    ``extra_options={"MatMulConstBOnly": True}`` is ignored by the QDQ quantizer here, so they are
+    excluded by name."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    weights = {i.name for i in g.initializer}
+    return [n.name for n in g.node if n.op_type == "MatMul" and n.input[1] not in weights]
+
+
 def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, np.ndarray]) -> Path:
     """Static int8 in QDQ form: s8 per-channel weights, u8 activations, calibrated on real text.
 
@@ -74,7 +86,7 @@ def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, 
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"], calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"MatMulConstBOnly": True},
+            nodes_to_exclude=_activation_matmuls(pre),
         )
     except Exception as exc:  # onnxruntime raises many kinds; report one line
         raise EdgekitError(f"ONNX Runtime int8 quantization failed: {exc}") from exc
