@@ -40,6 +40,7 @@ def export_artifact(
     formats: Sequence[str] = EXPORT_FORMATS,
     labels: list[str] | None = None,
     int8_calibration: dict[str, np.ndarray] | None = None,
+    fp32_layers: Sequence[str] = (),
     recipe: dict | None = None,
     extra_files: Callable[[Path], dict[str, str]] | None = None,
     overwrite: bool = True,
@@ -50,7 +51,8 @@ def export_artifact(
     The torch format (HF config + safetensors) is always written so the torch runtime can run the
     same artifact. With ``int8_calibration`` (int64 feeds of real text), ONNX is quantised with ONNX
     Runtime (static QDQ, per-channel s8 weights, u8 activations, MatMuls with constant weights only)
-    and OpenVINO with NNCF; otherwise both stay fp32. ``extra_files(tmp)`` may write more files into
+    and OpenVINO with NNCF; otherwise both stay fp32. ``fp32_layers`` names Linear modules (as in
+    ``model.named_modules()``, e.g. ``encoder.layer.3.output.dense``) that both keep in fp32. ``extra_files(tmp)`` may write more files into
     the staging folder and returns the formats it added (``{"native": "native"}``).
     """
     from tqdm.auto import tqdm
@@ -79,12 +81,12 @@ def export_artifact(
             onnx_fp32 = onnx_export.to_onnx(model, onnx_dir / ("model.onnx" if int8_calibration is None else "model_fp32.onnx"), out_name)
         if "onnx" in formats:
             if int8_calibration is not None:
-                onnx_export.quantize_static_qdq(onnx_fp32, tmp / "onnx" / "model.onnx", int8_calibration)
+                onnx_export.quantize_static_qdq(onnx_fp32, tmp / "onnx" / "model.onnx", int8_calibration, fp32_layers)
             paths["onnx"], prec["onnx"] = "onnx/model.onnx", precision
             bar.update()
         if "openvino" in formats:
             bar.set_postfix_str("openvino")
-            openvino_export.to_openvino(onnx_fp32, tmp / "openvino" / "model.xml", int8_calibration)
+            openvino_export.to_openvino(onnx_fp32, tmp / "openvino" / "model.xml", int8_calibration, fp32_layers)
             paths["openvino"], prec["openvino"] = "openvino/model.xml", precision
             bar.update()
         if onnx_fp32 is not None and int8_calibration is not None:

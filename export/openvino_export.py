@@ -8,7 +8,8 @@ import numpy as np
 from edgekit.errors import EdgekitError
 
 
-def to_openvino(onnx_path: Path, xml_path: Path, calibration: dict[str, np.ndarray] | None = None) -> Path:
+def to_openvino(onnx_path: Path, xml_path: Path, calibration: dict[str, np.ndarray] | None = None,
+                fp32_layers=()) -> Path:
     """Convert; with ``calibration`` quantise with NNCF (transformer model type, mixed preset:
     symmetric weights, asymmetric activations), which keeps MiniLM's embedding cosine >= 0.99."""
     import openvino as ov
@@ -20,10 +21,19 @@ def to_openvino(onnx_path: Path, xml_path: Path, calibration: dict[str, np.ndarr
 
         n = len(next(iter(calibration.values())))
         items = [{k: v[i : i + 1] for k, v in calibration.items()} for i in range(n)]
+        from .onnx_export import node_pattern
+
+        ignored = None
+        if fp32_layers:
+            pats = [node_pattern(m) for m in fp32_layers]
+            names = [op.get_friendly_name() for op in model.get_ops()
+                     if op.get_type_name() == "MatMul" and any(p in op.get_friendly_name() for p in pats)]
+            ignored = nncf.IgnoredScope(names=names, validate=False)
         try:
             model = nncf.quantize(
                 model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
                 preset=nncf.QuantizationPreset.MIXED, subset_size=len(items),
+                **({"ignored_scope": ignored} if ignored else {}),
             )
         except Exception as exc:
             raise EdgekitError(f"NNCF int8 quantization failed: {exc}") from exc

@@ -51,3 +51,27 @@ def test_int8_runtimes_stay_close_to_torch(int8_artifact, real_feeds):
         out = load(int8_artifact, rt, threads=2).run(real_feeds)
         # Random tiny weights: logits are O(0.1); int8 error of a 2-layer net stays well under 0.05.
         assert np.abs(out - ref).max() < 0.05, rt
+
+
+def test_fp32_layers_stay_fp32_on_both_runtimes(tmp_path):
+    import onnx
+    import openvino as ov
+
+    from edgekit.data import calibration_texts, tokenize
+    from edgekit.export import export_artifact
+    from edgekit.zoo import load_torch, resolve
+
+    model, tok = load_torch(resolve("tiny-bert-cls"))
+    cal = tokenize(tok, calibration_texts(8), max_length=32)
+    keep = ["model.bert.encoder.layer.0.output.dense", "model.bert.encoder.layer.1.attention.self.query"]
+    art = export_artifact(model, tok, tmp_path / "a", task="text-classification", model_name="t",
+                          int8_calibration=cal, fp32_layers=keep, formats=("onnx", "openvino"), progress=False)
+    g = onnx.load(str(art.path("onnx"))).graph
+    producers = {o: n.op_type for n in g.node for o in n.output}
+    quantized = {n.name for n in g.node if n.op_type == "MatMul" and producers.get(n.input[1]) == "DequantizeLinear"}
+    assert len(quantized) == 10
+    assert not any("layer.0/output/dense" in n or "layer.1/attention/self/query" in n for n in quantized)
+    m = ov.Core().read_model(str(art.path("openvino")))
+    fq_consumers = {t.get_node().get_friendly_name() for op in m.get_ops() if op.get_type_name() == "FakeQuantize"
+                    for out in op.outputs() for t in out.get_target_inputs()}
+    assert not any("layer.0/output/dense/MatMul" in n for n in fq_consumers)
