@@ -106,7 +106,7 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     sessions = {rt: load(art, rt, threads, precision if rt == "openvino" else None) for rt in names}
     rows = _bench.bench(sessions, tokenizer=load_tokenizer(art), batches=list(batches), seqs=list(seqs),
                         threads=threads, budget_ms=budget_ms, min_time_s=min_time_s,
-                        model_name=str(art.manifest.model if not is_artifact(model) else model), progress=progress)
+                        model_name=art.manifest.model, progress=progress)
     if json_path:
         _bench.write_jsonl(rows, json_path)
     if md_path:
