@@ -1,0 +1,84 @@
+/* edgekit kernels: int8 and fp32 GEMMs, dense and 4x1 block-sparse, with run-time ISA dispatch.
+ *
+ * Y[M,N] = X[M,K] * W[N,K]^T.  int8: X is u8 per-tensor (scale, zero point), W is s8 per output
+ * channel (symmetric), accumulation in int32, then a fused epilogue:
+ *     y[m,n] = (acc[m,n] - x_zp * sum_k W[n,k]) * x_scale * w_scale[n] + bias[n]   (then GELU if asked)
+ * written as fp32, or requantised to u8: clamp(round_half_even(y / out_scale) + out_zp, 0, 255).
+ * "4x1" blocks: 4 consecutive output channels (rows of W) x 1 input channel; a block is kept or
+ * pruned as a whole. Weights are packed once (ek_pack_*) for the ISA active at that moment; a packed
+ * buffer carries a header and is refused by a GEMM running on another ISA.
+ * All functions return 0 on success or a negative EK_E* code; ek_last_error() says why.
+ */
+#ifndef EDGEKIT_KERNELS_H
+#define EDGEKIT_KERNELS_H
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EK_PACK_VERSION 1
+
+typedef enum { EK_ISA_REF = 0, EK_ISA_AVX2 = 1, EK_ISA_AVX512 = 2, EK_ISA_AVX512_VNNI = 3 } ek_isa;
+typedef enum { EK_DENSE = 0, EK_BLOCK_4X1 = 1 } ek_pattern;
+typedef enum { EK_W_S8 = 0, EK_W_F32 = 1 } ek_wtype;
+enum { EK_OK = 0, EK_EINVAL = -1, EK_EMISMATCH = -2, EK_ENOMEM = -3, EK_EUNSUPPORTED = -4 };
+
+/* CPU and path selection. The best supported ISA is chosen once; EDGEKIT_ISA=ref|avx2|avx512|avx512_vnni
+ * in the environment forces a lower one (asking for one the CPU lacks falls back to the best it has). */
+ek_isa ek_best_isa(void);        /* what the CPU supports */
+ek_isa ek_active_isa(void);      /* what GEMMs use now */
+int ek_set_isa(ek_isa isa);      /* tests/benchmarks: switch path; EK_EUNSUPPORTED if the CPU lacks it */
+const char* ek_isa_name(ek_isa isa);
+const char* ek_last_error(void); /* message of the last failure in this thread */
+
+/* Threads: one persistent pool shared by all kernels (not OpenMP). Default: all online CPUs. */
+void ek_set_num_threads(int n);
+int ek_get_num_threads(void);
+/* Run fn(i, ctx) for i in [0, n) on the pool (used by the native engine for its own loops). */
+void ek_parallel_for(int64_t n, void (*fn)(int64_t i, void* ctx), void* ctx);
+
+typedef struct ek_packed ek_packed;
+typedef struct {
+  uint32_t version;
+  int64_t n, k;
+  int32_t pattern;   /* ek_pattern */
+  int32_t wtype;     /* ek_wtype */
+  int32_t isa;       /* ek_isa it was packed for */
+  int64_t nnz_blocks; /* kept 4x1 blocks (dense: ceil(n/4)*k) */
+} ek_packed_info;
+
+ek_packed* ek_pack_s8(const int8_t* w, int64_t n, int64_t k, ek_pattern pattern);
+ek_packed* ek_pack_f32(const float* w, int64_t n, int64_t k, ek_pattern pattern);
+void ek_packed_free(ek_packed* p);
+int ek_packed_get_info(const ek_packed* p, ek_packed_info* info);
+int ek_unpack_s8(const ek_packed* p, int8_t* w);   /* W back, [n,k] */
+int ek_unpack_f32(const ek_packed* p, float* w);
+
+typedef struct {
+  float x_scale;
+  int32_t x_zp;
+  const float* w_scale; /* [n] */
+  const float* bias;    /* [n] or NULL */
+  int32_t gelu;         /* 1: y = y * 0.5 * (1 + erf(y / sqrt(2))) */
+  int32_t out_u8;       /* 0: y is float [m, ldy]; 1: y is uint8 [m, ldy] */
+  float out_scale;
+  int32_t out_zp;
+} ek_epilogue;
+
+/* x: [m, k] u8 with row stride ldx (elements). */
+int ek_gemm_u8s8(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, const ek_epilogue* ep, void* y,
+                 int64_t ldy);
+/* Integer accumulators only (zero point applied): acc[m,n] = sum_k (x[m,k] - x_zp) * W[n,k]; for bit-exact tests. */
+int ek_gemm_u8s8_acc(const ek_packed* w, const uint8_t* x, int64_t m, int32_t x_zp, int32_t* acc);
+/* fp32: y[m,n] = sum_k x[m,k] W[n,k] + bias[n] (then GELU). */
+int ek_gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int32_t gelu,
+                float* y, int64_t ldy);
+/* q = clamp(round_half_even(x / scale) + zp, 0, 255) */
+void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q);
+/* A vpdpbusd loop on every pool thread for `seconds`: returns measured int8 multiply-accumulates per second. */
+double ek_peak_vnni_macs(double seconds);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,235 @@
+// CPU feature detection (cpuid + xgetbv, once), the ISA selector, the thread pool and the C ABI.
+#include <cpuid.h>
+
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "internal.h"
+
+namespace {
+thread_local std::string g_error;
+
+uint64_t xgetbv0() {
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return ((uint64_t)hi << 32) | lo;
+}
+
+ek_isa detect() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return EK_ISA_REF;
+  const bool osxsave = c & (1u << 27);
+  if (!osxsave) return EK_ISA_REF;
+  const uint64_t xcr0 = xgetbv0();
+  const bool ymm_os = (xcr0 & 0x6) == 0x6, zmm_os = (xcr0 & 0xe6) == 0xe6;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return EK_ISA_REF;
+  const bool avx2 = (b & (1u << 5)) && ymm_os;
+  const bool avx512f = (b & (1u << 16)) && zmm_os, avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
+  const bool vnni = c & (1u << 11);
+  if (avx512f && avx512bw && avx512vl && vnni) return EK_ISA_AVX512_VNNI;
+  if (avx512f && avx512bw && avx512vl) return EK_ISA_AVX512;
+  if (avx2) return EK_ISA_AVX2;
+  return EK_ISA_REF;
+}
+
+ek_isa g_best = detect();
+
+ek_isa from_env() {
+  const char* s = std::getenv("EDGEKIT_ISA");
+  if (!s || !*s) return g_best;
+  ek_isa want = g_best;
+  if (!std::strcmp(s, "ref")) want = EK_ISA_REF;
+  else if (!std::strcmp(s, "avx2")) want = EK_ISA_AVX2;
+  else if (!std::strcmp(s, "avx512")) want = EK_ISA_AVX512;
+  else if (!std::strcmp(s, "avx512_vnni")) want = EK_ISA_AVX512_VNNI;
+  return want <= g_best ? want : g_best;  // never run a path the CPU lacks
+}
+
+std::atomic<int> g_active{(int)from_env()};
+
+// A small persistent pool: workers sleep on a condition variable between jobs; the caller takes part.
+class Pool {
+ public:
+  explicit Pool(int n) { resize(n); }
+  ~Pool() { stop(); }
+  int size() const { return nthreads_; }
+  void resize(int n) {
+    if (n < 1) n = 1;
+    if (n == nthreads_) return;
+    stop();
+    nthreads_ = n;
+    quit_ = false;
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this] { loop(); });
+  }
+  void run(int64_t n, void (*fn)(int64_t, void*), void* ctx) {
+    if (n <= 0) return;
+    if (nthreads_ == 1 || n == 1) {
+      for (int64_t i = 0; i < n; ++i) fn(i, ctx);
+      return;
+    }
+    std::lock_guard<std::mutex> serial(run_mu_);  // one job at a time
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      fn_ = fn;
+      ctx_ = ctx;
+      n_ = n;
+      next_.store(0);
+      pending_ = (int)workers_.size();
+      ++gen_;
+    }
+    cv_.notify_all();
+    work();
+    std::unique_lock<std::mutex> lk(mu_);
+    done_cv_.wait(lk, [this] { return pending_ == 0; });
+  }
+
+ private:
+  void work() {
+    for (int64_t i; (i = next_.fetch_add(1)) < n_;) fn_(i, ctx_);
+  }
+  void loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return quit_ || gen_ != seen; });
+        if (quit_) return;
+        seen = gen_;
+      }
+      work();
+      std::lock_guard<std::mutex> lk(mu_);
+      if (--pending_ == 0) done_cv_.notify_one();
+    }
+  }
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+  std::vector<std::thread> workers_;
+  std::mutex mu_, run_mu_;
+  std::condition_variable cv_, done_cv_;
+  void (*fn_)(int64_t, void*) = nullptr;
+  void* ctx_ = nullptr;
+  int64_t n_ = 0;
+  std::atomic<int64_t> next_{0};
+  int pending_ = 0, nthreads_ = 0;
+  uint64_t gen_ = 0;
+  bool quit_ = false;
+};
+
+Pool& pool() {
+  static Pool p((int)std::max(1u, std::thread::hardware_concurrency()));
+  return p;
+}
+
+int check_common(const ek_packed* w, ek_wtype wt) {
+  if (!w) return ek::fail(EK_EINVAL, "null packed weight");
+  if (w->info.version != EK_PACK_VERSION)
+    return ek::fail(EK_EMISMATCH, "packed weight has format version " + std::to_string(w->info.version) +
+                                      ", expected " + std::to_string(EK_PACK_VERSION));
+  if (w->info.wtype != wt) return ek::fail(EK_EMISMATCH, "packed weight has the wrong weight type for this GEMM");
+  if (wt == EK_W_S8 && w->info.isa != ek_active_isa())
+    return ek::fail(EK_EMISMATCH, std::string("weight was packed for ISA ") + ek_isa_name((ek_isa)w->info.isa) +
+                                      " but the active ISA is " + ek_isa_name(ek_active_isa()) + "; repack it");
+  return EK_OK;
+}
+}  // namespace
+
+namespace ek {
+void set_error(const std::string& msg) { g_error = msg; }
+int fail(int code, const std::string& msg) {
+  g_error = msg;
+  return code;
+}
+void parallel_for(int64_t n, void (*fn)(int64_t, void*), void* ctx) { pool().run(n, fn, ctx); }
+int num_threads() { return pool().size(); }
+}  // namespace ek
+
+extern "C" {
+ek_isa ek_best_isa(void) { return g_best; }
+ek_isa ek_active_isa(void) { return (ek_isa)g_active.load(); }
+int ek_set_isa(ek_isa isa) {
+  if ((int)isa < 0 || isa > g_best) return ek::fail(EK_EUNSUPPORTED, std::string("this CPU cannot run ISA ") + ek_isa_name(isa));
+  g_active.store((int)isa);
+  return EK_OK;
+}
+const char* ek_isa_name(ek_isa isa) {
+  switch (isa) {
+    case EK_ISA_REF: return "ref";
+    case EK_ISA_AVX2: return "avx2";
+    case EK_ISA_AVX512: return "avx512";
+    case EK_ISA_AVX512_VNNI: return "avx512_vnni";
+  }
+  return "unknown";
+}
+const char* ek_last_error(void) { return g_error.c_str(); }
+void ek_set_num_threads(int n) { pool().resize(n); }
+int ek_get_num_threads(void) { return pool().size(); }
+void ek_parallel_for(int64_t n, void (*fn)(int64_t, void*), void* ctx) { pool().run(n, fn, ctx); }
+
+static int run_u8s8(const ek::Gemm& g) {
+  switch (ek_active_isa()) {
+    case EK_ISA_AVX512_VNNI: ek::vnni::gemm_u8s8(g); break;
+    case EK_ISA_AVX512: ek::generic_avx512::gemm_u8s8(g); break;
+    case EK_ISA_AVX2: ek::generic_avx2::gemm_u8s8(g); break;
+    default: ek::ref::gemm_u8s8(g); break;
+  }
+  return EK_OK;
+}
+
+int ek_gemm_u8s8(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, const ek_epilogue* ep, void* y,
+                 int64_t ldy) {
+  if (int rc = check_common(w, EK_W_S8)) return rc;
+  if (!x || !ep || !y || !ep->w_scale || m < 0 || ldx < w->info.k || ldy < w->info.n)
+    return ek::fail(EK_EINVAL, "gemm_u8s8: bad pointers or strides");
+  if (ep->out_u8 && !(ep->out_scale > 0.f)) return ek::fail(EK_EINVAL, "gemm_u8s8: out_scale must be positive");
+  if (m == 0) return EK_OK;
+  ek::Gemm g{w, x, m, ldx, ep, y, ldy, ep->x_zp, nullptr};
+  return run_u8s8(g);
+}
+
+int ek_gemm_u8s8_acc(const ek_packed* w, const uint8_t* x, int64_t m, int32_t x_zp, int32_t* acc) {
+  if (int rc = check_common(w, EK_W_S8)) return rc;
+  if (!x || !acc || m < 0) return ek::fail(EK_EINVAL, "gemm_u8s8_acc: bad pointers");
+  if (m == 0) return EK_OK;
+  ek::Gemm g{w, x, m, w->info.k, nullptr, nullptr, 0, x_zp, acc};
+  return run_u8s8(g);
+}
+
+int ek_gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int32_t gelu,
+                float* y, int64_t ldy) {
+  if (int rc = check_common(w, EK_W_F32)) return rc;
+  if (!x || !y || m < 0 || ldx < w->info.k || ldy < w->info.n) return ek::fail(EK_EINVAL, "gemm_f32: bad pointers or strides");
+  switch (ek_active_isa()) {
+    case EK_ISA_AVX512_VNNI:
+    case EK_ISA_AVX512: ek::generic_avx512::gemm_f32(w, x, m, ldx, bias, gelu, y, ldy); break;
+    case EK_ISA_AVX2: ek::generic_avx2::gemm_f32(w, x, m, ldx, bias, gelu, y, ldy); break;
+    default: ek::ref::gemm_f32(w, x, m, ldx, bias, gelu, y, ldy); break;
+  }
+  return EK_OK;
+}
+
+void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = std::nearbyint(x[i] / scale) + (float)zp;
+    q[i] = (uint8_t)(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));
+  }
+}
+
+double ek_peak_vnni_macs(double seconds) {
+  if (g_best < EK_ISA_AVX512_VNNI) return 0.0;
+  return ek::vnni::peak_macs(seconds);
+}
+}

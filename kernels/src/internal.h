@@ -1,0 +1,84 @@
+// Internal structures shared by the kernels' translation units (not part of the C ABI).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "edgekit/kernels.h"
+
+struct ek_packed {
+  ek_packed_info info{};
+  int64_t nb = 0;                  // block-rows of 4 outputs: ceil(n/4)
+  std::vector<int8_t> w_s8;        // [n,k] row-major original (reference path + unpack)
+  std::vector<float> w_f32;        // [n,k] row-major original (fp32 weights)
+  std::vector<int32_t> rowsum;     // [n] sum_k W[n,k] (zero-point correction)
+  // AVX-512 VNNI dense: [ceil(n/16)][ceil(k/4)][16][4] bytes, zero padded.
+  std::vector<int8_t> vnni;
+  int64_t n16 = 0, kq = 0;
+  // 4x1 sparse, int8: block-row r owns quads row_ptr[r]..row_ptr[r+1]; quad q has columns
+  // quad_cols[4q..4q+3] (padded with a zero-weight column) and weights quad_w[16q + 4i + j] = W[4r+i, c_j].
+  std::vector<int64_t> row_ptr;
+  std::vector<int32_t> quad_cols;
+  std::vector<int8_t> quad_w;
+  // 4x1 sparse, generic paths (int8 and fp32): block b of block-row r at blk_ptr[r]..blk_ptr[r+1],
+  // column blk_cols[b], weights blk_s8/blk_f32[4b + i] = W[4r+i, c].
+  std::vector<int64_t> blk_ptr;
+  std::vector<int32_t> blk_cols;
+  std::vector<int8_t> blk_s8;
+  std::vector<float> blk_f32;
+};
+
+namespace ek {
+void set_error(const std::string& msg);
+int fail(int code, const std::string& msg);
+void parallel_for(int64_t n, void (*fn)(int64_t, void*), void* ctx);
+int num_threads();
+
+// Per-ISA implementations. `acc_only` variants write int32 accumulators (zero point applied).
+struct Gemm {
+  const ek_packed* w;
+  const uint8_t* x;
+  int64_t m, ldx;
+  const ek_epilogue* ep;  // null -> int32 accumulators into acc
+  void* y;
+  int64_t ldy;
+  int32_t x_zp;
+  int32_t* acc;
+};
+namespace ref {
+void gemm_u8s8(const Gemm& g);
+void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int gelu, float* y,
+              int64_t ldy);
+}
+namespace generic_avx2 {
+void gemm_u8s8(const Gemm& g);
+void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int gelu, float* y,
+              int64_t ldy);
+}
+namespace generic_avx512 {
+void gemm_u8s8(const Gemm& g);
+void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int gelu, float* y,
+              int64_t ldy);
+}
+namespace vnni {
+void gemm_u8s8(const Gemm& g);
+double peak_macs(double seconds);
+}
+float gelu_ref(float y);
+// Scalar epilogue for one value (reference semantics; vector paths must match it).
+inline void epilogue_store(const ek_epilogue* ep, int64_t n, int32_t acc, void* y, int64_t idx);
+}  // namespace ek
+
+#include <cmath>
+inline void ek::epilogue_store(const ek_epilogue* ep, int64_t n, int32_t acc, void* y, int64_t idx) {
+  float v = (float)acc * (ep->x_scale * ep->w_scale[n]);
+  if (ep->bias) v += ep->bias[n];
+  if (ep->gelu) v = gelu_ref(v);
+  if (ep->out_u8) {
+    float q = std::nearbyint(v / ep->out_scale) + (float)ep->out_zp;
+    q = q < 0.f ? 0.f : (q > 255.f ? 255.f : q);
+    static_cast<uint8_t*>(y)[idx] = (uint8_t)q;
+  } else {
+    static_cast<float*>(y)[idx] = v;
+  }
+}

@@ -1,0 +1,41 @@
+// Reference kernels: plain loops over the original row-major weights. The source of truth.
+#include <cmath>
+
+#include "internal.h"
+
+namespace ek {
+float gelu_ref(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.70710678118654752f)); }
+
+namespace ref {
+void gemm_u8s8(const Gemm& g) {
+  const ek_packed* w = g.w;
+  const int64_t n = w->info.n, k = w->info.k;
+  const int32_t zp = g.ep ? g.ep->x_zp : g.x_zp;
+  for (int64_t i = 0; i < g.m; ++i) {
+    const uint8_t* xr = g.x + i * g.ldx;
+    for (int64_t j = 0; j < n; ++j) {
+      const int8_t* wr = w->w_s8.data() + j * k;
+      int32_t acc = 0;
+      for (int64_t t = 0; t < k; ++t) acc += ((int32_t)xr[t] - zp) * (int32_t)wr[t];
+      if (g.ep)
+        epilogue_store(g.ep, j, acc, g.y, i * g.ldy + j);
+      else
+        g.acc[i * n + j] = acc;
+    }
+  }
+}
+
+void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int gelu, float* y,
+              int64_t ldy) {
+  const int64_t n = w->info.n, k = w->info.k;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const float* wr = w->w_f32.data() + j * k;
+      double acc = 0;  // double: the reference should not depend on summation order
+      for (int64_t t = 0; t < k; ++t) acc += (double)x[i * ldx + t] * (double)wr[t];
+      float v = (float)acc + (bias ? bias[j] : 0.f);
+      y[i * ldy + j] = gelu ? gelu_ref(v) : v;
+    }
+}
+}  // namespace ref
+}  // namespace ek

@@ -1,0 +1,2 @@
+#define EK_NS generic_avx2
+#include "generic.inc"

@@ -1,0 +1,2 @@
+#define EK_NS generic_avx512
+#include "generic.inc"

@@ -1,0 +1,341 @@
+// AVX-512 VNNI int8 GEMMs: dense (u8s8_gemm_6x64) and 4x1 block-sparse (u8s8_spmm_4x1_64).
+//
+// Dense: W packed as [n/16][k/4][16 outputs][4 k] so one zmm holds 16 outputs x 4 k; a row of X is
+// broadcast 4 bytes at a time and vpdpbusd adds 16 x 4 products. Tile: 6 rows x 64 outputs = 24 zmm
+// accumulators.
+// Sparse 4x1: X is transposed once to XT[k][m] (64-token padded). For a block-row (4 outputs), its kept
+// columns come in quads (c0..c3). Loading XT rows c0..c3 for 64 tokens and a 4x4 byte transpose
+// (8 unpacks) gives 4 zmm whose 32-bit lanes hold (x[t,c0], x[t,c1], x[t,c2], x[t,c3]) for 16 tokens
+// each; each feeds 4 vpdpbusd (one per output, weights broadcast). Lane order is a fixed permutation
+// of the tokens that the epilogue undoes.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "internal.h"
+
+namespace ek {
+namespace vnni {
+namespace {
+
+inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+  // e^r on |r| <= ln2/2: degree-6 Taylor, relative error < 2e-7.
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// GELU(y) = 0.5 y (1 + erf(y / sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+inline __m512 gelu512(__m512 y) {
+  const __m512 z = _mm512_mul_ps(y, _mm512_set1_ps(0.70710678118654752f));
+  const __m512 az = _mm512_abs_ps(z);
+  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(az, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
+  __m512 p = _mm512_set1_ps(1.061405429f);
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+  p = _mm512_mul_ps(p, t);
+  const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(az, az)));
+  __m512 erf = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0f));
+  const __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
+  erf = _mm512_mask_sub_ps(erf, neg, _mm512_setzero_ps(), erf);
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), y), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
+}
+
+// Epilogue on 16 consecutive outputs n0..n0+15 (masked) of one row.
+inline void epilogue16(const Gemm& g, __m512i acc, int64_t row, int64_t n0, __mmask16 mask) {
+  const ek_packed* w = g.w;
+  const __m512i rs = _mm512_maskz_loadu_epi32(mask, w->rowsum.data() + n0);
+  acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(rs, _mm512_set1_epi32(g.ep ? g.ep->x_zp : g.x_zp)));
+  if (!g.ep) {
+    _mm512_mask_storeu_epi32(g.acc + row * w->info.n + n0, mask, acc);
+    return;
+  }
+  const ek_epilogue* ep = g.ep;
+  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc),
+                           _mm512_mul_ps(_mm512_set1_ps(ep->x_scale), _mm512_maskz_loadu_ps(mask, ep->w_scale + n0)));
+  if (ep->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, ep->bias + n0));
+  if (ep->gelu) v = gelu512(v);
+  if (ep->out_u8) {
+    __m512 q = _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(v, _mm512_set1_ps(ep->out_scale)),
+                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                             _mm512_set1_ps((float)ep->out_zp));
+    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.f));
+    _mm_mask_storeu_epi8(static_cast<uint8_t*>(g.y) + row * g.ldy + n0, mask, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q)));
+  } else {
+    _mm512_mask_storeu_ps(static_cast<float*>(g.y) + row * g.ldy + n0, mask, v);
+  }
+}
+
+// ---------------------------------------------------------------- dense
+template <int MR, int NB>
+void dense_tile(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int64_t j16) {
+  const ek_packed* w = g.w;
+  const int64_t kq = w->kq;
+  __m512i acc[MR][NB];
+  for (int r = 0; r < MR; ++r)
+    for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_si512();
+  const int8_t* wp = w->vnni.data() + j16 * kq * 64;
+  for (int64_t q = 0; q < kq; ++q) {
+    __m512i wv[NB];
+    for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(wp + (b * kq + q) * 64);
+    for (int r = 0; r < MR; ++r) {
+      int32_t xs;
+      std::memcpy(&xs, x + (m0 + r) * ldx + 4 * q, 4);
+      const __m512i xv = _mm512_set1_epi32(xs);
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], xv, wv[b]);
+    }
+  }
+  const int64_t n = w->info.n;
+  for (int b = 0; b < NB; ++b) {
+    const int64_t n0 = (j16 + b) * 16;
+    const __mmask16 mask = n - n0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - n0)) - 1);
+    for (int r = 0; r < MR; ++r) epilogue16(g, acc[r][b], m0 + r, n0, mask);
+  }
+}
+
+template <int NB>
+void dense_rows(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int64_t m1, int64_t j16) {
+  int64_t m = m0;
+  for (; m + 6 <= m1; m += 6) dense_tile<6, NB>(g, x, ldx, m, j16);
+  switch (m1 - m) {
+    case 5: dense_tile<5, NB>(g, x, ldx, m, j16); break;
+    case 4: dense_tile<4, NB>(g, x, ldx, m, j16); break;
+    case 3: dense_tile<3, NB>(g, x, ldx, m, j16); break;
+    case 2: dense_tile<2, NB>(g, x, ldx, m, j16); break;
+    case 1: dense_tile<1, NB>(g, x, ldx, m, j16); break;
+    default: break;
+  }
+}
+
+struct DenseCtx {
+  const Gemm* g;
+  const uint8_t* x;
+  int64_t ldx, mtiles, mtile, npanels;
+};
+
+void dense_task(int64_t task, void* p) {
+  const DenseCtx& c = *static_cast<DenseCtx*>(p);
+  const int64_t panel = task % c.npanels, mt = task / c.npanels;
+  const int64_t m0 = mt * c.mtile, m1 = std::min(c.g->m, m0 + c.mtile);
+  const int64_t j16 = panel * 4, left = c.g->w->n16 - j16;
+  switch (left >= 4 ? 4 : left) {
+    case 4: dense_rows<4>(*c.g, c.x, c.ldx, m0, m1, j16); break;
+    case 3: dense_rows<3>(*c.g, c.x, c.ldx, m0, m1, j16); break;
+    case 2: dense_rows<2>(*c.g, c.x, c.ldx, m0, m1, j16); break;
+    default: dense_rows<1>(*c.g, c.x, c.ldx, m0, m1, j16); break;
+  }
+}
+
+void dense(const Gemm& g) {
+  const ek_packed* w = g.w;
+  const int64_t k = w->info.k, kp = w->kq * 4;
+  const uint8_t* x = g.x;
+  int64_t ldx = g.ldx;
+  std::vector<uint8_t> padded;
+  if (kp != k) {  // K not a multiple of 4: copy X with zero padding so 4-byte reads stay in bounds
+    padded.assign(g.m * kp, 0);
+    for (int64_t i = 0; i < g.m; ++i) std::memcpy(&padded[i * kp], g.x + i * g.ldx, k);
+    x = padded.data();
+    ldx = kp;
+  }
+  DenseCtx c{&g, x, ldx, 0, 0, (w->n16 + 3) / 4};
+  // Split rows into tiles of 48 (a multiple of 6) so both threads get work when N is small.
+  c.mtile = std::max<int64_t>(6, std::min<int64_t>(48, (g.m + 5) / 6 * 6));
+  c.mtiles = (g.m + c.mtile - 1) / c.mtile;
+  parallel_for(c.mtiles * c.npanels, dense_task, &c);
+}
+
+// ---------------------------------------------------------------- sparse 4x1
+constexpr int TM = 64;  // tokens per tile
+
+struct TransposeCtx {
+  const uint8_t* x;
+  int64_t ldx, m, k, mp;
+  uint8_t* xt;
+};
+
+void transpose_task(int64_t task, void* p) {
+  const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
+  const int64_t k0 = task * 64, k1 = std::min(c.k, k0 + 64);
+  for (int64_t m0 = 0; m0 < c.mp; m0 += 64)
+    for (int64_t t = k0; t < k1; ++t) {
+      uint8_t* dst = c.xt + t * c.mp + m0;
+      const int64_t mend = std::min<int64_t>(64, c.m - m0);
+      for (int64_t i = 0; i < mend; ++i) dst[i] = c.x[(m0 + i) * c.ldx + t];
+    }
+}
+
+struct SparseCtx {
+  const Gemm* g;
+  const uint8_t* xt;
+  int64_t mp, mtiles, rows_per_task;
+};
+
+// Token held by lane l (0..15) of operand/accumulator group gq (0..3) after the byte transpose.
+inline int lane_token(int gq, int l) { return 16 * (l / 4) + 4 * gq + (l % 4); }
+
+void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_t m0) {
+  const ek_packed* w = g.w;
+  __m512i acc[4][4];
+  for (auto& a : acc)
+    for (auto& b : a) b = _mm512_setzero_si512();
+  const int64_t q0 = w->row_ptr[r], q1 = w->row_ptr[r + 1];
+  const int32_t* cols = w->quad_cols.data();
+  const int32_t* wq = reinterpret_cast<const int32_t*>(w->quad_w.data());
+  for (int64_t q = q0; q < q1; ++q) {
+    const __m512i r0 = _mm512_loadu_si512(xt + (int64_t)cols[4 * q] * mp + m0);
+    const __m512i r1 = _mm512_loadu_si512(xt + (int64_t)cols[4 * q + 1] * mp + m0);
+    const __m512i r2 = _mm512_loadu_si512(xt + (int64_t)cols[4 * q + 2] * mp + m0);
+    const __m512i r3 = _mm512_loadu_si512(xt + (int64_t)cols[4 * q + 3] * mp + m0);
+    const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
+    const __m512i t2 = _mm512_unpacklo_epi8(r2, r3), t3 = _mm512_unpackhi_epi8(r2, r3);
+    const __m512i u[4] = {_mm512_unpacklo_epi16(t0, t2), _mm512_unpackhi_epi16(t0, t2),
+                          _mm512_unpacklo_epi16(t1, t3), _mm512_unpackhi_epi16(t1, t3)};
+    for (int i = 0; i < 4; ++i) {
+      const __m512i wv = _mm512_set1_epi32(wq[4 * q + i]);
+      for (int gq = 0; gq < 4; ++gq) acc[i][gq] = _mm512_dpbusd_epi32(acc[i][gq], u[gq], wv);
+    }
+  }
+  // Undo the lane permutation into [output][token], then the epilogue over 16 tokens at a time.
+  alignas(64) int32_t tile[4][TM];
+  alignas(64) int32_t raw[4][4][16];
+  for (int i = 0; i < 4; ++i)
+    for (int gq = 0; gq < 4; ++gq) _mm512_store_si512(raw[i][gq], acc[i][gq]);
+  for (int i = 0; i < 4; ++i)
+    for (int gq = 0; gq < 4; ++gq)
+      for (int l = 0; l < 16; ++l) tile[i][lane_token(gq, l)] = raw[i][gq][l];
+  const int64_t n = w->info.n, mend = std::min<int64_t>(TM, g.m - m0);
+  const int32_t zp = g.ep ? g.ep->x_zp : g.x_zp;
+  alignas(64) float out[4][TM];
+  for (int i = 0; i < 4; ++i) {
+    const int64_t j = 4 * r + i;
+    if (j >= n) break;
+    const __m512i corr = _mm512_set1_epi32(zp * w->rowsum[j]);
+    for (int t = 0; t < TM; t += 16) {
+      const __m512i a = _mm512_sub_epi32(_mm512_load_si512(tile[i] + t), corr);
+      if (!g.ep) {
+        _mm512_store_si512(tile[i] + t, a);
+        continue;
+      }
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(g.ep->x_scale * g.ep->w_scale[j]));
+      if (g.ep->bias) v = _mm512_add_ps(v, _mm512_set1_ps(g.ep->bias[j]));
+      if (g.ep->gelu) v = gelu512(v);
+      _mm512_store_ps(out[i] + t, v);
+    }
+  }
+  const int nout = (int)std::min<int64_t>(4, n - 4 * r);
+  if (!g.ep) {
+    for (int64_t t = 0; t < mend; ++t)
+      for (int i = 0; i < nout; ++i) g.acc[(m0 + t) * n + 4 * r + i] = tile[i][t];
+  } else if (!g.ep->out_u8) {
+    float* y = static_cast<float*>(g.y);
+    if (nout == 4) {
+      for (int64_t t = 0; t < mend; t += 4) {  // 4x4 transposes: 4 outputs of a token are contiguous in y
+        __m128 a = _mm_load_ps(out[0] + t), b = _mm_load_ps(out[1] + t), c = _mm_load_ps(out[2] + t),
+               d = _mm_load_ps(out[3] + t);
+        _MM_TRANSPOSE4_PS(a, b, c, d);
+        const __m128 rows[4] = {a, b, c, d};
+        for (int64_t u = 0; u < 4 && t + u < mend; ++u) _mm_storeu_ps(y + (m0 + t + u) * g.ldy + 4 * r, rows[u]);
+      }
+    } else {
+      for (int64_t t = 0; t < mend; ++t)
+        for (int i = 0; i < nout; ++i) y[(m0 + t) * g.ldy + 4 * r + i] = out[i][t];
+    }
+  } else {
+    uint8_t* y = static_cast<uint8_t*>(g.y);
+    const float inv_zp = (float)g.ep->out_zp;
+    for (int i = 0; i < nout; ++i)
+      for (int t = 0; t < TM; t += 16) {
+        __m512 q = _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(_mm512_load_ps(out[i] + t), _mm512_set1_ps(g.ep->out_scale)),
+                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                 _mm512_set1_ps(inv_zp));
+        q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.f));
+        _mm512_store_si512(tile[i] + t, _mm512_cvtps_epi32(q));
+      }
+    for (int64_t t = 0; t < mend; ++t)
+      for (int i = 0; i < nout; ++i) y[(m0 + t) * g.ldy + 4 * r + i] = (uint8_t)tile[i][t];
+  }
+}
+
+void sparse_task(int64_t task, void* p) {
+  const SparseCtx& c = *static_cast<SparseCtx*>(p);
+  const int64_t nb = c.g->w->nb;
+  const int64_t chunks = (nb + c.rows_per_task - 1) / c.rows_per_task;
+  const int64_t mt = task / chunks, ch = task % chunks;
+  const int64_t r0 = ch * c.rows_per_task, r1 = std::min(nb, r0 + c.rows_per_task);
+  for (int64_t r = r0; r < r1; ++r) sparse_tile(*c.g, c.xt, c.mp, r, mt * TM);
+}
+
+void sparse(const Gemm& g) {
+  const ek_packed* w = g.w;
+  const int64_t k = w->info.k, mp = (g.m + TM - 1) / TM * TM;
+  std::vector<uint8_t> xt(k * mp, 0);
+  TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt.data()};
+  parallel_for((k + 63) / 64, transpose_task, &tc);
+  const int64_t mtiles = mp / TM;
+  const int nt = num_threads();
+  // Enough tasks per thread to balance block-rows of uneven density.
+  const int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (8 * nt));
+  SparseCtx c{&g, xt.data(), mp, mtiles, rows};
+  parallel_for(mtiles * ((w->nb + rows - 1) / rows), sparse_task, &c);
+}
+}  // namespace
+
+void gemm_u8s8(const Gemm& g) {
+  if (g.w->info.pattern == EK_DENSE)
+    dense(g);
+  else
+    sparse(g);
+}
+
+namespace {
+struct PeakCtx {
+  double seconds;
+  std::vector<double>* macs;
+};
+void peak_task(int64_t i, void* p) {
+  PeakCtx& c = *static_cast<PeakCtx*>(p);
+  __m512i a[12];
+  for (auto& v : a) v = _mm512_setzero_si512();
+  const __m512i x = _mm512_set1_epi32(0x01010101), y = _mm512_set1_epi32(0x01020304);
+  int64_t iters = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double el = 0;
+  do {
+    for (int rep = 0; rep < 1000; ++rep)
+      for (auto& v : a) v = _mm512_dpbusd_epi32(v, x, y);
+    iters += 1000;
+    el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } while (el < c.seconds);
+  int32_t sink = 0;
+  for (auto& v : a) sink += _mm512_reduce_add_epi32(v);
+  (*c.macs)[i] = (sink == 42 ? 1.0 : 0.0) + (double)iters * 12 * 64 / el;
+}
+}  // namespace
+
+double peak_macs(double seconds) {
+  const int nt = num_threads();
+  std::vector<double> macs(nt, 0.0);
+  PeakCtx c{seconds, &macs};
+  parallel_for(nt, peak_task, &c);
+  double total = 0;
+  for (double m : macs) total += m;
+  return total;
+}
+}  // namespace vnni
+}  // namespace ek
