@@ -6,7 +6,7 @@ the ISA active at that moment; ``EDGEKIT_ISA=ref|avx2|avx512|avx512_vnni`` force
 >>> import numpy as np
 >>> from edgekit import kernels
 >>> w = kernels.pack_s8(np.ones((8, 16), np.int8), "4x1")
->>> kernels.gemm_u8s8_acc(w, np.full((2, 16), 3, np.uint8), x_zp=1)[0, 0]
+>>> int(kernels.gemm_u8s8_acc(w, np.full((2, 16), 3, np.uint8), x_zp=1)[0, 0])
 32
 """
 from __future__ import annotations

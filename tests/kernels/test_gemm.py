@@ -1,0 +1,210 @@
+"""Kernels vs the reference on every ISA path this machine has.
+
+int32 accumulators must be bit-exact. fp32 outputs: the epilogue computes acc * (x_scale * w_scale)
++ bias in fp32, exactly as the reference, so they match to a few ulps; GELU paths use a polynomial
+erf (|error| < 1.5e-7 absolute, Abramowitz & Stegun 7.1.26) plus a polynomial exp (relative < 2e-7),
+so |gelu error| <= |y| * 2e-7 + 1e-6 -> rtol 1e-5 / atol 1e-5 covers it with margin. Requantised u8
+outputs may differ by 1 where y / out_scale lands within an ulp of a .5 boundary.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgekit import kernels as K
+
+ISAS = K.available_isas()
+rng = np.random.default_rng(1234)
+
+
+def prune_4x1(w: np.ndarray, sparsity: float, gen=rng) -> np.ndarray:
+    n, k = w.shape
+    keep = gen.random(((n + 3) // 4, k)) >= sparsity
+    return (w * np.repeat(keep, 4, axis=0)[:n]).astype(w.dtype)
+
+
+def ref_acc(x, w, zp):
+    return (x.astype(np.int64) - zp) @ w.astype(np.int64).T
+
+
+def gelu(y):
+    return 0.5 * y * (1 + np.vectorize(math.erf)(y / np.sqrt(2)))
+
+
+# K below/at/above 4, 16, 64; N below/at/above 4 and 16; M = 1 and not a multiple of 6 or 64.
+EDGE_SHAPES = [(1, 1, 1), (1, 3, 4), (2, 4, 5), (6, 16, 16), (7, 17, 15), (13, 63, 33), (64, 64, 64),
+               (65, 65, 67), (130, 100, 20)]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    with K.using_isa(request.param):
+        yield request.param
+
+
+@pytest.mark.parametrize("shape", EDGE_SHAPES)
+@pytest.mark.parametrize("pattern,sparsity", [("dense", 0.0), ("4x1", 0.0), ("4x1", 0.7), ("4x1", 1.0)])
+def test_int32_accumulators_bit_exact(isa, shape, pattern, sparsity):
+    m, k, n = shape
+    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    if pattern == "4x1":
+        w = prune_4x1(w, sparsity)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    zp = int(rng.integers(0, 256))
+    p = K.pack_s8(w, pattern)
+    assert p.info["isa"] == isa
+    np.testing.assert_array_equal(K.gemm_u8s8_acc(p, x, zp), ref_acc(x, w, zp))
+
+
+@pytest.mark.parametrize("pattern", ["dense", "4x1"])
+def test_extreme_values(isa, pattern):
+    """255 x -128 everywhere: the largest |products|; vpmaddubsw would saturate here, we must not."""
+    for xv, wv in [(255, -128), (255, 127), (0, -128)]:
+        w = np.full((20, 3072), wv, np.int8)
+        x = np.full((9, 3072), xv, np.uint8)
+        for zp in (0, 255):
+            np.testing.assert_array_equal(K.gemm_u8s8_acc(K.pack_s8(w, pattern), x, zp), ref_acc(x, w, zp))
+
+
+def test_empty_block_rows_and_ragged_density(isa):
+    w = rng.integers(-128, 128, (37, 50), dtype=np.int8)
+    w[4:8] = 0  # a whole empty block-row
+    w[12:16, :] = 0
+    w[12:16, 7] = 5  # a block-row with a single kept block
+    x = rng.integers(0, 256, (70, 50), dtype=np.uint8)
+    np.testing.assert_array_equal(K.gemm_u8s8_acc(K.pack_s8(w, "4x1"), x, 7), ref_acc(x, w, 7))
+
+
+@pytest.mark.parametrize("pattern,sparsity", [("dense", 0.0), ("4x1", 0.8)])
+@pytest.mark.parametrize("gelu_on", [False, True])
+def test_fused_epilogue_fp32(isa, pattern, sparsity, gelu_on):
+    m, k, n = 67, 96, 44
+    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    if pattern == "4x1":
+        w = prune_4x1(w, sparsity)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    ws = (rng.random(n, dtype=np.float32) + 0.5) * 1e-3
+    b = rng.standard_normal(n).astype(np.float32)
+    y = K.gemm_u8s8(K.pack_s8(w, pattern), x, 0.02, 9, ws, b, gelu_on)
+    expect = (ref_acc(x, w, 9).astype(np.float32) * (np.float32(0.02) * ws) + b)
+    if gelu_on:
+        expect = gelu(expect.astype(np.float64)).astype(np.float32)
+    np.testing.assert_allclose(y, expect, rtol=1e-5, atol=1e-5)
+
+
+def test_requantised_u8_output(isa):
+    m, k, n = 33, 64, 24
+    w = prune_4x1(rng.integers(-128, 128, (n, k), dtype=np.int8), 0.5)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    ws = np.full(n, 2e-3, np.float32)
+    for pattern in ("dense", "4x1"):
+        p = K.pack_s8(w, pattern)
+        yf = K.gemm_u8s8(p, x, 0.02, 3, ws, None, True)
+        yq = K.gemm_u8s8(p, x, 0.02, 3, ws, None, True, True, 0.01, 20)
+        expect = np.clip(np.round(yf / np.float32(0.01)) + 20, 0, 255)
+        assert yq.dtype == np.uint8
+        assert np.abs(yq.astype(int) - expect).max() <= 1
+
+
+@pytest.mark.parametrize("pattern", ["dense", "4x1"])
+def test_fp32_gemm(isa, pattern):
+    for m, k, n in [(1, 5, 3), (17, 64, 36), (64, 384, 20)]:
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        if pattern == "4x1":
+            w = prune_4x1(w, 0.6)
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal(n).astype(np.float32)
+        # fp32 sums of k products in any order: error <= k * eps * sum|x*w| -> 1e-4 relative is ample.
+        expect = x.astype(np.float64) @ w.T.astype(np.float64) + b
+        scale = np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64) + 1
+        y = K.gemm_f32(K.pack_f32(w, pattern), x, b, False)
+        assert (np.abs(y - expect) <= 1e-5 * k * scale / k + 1e-5 * scale).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), k=st.integers(1, 70), m=st.integers(1, 70), sparsity=st.floats(0, 1),
+       seed=st.integers(0, 2**31 - 1))
+def test_random_shapes_all_paths(n, k, m, sparsity, seed):
+    gen = np.random.default_rng(seed)
+    w = prune_4x1(gen.integers(-128, 128, (n, k), dtype=np.int8), sparsity, gen)
+    x = gen.integers(0, 256, (m, k), dtype=np.uint8)
+    zp = int(gen.integers(0, 256))
+    expect = ref_acc(x, w, zp)
+    for isa in ISAS:
+        with K.using_isa(isa):
+            for pattern in ("dense", "4x1"):
+                p = K.pack_s8(w, pattern)
+                np.testing.assert_array_equal(p.unpack(), w)
+                np.testing.assert_array_equal(K.gemm_u8s8_acc(p, x, zp), expect)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 30), k=st.integers(1, 40), sparsity=st.floats(0, 1), seed=st.integers(0, 2**31 - 1))
+def test_pack_unpack_round_trip_and_block_count(n, k, sparsity, seed):
+    gen = np.random.default_rng(seed)
+    w = prune_4x1(gen.integers(-128, 128, (n, k), dtype=np.int8), sparsity, gen)
+    p = K.pack_s8(w, "4x1")
+    np.testing.assert_array_equal(p.unpack(), w)
+    nb = (n + 3) // 4
+    padded = np.zeros((nb * 4, k), np.int8)
+    padded[:n] = w
+    kept = int((padded.reshape(nb, 4, k) != 0).any(axis=1).sum())
+    assert p.info["nnz_blocks"] == kept and p.info["pattern"] == "4x1" and p.info["n"] == n
+    wf = w.astype(np.float32) / 7
+    np.testing.assert_array_equal(K.pack_f32(wf, "4x1").unpack(), wf)
+
+
+def test_threads_do_not_change_results():
+    w = prune_4x1(rng.integers(-128, 128, (1536, 384), dtype=np.int8), 0.8)
+    x = rng.integers(0, 256, (128, 384), dtype=np.uint8)
+    outs = []
+    for t in (1, 2, 3):
+        with K.using_threads(t):
+            outs.append(K.gemm_u8s8_acc(K.pack_s8(w, "4x1"), x, 5))
+    assert all((o == outs[0]).all() for o in outs)
+
+
+def test_bad_inputs_raise_value_error():
+    w = K.pack_s8(np.ones((8, 16), np.int8), "4x1")
+    ws = np.ones(8, np.float32)
+    cases = [
+        (lambda: K.pack_s8(np.ones((8, 16), np.float32), "4x1"), "dtype int8"),
+        (lambda: K.pack_s8(np.ones((8, 16), np.int8), "2:4"), "allowed: dense, 4x1"),
+        (lambda: K.pack_s8(np.ones((0, 16), np.int8)), "empty"),
+        (lambda: K.gemm_u8s8_acc(w, np.ones((2, 15), np.uint8)), "K=16"),
+        (lambda: K.gemm_u8s8_acc(w, np.ones((2, 16), np.int8)), "dtype uint8"),
+        (lambda: K.gemm_u8s8_acc(w, np.ones((2, 32), np.uint8)[:, ::2]), "C-contiguous"),
+        (lambda: K.gemm_u8s8(w, np.ones((2, 16), np.uint8), 0.1, 0, np.ones(7, np.float32)), "length N=8"),
+        (lambda: K.gemm_u8s8(w, np.ones((2, 16), np.uint8), -1.0, 0, ws), "x_scale must be positive"),
+        (lambda: K.gemm_u8s8(w, np.ones((2, 16), np.uint8), 0.1, 300, ws), "x_zp"),
+        (lambda: K.gemm_f32(w, np.ones((2, 16), np.float32)), "fp32 packed weight"),
+        (lambda: K.set_isa("sse9"), "allowed: ref"),
+    ]
+    for fn, match in cases:
+        with pytest.raises(ValueError, match=match):
+            fn()
+
+
+def test_weight_packed_for_another_isa_is_refused():
+    if len(ISAS) < 2:
+        pytest.skip("needs two ISA paths")
+    with K.using_isa(ISAS[-1]):
+        p = K.pack_s8(np.ones((8, 16), np.int8))
+    with K.using_isa(ISAS[0]):
+        with pytest.raises(ValueError, match="packed for ISA .* repack"):
+            K.gemm_u8s8_acc(p, np.ones((1, 16), np.uint8))
+
+
+def test_env_override_selects_lower_path():
+    import subprocess
+    import sys
+
+    code = "from edgekit import kernels; print(kernels.cpu_info()['isa'])"
+    for isa in ISAS:
+        out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "EDGEKIT_ISA": isa},
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == isa
