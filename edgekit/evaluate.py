@@ -1,74 +1,146 @@
-"""Accuracy of a Session on bbc-news: classifiers by accuracy, feature extractors by linear probe.
+"""Quality of a Session on a labelled dataset: classifiers by accuracy, feature extractors by a
+linear probe (CONTRACT.md ``eval`` JSON).
 
-The linear probe fits logistic regression on the TRAIN split's embeddings from the same session
-(so an int8 runtime is judged on its own embeddings), picks C on the validation split, and scores
-the test split.
+The linear probe embeds the TRAIN, VALIDATION and evaluated split with the SAME session (so an int8
+runtime is judged on its own embeddings), standardises the features with train statistics, fits an
+L2 logistic regression for each C in :data:`PROBE_C`, keeps the C with the best validation accuracy
+(ties: the smallest C) and scores the evaluated split. Deterministic: fixed seed, lbfgs solver.
+Nothing is cached on disk.
+
+>>> from edgekit.runtimes import load, load_tokenizer
+>>> res = evaluate(load("out/bbc", "openvino"), load_tokenizer("out/bbc"))     # doctest: +SKIP
+>>> res["metric"], round(res["value"], 3), res["n"]                           # doctest: +SKIP
+('accuracy', 0.974, 426)
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
 from edgekit.data import load_dataset, tokenize
+from edgekit.errors import InputError
 
-PROBE_C = (0.3, 1.0, 3.0, 10.0, 30.0)
+PROBE_C = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  #: on standardised features; picked on validation
+TASKS = ("text-classification", "feature-extraction")
 
 
-def run_batched(session, tokenizer, texts, batch: int = 32, max_length: int = 128, desc: str = "",
+def run_batched(session, tokenizer, texts: Sequence[str], batch: int = 32, max_length: int = 128, desc: str = "",
                 progress: bool = True) -> np.ndarray:
-    """Run ``session`` over ``texts`` in batches (padding to the longest in each batch)."""
+    """Run ``session`` over ``texts`` in batches (each batch padded to its longest text, masked).
+
+    Returns the stacked float32 outputs, shape [len(texts), ...].
+    """
     from tqdm.auto import tqdm
 
+    if batch < 1:
+        raise InputError(f"batch must be >= 1; got {batch}")
+    texts = list(texts)
     outs = []
     for i in tqdm(range(0, len(texts), batch), desc=desc or session.runtime, disable=not progress, unit="batch",
                   leave=False):
         feeds = tokenize(tokenizer, texts[i : i + batch], max_length=max_length, pad_to_max=False)
-        outs.append(np.asarray(session.run(feeds), dtype=np.float32))
+        out = np.asarray(session.run(feeds), dtype=np.float32)
+        if out.ndim != 2 or out.shape[0] != len(feeds["input_ids"]):
+            raise InputError(f"{session.runtime} returned shape {out.shape} for a batch of "
+                             f"{len(feeds['input_ids'])}; expected [batch, features]")
+        outs.append(out)
+    if not outs:
+        raise InputError("nothing to evaluate: the split is empty")
     return np.concatenate(outs, axis=0)
 
 
-def linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, seed: int = 0) -> tuple[float, float]:
-    """(test accuracy, chosen C) of an L2 logistic regression; C chosen on validation."""
-    from sklearn.linear_model import LogisticRegression
+def linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, seed: int = 0,
+                 cs: Sequence[float] = PROBE_C) -> tuple[float, float]:
+    """(test accuracy, chosen C) of a standardised L2 logistic regression, C chosen on validation.
 
+    >>> linear_probe(x_tr, y_tr, x_va, y_va, x_te, y_te)      # doctest: +SKIP
+    (0.962, 0.1)
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    tr, va, te = (scaler.transform(np.asarray(x, np.float64)) for x in (train_x, val_x, test_x))
     best = None
-    for c in PROBE_C:
-        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(train_x, train_y)
-        acc = clf.score(val_x, val_y)
-        if best is None or acc > best[0]:
+    for c in cs:
+        clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit(tr, train_y)
+        acc = clf.score(va, val_y)
+        if best is None or acc > best[0]:  # strict: ties keep the smaller C (stronger regularisation)
             best = (acc, c, clf)
     _, c, clf = best
-    return float(clf.score(test_x, test_y)), c
+    return float(clf.score(te, test_y)), float(c)
 
 
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over rows of cos(a_i, b_i)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise InputError(f"cannot compare outputs of shapes {a.shape} and {b.shape}")
     a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
     b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
     return float(np.mean(np.sum(a * b, axis=1)))
 
 
-def evaluate(session, tokenizer, data: str = "bbc-news", split: str = "test", batch: int = 32,
-             max_length: int = 128, reference_session=None, progress: bool = True) -> dict:
-    """``{"task", "data", "metric", "value", "n", "runtime", ...}`` (CONTRACT.md ``eval`` JSON).
+def _class_map(model_labels: Sequence[str] | None, data_labels: Sequence[str]) -> np.ndarray:
+    """Index map model class i -> dataset label index.
 
-    >>> evaluate(load(art, "openvino"), load_tokenizer(art))["value"]     # doctest: +SKIP
-    0.974
+    Identity when the model has no label names or only Hugging Face's placeholders (``LABEL_0``...),
+    otherwise by name, so a model trained with another label order is still scored correctly.
     """
-    test = load_dataset(data, split)
-    out = run_batched(session, tokenizer, test.texts, batch, max_length, f"{session.runtime} {split}", progress)
-    res = {"task": session.task, "data": data, "n": len(test), "runtime": session.runtime,
-           "precision": session.precision}
-    if session.task == "text-classification":
-        res.update(metric="accuracy", value=float(np.mean(out.argmax(axis=1) == np.asarray(test.labels))))
+    generic = [f"LABEL_{i}" for i in range(len(data_labels))]
+    if model_labels is None or list(model_labels) == generic:
+        return np.arange(len(data_labels))
+    if sorted(model_labels) != sorted(data_labels):
+        raise InputError(f"the model's labels ({', '.join(model_labels)}) are not the dataset's "
+                         f"({', '.join(data_labels)}); evaluate it on the data it was trained for")
+    return np.array([list(data_labels).index(name) for name in model_labels])
+
+
+def evaluate(session, tokenizer, data: str = "bbc-news", split: str = "test", batch: int = 32,
+             max_length: int = 128, reference_session=None, labels: Sequence[str] | None = None,
+             seed: int = 0, progress: bool = True) -> dict:
+    """Evaluate ``session`` on ``data``/``split``; returns CONTRACT ``eval`` JSON plus extras.
+
+    - text-classification: ``metric`` "accuracy" (argmax of the logits vs the dataset labels; the
+      model's class i is ``labels[i]`` if given, e.g. ``artifact.manifest.labels``, else dataset
+      label i). With ``reference_session``: ``agreement`` = fraction of equal predictions.
+    - feature-extraction: ``metric`` "linear_probe_accuracy" (see module doc; extra ``probe_c``).
+      With ``reference_session``: ``embedding_cosine`` = mean cosine to the reference's embeddings
+      of the same split.
+
+    Returns ``{"task", "data", "split", "metric", "value", "n", "runtime", "precision", "max_length", ...}``.
+    """
+    task = getattr(session, "task", None)
+    if task not in TASKS:
+        raise InputError(f"cannot evaluate task {task!r}; allowed: {', '.join(TASKS)}")
+    ds = load_dataset(data, split)
+    out = run_batched(session, tokenizer, ds.texts, batch, max_length, f"{session.runtime} {split}", progress)
+    res = {"task": task, "data": data, "split": split, "n": len(ds), "runtime": session.runtime,
+           "precision": getattr(session, "precision", None), "max_length": max_length}
+    y = np.asarray(ds.labels)
+    if task == "text-classification":
+        if out.shape[1] != len(ds.label_names):
+            raise InputError(f"the model has {out.shape[1]} classes but {data} has {len(ds.label_names)} "
+                             f"({', '.join(ds.label_names)})")
+        cmap = _class_map(labels, ds.label_names)
+        pred = cmap[out.argmax(axis=1)]
+        res.update(metric="accuracy", value=float(np.mean(pred == y)))
     else:
+        if split in ("train", "validation"):
+            raise InputError(f"a linear probe is fitted on train and tuned on validation; evaluate it on "
+                             f"another split (test), not {split!r}")
         train, val = load_dataset(data, "train"), load_dataset(data, "validation")
         tr = run_batched(session, tokenizer, train.texts, batch, max_length, f"{session.runtime} train", progress)
         va = run_batched(session, tokenizer, val.texts, batch, max_length, f"{session.runtime} validation", progress)
-        acc, c = linear_probe(tr, train.labels, va, val.labels, out, test.labels)
-        res.update(metric="linear_probe_accuracy", value=acc, probe_c=c)
+        acc, c = linear_probe(tr, train.labels, va, val.labels, out, y, seed=seed)
+        res.update(metric="linear_probe_accuracy", value=acc, probe_c=c, n_train=len(train))
     if reference_session is not None:
-        ref = run_batched(reference_session, tokenizer, test.texts, batch, max_length, "reference", progress)
-        if reference_session.task == session.task == "feature-extraction":
+        ref = run_batched(reference_session, tokenizer, ds.texts, batch, max_length,
+                          f"reference {reference_session.runtime}", progress)
+        if task == "feature-extraction":
             res["embedding_cosine"] = mean_cosine(out, ref)
         else:
             res["agreement"] = float(np.mean(out.argmax(1) == ref.argmax(1)))
+        res["reference_runtime"] = reference_session.runtime
     return res
