@@ -116,8 +116,9 @@ def evaluate(session, tokenizer, data: str = "bbc-news", split: str = "test", ba
         raise InputError(f"cannot evaluate task {task!r}; allowed: {', '.join(TASKS)}")
     ds = load_dataset(data, split)
     out = run_batched(session, tokenizer, ds.texts, batch, max_length, f"{session.runtime} {split}", progress)
-    res = {"task": task, "data": data, "split": split, "n": len(ds), "runtime": session.runtime,
-           "precision": getattr(session, "precision", None), "max_length": max_length}
+    # CONTRACT fields first, in CONTRACT order; metric and value are filled in below
+    res = {"task": task, "data": data, "metric": None, "value": None, "n": len(ds), "runtime": session.runtime,
+           "split": split, "precision": getattr(session, "precision", None), "max_length": max_length}
     y = np.asarray(ds.labels)
     if task == "text-classification":
         if out.shape[1] != len(ds.label_names):

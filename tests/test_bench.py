@@ -202,3 +202,23 @@ def test_cli_bench_writes_contract_jsonl(tiny_artifact, tmp_path, monkeypatch):
     assert [r["runtime"] for r in rows] == ["torch", "onnxruntime", "openvino"]
     assert all(CONTRACT <= set(r) for r in rows)
     assert all(r["output_cosine_vs_reference"] > 0.999 for r in rows)  # same model on every runtime
+
+
+def test_extra_rounds_when_a_contender_speeds_up_after_warm_up(tok):
+    """Warm-up said 1 ms a run, then runs take 0.5 ms: the planned runs fall short of the time
+    quota, so extra rounds follow (with the progress bar on, whose total grows with them)."""
+    clock, log = FakeClock(), []
+    sess = FakeSession("a", 1.0, clock, log)
+    real_run = sess.run
+
+    def run(feeds):
+        out = real_run(feeds)
+        if len(log) > 3:  # past the 3 warm-up runs: twice as fast
+            clock.t -= 0.5e-3
+        return out
+
+    sess.run = run
+    (r,) = B.bench({"a": sess}, tok, batches=[1], seqs=[8], progress=True, clock=clock,
+                   **(FAST | {"warmup_runs": 3, "warmup_s": 0.0}))
+    assert r["latency_ms"]["p50"] == pytest.approx(0.5)
+    assert r["rounds"] == 2 * FAST["rounds"] and r["runs"] * 0.5e-3 >= FAST["min_time_s"] - 1e-9
