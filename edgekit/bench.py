@@ -2,8 +2,9 @@
 round in one process, per-round ratios and their median, latency-constrained throughput.
 
 One point = one (batch, seq). For each point every contender is warmed up, then the contenders run
-in rounds, A B C A B C ...; in a round each contender runs ``k`` timed runs back to back (``k`` is
-chosen per contender so that all of them reach their quota in about the same number of rounds).
+in rounds, A B C A B C ...; in a round each contender runs one untimed lead-in run, then ``k`` timed
+runs back to back (``k`` is chosen per contender so that all of them reach their quota in about the
+same number of rounds).
 Round ``r`` of every contender ran within the same second or two, so the ratio of their round
 medians cancels the machine's drift; the reported ratio is the median of those per-round ratios.
 
@@ -32,10 +33,12 @@ WARMUP_S = 1.0
 MIN_RUNS = 50
 MIN_TIME_S = 2.0
 ROUNDS = 10  #: rounds per point we aim for (more if a contender ran slower than its warm-up said)
-#: A run shorter than this gets one untimed run at the start of each round: it absorbs the previous
-#: contender's worker threads spinning down and its cache footprint, which would otherwise land on
-#: the first timed run of every round. Longer runs are not measurably affected.
-LEAD_IN_BELOW_S = 0.05
+#: Untimed runs at the start of every round. They absorb the previous contender's leftovers: its
+#: cache footprint and its worker threads still spinning. Measured here (MiniLM-L6, batch 1, seq 128):
+#: the first run after ONNX Runtime (default spinning) took torch 54 ms instead of 26 and OpenVINO
+#: 30 ms instead of 17; the first run after torch (OpenMP spin) took ONNX Runtime 30 ms instead of 18.
+#: The second run was close to normal. Costs at most 1/k of the time (k >= 5 with the defaults).
+LEAD_IN_RUNS = 1
 
 Clock = Callable[[], float]
 
@@ -120,7 +123,7 @@ def measure_point(sessions: Mapping[str, object], feeds: Mapping[str, np.ndarray
         while r < rounds or not all(done(n) for n in names):
             for n in names:
                 s = sessions[n]
-                if est[n] < LEAD_IN_BELOW_S:
+                for _ in range(LEAD_IN_RUNS):
                     s.run(feeds)
                 times = []
                 for _ in range(out[n]["per_round"]):
