@@ -78,7 +78,8 @@ def evaluate(model, runtime: str = "torch", data: str = "bbc-news", reference: s
     if reference is not None:
         ref_art = as_artifact(reference, ["torch"], progress=progress)
         ref_session = load(ref_art, "torch", threads)
-    return _evaluate(session, load_tokenizer(art), data=data, reference_session=ref_session, progress=progress)
+    return _evaluate(session, load_tokenizer(art), data=data, reference_session=ref_session,
+                     labels=art.manifest.labels, progress=progress)
 
 
 def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
@@ -93,6 +94,7 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
 def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", batches: Sequence[int] = (1, 8),
           seqs: Sequence[int] = (128,), threads: int | None = None, precision: str | None = None,
           budget_ms: float = 10.0, min_time_s: float = 2.0, json_path=None, md_path=None, plot_path=None,
+          reference: str | None = None, min_runs: int | None = None, rounds: int | None = None,
           progress: bool = True) -> tuple[list[dict], str]:
     """Benchmark MODEL on each runtime, interleaved in one process (BENCHMARKING.md).
 
@@ -105,7 +107,8 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     threads = threads or default_threads()
     sessions = {rt: load(art, rt, threads, precision if rt == "openvino" else None) for rt in names}
     rows = _bench.bench(sessions, tokenizer=load_tokenizer(art), batches=list(batches), seqs=list(seqs),
-                        threads=threads, budget_ms=budget_ms, min_time_s=min_time_s,
+                        threads=threads, budget_ms=budget_ms, min_time_s=min_time_s, min_runs=min_runs,
+                        rounds=rounds, reference=reference,
                         model_name=art.manifest.model, progress=progress)
     if json_path:
         _bench.write_jsonl(rows, json_path)

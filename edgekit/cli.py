@@ -126,19 +126,25 @@ def eval_(model, runtime, data, reference, threads, precision, as_json) -> None:
 @click.option("--budget-ms", type=float, default=10.0, show_default=True,
               help="p90 latency budget for latency-constrained throughput.")
 @click.option("--min-time", type=float, default=2.0, show_default=True, help="Seconds timed per point (at least 50 runs).")
+@click.option("--min-runs", type=click.IntRange(min=1), default=None, help="Timed runs per point (default 50).")
+@click.option("--rounds", type=click.IntRange(min=1), default=None, help="Interleaved rounds per point (default ~10).")
+@click.option("--reference", default=None, help="Runtime the ratio column compares with (default: the first listed).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write one JSON object per line per point.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown table.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Draw latency per runtime to a PNG.")
-def bench(model, runtimes, batch, seq, threads, precision, budget_ms, min_time, json_path, md_path, plot_path) -> None:
+def bench(model, runtimes, batch, seq, threads, precision, budget_ms, min_time, min_runs, rounds, reference, json_path,
+          md_path, plot_path) -> None:
     """Benchmark MODEL on several runtimes, interleaved round by round in one process.
 
-    Prints p50/p90/p99/mean/min latency, throughput and the ratio to the first runtime, plus the
+    Prints p50/p90/p99/mean/min latency, throughput and the ratio to the reference runtime (per
+    interleaved round, median), plus the
     latency-constrained throughput (best items/s with p90 under --budget-ms)."""
     from . import api
 
     rows, text = api.bench(model, runtimes=runtimes, batches=_ints(batch, "batch"), seqs=_ints(seq, "seq"),
                            threads=threads, precision=precision, budget_ms=budget_ms, min_time_s=min_time,
-                           json_path=json_path, md_path=md_path, plot_path=plot_path)
+                           json_path=json_path, md_path=md_path, plot_path=plot_path, reference=reference,
+                           min_runs=min_runs, rounds=rounds)
     click.echo(text)
 
 

@@ -123,3 +123,25 @@ def test_minilm_export_parity(tmp_path):
         out = load(art, rt, threads=2).run(feeds)
         np.testing.assert_allclose(out, ref, atol=1e-4)
         assert (np.sum(out * ref, axis=1) > 0.99999).all()
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_eval_probe_openvino_within_one_point_of_torch(tmp_path):
+    """Issue 2 must-show: linear-probe accuracy on OpenVINO within 1 point of torch (minilm-l6)."""
+    from edgekit.cli import main
+    import contextlib
+    import io
+    import json
+
+
+    art = tmp_path / "m"
+    assert main(["export", "minilm-l6", "-o", str(art), "--format", "openvino"]) == 0
+    vals = {}
+    for rt in ("torch", "openvino"):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert main(["eval", str(art), "--runtime", rt, "--json"]) == 0
+        vals[rt] = json.loads(buf.getvalue().strip().splitlines()[-1])["value"]
+    assert vals["torch"] > 0.9
+    assert abs(vals["torch"] - vals["openvino"]) <= 0.01
