@@ -1,0 +1,150 @@
+"""Recipes: an ordered list of stage configs, loaded from YAML and validated on load.
+
+A stage is one technique (prune, distill, quantize) with a typed config. Training stages share one
+loop: prune and distill run together (gradual pruning under distillation), quantize follows (calibrate,
+then QAT under the same distillation losses).
+"""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from edgekit.errors import InputError
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class Pattern(str, Enum):
+    block_4x1 = "4x1"
+    unstructured = "unstructured"
+    n_m = "2:4"
+
+
+class Criterion(str, Enum):
+    magnitude = "magnitude"
+    movement = "movement"
+
+
+class _Stage(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+    version: int = 1
+
+
+class PruneConfig(_Stage):
+    """Gradual pruning of every encoder Linear (q, k, v, attention out, FFN in, FFN out)."""
+
+    type: Literal["prune"] = "prune"
+    pattern: Pattern = Pattern.block_4x1
+    sparsity: float = Field(0.8, ge=0.0, lt=1.0, description="final fraction of zero weights")
+    criterion: Criterion = Criterion.magnitude
+    scope: Literal["per-layer", "global", "hardware-aware"] = "per-layer"
+    target_speedup: float | None = Field(None, gt=1.0, description="hardware-aware: wanted speedup of the Linears")
+    steps: int = Field(300, ge=1, description="training steps of this stage (pruning + fixed-mask fine-tune)")
+    ramp: float = Field(0.75, gt=0.0, le=1.0, description="fraction of steps over which sparsity ramps up (cubic)")
+    update_every: int = Field(10, ge=1, description="steps between mask updates while ramping")
+    lr: float = Field(1e-4, gt=0.0)
+
+
+class DistillConfig(_Stage):
+    """Losses against the teacher (the original model, eval mode). Weights of 0 switch a loss off."""
+
+    type: Literal["distill"] = "distill"
+    temperature: float = Field(2.0, gt=0.0)
+    logits_weight: float = Field(1.0, ge=0.0, description="KL on logits (classification)")
+    label_weight: float = Field(0.5, ge=0.0, description="cross-entropy on true labels (classification)")
+    embedding_weight: float = Field(1.0, ge=0.0, description="1 - cosine on sentence embeddings (feature extraction)")
+    hidden_weight: float = Field(1.0, ge=0.0, description="MSE on hidden states through layer_map")
+    relation_weight: float = Field(1.0, ge=0.0, description="KL on softmax(QK^T) and softmax(VV^T) relations")
+    relation_teacher_layer: int | None = Field(None, description="teacher layer for relations; default: last, or "
+                                                                   "the intermediate one when the student is shallower")
+    student_layers: list[int] | None = Field(None, description="teacher layers the student keeps (layer dropping)")
+
+
+class QuantizeConfig(_Stage):
+    """edgekit's int8 scheme: u8 per-tensor asymmetric activations at every encoder Linear input,
+    s8 per-output-channel symmetric weights, int32 accumulation."""
+
+    type: Literal["quantize"] = "quantize"
+    calibration: Literal["minmax", "percentile"] = "minmax"
+    percentile: float = Field(99.99, gt=90.0, le=100.0)
+    calibration_samples: int = Field(128, ge=1)
+    qat_steps: int = Field(60, ge=0, description="quantization-aware training steps (0 = PTQ only)")
+    lr: float = Field(2e-5, gt=0.0)
+    fp32_layers: list[str] = Field(default_factory=list, description="native names kept fp32, e.g. layers.5.ffn_out")
+
+
+Stage = Annotated[Union[PruneConfig, DistillConfig, QuantizeConfig], Field(discriminator="type")]
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "custom"
+    version: int = 1
+    batch: int = Field(16, ge=1)
+    max_length: int = Field(128, ge=8, le=512)
+    seed: int = 0
+    checkpoint_every: int = Field(50, ge=1)
+    stages: list[Stage]
+
+    @model_validator(mode="after")
+    def _check(self) -> "Recipe":
+        kinds = [s.type for s in self.stages]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"each stage type may appear once; got {kinds}")
+        if "quantize" in kinds and kinds[-1] != "quantize":
+            raise ValueError("the quantize stage must be last")
+        return self
+
+    def stage(self, kind: str):
+        return next((s for s in self.stages if s.type == kind), None)
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-after", "tagged-union")))
+    msg = err["msg"]
+    if err["type"] in ("literal_error", "enum"):
+        msg = f"{msg} (got {err.get('input')!r})"
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    if err["type"] == "union_tag_invalid":
+        msg = f"unknown stage type {err.get('ctx', {}).get('tag')!r}; allowed: prune, distill, quantize"
+    return f"{where}: {msg}" if where else msg
+
+
+def recipe_from_dict(data: dict, source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"invalid recipe {source}: {_first_error(exc)}") from None
+
+
+def load_recipe(recipe: str | Path | None = None) -> Recipe:
+    """A built-in name (default ``fast-distilbert``) or a YAML file."""
+    name = recipe or "fast-distilbert"
+    path = Path(name)
+    if not path.suffix:
+        path = RECIPE_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise InputError(f"unknown recipe {name!r}; built-in: {', '.join(builtin_recipes())} (or a .yaml file)")
+    elif not path.is_file():
+        raise InputError(f"recipe file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"recipe {path} must be a mapping with a 'stages' list")
+    data.setdefault("name", path.stem)
+    return recipe_from_dict(data, str(path))

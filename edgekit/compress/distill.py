@@ -1,0 +1,124 @@
+"""Knowledge distillation losses (teacher = the original model, eval mode, no gradients).
+
+- logits: KL(softmax(t/T) || softmax(s/T)) * T^2 (Hinton et al. 2015), plus cross-entropy on labels;
+- embeddings (feature extraction): 1 - cosine between sentence embeddings;
+- hidden states: MSE through a layer map (student layer i <- teacher layer map[i]);
+- relations (MiniLM v2 / TinyMIM): per head, KL between teacher and student softmax(QK^T/sqrt d) and
+  softmax(VV^T/sqrt d), taken from one teacher layer (the last, or an intermediate one when the
+  student is shallower) and the student's last layer. Padded keys are masked.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekit.models import SequenceClassifier, mean_pool
+
+
+def _hf(wrapper: nn.Module) -> nn.Module:
+    return wrapper.model if isinstance(wrapper, SequenceClassifier) else wrapper.encoder
+
+
+def _bert(wrapper: nn.Module) -> nn.Module:
+    hf = _hf(wrapper)
+    return hf.base_model if hasattr(hf, "base_model") else hf
+
+
+def num_layers(wrapper: nn.Module) -> int:
+    return len(_bert(wrapper).encoder.layer)
+
+
+def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relation_layer: int | None):
+    """Run once; return (output, hidden_states tuple, (q, k, v) of ``relation_layer`` or None)."""
+    captured: dict[str, torch.Tensor] = {}
+    hooks = []
+    if relation_layer is not None:
+        attn = _bert(wrapper).encoder.layer[relation_layer].attention.self
+        for part in ("query", "key", "value"):
+            hooks.append(getattr(attn, part).register_forward_hook(
+                lambda _m, _i, out, part=part: captured.__setitem__(part, out)))
+    try:
+        hf = _hf(wrapper)
+        res = hf(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    if isinstance(wrapper, SequenceClassifier):
+        out = res.logits
+    else:
+        out = mean_pool(res.last_hidden_state, mask)
+    qkv = (captured["query"], captured["key"], captured["value"]) if relation_layer is not None else None
+    return out, res.hidden_states, qkv
+
+
+def relation_loss(t_qkv, s_qkv, heads: int, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over (QK, VV) of KL(teacher || student) per head, averaged over real query tokens."""
+    tq, tk, tv = t_qkv
+    sq, sk, sv = s_qkv
+    losses = []
+    for t_a, t_b, s_a, s_b in ((tq, tk, sq, sk), (tv, tv, sv, sv)):
+        # softmax(A B^T): for QK use cross products, for VV self products.
+        def rel(a, b):
+            bsz, s, hid = a.shape
+            ah = a.view(bsz, s, heads, hid // heads).transpose(1, 2)
+            bh = b.view(bsz, s, heads, hid // heads).transpose(1, 2)
+            sc = ah @ bh.transpose(-1, -2) / (hid // heads) ** 0.5
+            return F.log_softmax(sc.masked_fill(~mask[:, None, None, :].bool(), -1e4), dim=-1)
+
+        lt, ls = rel(t_a, t_b), rel(s_a, s_b)
+        kl = (lt.exp() * (lt - ls)).sum(-1)  # [B, H, S]
+        w = mask[:, None, :].float()
+        losses.append((kl * w).sum() / (w.sum() * heads))
+    return sum(losses) / len(losses)
+
+
+def default_relation_layer(teacher_layers: int, student_layers: int) -> int:
+    """Last teacher layer when depths match; otherwise an intermediate one (TinyMIM found a middle-upper
+    teacher layer a better target for a shallower student)."""
+    if student_layers >= teacher_layers:
+        return teacher_layers - 1
+    return max(0, (teacher_layers * 2) // 3 - 1) if teacher_layers > 2 else teacher_layers - 1
+
+
+class Distiller:
+    """Computes the weighted distillation loss of a student against a frozen teacher."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, cfg, task: str, layer_map: list[int] | None = None):
+        self.teacher, self.student, self.cfg, self.task = teacher.eval(), student, cfg, task
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        t_layers, s_layers = num_layers(teacher), num_layers(student)
+        self.layer_map = layer_map or list(range(t_layers))[:s_layers]
+        if len(self.layer_map) != s_layers:
+            raise ValueError(f"layer map has {len(self.layer_map)} entries for a {s_layers}-layer student")
+        self.heads = _bert(student).config.num_attention_heads
+        self.t_rel = cfg.relation_teacher_layer if cfg.relation_teacher_layer is not None else \
+            default_relation_layer(t_layers, s_layers)
+        self.s_rel = s_layers - 1
+
+    def loss(self, ids, mask, labels=None) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.cfg
+        need_rel = c.relation_weight > 0
+        with torch.no_grad():
+            t_out, t_hid, t_qkv = forward_all(self.teacher, ids, mask, self.t_rel if need_rel else None)
+        s_out, s_hid, s_qkv = forward_all(self.student, ids, mask, self.s_rel if need_rel else None)
+        parts: dict[str, torch.Tensor] = {}
+        if self.task == "text-classification":
+            if c.logits_weight > 0:
+                T = c.temperature
+                parts["logits"] = c.logits_weight * F.kl_div(F.log_softmax(s_out / T, -1), F.softmax(t_out / T, -1),
+                                                             reduction="batchmean") * T * T
+            if c.label_weight > 0 and labels is not None:
+                parts["labels"] = c.label_weight * F.cross_entropy(s_out, labels)
+        elif c.embedding_weight > 0:
+            parts["embedding"] = c.embedding_weight * (1 - F.cosine_similarity(s_out, t_out, dim=-1)).mean()
+        if c.hidden_weight > 0:
+            m = mask[..., None].float()
+            pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layer_map)]
+            mse = sum(((s_hid[i] - t_hid[j]) ** 2 * m).sum() / (m.sum() * s_hid[i].shape[-1]) for i, j in pairs)
+            parts["hidden"] = c.hidden_weight * mse / len(pairs)
+        if need_rel:
+            parts["relation"] = c.relation_weight * relation_loss(t_qkv, s_qkv, self.heads, mask)
+        total = sum(parts.values())
+        return total, {k: float(v.detach()) for k, v in parts.items()}

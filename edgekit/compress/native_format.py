@@ -1,0 +1,121 @@
+"""edgekit's native format: the folder ``native/`` in a compressed artifact, read by the native engine.
+
+``native/config.json``: ``{"format": "edgekit-native", "version": 1, "arch": "bert", "task", "hidden",
+"heads", "layers", "intermediate", "vocab_size", "max_position", "type_vocab_size", "layer_norm_eps",
+"activation": "gelu", "pooling": "mean" | "cls-pooler", "num_labels", "labels", "pattern": "4x1"|"dense",
+"precision": "int8"|"fp32", "fp32_layers": [...]}``
+
+``native/weights.safetensors`` (no pickles): fp32 ``embeddings.{word,position,token_type}``,
+``embeddings.ln.{weight,bias}``; per layer i and Linear L in q, k, v, o, ffn_in, ffn_out:
+``layers.{i}.{L}.weight`` (int8 [N, K], pruned entries exactly 0; fp32 when the layer is kept fp32),
+``.w_scale`` fp32 [N], ``.bias`` fp32 [N], ``.x_scale`` fp32 [1], ``.x_zp`` int32 [1] (int8 layers only);
+``layers.{i}.attn_ln.{weight,bias}``, ``layers.{i}.ffn_ln.{weight,bias}``; classifiers also
+``pooler.{weight,bias}`` and ``classifier.{weight,bias}`` (fp32). The semantics are those of
+:mod:`edgekit.compress.quantize`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekit.errors import ArtifactError
+
+from .prune import encoder_linears, is_4x1
+from .quantize import weight_qparams
+
+FORMAT, VERSION = "edgekit-native", 1
+LINEARS = ("q", "k", "v", "o", "ffn_in", "ffn_out")
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().float().numpy().copy()
+
+
+def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: list[str] | None = None) -> Path:
+    """Write ``dest/config.json`` and ``dest/weights.safetensors`` from a (pruned) task wrapper.
+    ``qstate`` is :func:`edgekit.compress.quantize.quant_state` (None = everything fp32)."""
+    from safetensors.numpy import save_file
+
+    from .distill import _bert
+
+    bert = _bert(wrapper)
+    cfg = bert.config
+    dest.mkdir(parents=True, exist_ok=True)
+    emb = bert.embeddings
+    t: dict[str, np.ndarray] = {
+        "embeddings.word": _np(emb.word_embeddings.weight), "embeddings.position": _np(emb.position_embeddings.weight),
+        "embeddings.token_type": _np(emb.token_type_embeddings.weight),
+        "embeddings.ln.weight": _np(emb.LayerNorm.weight), "embeddings.ln.bias": _np(emb.LayerNorm.bias),
+    }
+    linears = encoder_linears(wrapper)
+    qlayers = (qstate or {}).get("layers", {})
+    fp32_layers = sorted(n for n in linears if n not in qlayers)
+    for name, lin in linears.items():
+        w = lin.weight.detach()
+        if name in qlayers:
+            q, ws = weight_qparams(w)
+            t[f"{name}.weight"] = q.numpy()
+            t[f"{name}.w_scale"] = ws.numpy()
+            t[f"{name}.x_scale"] = np.array([qlayers[name]["x_scale"]], np.float32)
+            t[f"{name}.x_zp"] = np.array([qlayers[name]["x_zp"]], np.int32)
+        else:
+            t[f"{name}.weight"] = _np(w)
+        t[f"{name}.bias"] = _np(lin.bias)
+    for i, layer in enumerate(bert.encoder.layer):
+        t[f"layers.{i}.attn_ln.weight"] = _np(layer.attention.output.LayerNorm.weight)
+        t[f"layers.{i}.attn_ln.bias"] = _np(layer.attention.output.LayerNorm.bias)
+        t[f"layers.{i}.ffn_ln.weight"] = _np(layer.output.LayerNorm.weight)
+        t[f"layers.{i}.ffn_ln.bias"] = _np(layer.output.LayerNorm.bias)
+    num_labels = None
+    if task == "text-classification":
+        hf = wrapper.model
+        t["pooler.weight"], t["pooler.bias"] = _np(bert.pooler.dense.weight), _np(bert.pooler.dense.bias)
+        t["classifier.weight"], t["classifier.bias"] = _np(hf.classifier.weight), _np(hf.classifier.bias)
+        num_labels = int(hf.config.num_labels)
+    sparse = all(is_4x1(l.weight.detach()) for l in linears.values()) and any(
+        float((l.weight == 0).float().mean()) > 0.0 for l in linears.values())
+    config = {
+        "format": FORMAT, "version": VERSION, "arch": "bert", "task": task, "hidden": cfg.hidden_size,
+        "heads": cfg.num_attention_heads, "layers": cfg.num_hidden_layers, "intermediate": cfg.intermediate_size,
+        "vocab_size": cfg.vocab_size, "max_position": cfg.max_position_embeddings,
+        "type_vocab_size": cfg.type_vocab_size, "layer_norm_eps": cfg.layer_norm_eps, "activation": "gelu",
+        "pooling": "cls-pooler" if task == "text-classification" else "mean", "num_labels": num_labels,
+        "labels": labels, "pattern": "4x1" if sparse else "dense", "precision": "int8" if qlayers else "fp32",
+        "fp32_layers": fp32_layers if qlayers else [],
+    }
+    save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, str(dest / "weights.safetensors"))
+    (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return dest
+
+
+def read_native(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(config, tensors), validated: format, version, the tensors each layer needs and their dtypes/shapes."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+        tensors = load_file(str(path / "weights.safetensors"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"cannot read native model in {path}: {exc}") from None
+    if cfg.get("format") != FORMAT or cfg.get("version") != VERSION:
+        raise ArtifactError(f"{path} holds {cfg.get('format')} version {cfg.get('version')}; this edgekit reads "
+                            f"{FORMAT} version {VERSION}")
+    h, inter = cfg["hidden"], cfg["intermediate"]
+    shapes = {"q": (h, h), "k": (h, h), "v": (h, h), "o": (h, h), "ffn_in": (inter, h), "ffn_out": (h, inter)}
+    for i in range(cfg["layers"]):
+        for lin, shape in shapes.items():
+            name = f"layers.{i}.{lin}"
+            w = tensors.get(f"{name}.weight")
+            if w is None or tuple(w.shape) != shape:
+                raise ArtifactError(f"native model {path}: {name}.weight missing or not of shape {shape}")
+            if w.dtype == np.int8:
+                for part, dt in (("w_scale", np.float32), ("x_scale", np.float32), ("x_zp", np.int32)):
+                    if tensors.get(f"{name}.{part}") is None or tensors[f"{name}.{part}"].dtype != dt:
+                        raise ArtifactError(f"native model {path}: {name}.{part} missing or not {dt.__name__}")
+            elif w.dtype != np.float32:
+                raise ArtifactError(f"native model {path}: {name}.weight must be int8 or float32, not {w.dtype}")
+    return cfg, tensors

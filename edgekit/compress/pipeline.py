@@ -1,0 +1,381 @@
+"""``compress()``: run a recipe on a trained model and write an artifact with report.json.
+
+One training loop serves every stage: prune (gradual, cubic) under distillation, then fixed-mask
+fine-tuning, then int8 (calibrate, QAT under the same losses). Stages are looked up in a registry
+(config type -> handler). Checkpoints (safetensors + JSON, never pickles) go to ``OUT.ckpt/`` every
+``checkpoint_every`` steps; ``resume=True`` continues from the last one. Ctrl-C leaves the checkpoint
+and no artifact (the artifact is written to a temporary folder and renamed only at the end).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from edgekit.data import calibration_texts, load_dataset, tokenize
+from edgekit.errors import InputError
+
+from . import quantize as Q
+from .config import DistillConfig, PruneConfig, QuantizeConfig, Recipe, load_recipe
+from .distill import Distiller
+from .finetune import seed_everything
+from .prune import LINEAR_NAMES, Pruner, cubic_sparsity, encoder_linears, total_sparsity
+
+
+# --------------------------------------------------------------------------------------------- state
+class Run:
+    """Everything the stage handlers share."""
+
+    def __init__(self, recipe: Recipe, teacher, student, tok, task: str, data: str, max_steps: int | None,
+                 ckpt: Path, progress: bool):
+        self.recipe, self.teacher, self.student, self.tok, self.task = recipe, teacher, student, tok, task
+        self.data, self.max_steps, self.ckpt, self.progress = data, max_steps, ckpt, progress
+        train = load_dataset(data, "train")
+        feeds = tokenize(tok, train.texts, max_length=recipe.max_length)
+        self.ids, self.mask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
+        self.labels = torch.tensor(train.labels)
+        self.gen = torch.Generator().manual_seed(recipe.seed)
+        self.order: list[int] = []
+        self.global_step = 0
+        self.pruner: Pruner | None = None
+        self.fq: dict[str, Q.FakeQuantLinear] = {}
+        self.stage_reports: list[dict] = []
+        self.resume_state: dict | None = None
+        dcfg = recipe.stage("distill") or DistillConfig(logits_weight=0, hidden_weight=0, relation_weight=0,
+                                                         label_weight=1.0)
+        self.distiller = Distiller(teacher, student, dcfg, task)
+
+    def batch(self):
+        if len(self.order) < self.recipe.batch:
+            self.order += torch.randperm(len(self.labels), generator=self.gen).tolist()
+        idx = torch.tensor(self.order[: self.recipe.batch])
+        del self.order[: self.recipe.batch]
+        return self.ids[idx], self.mask[idx], self.labels[idx]
+
+    def steps(self, n: int) -> int:
+        return n if self.max_steps is None else min(n, self.max_steps)
+
+    def train(self, steps: int, lr: float, desc: str, on_step: Callable[[int], None] | None = None,
+              start: int = 0) -> None:
+        from tqdm.auto import tqdm
+
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.05, 1 - s / max(steps, 1)))
+        self.student.train()
+        with tqdm(total=steps, initial=start, desc=desc, disable=not self.progress, unit="step") as bar:
+            for step in range(start, steps):
+                if on_step:
+                    on_step(step)
+                ids, mask, labels = self.batch()
+                loss, parts = self.distiller.loss(ids, mask, labels)
+                loss.backward()
+                if self.pruner:
+                    self.pruner.accumulate()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                if self.pruner:
+                    self.pruner.apply()
+                self.global_step += 1
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.update()
+                if (step + 1) % self.recipe.checkpoint_every == 0 and step + 1 < steps:
+                    self.save_checkpoint(desc, step + 1)
+        self.student.eval()
+
+    # ---- checkpoints: safetensors for tensors, JSON for the rest
+    def save_checkpoint(self, stage: str, step: int) -> None:
+        from safetensors.torch import save_file
+
+        tmp = self.ckpt.with_name(self.ckpt.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        state = {k: v.detach().clone().contiguous() for k, v in self.student.state_dict().items()}
+        if self.pruner:
+            state.update({f"__mask__.{n}": m.contiguous() for n, m in self.pruner.masks.items()})
+        save_file(state, str(tmp / "student.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({
+            "stage": stage, "step": step, "global_step": self.global_step, "order": self.order,
+            "gen": self.gen.get_state().tolist(), "stage_reports": self.stage_reports,
+            "qparams": {n: [m.x_scale, m.x_zp] for n, m in self.fq.items()}}))
+        shutil.rmtree(self.ckpt, ignore_errors=True)
+        tmp.rename(self.ckpt)
+
+    def load_checkpoint(self) -> dict | None:
+        from safetensors.torch import load_file
+
+        if not (self.ckpt / "state.json").is_file():
+            return None
+        st = json.loads((self.ckpt / "state.json").read_text())
+        tensors = load_file(str(self.ckpt / "student.safetensors"))
+        masks = {k[len("__mask__."):]: v for k, v in tensors.items() if k.startswith("__mask__.")}
+        self.student.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("__mask__.")}, strict=False)
+        self.order, self.global_step, self.stage_reports = st["order"], st["global_step"], st["stage_reports"]
+        self.gen.set_state(torch.tensor(st["gen"], dtype=torch.uint8))
+        st["masks"] = masks
+        return st
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+@torch.inference_mode()
+def _outputs(wrapper, tok, texts, max_length: int, batch: int = 32) -> np.ndarray:
+    wrapper.eval()
+    outs = []
+    for i in range(0, len(texts), batch):
+        f = tokenize(tok, texts[i : i + batch], max_length=max_length, pad_to_max=False)
+        outs.append(wrapper(torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"])).float().numpy())
+    return np.concatenate(outs)
+
+
+def evaluate_model(wrapper, teacher_out: np.ndarray | None, tok, task: str, data: str, max_length: int,
+                   probe: bool = False) -> dict:
+    """Test accuracy (classifier) or cosine to teacher (+ linear probe when ``probe``)."""
+    from edgekit.evaluate import linear_probe, mean_cosine
+
+    test = load_dataset(data, "test")
+    out = _outputs(wrapper, tok, test.texts, max_length)
+    res: dict = {}
+    if task == "text-classification":
+        res["accuracy"] = float((out.argmax(1) == np.asarray(test.labels)).mean())
+        if teacher_out is not None:
+            res["agreement_with_teacher"] = float((out.argmax(1) == teacher_out.argmax(1)).mean())
+    else:
+        if teacher_out is not None:
+            res["embedding_cosine"] = mean_cosine(out, teacher_out)
+        if probe:
+            tr, va = load_dataset(data, "train"), load_dataset(data, "validation")
+            acc, _ = linear_probe(_outputs(wrapper, tok, tr.texts, max_length), np.asarray(tr.labels),
+                                  _outputs(wrapper, tok, va.texts, max_length), np.asarray(va.labels),
+                                  out, np.asarray(test.labels))
+            res["accuracy"] = acc
+    return res, out
+
+
+# --------------------------------------------------------------------------------------------- stages
+def run_prune(run: Run, cfg: PruneConfig) -> dict:
+    linears = encoder_linears(run.student)
+    allocation = None
+    if cfg.scope == "hardware-aware":
+        from .hardware import allocate
+
+        allocation = allocate(linears, cfg.sparsity, cfg.target_speedup)
+    elif cfg.scope == "global":
+        allocation = _global_allocation(linears, cfg.sparsity, cfg.pattern)
+    run.pruner = Pruner(linears, cfg.pattern, cfg.criterion, allocation)
+    total = run.steps(cfg.steps)
+    ramp = max(1, int(cfg.ramp * total))
+    start = 0
+    if run.resume_state and run.resume_state["stage"] == "prune":
+        start = run.resume_state["step"]
+        run.pruner.masks = run.resume_state["masks"] or run.pruner.masks
+
+    def on_step(step: int) -> None:
+        if step % cfg.update_every == 0 or step == ramp:
+            run.pruner.update(cubic_sparsity(min(step, ramp), ramp, 1.0), cfg.sparsity)
+
+    run.train(total, cfg.lr, "prune", on_step, start)
+    run.pruner.update(1.0, cfg.sparsity)
+    sp = run.pruner.sparsity()
+    return {"sparsity": total_sparsity(linears), "layers": sp, "steps": total}
+
+
+def _global_allocation(linears, sparsity: float, pattern: str) -> dict[str, float]:
+    """One magnitude threshold across all layers (per-block scores for 4x1)."""
+    from .prune import unit_scores
+
+    scores = {n: unit_scores(m.weight.detach(), pattern) for n, m in linears.items()}
+    allv = torch.cat([s.flatten() for s in scores.values()])
+    thr = allv.kthvalue(max(1, int(sparsity * allv.numel()))).values
+    return {n: float((s <= thr).float().mean()) for n, s in scores.items()}
+
+
+def run_quantize(run: Run, cfg: QuantizeConfig) -> dict:
+    run.fq = Q.insert_fake_quant(run.student, skip=tuple(cfg.fp32_layers))
+    resumed = run.resume_state and run.resume_state["stage"] == "qat"
+    if resumed:
+        for n, (s, z) in run.resume_state["qparams"].items():
+            run.fq[n].set_qparams(s, z)
+            run.fq[n].mode = "quant"
+    else:
+        texts = calibration_texts(cfg.calibration_samples, run.data, run.recipe.seed)
+        with torch.inference_mode():
+            _outputs(run.student, run.tok, texts, run.recipe.max_length, batch=16)
+        Q.finish_calibration(run.fq, cfg.calibration, cfg.percentile)
+    out = {"calibration": cfg.calibration, "samples": cfg.calibration_samples, "fp32_layers": cfg.fp32_layers}
+    steps = run.steps(cfg.qat_steps)
+    if steps > 0:
+        out["ptq"] = evaluate_model(run.student, run.teacher_out, run.tok, run.task, run.data, run.recipe.max_length)[0]
+        start = run.resume_state["step"] if resumed else 0
+        run.train(steps, cfg.lr, "qat", None, start)
+    out["qat_steps"] = steps
+    return out
+
+
+STAGE_HANDLERS: dict[type, Callable[[Run, object], dict]] = {
+    PruneConfig: run_prune,
+    QuantizeConfig: run_quantize,
+    DistillConfig: lambda run, cfg: {"losses": {k: v for k, v in cfg.model_dump().items() if k.endswith("weight")},
+                                     "relation_teacher_layer": run.distiller.t_rel},
+}
+
+
+# --------------------------------------------------------------------------------------------- driver
+def _size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
+             resume: bool = False, print_recipe: bool = False, progress: bool = True) -> dict:
+    """Compress MODEL (zoo name or HF folder) with a recipe; write an artifact to ``out_dir``.
+
+    >>> report = compress("minilm-l6-bbc", "out/bbc")                          # doctest: +SKIP
+    >>> report["compressed"]["accuracy"], report["sparsity"]["total"]          # doctest: +SKIP
+    """
+    import yaml
+
+    from edgekit.export import export_artifact
+    from edgekit.zoo import load_torch, resolve
+
+    rec = load_recipe(recipe)
+    if seed:
+        rec = rec.model_copy(update={"seed": seed})
+    if print_recipe:
+        print(yaml.safe_dump(rec.to_dict(), sort_keys=False).rstrip())
+        return {}
+    if out_dir is None:
+        raise InputError("compress needs an output folder")
+    ref = resolve(model)
+    if ref.kind != "hf":
+        raise InputError(f"{model} is an artifact; compress takes a zoo name or a Hugging Face model folder")
+    out = Path(out_dir).absolute()
+    ckpt = out.with_name(out.name + ".ckpt")
+    if not resume:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    t0 = time.time()
+    seed_everything(rec.seed)
+    teacher, tok = load_torch(ref)
+    teacher.eval()
+    student = copy.deepcopy(teacher)
+    run = Run(rec, teacher, student, tok, ref.task, data, max_steps, ckpt, progress)
+    if resume:
+        run.resume_state = run.load_checkpoint()
+        if run.resume_state is None:
+            raise InputError(f"--resume: no checkpoint in {ckpt}")
+    probe = ref.task == "feature-extraction"
+    baseline, run.teacher_out = evaluate_model(teacher, None, tok, ref.task, data, rec.max_length, probe=probe)
+    done = {r["stage"] for r in run.stage_reports}
+    for cfg in rec.stages:
+        if cfg.type in done:
+            continue
+        if run.resume_state and cfg.type == "quantize" and run.resume_state["stage"] == "prune":
+            run.resume_state = None
+        st = time.time()
+        info = STAGE_HANDLERS[type(cfg)](run, cfg)
+        if cfg.type != "distill":
+            info.update(evaluate_model(student, run.teacher_out, tok, ref.task, data, rec.max_length)[0])
+        info.update(stage=cfg.type, seconds=round(time.time() - st, 1))
+        run.stage_reports.append(info)
+        run.resume_state = None
+        run.save_checkpoint(cfg.type + "-done", 0)
+    final, _ = evaluate_model(student, run.teacher_out, tok, ref.task, data, rec.max_length, probe=probe)
+    qstate = Q.quant_state(run.fq) if run.fq else None
+    Q.remove_fake_quant(student)
+    linears = encoder_linears(student)
+    sparsity = {"total": total_sparsity(linears), "pattern": rec.stage("prune").pattern if rec.stage("prune") else None,
+                "layers": {n: float((m.weight == 0).float().mean()) for n, m in linears.items()}}
+    labels = None
+    if ref.task == "text-classification":
+        id2label = student.model.config.id2label
+        labels = [id2label[i] for i in sorted(id2label)]
+    report = {
+        "task": ref.task, "data": data, "recipe": rec.name, "model": ref.name,
+        "baseline": baseline, "compressed": final, "sparsity": sparsity,
+        "precision": "int8" if qstate else "fp32", "stages": run.stage_reports, "max_steps": max_steps,
+    }
+    qcfg = rec.stage("quantize")
+    hf_names = {v: k for k, v in LINEAR_NAMES.items()}
+    fp32_hf = [_hf_name(student, n, hf_names) for n in (qcfg.fp32_layers if qcfg else [])]
+    cal = tokenize(tok, calibration_texts(64, data, rec.seed), max_length=rec.max_length) if qstate else None
+
+    def extra(tmp: Path) -> dict[str, str]:
+        from .native_format import write_native
+
+        if qstate:
+            (tmp / "torch" / "quant.json").write_text(json.dumps(qstate, indent=2))
+        write_native(student, ref.task, qstate, tmp / "native", labels)
+        return {"native": "native"}
+
+    art = export_artifact(student, tok, out, task=ref.task, model_name=f"{ref.name}+{rec.name}",
+                          formats=("onnx", "openvino"), labels=labels, int8_calibration=cal, fp32_layers=fp32_hf,
+                          recipe=rec.to_dict(), extra_files=extra, progress=progress)
+    report["runtimes"] = _runtime_scores(art, ref.task, data, run.teacher_out, tok)
+    report["size_mb"] = {fmt: round(_size_mb(art.root / p if (art.root / p).is_dir() else (art.root / p).parent), 2)
+                         for fmt, p in art.manifest.formats.items()}
+    report["seconds"] = round(time.time() - t0, 1)
+    _write_reports(art.root, report)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return report
+
+
+def _hf_name(student, native: str, hf_names: dict[str, str]) -> str:
+    _, i, lin = native.split(".")
+    prefix = next(n for n, _ in student.named_modules() if n.endswith("encoder.layer"))
+    return f"{prefix}.{i}.{hf_names[lin]}"
+
+
+def _runtime_scores(art, task: str, data: str, teacher_out, tok) -> dict:
+    """Accuracy (or cosine to the teacher) of the exported model on each stock runtime and torch."""
+    from edgekit.evaluate import mean_cosine, run_batched
+    from edgekit.runtimes import load
+
+    test = load_dataset(data, "test")
+    scores = {}
+    for rt in ("torch", "onnxruntime", "openvino"):
+        s = load(art, rt)
+        out = run_batched(s, tok, list(test.texts), progress=False)
+        if task == "text-classification":
+            scores[rt] = {"accuracy": float((out.argmax(1) == np.asarray(test.labels)).mean()), "precision": s.precision}
+        else:
+            scores[rt] = {"embedding_cosine": mean_cosine(out, teacher_out), "precision": s.precision}
+    return scores
+
+
+def _write_reports(root: Path, report: dict) -> None:
+    """Add report.json/report.md to a finished artifact and re-hash its manifest (atomic replace)."""
+    from edgekit.artifact import finalize_manifest, load_artifact
+
+    (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (root / "report.md").write_text(report_markdown(report))
+    art = load_artifact(root, verify=False)
+    finalize_manifest(root, art.manifest)
+
+
+def report_markdown(r: dict) -> str:
+    metric = "accuracy" if r["task"] == "text-classification" else "linear-probe accuracy"
+    lines = [f"# edgekit compress report: {r['model']} ({r['recipe']})", "",
+             f"task {r['task']}, data {r['data']} (test split), precision {r['precision']}, "
+             f"{r['seconds']} s", "", "| stage | " + metric + " | embedding cosine | sparsity | seconds |",
+             "|---|---|---|---|---|",
+             f"| baseline (fp32) | {r['baseline'].get('accuracy', float('nan')):.4f} | 1 | 0 | |"]
+    for s in r["stages"]:
+        if s["stage"] == "distill":
+            continue
+        lines.append(f"| {s['stage']} | {s.get('accuracy', float('nan')):.4f} | {s.get('embedding_cosine', '-')} | "
+                     f"{s.get('sparsity', r['sparsity']['total']):.3f} | {s['seconds']} |")
+    c = r["compressed"]
+    lines.append(f"| **compressed** | **{c.get('accuracy', float('nan')):.4f}** | {c.get('embedding_cosine', '-')} | "
+                 f"{r['sparsity']['total']:.3f} | |")
+    lines += ["", "Exported model per runtime:", ""]
+    for rt, v in r.get("runtimes", {}).items():
+        lines.append(f"- {rt} ({v['precision']}): " + ", ".join(f"{k} {x:.4f}" for k, x in v.items() if k != "precision"))
+    lines += ["", "Size on disk (MB): " + ", ".join(f"{k} {v}" for k, v in r.get("size_mb", {}).items()), ""]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,126 @@
+"""edgekit's int8 scheme in torch (fake-quant), the reference the native engine must match.
+
+At the input of every encoder Linear: u8 per-tensor asymmetric,
+    q_x = clamp(round_half_even(x / x_scale) + x_zp, 0, 255),  x_hat = (q_x - x_zp) * x_scale
+Weights: s8 per output channel, symmetric: w_scale[n] = max|W[n,:]| / 127, q_w = clamp(round(W / w_scale), -127, 127).
+y = x_hat @ (q_w * w_scale)^T + bias, i.e. exactly (sum_k (q_x - x_zp) q_w) * x_scale * w_scale + bias up
+to fp32 summation order. Gradients pass straight through the rounding (STE) for QAT.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .prune import encoder_linears
+
+
+def weight_qparams(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q_w int8 [N,K], w_scale fp32 [N]); all-zero rows get scale 1 (their q_w is 0 anyway)."""
+    amax = w.detach().abs().amax(dim=1)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    q = torch.clamp(torch.round(w.detach() / scale[:, None]), -127, 127).to(torch.int8)
+    return q, scale.float()
+
+
+def act_qparams(lo: float, hi: float) -> tuple[float, int]:
+    """u8 asymmetric (scale, zero point) covering [lo, hi] (always including 0)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = (hi - lo) / 255.0 if hi > lo else 1.0
+    zp = int(np.clip(round(-lo / scale), 0, 255))
+    return float(scale), zp
+
+
+def _ste(x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+    return x + (xq - x).detach()
+
+
+class FakeQuantLinear(nn.Module):
+    """Wraps an nn.Linear: observes its input range (calibration) or fake-quantises input and weight."""
+
+    def __init__(self, linear: nn.Linear, name: str):
+        super().__init__()
+        self.linear, self.name = linear, name
+        self.mode = "observe"  # observe | quant | off
+        self.samples: list[torch.Tensor] = []
+        self.lo, self.hi = float("inf"), -float("inf")
+        self.x_scale, self.x_zp = 1.0, 0
+
+    @property
+    def weight(self):
+        return self.linear.weight
+
+    def set_qparams(self, x_scale: float, x_zp: int) -> None:
+        self.x_scale, self.x_zp = float(x_scale), int(x_zp)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "observe":
+            d = x.detach()
+            self.lo, self.hi = min(self.lo, float(d.min())), max(self.hi, float(d.max()))
+            flat = d.flatten()
+            self.samples.append(flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:4096]])
+            return self.linear(x)
+        if self.mode == "off":
+            return self.linear(x)
+        q = torch.clamp(torch.round(x / self.x_scale) + self.x_zp, 0, 255)
+        xq = _ste(x, (q - self.x_zp) * self.x_scale)
+        w = self.linear.weight
+        amax = w.detach().abs().amax(dim=1, keepdim=True)
+        ws = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+        wq = _ste(w, torch.clamp(torch.round(w / ws), -127, 127) * ws)
+        return nn.functional.linear(xq, wq, self.linear.bias)
+
+
+def insert_fake_quant(model: nn.Module, skip: tuple[str, ...] = ()) -> dict[str, FakeQuantLinear]:
+    """Replace every encoder Linear (except ``skip`` native names) by a FakeQuantLinear, in place."""
+    fq = {}
+    names = {id(m): n for n, m in encoder_linears(model).items()}
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear) and id(child) in names and names[id(child)] not in skip:
+                wrapper = FakeQuantLinear(child, names[id(child)])
+                setattr(parent, child_name, wrapper)
+                fq[wrapper.name] = wrapper
+    return fq
+
+
+def remove_fake_quant(model: nn.Module) -> None:
+    """Put the plain Linears back (weights are shared, so nothing is copied)."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, FakeQuantLinear):
+                setattr(parent, child_name, child.linear)
+
+
+def finish_calibration(fq: dict[str, FakeQuantLinear], method: str = "minmax", percentile: float = 99.99) -> None:
+    """Turn observed ranges into (x_scale, x_zp) and switch every module to quant mode."""
+    for m in fq.values():
+        lo, hi = m.lo, m.hi
+        if method == "percentile" and m.samples:
+            s = torch.cat(m.samples).float()
+            lo = float(torch.quantile(s, (100 - percentile) / 100))
+            hi = float(torch.quantile(s, percentile / 100))
+        m.set_qparams(*act_qparams(lo, hi))
+        m.samples.clear()
+        m.mode = "quant"
+
+
+def quant_state(fq: dict[str, FakeQuantLinear]) -> dict:
+    """What ``torch/quant.json`` stores: the activation qparams per native Linear name."""
+    return {"scheme": "edgekit-u8s8-v1",
+            "layers": {n: {"x_scale": m.x_scale, "x_zp": m.x_zp} for n, m in sorted(fq.items())}}
+
+
+def attach_fake_quant(wrapper: nn.Module, state: dict) -> nn.Module:
+    """Rebuild the fake-quant model from plain (pruned) weights + ``quant.json`` (the torch runtime uses it)."""
+    if state.get("scheme") != "edgekit-u8s8-v1":
+        from edgekit.errors import ArtifactError
+
+        raise ArtifactError(f"unknown quantization scheme {state.get('scheme')!r} in torch/quant.json")
+    layers = state["layers"]
+    skip = tuple(n for n in encoder_linears(wrapper) if n not in layers)
+    fq = insert_fake_quant(wrapper, skip=skip)
+    for n, m in fq.items():
+        m.set_qparams(layers[n]["x_scale"], layers[n]["x_zp"])
+        m.mode = "quant"
+    return wrapper

@@ -1,0 +1,192 @@
+"""Compression pieces on tiny random BERTs (fast) and the whole pipeline with the `quick` recipe."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgekit.compress.config import load_recipe, recipe_from_dict
+from edgekit.compress.prune import Pruner, cubic_sparsity, encoder_linears, is_4x1, mask_for
+from edgekit.compress.quantize import act_qparams, finish_calibration, insert_fake_quant, weight_qparams
+from edgekit.errors import InputError
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"stages": [{"type": "prune", "pattern": "3x3"}]}, "pattern: Input should be '4x1', 'unstructured' or '2:4'"),
+    ({"stages": [{"type": "frobnicate"}]}, "unknown stage type 'frobnicate'; allowed: prune, distill, quantize"),
+    ({"stages": [{"type": "prune", "sparsity": 1.5}]}, "sparsity"),
+    ({"stages": [{"type": "quantize"}, {"type": "prune"}]}, "quantize stage must be last"),
+    ({"stages": [{"type": "prune", "bogus": 1}]}, "bogus: unknown field"),
+])
+def test_recipe_errors_name_the_field(data, match):
+    with pytest.raises(InputError, match=match):
+        recipe_from_dict(data)
+
+
+def test_builtin_recipes_load_and_unknown_is_clear(tmp_path):
+    r = load_recipe()
+    assert r.name == "fast-distilbert" and r.stage("prune").sparsity == 0.8 and r.stage("prune").pattern == "4x1"
+    assert load_recipe("quick").stage("quantize").qat_steps == 2
+    with pytest.raises(InputError, match="unknown recipe 'nope'; built-in: fast-distilbert, quick"):
+        load_recipe("nope")
+    bad = tmp_path / "r.yaml"
+    bad.write_text("stages: [")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_recipe(bad)
+
+
+def test_cubic_schedule():
+    assert cubic_sparsity(0, 100, 0.8) == 0.0
+    assert cubic_sparsity(100, 100, 0.8) == pytest.approx(0.8)
+    vals = [cubic_sparsity(t, 100, 0.8) for t in range(101)]
+    assert all(b >= a for a, b in zip(vals, vals[1:]))
+    assert vals[50] == pytest.approx(0.8 * (1 - 0.5**3))
+
+
+@pytest.mark.parametrize("pattern", ["4x1", "unstructured"])
+def test_masks_hit_target_and_pattern(pattern):
+    torch.manual_seed(0)
+    w = torch.randn(64, 48)
+    m = mask_for(w, 0.8, pattern)
+    assert (1 - m.mean()).item() == pytest.approx(0.8, abs=0.01)
+    if pattern == "4x1":
+        assert is_4x1(w * m) and not is_4x1(w * mask_for(w, 0.8, "unstructured"))
+    # magnitude criterion: every kept unit scores at least as high as every pruned one
+    if pattern == "unstructured":
+        assert w.abs()[m > 0].min() >= w.abs()[m == 0].max()
+
+
+def test_two_four_pattern():
+    w = torch.randn(8, 16)
+    m = mask_for(w, 0.5, "2:4")
+    assert (m.reshape(8, 4, 4).sum(-1) == 2).all()
+
+
+def test_pruner_gradual_keeps_pruned_pruned():
+    from edgekit.zoo import load_torch, resolve
+
+    model, _ = load_torch(resolve("tiny-bert"))
+    lin = encoder_linears(model)
+    assert len(lin) == 12 and set(n.split(".")[-1] for n in lin) == {"q", "k", "v", "o", "ffn_in", "ffn_out"}
+    p = Pruner(lin, "4x1")
+    p.update(0.5, 0.8)
+    first = {n: m.clone() for n, m in p.masks.items()}
+    p.update(1.0, 0.8)
+    for n, m in p.masks.items():
+        assert (m <= first[n]).all() and is_4x1(lin[n].weight.detach())
+    assert np.mean(list(p.sparsity().values())) == pytest.approx(0.8, abs=0.02)
+
+
+def test_fake_quant_equals_integer_formula():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 8)
+    x = torch.randn(5, 32) * 3
+    s, zp = act_qparams(float(x.min()), float(x.max()))
+    q_x = torch.clamp(torch.round(x / s) + zp, 0, 255)
+    q_w, ws = weight_qparams(lin.weight)
+    expect = (((q_x - zp).double() @ q_w.double().T) * (s * ws.double()) + lin.bias.double()).detach()
+    model = torch.nn.Sequential(lin)
+    from edgekit.compress.quantize import FakeQuantLinear
+
+    fq = FakeQuantLinear(lin, "layers.0.q")
+    fq(x)
+    finish_calibration({"layers.0.q": fq})
+    assert (fq.x_scale, fq.x_zp) == (s, zp)
+    np.testing.assert_allclose(fq(x).detach().double().numpy(), expect.numpy(), rtol=1e-5, atol=1e-5)
+    assert q_w.dtype == torch.int8 and q_w.abs().max() <= 127
+
+
+def test_relation_loss_zero_for_identical_positive_otherwise():
+    from edgekit.compress.config import DistillConfig
+    from edgekit.compress.distill import Distiller
+    from edgekit.zoo import load_torch, resolve
+
+    teacher, tok = load_torch(resolve("tiny-bert-cls"))
+    import copy
+
+    student = copy.deepcopy(teacher)
+    cfg = DistillConfig(logits_weight=1, label_weight=0, hidden_weight=1, relation_weight=1)
+    d = Distiller(teacher, student, cfg, "text-classification")
+    ids = torch.randint(1000, 5000, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.long)
+    _, parts = d.loss(ids, mask)
+    assert all(abs(v) < 1e-6 for v in parts.values()), parts
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    _, parts = d.loss(ids, mask)
+    assert parts["relation"] > 1e-5 and parts["hidden"] > 1e-5 and parts["logits"] > 0
+
+
+@pytest.fixture(scope="module")
+def quick_artifact(tmp_path_factory):
+    from edgekit.compress import compress
+
+    out = tmp_path_factory.mktemp("c") / "tiny"
+    report = compress("tiny-bert-cls", out, recipe="quick", progress=False)
+    return out, report
+
+
+def test_compress_end_to_end_report_and_artifact(quick_artifact):
+    from edgekit.artifact import load_artifact
+
+    out, report = quick_artifact
+    saved = json.loads((out / "report.json").read_text())
+    for key in ("task", "data", "recipe", "baseline", "compressed", "sparsity", "precision", "stages", "seconds"):
+        assert key in saved
+    assert saved["precision"] == "int8" and saved["sparsity"]["pattern"] == "4x1"
+    assert saved["sparsity"]["total"] == pytest.approx(0.8, abs=0.02)
+    assert len(saved["sparsity"]["layers"]) == 12 and "accuracy" in saved["compressed"]
+    art = load_artifact(out)  # checksums verify, report included
+    assert {"torch", "onnx", "openvino", "native"} <= set(art.manifest.formats)
+    assert "report.json" in art.manifest.files and (out / "report.md").is_file()
+    assert not out.with_name(out.name + ".ckpt").exists()
+    # the three runtimes agree on the compressed model's predictions
+    rts = saved["runtimes"]
+    assert rts["torch"]["precision"] == "int8-fakequant" and rts["onnxruntime"]["precision"] == "int8"
+
+
+def test_native_format_round_trip(quick_artifact):
+    from safetensors.numpy import load_file
+
+    from edgekit.compress.native_format import read_native
+    from edgekit.compress.quantize import weight_qparams
+
+    out, _ = quick_artifact
+    cfg, t = read_native(out / "native")
+    assert cfg["pattern"] == "4x1" and cfg["precision"] == "int8" and cfg["layers"] == 2 and cfg["num_labels"] == 5
+    quant = json.loads((out / "torch" / "quant.json").read_text())["layers"]
+    hf = load_file(str(out / "torch" / "model.safetensors"))
+    w = hf["bert.encoder.layer.1.intermediate.dense.weight"]
+    q, ws = weight_qparams(torch.from_numpy(w))
+    np.testing.assert_array_equal(t["layers.1.ffn_in.weight"], q.numpy())
+    np.testing.assert_allclose(t["layers.1.ffn_in.w_scale"], ws.numpy())
+    assert t["layers.1.ffn_in.x_zp"][0] == quant["layers.1.ffn_in"]["x_zp"]
+    # q, k, v read the same tensor, so their activation qparams coincide (the engine fuses them)
+    assert quant["layers.0.q"] == quant["layers.0.k"] == quant["layers.0.v"]
+
+
+def test_bad_native_version_rejected(quick_artifact, tmp_path):
+    import shutil
+
+    from edgekit.compress.native_format import read_native
+    from edgekit.errors import ArtifactError
+
+    out, _ = quick_artifact
+    shutil.copytree(out / "native", tmp_path / "n")
+    cfg = json.loads((tmp_path / "n" / "config.json").read_text())
+    cfg["version"] = 7
+    (tmp_path / "n" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="version 7"):
+        read_native(tmp_path / "n")
+
+
+def test_print_recipe_and_cli_errors(capsys):
+    from edgekit.cli import main
+
+    assert main(["compress", "tiny-bert", "--print-recipe"]) == 0
+    assert "fast-distilbert" in capsys.readouterr().out
+    assert main(["compress", "tiny-bert", "-o", "/tmp/x", "--recipe", "nope"]) == 2
+    assert "unknown recipe 'nope'" in capsys.readouterr().err
