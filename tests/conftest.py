@@ -36,3 +36,20 @@ def real_feeds():
     feeds["attention_mask"][1, 40:] = 0
     feeds["input_ids"][1, 40:] = tok.pad_token_id
     return feeds
+
+
+@pytest.fixture(scope="session")
+def quick_cls_artifact(tmp_path_factory):
+    """tiny-bert-cls compressed with the `quick` recipe: 4x1 80% + int8, every format. (dir, report)"""
+    from edgekit.compress import compress
+
+    out = tmp_path_factory.mktemp("c") / "tiny-cls"
+    return out, compress("tiny-bert-cls", out, recipe="quick", progress=False)
+
+
+@pytest.fixture(scope="session")
+def quick_fe_artifact(tmp_path_factory):
+    from edgekit.compress import compress
+
+    out = tmp_path_factory.mktemp("c") / "tiny-fe"
+    return out, compress("tiny-bert", out, recipe="quick", progress=False)

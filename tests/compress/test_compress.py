@@ -120,19 +120,10 @@ def test_relation_loss_zero_for_identical_positive_otherwise():
     assert parts["relation"] > 1e-5 and parts["hidden"] > 1e-5 and parts["logits"] > 0
 
 
-@pytest.fixture(scope="module")
-def quick_artifact(tmp_path_factory):
-    from edgekit.compress import compress
-
-    out = tmp_path_factory.mktemp("c") / "tiny"
-    report = compress("tiny-bert-cls", out, recipe="quick", progress=False)
-    return out, report
-
-
-def test_compress_end_to_end_report_and_artifact(quick_artifact):
+def test_compress_end_to_end_report_and_artifact(quick_cls_artifact):
     from edgekit.artifact import load_artifact
 
-    out, report = quick_artifact
+    out, report = quick_cls_artifact
     saved = json.loads((out / "report.json").read_text())
     for key in ("task", "data", "recipe", "baseline", "compressed", "sparsity", "precision", "stages", "seconds"):
         assert key in saved
@@ -148,13 +139,13 @@ def test_compress_end_to_end_report_and_artifact(quick_artifact):
     assert rts["torch"]["precision"] == "int8-fakequant" and rts["onnxruntime"]["precision"] == "int8"
 
 
-def test_native_format_round_trip(quick_artifact):
+def test_native_format_round_trip(quick_cls_artifact):
     from safetensors.numpy import load_file
 
     from edgekit.compress.native_format import read_native
     from edgekit.compress.quantize import weight_qparams
 
-    out, _ = quick_artifact
+    out, _ = quick_cls_artifact
     cfg, t = read_native(out / "native")
     assert cfg["pattern"] == "4x1" and cfg["precision"] == "int8" and cfg["layers"] == 2 and cfg["num_labels"] == 5
     quant = json.loads((out / "torch" / "quant.json").read_text())["layers"]
@@ -168,13 +159,13 @@ def test_native_format_round_trip(quick_artifact):
     assert quant["layers.0.q"] == quant["layers.0.k"] == quant["layers.0.v"]
 
 
-def test_bad_native_version_rejected(quick_artifact, tmp_path):
+def test_bad_native_version_rejected(quick_cls_artifact, tmp_path):
     import shutil
 
     from edgekit.compress.native_format import read_native
     from edgekit.errors import ArtifactError
 
-    out, _ = quick_artifact
+    out, _ = quick_cls_artifact
     shutil.copytree(out / "native", tmp_path / "n")
     cfg = json.loads((tmp_path / "n" / "config.json").read_text())
     cfg["version"] = 7

@@ -1,0 +1,419 @@
+// edgekit native engine: BERT-family encoder (post-LN) on edgekit's int8 / 4x1-sparse kernels.
+//
+// Per run: drop padding tokens (GEMMs see only real tokens of all sequences, concatenated), embeddings +
+// LayerNorm, then per layer: quantise -> fused QKV GEMM -> attention per (sequence, head) in fp32 ->
+// quantise -> O GEMM -> add + LayerNorm -> quantise -> FFN-in GEMM with GELU and u8 requantisation fused
+// in its epilogue -> FFN-out GEMM -> add + LayerNorm; then mean pooling + L2 norm, or BERT pooler +
+// classifier. Buffers grow once to the largest shape seen and are reused. One call per run, GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "edgekit/kernels.h"
+
+namespace py = pybind11;
+
+namespace {
+[[noreturn]] void bad(const std::string& m) { throw py::value_error(m); }
+
+template <typename T>
+std::vector<T> take(const py::dict& t, const std::string& name, std::vector<int64_t> shape) {
+  if (!t.contains(name)) bad("native model: missing tensor " + name);
+  py::array a = t[name.c_str()].cast<py::array>();
+  if (!a.dtype().is(py::dtype::of<T>())) bad("native model: " + name + " has the wrong dtype");
+  int64_t n = 1;
+  if ((int64_t)a.ndim() != (int64_t)shape.size()) bad("native model: " + name + " has the wrong rank");
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (a.shape(i) != shape[i]) bad("native model: " + name + " has the wrong shape");
+    n *= shape[i];
+  }
+  py::array_t<T, py::array::c_style | py::array::forcecast> c(a);
+  return std::vector<T>(c.data(), c.data() + n);
+}
+
+struct Linear {
+  bool int8 = false;
+  std::shared_ptr<ek_packed> w;
+  std::vector<float> w_scale, bias;
+  float x_scale = 1.f;
+  int32_t x_zp = 0;
+  int64_t n = 0, k = 0;
+};
+
+std::shared_ptr<ek_packed> packed(ek_packed* p) {
+  if (!p) bad(std::string("packing failed: ") + ek_last_error());
+  return std::shared_ptr<ek_packed>(p, ek_packed_free);
+}
+
+Linear load_linear(const py::dict& t, const std::string& name, int64_t n, int64_t k, ek_pattern pat) {
+  Linear l;
+  l.n = n;
+  l.k = k;
+  py::array w = t[(name + ".weight").c_str()].cast<py::array>();
+  l.bias = take<float>(t, name + ".bias", {n});
+  if (w.dtype().is(py::dtype::of<int8_t>())) {
+    auto ws = take<int8_t>(t, name + ".weight", {n, k});
+    l.int8 = true;
+    l.w = packed(ek_pack_s8(ws.data(), n, k, pat));
+    l.w_scale = take<float>(t, name + ".w_scale", {n});
+    l.x_scale = take<float>(t, name + ".x_scale", {1})[0];
+    l.x_zp = take<int32_t>(t, name + ".x_zp", {1})[0];
+    if (!(l.x_scale > 0) || l.x_zp < 0 || l.x_zp > 255) bad("native model: bad activation qparams for " + name);
+  } else {
+    auto wf = take<float>(t, name + ".weight", {n, k});
+    l.w = packed(ek_pack_f32(wf.data(), n, k, pat));
+  }
+  return l;
+}
+
+// Concatenate q, k, v into one Linear when all three are int8 with the same input qparams.
+bool fuse_qkv(const py::dict& t, const std::string& p, int64_t h, ek_pattern pat, Linear* out) {
+  std::vector<int8_t> w;
+  std::vector<float> ws, b;
+  float xs = 0;
+  int32_t zp = 0;
+  for (const char* part : {"q", "k", "v"}) {
+    const std::string name = p + part;
+    py::array a = t[(name + ".weight").c_str()].cast<py::array>();
+    if (!a.dtype().is(py::dtype::of<int8_t>())) return false;
+    const float s = take<float>(t, name + ".x_scale", {1})[0];
+    const int32_t z = take<int32_t>(t, name + ".x_zp", {1})[0];
+    if (part[0] != 'q' && (s != xs || z != zp)) return false;
+    xs = s;
+    zp = z;
+    auto wi = take<int8_t>(t, name + ".weight", {h, h});
+    w.insert(w.end(), wi.begin(), wi.end());
+    auto si = take<float>(t, name + ".w_scale", {h});
+    ws.insert(ws.end(), si.begin(), si.end());
+    auto bi = take<float>(t, name + ".bias", {h});
+    b.insert(b.end(), bi.begin(), bi.end());
+  }
+  out->int8 = true;
+  out->n = 3 * h;
+  out->k = h;
+  out->w = packed(ek_pack_s8(w.data(), 3 * h, h, pat));
+  out->w_scale = ws;
+  out->bias = b;
+  out->x_scale = xs;
+  out->x_zp = zp;
+  return true;
+}
+
+struct Layer {
+  bool fused = false;
+  Linear qkv, q, k, v, o, ffn_in, ffn_out;
+  std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;
+};
+
+void layer_norm(float* x, int64_t rows, int64_t h, const float* w, const float* b, float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* v = x + r * h;
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < h; ++i) mean += v[i];
+    mean /= h;
+    for (int64_t i = 0; i < h; ++i) var += (v[i] - mean) * (v[i] - mean);
+    const float inv = 1.0f / std::sqrt((float)(var / h) + eps), m = (float)mean;
+#pragma omp simd
+    for (int64_t i = 0; i < h; ++i) v[i] = (v[i] - m) * inv * w[i] + b[i];
+  }
+}
+
+float gelu(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.70710678118654752f)); }
+
+struct AttnCtx {
+  const float* qkv;  // [T, ld] with q at col qo, k at ko, v at vo
+  int64_t ld, qo, ko, vo;
+  float* ctx;  // [T, H]
+  const int64_t* seq_start;
+  const int64_t* seq_len;
+  int64_t nseq, heads, d, h;
+  std::vector<std::vector<float>>* scratch;
+};
+
+void attn_task(int64_t task, void* p) {
+  AttnCtx& c = *static_cast<AttnCtx*>(p);
+  const int64_t b = task / c.heads, hd = task % c.heads;
+  const int64_t t0 = c.seq_start[b], n = c.seq_len[b], d = c.d;
+  std::vector<float> sc(n);
+  std::vector<float> acc(d);
+  const float scale = 1.0f / std::sqrt((float)d);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* q = c.qkv + (t0 + i) * c.ld + c.qo + hd * d;
+    float mx = -1e30f;
+    for (int64_t j = 0; j < n; ++j) {
+      const float* k = c.qkv + (t0 + j) * c.ld + c.ko + hd * d;
+      float s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t e = 0; e < d; ++e) s += q[e] * k[e];
+      sc[j] = s * scale;
+      mx = std::max(mx, sc[j]);
+    }
+    float sum = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      sc[j] = std::exp(sc[j] - mx);
+      sum += sc[j];
+    }
+    const float inv = 1.0f / sum;
+    std::fill(acc.begin(), acc.end(), 0.f);
+    for (int64_t j = 0; j < n; ++j) {
+      const float pj = sc[j] * inv;
+      const float* v = c.qkv + (t0 + j) * c.ld + c.vo + hd * d;
+#pragma omp simd
+      for (int64_t e = 0; e < d; ++e) acc[e] += pj * v[e];
+    }
+    std::memcpy(c.ctx + (t0 + i) * c.h + hd * d, acc.data(), d * sizeof(float));
+  }
+}
+
+class Encoder {
+ public:
+  Encoder(const py::dict& cfg, const py::dict& t, int threads) {
+    if (threads < 1) bad("threads must be >= 1");
+    threads_ = threads;
+    h_ = cfg["hidden"].cast<int64_t>();
+    heads_ = cfg["heads"].cast<int64_t>();
+    nl_ = cfg["layers"].cast<int64_t>();
+    inter_ = cfg["intermediate"].cast<int64_t>();
+    vocab_ = cfg["vocab_size"].cast<int64_t>();
+    maxpos_ = cfg["max_position"].cast<int64_t>();
+    eps_ = cfg["layer_norm_eps"].cast<float>();
+    cls_ = cfg["pooling"].cast<std::string>() == "cls-pooler";
+    if (h_ <= 0 || heads_ <= 0 || h_ % heads_ || nl_ <= 0 || inter_ <= 0) bad("native model: bad config sizes");
+    const ek_pattern pat = cfg["pattern"].cast<std::string>() == "4x1" ? EK_BLOCK_4X1 : EK_DENSE;
+    ek_set_num_threads(threads_);
+    const int64_t tv = cfg["type_vocab_size"].cast<int64_t>();
+    word_ = take<float>(t, "embeddings.word", {vocab_, h_});
+    pos_ = take<float>(t, "embeddings.position", {maxpos_, h_});
+    type0_ = take<float>(t, "embeddings.token_type", {tv, h_});
+    type0_.resize(h_);
+    eln_w_ = take<float>(t, "embeddings.ln.weight", {h_});
+    eln_b_ = take<float>(t, "embeddings.ln.bias", {h_});
+    for (int64_t i = 0; i < nl_; ++i) {
+      const std::string p = "layers." + std::to_string(i) + ".";
+      Layer L;
+      L.fused = fuse_qkv(t, p, h_, pat, &L.qkv);
+      if (!L.fused) {
+        L.q = load_linear(t, p + "q", h_, h_, pat);
+        L.k = load_linear(t, p + "k", h_, h_, pat);
+        L.v = load_linear(t, p + "v", h_, h_, pat);
+      }
+      L.o = load_linear(t, p + "o", h_, h_, pat);
+      L.ffn_in = load_linear(t, p + "ffn_in", inter_, h_, pat);
+      L.ffn_out = load_linear(t, p + "ffn_out", h_, inter_, pat);
+      L.ln1_w = take<float>(t, p + "attn_ln.weight", {h_});
+      L.ln1_b = take<float>(t, p + "attn_ln.bias", {h_});
+      L.ln2_w = take<float>(t, p + "ffn_ln.weight", {h_});
+      L.ln2_b = take<float>(t, p + "ffn_ln.bias", {h_});
+      layers_.push_back(std::move(L));
+    }
+    if (cls_) {
+      labels_ = cfg["num_labels"].cast<int64_t>();
+      pool_w_ = take<float>(t, "pooler.weight", {h_, h_});
+      pool_b_ = take<float>(t, "pooler.bias", {h_});
+      cls_w_ = take<float>(t, "classifier.weight", {labels_, h_});
+      cls_b_ = take<float>(t, "classifier.bias", {labels_});
+    }
+  }
+
+  int64_t out_width() const { return cls_ ? labels_ : h_; }
+  bool fused_qkv() const { return !layers_.empty() && layers_[0].fused; }
+
+  py::array_t<float> run(py::array_t<int64_t, py::array::c_style> ids, py::array_t<int64_t, py::array::c_style> mask,
+                         py::object profile) {
+    if (ids.ndim() != 2 || mask.ndim() != 2 || ids.shape(0) != mask.shape(0) || ids.shape(1) != mask.shape(1))
+      bad("input_ids and attention_mask must both be [batch, seq]");
+    const int64_t B = ids.shape(0), S = ids.shape(1);
+    if (B == 0 || S == 0) bad("empty input: batch and seq must be at least 1");
+    if (S > maxpos_) bad("sequence length " + std::to_string(S) + " is longer than the model's maximum " + std::to_string(maxpos_));
+    const int64_t* id = ids.data();
+    const int64_t* mk = mask.data();
+    seq_start_.assign(B, 0);
+    seq_len_.assign(B, 0);
+    tok_id_.clear();
+    tok_pos_.clear();
+    for (int64_t b = 0; b < B; ++b) {
+      seq_start_[b] = (int64_t)tok_id_.size();
+      if (cls_ && mk[b * S] == 0) bad("row " + std::to_string(b) + ": the first token must be attended (classification pools it)");
+      for (int64_t s = 0; s < S; ++s) {
+        const int64_t m = mk[b * S + s];
+        if (m != 0 && m != 1) bad("attention_mask must hold only 0 and 1");
+        if (!m) continue;
+        const int64_t v = id[b * S + s];
+        if (v < 0 || v >= vocab_) bad("token id " + std::to_string(v) + " is outside the vocabulary (size " + std::to_string(vocab_) + ")");
+        tok_id_.push_back(v);
+        tok_pos_.push_back(s);
+      }
+      seq_len_[b] = (int64_t)tok_id_.size() - seq_start_[b];
+      if (seq_len_[b] == 0) bad("row " + std::to_string(b) + " has no attended token");
+    }
+    py::array_t<float> out({B, out_width()});
+    std::map<std::string, double> prof;
+    {
+      py::gil_scoped_release nogil;
+      ek_set_num_threads(threads_);
+      forward(B, out.mutable_data(), profile.is_none() ? nullptr : &prof);
+    }
+    if (!profile.is_none()) {
+      py::dict d = profile.cast<py::dict>();
+      for (auto& kv : prof) d[kv.first.c_str()] = kv.second;
+    }
+    return out;
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+  static double us(clock::time_point a) { return std::chrono::duration<double, std::micro>(clock::now() - a).count(); }
+
+  void quant(const float* x, int64_t n, const Linear& l) { ek_quantize_u8(x, n, l.x_scale, l.x_zp, xq_.data()); }
+
+  // y[T, l.n] = l(x) where x is fp32 [T, l.k]; int8 Linears quantise x first. gelu/out_u8 for FFN-in.
+  void linear(const Linear& l, const float* x, int64_t T, float* y, bool gelu_on = false, const Linear* next_q = nullptr,
+              uint8_t* yq = nullptr) {
+    int rc;
+    if (l.int8) {
+      quant(x, T * l.k, l);
+      linear_u8(l, xq_.data(), T, y, gelu_on, next_q, yq);
+      return;
+    }
+    rc = ek_gemm_f32(l.w.get(), x, T, l.k, l.bias.data(), gelu_on, y, l.n);
+    if (rc) throw std::runtime_error(ek_last_error());
+    if (next_q && next_q->int8) ek_quantize_u8(y, T * l.n, next_q->x_scale, next_q->x_zp, yq);
+  }
+  void linear_u8(const Linear& l, const uint8_t* xq, int64_t T, float* y, bool gelu_on, const Linear* next_q,
+                 uint8_t* yq) {
+    const bool req = next_q && next_q->int8;
+    ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), gelu_on, req, req ? next_q->x_scale : 1.f,
+                   req ? next_q->x_zp : 0};
+    const int rc = ek_gemm_u8s8(l.w.get(), xq, T, l.k, &ep, req ? (void*)yq : (void*)y, l.n);
+    if (rc) throw std::runtime_error(ek_last_error());
+  }
+
+  void forward(int64_t B, float* out, std::map<std::string, double>* prof) {
+    const int64_t T = (int64_t)tok_id_.size(), H = h_;
+    x_.resize(T * H);
+    qkv_.resize(T * 3 * H);
+    ctx_.resize(T * H);
+    tmp_.resize(T * std::max(H, inter_));
+    xq_.resize(T * std::max(H, inter_));
+    hq_.resize(T * inter_);
+    auto t = clock::now();
+    for (int64_t i = 0; i < T; ++i) {
+      const float* w = word_.data() + tok_id_[i] * H;
+      const float* p = pos_.data() + tok_pos_[i] * H;
+      float* xi = x_.data() + i * H;
+      for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + type0_[e];
+    }
+    layer_norm(x_.data(), T, H, eln_w_.data(), eln_b_.data(), eps_);
+    if (prof) (*prof)["embeddings"] += us(t);
+    for (auto& L : layers_) {
+      t = clock::now();
+      int64_t ld, qo, ko, vo;
+      if (L.fused) {
+        linear(L.qkv, x_.data(), T, qkv_.data());
+        ld = 3 * H, qo = 0, ko = H, vo = 2 * H;
+      } else {  // separate q, k, v written side by side
+        for (int part = 0; part < 3; ++part) {
+          const Linear& l = part == 0 ? L.q : part == 1 ? L.k : L.v;
+          linear(l, x_.data(), T, tmp_.data());
+          for (int64_t i = 0; i < T; ++i) std::memcpy(qkv_.data() + i * 3 * H + part * H, tmp_.data() + i * H, H * 4);
+        }
+        ld = 3 * H, qo = 0, ko = H, vo = 2 * H;
+      }
+      if (prof) (*prof)["qkv"] += us(t);
+      t = clock::now();
+      AttnCtx ac{qkv_.data(), ld, qo, ko, vo, ctx_.data(), seq_start_.data(), seq_len_.data(), B, heads_, H / heads_, H,
+                 nullptr};
+      ek_parallel_for(B * heads_, attn_task, &ac);
+      if (prof) (*prof)["attention"] += us(t);
+      t = clock::now();
+      linear(L.o, ctx_.data(), T, tmp_.data());
+      if (prof) (*prof)["o_proj"] += us(t);
+      t = clock::now();
+      for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+      layer_norm(x_.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps_);
+      if (prof) (*prof)["add_ln"] += us(t);
+      t = clock::now();
+      // FFN-in: GELU and (when FFN-out is int8) requantisation to u8 are fused into the GEMM epilogue.
+      const bool fused_req = L.ffn_in.int8 && L.ffn_out.int8;
+      if (fused_req) {
+        linear(L.ffn_in, x_.data(), T, nullptr, true, &L.ffn_out, hq_.data());
+      } else {
+        std::vector<float> hid(T * inter_);
+        linear(L.ffn_in, x_.data(), T, hid.data(), true);
+        if (L.ffn_out.int8) ek_quantize_u8(hid.data(), T * inter_, L.ffn_out.x_scale, L.ffn_out.x_zp, hq_.data());
+        else ffn_hidden_ = std::move(hid);
+      }
+      if (prof) (*prof)["ffn_in"] += us(t);
+      t = clock::now();
+      if (L.ffn_out.int8)
+        linear_u8(L.ffn_out, hq_.data(), T, tmp_.data(), false, nullptr, nullptr);
+      else
+        linear(L.ffn_out, ffn_hidden_.data(), T, tmp_.data());
+      if (prof) (*prof)["ffn_out"] += us(t);
+      t = clock::now();
+      for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
+      layer_norm(x_.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps_);
+      if (prof) (*prof)["add_ln"] += us(t);
+    }
+    t = clock::now();
+    for (int64_t b = 0; b < B; ++b) {
+      const float* xs = x_.data() + seq_start_[b] * H;
+      if (!cls_) {
+        float* o = out + b * H;
+        std::fill(o, o + H, 0.f);
+        for (int64_t i = 0; i < seq_len_[b]; ++i)
+          for (int64_t e = 0; e < H; ++e) o[e] += xs[i * H + e];
+        double nrm = 0;
+        for (int64_t e = 0; e < H; ++e) {
+          o[e] /= (float)seq_len_[b];
+          nrm += (double)o[e] * o[e];
+        }
+        const float inv = 1.0f / std::max(1e-12, std::sqrt(nrm));
+        for (int64_t e = 0; e < H; ++e) o[e] *= inv;
+      } else {
+        std::vector<float> pooled(H);
+        for (int64_t j = 0; j < H; ++j) {
+          float s = pool_b_[j];
+          for (int64_t e = 0; e < H; ++e) s += pool_w_[j * H + e] * xs[e];
+          pooled[j] = std::tanh(s);
+        }
+        for (int64_t c = 0; c < labels_; ++c) {
+          float s = cls_b_[c];
+          for (int64_t e = 0; e < H; ++e) s += cls_w_[c * H + e] * pooled[e];
+          out[b * labels_ + c] = s;
+        }
+      }
+    }
+    if (prof) (*prof)["pooling"] += us(t);
+  }
+
+  int threads_;
+  int64_t h_, heads_, nl_, inter_, vocab_, maxpos_, labels_ = 0;
+  float eps_;
+  bool cls_;
+  std::vector<float> word_, pos_, type0_, eln_w_, eln_b_, pool_w_, pool_b_, cls_w_, cls_b_;
+  std::vector<Layer> layers_;
+  std::vector<int64_t> seq_start_, seq_len_, tok_id_, tok_pos_;
+  std::vector<float> x_, qkv_, ctx_, tmp_, ffn_hidden_;
+  std::vector<uint8_t> xq_, hq_;
+};
+}  // namespace
+
+PYBIND11_MODULE(_engine, m) {
+  m.doc() = "edgekit native engine: BERT encoders on edgekit's int8 / 4x1-sparse kernels";
+  py::class_<Encoder>(m, "Encoder")
+      .def(py::init<const py::dict&, const py::dict&, int>(), py::arg("config"), py::arg("tensors"), py::arg("threads"))
+      .def("run", &Encoder::run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("profile") = py::none())
+      .def_property_readonly("out_width", &Encoder::out_width)
+      .def_property_readonly("fused_qkv", &Encoder::fused_qkv);
+  m.def("isa", [] { return std::string(ek_isa_name(ek_active_isa())); });
+}

@@ -1,0 +1,51 @@
+"""edgekit's native engine (C++, on edgekit's int8 / 4x1 block-sparse kernels) on an artifact's ``native/``."""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit import __version__
+from edgekit.artifact import Artifact
+from edgekit.errors import EdgekitError, InputError
+
+from . import check_feeds
+
+
+class NativeSession:
+    runtime = "native"
+
+    def __init__(self, encoder, task: str, threads: int, precision: str, max_len: int):
+        self._enc, self.task, self.threads, self.precision, self.max_len = encoder, task, threads, precision, max_len
+
+    def run(self, feeds: dict[str, np.ndarray], profile: dict | None = None) -> np.ndarray:
+        check_feeds(feeds, self.max_len)
+        try:
+            return self._enc.run(np.ascontiguousarray(feeds["input_ids"]), np.ascontiguousarray(feeds["attention_mask"]),
+                                 profile)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+
+class NativeRuntime:
+    name = "native"
+
+    def version(self) -> str | None:
+        try:
+            from edgekit import _engine
+        except ImportError:
+            return None
+        return f"{__version__} ({_engine.isa()})"
+
+    def load(self, artifact: Artifact, threads: int, precision: str | None = None) -> NativeSession:
+        from edgekit import _engine
+        from edgekit.compress.native_format import read_native
+
+        cfg, tensors = read_native(artifact.path("native"))
+        if cfg["task"] != artifact.task:
+            raise InputError(f"native model task {cfg['task']} differs from the artifact's {artifact.task}")
+        try:
+            enc = _engine.Encoder(cfg, tensors, threads)
+        except ValueError as exc:
+            raise EdgekitError(f"native engine could not load {artifact.path('native')}: {exc}") from None
+        prec = cfg["precision"] + ("-sparse" if cfg["pattern"] == "4x1" else "")
+        max_len = min(int(cfg["max_position"]), artifact.manifest.max_sequence_length)
+        return NativeSession(enc, artifact.task, threads, prec, max_len)

@@ -1,0 +1,137 @@
+"""The native engine vs the torch fake-quant model of the same artifact (the reference semantics).
+
+Tolerance: both compute the same integer GEMMs; they differ only in fp32 summation order, the
+polynomial GELU (|err| < 2e-7 relative) and rare round-half ties when requantising (one u8 step on
+a few values), so embeddings agree to cosine >= 0.9999 and logits to 1e-3 of their scale.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgekit.errors import ArtifactError, InputError
+from edgekit.runtimes import load, load_tokenizer
+
+
+def _feeds(art_dir, n=12, seq=96):
+    from edgekit.data import load_dataset, tokenize
+
+    tok = load_tokenizer(art_dir)
+    f = tokenize(tok, load_dataset("bbc-news", "test").texts[:n], max_length=seq)
+    f["attention_mask"][1, 40:] = 0
+    f["input_ids"][1, 40:] = tok.pad_token_id
+    return f
+
+
+def _cos(a, b):
+    return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("which", ["quick_cls_artifact", "quick_fe_artifact"])
+def test_native_matches_torch_fake_quant(request, which):
+    art, _ = request.getfixturevalue(which)
+    f = _feeds(art)
+    ref = load(art, "torch", threads=1).run(f)
+    sess = load(art, "native", threads=2)
+    out = sess.run(f)
+    assert sess.precision == "int8-sparse" and out.shape == ref.shape
+    assert _cos(out, ref).min() >= 0.9999
+    np.testing.assert_allclose(out, ref, atol=1e-3 * np.abs(ref).max() + 1e-6)
+    # a padded row equals the same row run alone at its true length (padding is dropped, not computed)
+    alone = sess.run({k: v[1:2, :40].copy() for k, v in f.items()})
+    np.testing.assert_allclose(alone[0], out[1], rtol=1e-5, atol=1e-6)
+    # batch 1 equals the same row inside a batch
+    np.testing.assert_allclose(sess.run({k: v[3:4] for k, v in f.items()})[0], out[3], rtol=1e-5, atol=1e-6)
+
+
+ISA_SCRIPT = """
+import sys, numpy as np
+from edgekit.runtimes import load
+from edgekit.data import load_dataset, tokenize
+from edgekit.runtimes import load_tokenizer
+art = sys.argv[1]
+f = tokenize(load_tokenizer(art), load_dataset("bbc-news", "test").texts[:6], max_length=64)
+np.save(sys.argv[2], load(art, "native", threads=2).run(f))
+"""
+
+
+def test_every_isa_path_gives_the_same_model_output(quick_fe_artifact, tmp_path):
+    from edgekit import kernels
+
+    art, _ = quick_fe_artifact
+    outs = {}
+    for isa in kernels.available_isas():
+        dest = tmp_path / f"{isa}.npy"
+        subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(art), str(dest)], check=True,
+                       env={**os.environ, "EDGEKIT_ISA": isa})
+        outs[isa] = np.load(dest)
+    ref = outs["ref"]
+    for isa, out in outs.items():
+        assert _cos(out, ref).min() >= 0.99999, isa
+
+
+def test_fp32_native_model_matches_torch(tmp_path):
+    """A native folder written without quantisation runs on the fp32 kernels."""
+    from edgekit.artifact import load_artifact
+    from edgekit.compress.native_format import write_native
+    from edgekit.export import export_artifact
+    from edgekit.zoo import load_torch, resolve
+
+    model, tok = load_torch(resolve("tiny-bert"))
+    export_artifact(model, tok, tmp_path / "a", task="feature-extraction", model_name="tiny-bert", formats=(),
+                    extra_files=lambda d: (write_native(model, "feature-extraction", None, d / "native"),
+                                           {"native": "native"})[1], progress=False)
+    art = load_artifact(tmp_path / "a")
+    f = _feeds(art.root)
+    s = load(art, "native", threads=2)
+    assert s.precision == "fp32"
+    np.testing.assert_allclose(s.run(f), load(art, "torch", threads=1).run(f), atol=2e-5)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda f: f.update(input_ids=np.full_like(f["input_ids"], 10**7)), "outside the vocabulary"),
+    (lambda f: f.update(attention_mask=np.full_like(f["attention_mask"], 2)), "only 0 and 1"),
+    (lambda f: f["attention_mask"].__setitem__((0, slice(None)), 0), "first token must be attended"),
+    (lambda f: f.update(input_ids=f["input_ids"].astype(np.int32)), "int64"),
+    (lambda f: f.update(input_ids=np.zeros((0, 5), np.int64), attention_mask=np.zeros((0, 5), np.int64)), "empty"),
+    (lambda f: f.update(input_ids=np.ones((1, 600), np.int64), attention_mask=np.ones((1, 600), np.int64)), "maximum"),
+])
+def test_bad_inputs_are_clear_errors(quick_cls_artifact, mutate, match):
+    art, _ = quick_cls_artifact
+    f = _feeds(art, n=2, seq=16)
+    mutate(f)
+    with pytest.raises(InputError, match=match):
+        load(art, "native", threads=1).run(f)
+
+
+def test_native_needs_a_compressed_artifact(tiny_artifact, quick_cls_artifact, tmp_path):
+    import shutil
+
+    with pytest.raises(InputError, match="has no 'native' format"):
+        load(tiny_artifact, "native", threads=1)
+    art, _ = quick_cls_artifact
+    copy = tmp_path / "v2"
+    shutil.copytree(art, copy)
+    cfg_path = copy / "native" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["version"] = 2
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load(copy, "native", threads=1)
+    from edgekit.artifact import load_artifact
+
+    with pytest.raises(ArtifactError, match="version 2"):
+        load(load_artifact(copy, verify=False), "native", threads=1)
+
+
+def test_profile_reports_every_stage(quick_cls_artifact):
+    art, _ = quick_cls_artifact
+    prof: dict = {}
+    load(art, "native", threads=2).run(_feeds(art, n=2, seq=32), profile=prof)
+    assert {"embeddings", "qkv", "attention", "o_proj", "add_ln", "ffn_in", "ffn_out", "pooling"} <= set(prof)
+    assert all(v >= 0 for v in prof.values())
