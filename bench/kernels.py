@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""Kernel benchmark: edgekit int8 GEMMs (dense and 4x1 block-sparse) vs ONNX Runtime and OpenVINO int8.
+
+For each shape Y[M,N] = X[M,K] W[N,K]^T it times, interleaved round by round in one process with the
+same threads: edgekit dense int8, edgekit 4x1 sparse int8 at each sparsity, ONNX Runtime (one
+MatMulInteger node: u8 x s8 -> int32, no epilogue) and OpenVINO (u8 FakeQuantize -> MatMul with int8
+weights dequantised per channel, which the CPU plugin runs as an int8 FullyConnected; the precision it
+really ran is read from the compiled model and reported). The peak is measured in the same run with a
+vpdpbusd loop. Writes JSON lines (CONTRACT.md fields), a Markdown table and a speedup plot. Never asserts.
+
+    python bench/kernels.py --quick --json out/kernels.jsonl --md out/kernels.md --plot out/kernels.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekit import kernels as K
+
+SHAPES_KN = [(384, 384), (384, 1536), (1536, 384), (768, 768), (768, 3072), (3072, 768)]
+MS = [1, 32, 128, 512]
+SPARSITIES = [0.0, 0.5, 0.7, 0.8, 0.9]
+
+
+def prune_4x1(w, s, rng):
+    keep = rng.random(((w.shape[0] + 3) // 4, w.shape[1])) >= s
+    return (w * np.repeat(keep, 4, axis=0)[: w.shape[0]]).astype(np.int8)
+
+
+def ort_runner(w, x, threads):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    m, k = x.shape
+    g = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["x", "w", "xz"], ["y"])], "mmi",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [m, w.shape[0]])],
+        [helper.make_tensor("w", TensorProto.INT8, [k, w.shape[0]], np.ascontiguousarray(w.T).tobytes(), raw=True),
+         helper.make_tensor("xz", TensorProto.UINT8, [], [3])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return lambda: s.run(None, {"x": x}), "int8"
+
+
+def ov_runner(w, x, threads):
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    m, k = x.shape
+    n = w.shape[0]
+    xf = x.astype(np.float32)
+    p = ops.parameter([m, k], np.float32, name="x")
+    fq = ops.fake_quantize(p, np.float32(0), np.float32(255), np.float32(0), np.float32(255), 256)
+    wc = ops.convert(ops.constant(w), np.float32)
+    ws = ops.multiply(wc, ops.constant(np.full((n, 1), 1e-2, np.float32)))
+    y = ops.matmul(fq, ws, False, True)
+    model = ov.Model([y], [p])
+    c = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+                                                "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1})
+    prec = "?"
+    for op in c.get_runtime_model().get_ops():  # the executed graph: layerType + runtimePrecision per node
+        rt = op.get_rt_info()
+        keys = set(rt.keys())
+        if {"layerType", "runtimePrecision"} <= keys and rt["layerType"].astype(str) == "FullyConnected":
+            prec = {"u8": "int8", "i8": "int8"}.get(rt["runtimePrecision"].astype(str), rt["runtimePrecision"].astype(str))
+    req = c.create_infer_request()
+    return lambda: req.infer({0: xf}), prec
+
+
+def time_interleaved(fns: dict, min_s: float, rounds: int) -> dict[str, list[float]]:
+    """Median time (us) of each contender per round, contenders interleaved round by round."""
+    per = {}
+    for name, fn in fns.items():  # warm-up and calibration of runs per round
+        for _ in range(5):
+            fn()
+        t = time.perf_counter()
+        n = 0
+        while time.perf_counter() - t < 0.1:
+            fn()
+            n += 1
+        per[name] = max(3, int(n * (min_s / rounds) / 0.1))
+    out = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            ts = []
+            for _ in range(per[name]):
+                t = time.perf_counter()
+                fn()
+                ts.append((time.perf_counter() - t) * 1e6)
+            out[name].append(statistics.median(ts))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="M=128 on (384,1536) and (1536,384) at sparsity 0/0.8/0.9")
+    ap.add_argument("--smoke", action="store_true", help="tiny run for tests")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds per contender per shape")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--md", type=Path)
+    ap.add_argument("--plot", type=Path)
+    a = ap.parse_args(argv)
+    from edgekit.runtimes import default_threads
+
+    threads = a.threads or default_threads()
+    K.set_num_threads(threads)
+    isa = K.cpu_info()["isa"]
+    if a.smoke:
+        ms, kns, sps, a.min_time, a.rounds = [16], [(64, 64)], [0.0, 0.8], 0.05, 2
+    elif a.quick:
+        ms, kns, sps = [128], [(384, 1536), (1536, 384)], [0.0, 0.8, 0.9]
+    else:
+        ms, kns, sps = MS, SHAPES_KN, SPARSITIES
+    peak = K.peak_vnni_macs(0.5) if isa == "avx512_vnni" else 0.0
+    print(f"isa {isa}, {threads} threads, measured vpdpbusd peak {peak / 1e9:.1f} G MAC/s", file=sys.stderr)
+    rng = np.random.default_rng(0)
+    rows = []
+    for m in ms:
+        for k, n in kns:
+            w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+            x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+            ws = np.full(n, 1e-2, np.float32)
+            fns, meta = {}, {}
+            for s in sps:
+                ww = w if s == 0 else prune_4x1(w, s, rng)
+                p = K.pack_s8(ww, "dense" if s == 0 else "4x1")
+                fns[("edgekit", s)] = (lambda p=p: K.gemm_u8s8(p, x, 0.02, 3, ws))
+            ort_fn, _ = ort_runner(w, x, threads)
+            ov_fn, ov_prec = ov_runner(w, x, threads)
+            fns[("onnxruntime", 0.0)], fns[("openvino", 0.0)] = ort_fn, ov_fn
+            res = time_interleaved(fns, a.min_time, a.rounds)
+            dense = np.asarray(res[("edgekit", 0.0)])
+            ortr, ovr = np.asarray(res[("onnxruntime", 0.0)]), np.asarray(res[("openvino", 0.0)])
+            for s in sps:
+                mine = np.asarray(res[("edgekit", s)])
+                t = float(np.median(mine))
+                macs = m * k * n
+                rows.append({
+                    "op": "dense" if s == 0 else "sparse", "dtype": "int8", "M": m, "K": k, "N": n, "sparsity": s,
+                    "pattern": "dense" if s == 0 else "4x1", "threads": threads, "isa": isa, "time_us": t,
+                    "gops_effective": 2 * macs * (1 - s) / t / 1e3, "gops_dense_equiv": 2 * macs / t / 1e3,
+                    "peak_fraction": (macs * (1 - s) / (t * 1e-6)) / peak if peak else None,
+                    "speedup_vs_dense": float(np.median(dense / mine)),
+                    "speedup_vs_onnxruntime": float(np.median(ortr / mine)),
+                    "speedup_vs_openvino": float(np.median(ovr / mine)),
+                    "onnxruntime_time_us": float(np.median(ortr)), "openvino_time_us": float(np.median(ovr)),
+                    "openvino_precision": ov_prec, "peak_gmacs": peak / 1e9, "rounds": a.rounds,
+                })
+                r = rows[-1]
+                print(f"M={m} K={k} N={n} s={s:.1f}: {t:8.1f} us  {r['gops_effective']:6.1f} GOPS eff  "
+                      f"peak {100 * (r['peak_fraction'] or 0):4.0f}%  x{r['speedup_vs_dense']:.2f} dense  "
+                      f"x{r['speedup_vs_onnxruntime']:.2f} ORT  x{r['speedup_vs_openvino']:.2f} OV({ov_prec})",
+                      file=sys.stderr)
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if a.md:
+        head = "| M | K | N | sparsity | time us | GOPS eff | % peak | x dense | x ORT int8 | x OpenVINO int8 |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        body = "".join(f"| {r['M']} | {r['K']} | {r['N']} | {r['sparsity']:.1f} | {r['time_us']:.1f} | "
+                       f"{r['gops_effective']:.1f} | {100 * (r['peak_fraction'] or 0):.0f}% | {r['speedup_vs_dense']:.2f} | "
+                       f"{r['speedup_vs_onnxruntime']:.2f} | {r['speedup_vs_openvino']:.2f} |\n" for r in rows)
+        a.md.parent.mkdir(parents=True, exist_ok=True)
+        a.md.write_text(head + body)
+    if a.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in sorted({(r["M"], r["K"], r["N"]) for r in rows}):
+            pts = [r for r in rows if (r["M"], r["K"], r["N"]) == key]
+            ax.plot([p["sparsity"] for p in pts], [p["speedup_vs_openvino"] for p in pts], "o-",
+                    label=f"M{key[0]} K{key[1]} N{key[2]} vs OpenVINO")
+            ax.plot([p["sparsity"] for p in pts], [p["speedup_vs_onnxruntime"] for p in pts], "x--",
+                    label=f"M{key[0]} K{key[1]} N{key[2]} vs ORT")
+        ax.axhline(1, color="grey", lw=0.8)
+        ax.set_xlabel("4x1 block sparsity")
+        ax.set_ylabel("speedup (their time / ours)")
+        ax.set_title(f"edgekit int8 GEMM, {threads} threads, {isa}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        a.plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(a.plot, dpi=120)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
