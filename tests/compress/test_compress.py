@@ -181,3 +181,21 @@ def test_print_recipe_and_cli_errors(capsys):
     assert "fast-distilbert" in capsys.readouterr().out
     assert main(["compress", "tiny-bert", "-o", "/tmp/x", "--recipe", "nope"]) == 2
     assert "unknown recipe 'nope'" in capsys.readouterr().err
+
+
+def test_hardware_aware_allocation_uses_measured_table(monkeypatch, tmp_path):
+    from edgekit.compress import hardware
+    from edgekit.zoo import load_torch, resolve
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    model, _ = load_torch(resolve("tiny-bert"))
+    lin = encoder_linears(model)
+    assert hardware.allocate(lin, 0.8, None) is None  # no target: uniform
+    table = hardware.latency_table({tuple(m.weight.shape) for m in lin.values()})
+    assert set(table) == {"64x64", "128x64", "64x128"} and all(v > 0 for r in table.values() for v in r.values())
+    alloc = hardware.allocate(lin, 0.8, 1.5)
+    for name, s in alloc.items():
+        row = table[f"{lin[name].weight.shape[0]}x{lin[name].weight.shape[1]}"]
+        ok = [g for g in hardware.GRID if row["0.0"] / row[str(g)] >= 1.5]
+        assert s == (min(ok) if ok else max(hardware.GRID))
+    assert list((tmp_path).glob("latency-*.json"))
