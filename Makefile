@@ -34,9 +34,11 @@ DEMO_DIR ?= out/demo
 demo: .venv
 	$(PY) -m edgekit.demo --out $(DEMO_DIR)
 
-# CI subset: fast tests plus the real-model tests marked `ci`. `make test-all` runs every slow test too.
+# CI subset: fast tests plus the real-model tests marked `ci`, then the kernels under ASan + UBSan.
+# `make test-all` runs every slow test too.
 test: .venv
 	$(PY) -m pytest -m "not slow or ci" -q
+	bash kernels/tools/sanitize.sh
 
 test-all: .venv
 	$(PY) -m pytest -q

@@ -1,0 +1,76 @@
+// ASan + UBSan check of the kernels through the C ABI: every ISA path vs the reference path on edge
+// and random shapes (int32 accumulators bit-exact), plus the fused epilogue and fp32 GEMMs.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "edgekit/kernels.h"
+
+static int failures = 0;
+
+static void check(bool ok, const char* what, long m, long k, long n, int isa) {
+  if (!ok) {
+    std::printf("FAIL %s m=%ld k=%ld n=%ld isa=%s\n", what, m, k, n, ek_isa_name((ek_isa)isa));
+    ++failures;
+  }
+}
+
+int main() {
+  std::mt19937 rng(7);
+  const int best = ek_best_isa();
+  const long shapes[][3] = {{1, 1, 1}, {1, 3, 4}, {2, 4, 5}, {6, 16, 16}, {7, 17, 15}, {65, 65, 67}, {130, 100, 20}};
+  std::vector<std::vector<long>> all;
+  for (auto& s : shapes) all.push_back({s[0], s[1], s[2]});
+  for (int i = 0; i < 40; ++i) all.push_back({1 + (long)(rng() % 150), 1 + (long)(rng() % 200), 1 + (long)(rng() % 90)});
+  for (auto& s : all) {
+    const long m = s[0], k = s[1], n = s[2];
+    std::vector<int8_t> w(n * k);
+    std::vector<uint8_t> x(m * k);
+    const float sp = (rng() % 100) / 100.0f;
+    for (long r = 0; r < (n + 3) / 4; ++r)
+      for (long c = 0; c < k; ++c) {
+        const bool keep = (rng() % 1000) / 1000.0f >= sp;
+        for (long i = 0; i < 4 && 4 * r + i < n; ++i) w[(4 * r + i) * k + c] = keep ? (int8_t)(rng() % 256 - 128) : 0;
+      }
+    for (auto& v : x) v = (uint8_t)(rng() % 256);
+    const int32_t zp = rng() % 256;
+    std::vector<float> ws(n, 1e-3f), bias(n, 0.5f), wf(n * k), xf(m * k);
+    for (long i = 0; i < n * k; ++i) wf[i] = w[i] / 64.0f;
+    for (long i = 0; i < m * k; ++i) xf[i] = x[i] / 128.0f - 1.0f;
+    std::vector<int32_t> ref(m * n), got(m * n);
+    std::vector<float> yref(m * n), y(m * n), fref(m * n), f(m * n);
+    std::vector<uint8_t> qref(m * n), q(m * n);
+    for (int isa = 0; isa <= best; ++isa) {
+      ek_set_isa((ek_isa)isa);
+      for (int pat = 0; pat < 2; ++pat) {
+        ek_packed* p = ek_pack_s8(w.data(), n, k, (ek_pattern)pat);
+        ek_packed* pf = ek_pack_f32(wf.data(), n, k, (ek_pattern)pat);
+        ek_epilogue ep{0.02f, zp, ws.data(), bias.data(), 1, 0, 1.f, 0};
+        ek_epilogue eq{0.02f, zp, ws.data(), bias.data(), 1, 1, 0.01f, 7};
+        auto& acc = isa == 0 && pat == 0 ? ref : got;
+        ek_gemm_u8s8_acc(p, x.data(), m, zp, acc.data());
+        ek_gemm_u8s8(p, x.data(), m, k, &ep, (isa == 0 && pat == 0) ? yref.data() : y.data(), n);
+        ek_gemm_u8s8(p, x.data(), m, k, &eq, (isa == 0 && pat == 0) ? qref.data() : q.data(), n);
+        ek_gemm_f32(pf, xf.data(), m, k, bias.data(), 0, (isa == 0 && pat == 0) ? fref.data() : f.data(), n);
+        if (!(isa == 0 && pat == 0)) {
+          bool same = true, close = true, qclose = true, fclose = true;
+          for (long i = 0; i < m * n; ++i) {
+            same &= got[i] == ref[i];
+            close &= std::fabs(y[i] - yref[i]) <= 1e-5f * (1 + std::fabs(yref[i]));
+            qclose &= std::abs((int)q[i] - (int)qref[i]) <= 1;
+            fclose &= std::fabs(f[i] - fref[i]) <= 1e-3f * (1 + std::fabs(fref[i]));
+          }
+          check(same, "int32 accumulators", m, k, n, isa);
+          check(close, "fp32 epilogue", m, k, n, isa);
+          check(qclose, "u8 epilogue", m, k, n, isa);
+          check(fclose, "fp32 gemm", m, k, n, isa);
+        }
+        ek_packed_free(p);
+        ek_packed_free(pf);
+      }
+    }
+  }
+  std::printf("%d passed, %d failed\n", (int)all.size() * (best + 1) * 2 - failures, failures);
+  return failures ? 1 : 0;
+}
