@@ -169,15 +169,47 @@ struct TransposeCtx {
   uint8_t* xt;
 };
 
+// 16x16 byte transpose: dst[c][r] = src[r][c], in four unpack stages (8, 16, 32, 64 bits).
+inline void transpose16x16(const uint8_t* const* rows, int64_t col, uint8_t* dst, int64_t lddst) {
+  __m128i a[16], b[16];
+  for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[i] + col));
+  for (int i = 0; i < 8; ++i) {
+    b[2 * i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
+    b[2 * i + 1] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
+  }
+  for (int q = 0; q < 4; ++q) {  // groups of 4 rows: (b0,b2) (b1,b3) within each
+    const int o = 4 * q;
+    a[o] = _mm_unpacklo_epi16(b[o], b[o + 2]);
+    a[o + 1] = _mm_unpackhi_epi16(b[o], b[o + 2]);
+    a[o + 2] = _mm_unpacklo_epi16(b[o + 1], b[o + 3]);
+    a[o + 3] = _mm_unpackhi_epi16(b[o + 1], b[o + 3]);
+  }
+  for (int h = 0; h < 2; ++h) {  // groups of 8 rows: pair q with q+4
+    const int o = 8 * h;
+    for (int i = 0; i < 4; ++i) {
+      b[o + 2 * i] = _mm_unpacklo_epi32(a[o + i], a[o + 4 + i]);
+      b[o + 2 * i + 1] = _mm_unpackhi_epi32(a[o + i], a[o + 4 + i]);
+    }
+  }
+  for (int i = 0; i < 8; ++i) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i) * lddst), _mm_unpacklo_epi64(b[i], b[8 + i]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i + 1) * lddst), _mm_unpackhi_epi64(b[i], b[8 + i]));
+  }
+}
+
 void transpose_task(int64_t task, void* p) {
   const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
-  const int64_t k0 = task * 64, k1 = std::min(c.k, k0 + 64);
-  for (int64_t m0 = 0; m0 < c.mp; m0 += 64)
-    for (int64_t t = k0; t < k1; ++t) {
-      uint8_t* dst = c.xt + t * c.mp + m0;
-      const int64_t mend = std::min<int64_t>(64, c.m - m0);
-      for (int64_t i = 0; i < mend; ++i) dst[i] = c.x[(m0 + i) * c.ldx + t];
-    }
+  // task = one block of 16 tokens: XT[k][m0..m0+15] for every k.
+  const int64_t m0 = task * 16;
+  static const uint8_t zeros[64] = {0};
+  const uint8_t* rows[16];
+  for (int i = 0; i < 16; ++i) rows[i] = m0 + i < c.m ? c.x + (m0 + i) * c.ldx : nullptr;
+  int64_t t = 0;
+  if (m0 + 16 <= c.m) {
+    for (; t + 16 <= c.k; t += 16) transpose16x16(rows, t, c.xt + t * c.mp + m0, c.mp);
+  }
+  for (; t < c.k; ++t)
+    for (int i = 0; i < 16; ++i) c.xt[t * c.mp + m0 + i] = rows[i] ? rows[i][t] : zeros[0];
 }
 
 struct SparseCtx {
@@ -185,9 +217,6 @@ struct SparseCtx {
   const uint8_t* xt;
   int64_t mp, mtiles, rows_per_task;
 };
-
-// Token held by lane l (0..15) of operand/accumulator group gq (0..3) after the byte transpose.
-inline int lane_token(int gq, int l) { return 16 * (l / 4) + 4 * gq + (l % 4); }
 
 void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_t m0) {
   const ek_packed* w = g.w;
@@ -211,31 +240,35 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
       for (int gq = 0; gq < 4; ++gq) acc[i][gq] = _mm512_dpbusd_epi32(acc[i][gq], u[gq], wv);
     }
   }
-  // Undo the lane permutation into [output][token], then the epilogue over 16 tokens at a time.
+  // Undo the lane permutation with a 4x4 transpose of 128-bit blocks: block L of acc[i][gq] holds tokens
+  // 16L + 4gq + 0..3, so gathering block L of gq = 0..3 gives tokens 16L..16L+15 in order. Then the
+  // epilogue runs on 16 tokens at a time.
   alignas(64) int32_t tile[4][TM];
-  alignas(64) int32_t raw[4][4][16];
-  for (int i = 0; i < 4; ++i)
-    for (int gq = 0; gq < 4; ++gq) _mm512_store_si512(raw[i][gq], acc[i][gq]);
-  for (int i = 0; i < 4; ++i)
-    for (int gq = 0; gq < 4; ++gq)
-      for (int l = 0; l < 16; ++l) tile[i][lane_token(gq, l)] = raw[i][gq][l];
+  alignas(64) float out[4][TM];
   const int64_t n = w->info.n, mend = std::min<int64_t>(TM, g.m - m0);
   const int32_t zp = g.ep ? g.ep->x_zp : g.x_zp;
-  alignas(64) float out[4][TM];
   for (int i = 0; i < 4; ++i) {
     const int64_t j = 4 * r + i;
     if (j >= n) break;
+    const __m512i t0 = _mm512_shuffle_i32x4(acc[i][0], acc[i][1], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i t1 = _mm512_shuffle_i32x4(acc[i][2], acc[i][3], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i t2 = _mm512_shuffle_i32x4(acc[i][0], acc[i][1], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i t3 = _mm512_shuffle_i32x4(acc[i][2], acc[i][3], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i ordered[4] = {_mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)),
+                                _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 1, 3, 1))};
     const __m512i corr = _mm512_set1_epi32(zp * w->rowsum[j]);
-    for (int t = 0; t < TM; t += 16) {
-      const __m512i a = _mm512_sub_epi32(_mm512_load_si512(tile[i] + t), corr);
+    for (int L = 0; L < 4; ++L) {
+      const __m512i a = _mm512_sub_epi32(ordered[L], corr);
       if (!g.ep) {
-        _mm512_store_si512(tile[i] + t, a);
+        _mm512_store_si512(tile[i] + 16 * L, a);
         continue;
       }
       __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(g.ep->x_scale * g.ep->w_scale[j]));
       if (g.ep->bias) v = _mm512_add_ps(v, _mm512_set1_ps(g.ep->bias[j]));
       if (g.ep->gelu) v = gelu512(v);
-      _mm512_store_ps(out[i] + t, v);
+      _mm512_store_ps(out[i] + 16 * L, v);
     }
   }
   const int nout = (int)std::min<int64_t>(4, n - 4 * r);
@@ -286,7 +319,7 @@ void sparse(const Gemm& g) {
   const int64_t k = w->info.k, mp = (g.m + TM - 1) / TM * TM;
   std::vector<uint8_t> xt(k * mp, 0);
   TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt.data()};
-  parallel_for((k + 63) / 64, transpose_task, &tc);
+  parallel_for((g.m + 15) / 16, transpose_task, &tc);
   const int64_t mtiles = mp / TM;
   const int nt = num_threads();
   // Enough tasks per thread to balance block-rows of uneven density.
