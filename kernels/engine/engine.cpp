@@ -22,6 +22,9 @@
 
 namespace py = pybind11;
 
+void ek_attention_head_avx512(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
+                              float* ctx, int64_t ldc);
+
 namespace {
 [[noreturn]] void bad(const std::string& m) { throw py::value_error(m); }
 
@@ -136,13 +139,18 @@ struct AttnCtx {
   const int64_t* seq_start;
   const int64_t* seq_len;
   int64_t nseq, heads, d, h;
-  std::vector<std::vector<float>>* scratch;
+  bool avx512;
 };
 
 void attn_task(int64_t task, void* p) {
   AttnCtx& c = *static_cast<AttnCtx*>(p);
   const int64_t b = task / c.heads, hd = task % c.heads;
   const int64_t t0 = c.seq_start[b], n = c.seq_len[b], d = c.d;
+  if (c.avx512) {
+    ek_attention_head_avx512(c.qkv + t0 * c.ld + c.qo + hd * d, c.qkv + t0 * c.ld + c.ko + hd * d,
+                             c.qkv + t0 * c.ld + c.vo + hd * d, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h);
+    return;
+  }
   std::vector<float> sc(n);
   std::vector<float> acc(d);
   const float scale = 1.0f / std::sqrt((float)d);
@@ -264,7 +272,10 @@ class Encoder {
     }
     if (!profile.is_none()) {
       py::dict d = profile.cast<py::dict>();
-      for (auto& kv : prof) d[kv.first.c_str()] = kv.second;
+      for (auto& kv : prof) {
+        const double before = d.contains(kv.first.c_str()) ? d[kv.first.c_str()].cast<double>() : 0.0;
+        d[kv.first.c_str()] = before + kv.second;  // microseconds, summed over calls
+      }
     }
     return out;
   }
@@ -330,8 +341,9 @@ class Encoder {
       }
       if (prof) (*prof)["qkv"] += us(t);
       t = clock::now();
-      AttnCtx ac{qkv_.data(), ld, qo, ko, vo, ctx_.data(), seq_start_.data(), seq_len_.data(), B, heads_, H / heads_, H,
-                 nullptr};
+      const int64_t d = H / heads_;
+      AttnCtx ac{qkv_.data(), ld, qo, ko, vo, ctx_.data(), seq_start_.data(), seq_len_.data(), B, heads_, d, H,
+                 ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128};
       ek_parallel_for(B * heads_, attn_task, &ac);
       if (prof) (*prof)["attention"] += us(t);
       t = clock::now();
