@@ -41,6 +41,7 @@ def export_artifact(
     labels: list[str] | None = None,
     int8_calibration: dict[str, np.ndarray] | None = None,
     fp32_layers: Sequence[str] = (),
+    act_qparams: dict[str, tuple[float, int]] | None = None,
     recipe: dict | None = None,
     extra_files: Callable[[Path], dict[str, str]] | None = None,
     overwrite: bool = True,
@@ -52,7 +53,9 @@ def export_artifact(
     same artifact. With ``int8_calibration`` (int64 feeds of real text), ONNX is quantised with ONNX
     Runtime (static QDQ, per-channel s8 weights, u8 activations, MatMuls with constant weights only)
     and OpenVINO with NNCF; otherwise both stay fp32. ``fp32_layers`` names Linear modules (as in
-    ``model.named_modules()``, e.g. ``encoder.layer.3.output.dense``) that both keep in fp32. ``extra_files(tmp)`` may write more files into
+    ``model.named_modules()``, e.g. ``encoder.layer.3.output.dense``) that both keep in fp32. ``act_qparams``
+    ({module name: (scale, zero point)}) replaces ONNX Runtime's own activation calibration for those
+    Linears with the values the model was trained with (edgekit's QAT). ``extra_files(tmp)`` may write more files into
     the staging folder and returns the formats it added (``{"native": "native"}``).
     """
     from tqdm.auto import tqdm
@@ -81,7 +84,8 @@ def export_artifact(
             onnx_fp32 = onnx_export.to_onnx(model, onnx_dir / ("model.onnx" if int8_calibration is None else "model_fp32.onnx"), out_name)
         if "onnx" in formats:
             if int8_calibration is not None:
-                onnx_export.quantize_static_qdq(onnx_fp32, tmp / "onnx" / "model.onnx", int8_calibration, fp32_layers)
+                onnx_export.quantize_static_qdq(onnx_fp32, tmp / "onnx" / "model.onnx", int8_calibration, fp32_layers,
+                                                act_qparams)
             paths["onnx"], prec["onnx"] = "onnx/model.onnx", precision
             bar.update()
         if "openvino" in formats:

@@ -86,7 +86,40 @@ def _activation_matmuls(path: Path) -> list[str]:
     return [n.name for n in g.node if n.op_type == "MatMul" and n.input[1] not in weights]
 
 
-def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, np.ndarray], fp32_layers=()) -> Path:
+def set_activation_qparams(path: Path, act_qparams: dict[str, tuple[float, int]]) -> int:
+    """Overwrite the input scale / zero point of quantised Linear MatMuls with given values (keyed by
+    torch module name), so ONNX Runtime runs the activation quantisation the model was trained with.
+    Returns how many MatMuls were set."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    done = 0
+    for module, (scale, zp) in act_qparams.items():
+        pat = node_pattern(module)
+        for n in g.node:
+            if n.op_type != "MatMul" or pat not in n.name:
+                continue
+            dq = producer.get(n.input[0])
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            for node in (dq, q):
+                if node is None:
+                    continue
+                s_name, z_name = node.input[1], node.input[2]
+                inits[s_name].CopyFrom(numpy_helper.from_array(np.array(scale, np.float32), s_name))
+                inits[z_name].CopyFrom(numpy_helper.from_array(np.array(zp, np.uint8), z_name))
+            done += 1
+    onnx.save(model, str(path))
+    return done
+
+
+def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, np.ndarray], fp32_layers=(),
+                        act_qparams: dict[str, tuple[float, int]] | None = None) -> Path:
     """Static int8 in QDQ form: s8 per-channel weights, u8 activations, calibrated on real text.
 
     Only MatMuls with a constant weight (the Linear layers) are quantised, as in edgekit's own scheme;
@@ -111,4 +144,6 @@ def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, 
         raise EdgekitError(f"ONNX Runtime int8 quantization failed: {exc}") from exc
     finally:
         pre.unlink(missing_ok=True)
+    if act_qparams:
+        set_activation_qparams(out_path, act_qparams)
     return out_path

@@ -314,8 +314,12 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
         write_native(student, ref.task, qstate, tmp / "native", labels)
         return {"native": "native"}
 
+    # ONNX Runtime gets the activation qparams QAT trained with (its own static calibration of the
+    # FFN-output input cost 1.6 points on minilm-l6-bbc).
+    act = {_hf_name(student, n, hf_names): (v["x_scale"], v["x_zp"]) for n, v in qstate["layers"].items()} if qstate else None
     art = export_artifact(student, tok, out, task=ref.task, model_name=f"{ref.name}+{rec.name}",
                           formats=("onnx", "openvino"), labels=labels, int8_calibration=cal, fp32_layers=fp32_hf,
+                          act_qparams=act,
                           recipe=rec.to_dict(), extra_files=extra, progress=progress)
     report["runtimes"] = _runtime_scores(art, ref.task, data, run.teacher_out, tok)
     report["size_mb"] = {fmt: round(_size_mb(art.root / p if (art.root / p).is_dir() else (art.root / p).parent), 2)

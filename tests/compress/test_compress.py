@@ -199,3 +199,18 @@ def test_hardware_aware_allocation_uses_measured_table(monkeypatch, tmp_path):
         ok = [g for g in hardware.GRID if row["0.0"] / row[str(g)] >= 1.5]
         assert s == (min(ok) if ok else max(hardware.GRID))
     assert list((tmp_path).glob("latency-*.json"))
+
+
+def test_onnx_int8_uses_the_trained_activation_qparams(quick_cls_artifact):
+    import onnx
+    from onnx import numpy_helper
+
+    out, _ = quick_cls_artifact
+    quant = json.loads((out / "torch" / "quant.json").read_text())["layers"]
+    g = onnx.load(str(out / "onnx" / "model.onnx")).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    node = next(n for n in g.node if n.op_type == "MatMul" and "layer.1/intermediate/dense/" in n.name)
+    dq = producer[node.input[0]]
+    assert float(inits[dq.input[1]]) == pytest.approx(quant["layers.1.ffn_in"]["x_scale"])
+    assert int(inits[dq.input[2]]) == quant["layers.1.ffn_in"]["x_zp"]
