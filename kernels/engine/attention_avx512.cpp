@@ -1,54 +1,129 @@
-// Attention for one (sequence, head) with AVX-512: scores for 16 keys per FMA using K transposed,
-// softmax with a polynomial exp, then P V with broadcast FMAs. Compiled with AVX-512 flags; the engine
-// calls it only when the active kernel ISA is avx512 or higher.
+// Attention for one (sequence, head) with AVX-512, register-blocked.
+//
+// K is transposed once per head into kt[d][np] (np = keys rounded up to 16, zero padded). Queries go in
+// blocks of R rows: scores for R rows x 32 keys are 2R independent FMA chains over d (one kt load per
+// 16 keys, one broadcast per row), softmax runs on each row with a polynomial exp, then P V for R rows x d
+// uses R*DV accumulators with one V load per 16 features and one broadcast of p per row. Independent
+// chains keep both FMA pipes busy, where one row at a time would wait on FMA latency. Compiled with
+// AVX-512 flags; the engine calls it only when the active kernel ISA is avx512 or higher and d % 16 == 0.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "../src/avx512_math.h"
 
 using ek::exp512;
 
-// q, k, v: row i of the sequence at q + i*ld (d floats); ctx row i at ctx + i*ldc.
+namespace {
+struct Scratch {
+  std::vector<float> kt, sc;
+};
+thread_local Scratch tls;
+
+// Scores of rows i0..i0+R-1 against all keys into sc[R][np], scaled and masked; returns nothing.
+template <int R>
+inline void scores(const float* q, int64_t ld, int64_t i0, const float* kt, int64_t np, int64_t n, int64_t d,
+                   float scale, float* sc) {
+  const __m512 vscale = _mm512_set1_ps(scale), neg = _mm512_set1_ps(-1e30f);
+  for (int64_t j = 0; j < np; j += 32) {
+    const bool two = j + 16 < np;
+    __m512 a0[R], a1[R];
+    for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
+    for (int64_t e = 0; e < d; ++e) {
+      const __m512 k0 = _mm512_loadu_ps(kt + e * np + j);
+      const __m512 k1 = two ? _mm512_loadu_ps(kt + e * np + j + 16) : _mm512_setzero_ps();
+      for (int r = 0; r < R; ++r) {
+        const __m512 qv = _mm512_set1_ps(q[(i0 + r) * ld + e]);
+        a0[r] = _mm512_fmadd_ps(qv, k0, a0[r]);
+        if (two) a1[r] = _mm512_fmadd_ps(qv, k1, a1[r]);
+      }
+    }
+    const __mmask16 m0 = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+    const __mmask16 m1 = n - j - 16 >= 16 ? (__mmask16)0xffff
+                         : n - j - 16 > 0 ? (__mmask16)((1u << (n - j - 16)) - 1)
+                                          : (__mmask16)0;
+    for (int r = 0; r < R; ++r) {
+      _mm512_storeu_ps(sc + r * np + j, _mm512_mask_blend_ps(m0, neg, _mm512_mul_ps(a0[r], vscale)));
+      if (two) _mm512_storeu_ps(sc + r * np + j + 16, _mm512_mask_blend_ps(m1, neg, _mm512_mul_ps(a1[r], vscale)));
+    }
+  }
+}
+
+// In place: row <- exp(row - max); returns 1 / sum.
+inline float softmax_row(float* row, int64_t np) {
+  __m512 mx = _mm512_set1_ps(-1e30f);
+  for (int64_t j = 0; j < np; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + j));
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < np; j += 16) {
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(row + j), m));
+    _mm512_storeu_ps(row + j, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  return 1.0f / _mm512_reduce_add_ps(sum);
+}
+
+// ctx rows i0..i0+R-1 = P V / rowsum for d = 16*DV features.
+template <int R, int DV>
+inline void pv(const float* sc, int64_t np, const float* inv, const float* v, int64_t ld, int64_t n, float* ctx,
+               int64_t ldc, int64_t i0) {
+  __m512 acc[R][DV];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < DV; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    __m512 vv[DV];
+    for (int c = 0; c < DV; ++c) vv[c] = _mm512_loadu_ps(v + j * ld + 16 * c);
+    for (int r = 0; r < R; ++r) {
+      const __m512 p = _mm512_set1_ps(sc[r * np + j]);
+      for (int c = 0; c < DV; ++c) acc[r][c] = _mm512_fmadd_ps(p, vv[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < DV; ++c)
+      _mm512_storeu_ps(ctx + (i0 + r) * ldc + 16 * c, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inv[r])));
+}
+
+template <int R, int DV>
+void rows(const float* q, const float* v, int64_t ld, int64_t i0, const float* kt, int64_t np, int64_t n, int64_t d,
+          float scale, float* sc, float* ctx, int64_t ldc) {
+  scores<R>(q, ld, i0, kt, np, n, d, scale, sc);
+  float inv[R];
+  for (int r = 0; r < R; ++r) inv[r] = softmax_row(sc + r * np, np);
+  pv<R, DV>(sc, np, inv, v, ld, n, ctx, ldc, i0);
+}
+
+// Rows in blocks of RB (8 or fewer when DV is large), then the tail one block size at a time.
+template <int RB, int DV>
+void head(const float* q, const float* v, int64_t ld, const float* kt, int64_t np, int64_t n, int64_t d, float scale,
+          float* sc, float* ctx, int64_t ldc) {
+  int64_t i = 0;
+  for (; i + RB <= n; i += RB) rows<RB, DV>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+  for (; i + 4 <= n && RB > 4; i += 4) rows<4, DV>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+  for (; i < n; ++i) rows<1, DV>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+}
+}  // namespace
+
+// q, k, v: row i of the sequence at q + i*ld (d floats); ctx row i at ctx + i*ldc. d % 16 == 0, d <= 128.
 void ek_attention_head_avx512(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                               float* ctx, int64_t ldc) {
   const int64_t np = (n + 15) / 16 * 16;
-  std::vector<float> kt(d * np, 0.f), sc(np);
+  Scratch& s = tls;
+  s.kt.assign(d * np, 0.f);
+  s.sc.resize(8 * np);
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t e = 0; e < d; ++e) kt[e * np + j] = k[j * ld + e];
+    for (int64_t e = 0; e < d; ++e) s.kt[e * np + j] = k[j * ld + e];
   const float scale = 1.0f / std::sqrt((float)d);
-  const int64_t dv = d / 16;  // d is a multiple of 16 (checked by the caller)
-  for (int64_t i = 0; i < n; ++i) {
-    const float* qi = q + i * ld;
-    __m512 mx = _mm512_set1_ps(-1e30f);
-    for (int64_t j = 0; j < np; j += 16) {
-      __m512 s = _mm512_setzero_ps();
-      for (int64_t e = 0; e < d; ++e) s = _mm512_fmadd_ps(_mm512_set1_ps(qi[e]), _mm512_loadu_ps(&kt[e * np + j]), s);
-      s = _mm512_mul_ps(s, _mm512_set1_ps(scale));
-      const __mmask16 valid = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
-      s = _mm512_mask_blend_ps(valid, _mm512_set1_ps(-1e30f), s);
-      _mm512_storeu_ps(&sc[j], s);
-      mx = _mm512_max_ps(mx, s);
-    }
-    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < np; j += 16) {
-      const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(&sc[j]), m));
-      _mm512_storeu_ps(&sc[j], e);
-      sum = _mm512_add_ps(sum, e);
-    }
-    const float inv = 1.0f / _mm512_reduce_add_ps(sum);
-    __m512 acc[8];
-    for (int64_t c = 0; c < dv; ++c) acc[c] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < n; ++j) {
-      const __m512 p = _mm512_set1_ps(sc[j] * inv);
-      const float* vj = v + j * ld;
-      for (int64_t c = 0; c < dv; ++c) acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * c), acc[c]);
-    }
-    for (int64_t c = 0; c < dv; ++c) _mm512_storeu_ps(ctx + i * ldc + 16 * c, acc[c]);
+  switch (d / 16) {
+    case 1: head<8, 1>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
+    case 2: head<8, 2>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
+    case 3: head<4, 3>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
+    case 4: head<4, 4>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
+    case 5: head<2, 5>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
+    case 6: head<2, 6>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
+    case 7: head<2, 7>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
+    default: head<2, 8>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
   }
 }

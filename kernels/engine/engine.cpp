@@ -117,17 +117,46 @@ struct Layer {
   std::vector<float> ln1_w, ln1_b, ln2_w, ln2_b;
 };
 
-void layer_norm(float* x, int64_t rows, int64_t h, const float* w, const float* b, float eps) {
-  for (int64_t r = 0; r < rows; ++r) {
+// x[r] = LayerNorm(x[r] + res[r]) for rows r0..r1 (res may be null). Two passes in float over one row.
+void add_layer_norm_rows(float* x, const float* res, int64_t r0, int64_t r1, int64_t h, const float* w, const float* b,
+                         float eps) {
+  for (int64_t r = r0; r < r1; ++r) {
     float* v = x + r * h;
-    double mean = 0, var = 0;
-    for (int64_t i = 0; i < h; ++i) mean += v[i];
-    mean /= h;
-    for (int64_t i = 0; i < h; ++i) var += (v[i] - mean) * (v[i] - mean);
-    const float inv = 1.0f / std::sqrt((float)(var / h) + eps), m = (float)mean;
+    if (res) {
+      const float* a = res + r * h;
 #pragma omp simd
-    for (int64_t i = 0; i < h; ++i) v[i] = (v[i] - m) * inv * w[i] + b[i];
+      for (int64_t i = 0; i < h; ++i) v[i] += a[i];
+    }
+    float mean = 0, var = 0;
+#pragma omp simd reduction(+ : mean)
+    for (int64_t i = 0; i < h; ++i) mean += v[i];
+    mean /= (float)h;
+#pragma omp simd reduction(+ : var)
+    for (int64_t i = 0; i < h; ++i) var += (v[i] - mean) * (v[i] - mean);
+    const float inv = 1.0f / std::sqrt(var / (float)h + eps);
+#pragma omp simd
+    for (int64_t i = 0; i < h; ++i) v[i] = (v[i] - mean) * inv * w[i] + b[i];
   }
+}
+
+struct LnCtx {
+  float* x;
+  const float* res;
+  int64_t rows, h, chunk;
+  const float *w, *b;
+  float eps;
+};
+
+void ln_task(int64_t task, void* p) {
+  const LnCtx& c = *static_cast<LnCtx*>(p);
+  const int64_t r0 = task * c.chunk;
+  add_layer_norm_rows(c.x, c.res, r0, std::min(c.rows, r0 + c.chunk), c.h, c.w, c.b, c.eps);
+}
+
+// LayerNorm(x + res) over all rows, split across the kernel thread pool.
+void add_layer_norm(float* x, const float* res, int64_t rows, int64_t h, const float* w, const float* b, float eps) {
+  LnCtx c{x, res, rows, h, 16, w, b, eps};
+  ek_parallel_for((rows + c.chunk - 1) / c.chunk, ln_task, &c);
 }
 
 float gelu(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.70710678118654752f)); }
@@ -323,7 +352,7 @@ class Encoder {
       float* xi = x_.data() + i * H;
       for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + type0_[e];
     }
-    layer_norm(x_.data(), T, H, eln_w_.data(), eln_b_.data(), eps_);
+    add_layer_norm(x_.data(), nullptr, T, H, eln_w_.data(), eln_b_.data(), eps_);
     if (prof) (*prof)["embeddings"] += us(t);
     for (auto& L : layers_) {
       t = clock::now();
@@ -350,8 +379,7 @@ class Encoder {
       linear(L.o, ctx_.data(), T, tmp_.data());
       if (prof) (*prof)["o_proj"] += us(t);
       t = clock::now();
-      for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
-      layer_norm(x_.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps_);
+      add_layer_norm(x_.data(), tmp_.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps_);
       if (prof) (*prof)["add_ln"] += us(t);
       t = clock::now();
       // FFN-in: GELU and (when FFN-out is int8) requantisation to u8 are fused into the GEMM epilogue.
@@ -372,8 +400,7 @@ class Encoder {
         linear(L.ffn_out, ffn_hidden_.data(), T, tmp_.data());
       if (prof) (*prof)["ffn_out"] += us(t);
       t = clock::now();
-      for (int64_t i = 0; i < T * H; ++i) x_[i] += tmp_[i];
-      layer_norm(x_.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps_);
+      add_layer_norm(x_.data(), tmp_.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps_);
       if (prof) (*prof)["add_ln"] += us(t);
     }
     t = clock::now();

@@ -2,6 +2,7 @@
 #include <cpuid.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
@@ -54,7 +55,9 @@ ek_isa from_env() {
 
 std::atomic<int> g_active{(int)from_env()};
 
-// A small persistent pool: workers sleep on a condition variable between jobs; the caller takes part.
+// A small persistent pool; the caller takes part in every job. Workers spin for a short while after a job
+// (an encoder issues dozens of small GEMMs back to back, and waking a thread from a condition variable
+// costs tens of microseconds), then sleep on a condition variable. The caller spins for completion.
 class Pool {
  public:
   explicit Pool(int n) { resize(n); }
@@ -63,10 +66,13 @@ class Pool {
   void resize(int n) {
     if (n < 1) n = 1;
     if (n == nthreads_) return;
+    std::lock_guard<std::mutex> serial(run_mu_);
     stop();
     nthreads_ = n;
-    quit_ = false;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this] { loop(); });
+    quit_.store(false);
+    // A worker starts from the generation current now: a job published before it first runs is still its.
+    const uint64_t g0 = gen_.load();
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, g0] { loop(g0); });
   }
   void run(int64_t n, void (*fn)(int64_t, void*), void* ctx) {
     if (n <= 0) return;
@@ -75,43 +81,55 @@ class Pool {
       return;
     }
     std::lock_guard<std::mutex> serial(run_mu_);  // one job at a time
+    fn_ = fn;
+    ctx_ = ctx;
+    n_ = n;
+    next_.store(0, std::memory_order_relaxed);
+    pending_.store((int)workers_.size(), std::memory_order_relaxed);
+    gen_.fetch_add(1, std::memory_order_seq_cst);  // publishes the job
     {
-      std::lock_guard<std::mutex> lk(mu_);
-      fn_ = fn;
-      ctx_ = ctx;
-      n_ = n;
-      next_.store(0);
-      pending_ = (int)workers_.size();
-      ++gen_;
+      std::lock_guard<std::mutex> lk(mu_);  // wakes sleepers; see loop() for why this cannot be missed
+      if (sleepers_) cv_.notify_all();
     }
-    cv_.notify_all();
     work();
-    std::unique_lock<std::mutex> lk(mu_);
-    done_cv_.wait(lk, [this] { return pending_ == 0; });
+    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+      if (spins < 4096) __builtin_ia32_pause();
+      else std::this_thread::yield();
+    }
   }
 
  private:
+  static constexpr double kSpinSeconds = 300e-6;
   void work() {
-    for (int64_t i; (i = next_.fetch_add(1)) < n_;) fn_(i, ctx_);
+    for (int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_;) fn_(i, ctx_);
   }
-  void loop() {
-    uint64_t seen = 0;
+  void loop(uint64_t seen) {
     for (;;) {
-      {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return quit_ || gen_ != seen; });
-        if (quit_) return;
-        seen = gen_;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 1; gen_.load(std::memory_order_acquire) == seen && !quit_.load(std::memory_order_relaxed); ++i) {
+        __builtin_ia32_pause();
+        if (i % 256 == 0 &&
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > kSpinSeconds)
+          break;
       }
+      if (gen_.load(std::memory_order_acquire) == seen && !quit_.load()) {
+        // The predicate is checked under mu_ after ++sleepers_, and run() bumps gen_ before taking mu_, so
+        // either this thread sees the new job here or run() sees sleepers_ > 0 and notifies.
+        std::unique_lock<std::mutex> lk(mu_);
+        ++sleepers_;
+        cv_.wait(lk, [&] { return quit_.load() || gen_.load(std::memory_order_acquire) != seen; });
+        --sleepers_;
+      }
+      if (quit_.load()) return;
+      seen = gen_.load(std::memory_order_acquire);
       work();
-      std::lock_guard<std::mutex> lk(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
+      pending_.fetch_sub(1, std::memory_order_release);
     }
   }
   void stop() {
     {
       std::lock_guard<std::mutex> lk(mu_);
-      quit_ = true;
+      quit_.store(true);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -119,14 +137,15 @@ class Pool {
   }
   std::vector<std::thread> workers_;
   std::mutex mu_, run_mu_;
-  std::condition_variable cv_, done_cv_;
+  std::condition_variable cv_;
   void (*fn_)(int64_t, void*) = nullptr;
   void* ctx_ = nullptr;
   int64_t n_ = 0;
   std::atomic<int64_t> next_{0};
-  int pending_ = 0, nthreads_ = 0;
-  uint64_t gen_ = 0;
-  bool quit_ = false;
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<bool> quit_{false};
+  int sleepers_ = 0, nthreads_ = 0;
 };
 
 Pool& pool() {
@@ -222,6 +241,12 @@ int ek_gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, cons
 }
 
 void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q) {
+  switch (ek_active_isa()) {
+    case EK_ISA_AVX512_VNNI:
+    case EK_ISA_AVX512: ek::generic_avx512::quantize_u8(x, n, scale, zp, q); return;
+    case EK_ISA_AVX2: ek::generic_avx2::quantize_u8(x, n, scale, zp, q); return;
+    default: break;
+  }
   for (int64_t i = 0; i < n; ++i) {
     float v = std::nearbyint(x[i] / scale) + (float)zp;
     q[i] = (uint8_t)(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));

@@ -208,3 +208,36 @@ def test_env_override_selects_lower_path():
         out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, "EDGEKIT_ISA": isa},
                              capture_output=True, text=True, check=True).stdout.strip()
         assert out == isa
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 15, 16, 17, 1000])
+def test_quantize_u8_matches_numpy(isa, n):
+    """Every path: round half to even of x / scale in fp32, plus zp, clamped; identical bytes."""
+    scale, zp = np.float32(0.05), 17
+    ties = (np.arange(n, dtype=np.float32) - n // 2 + 0.5) * scale  # exact .5 cases after the division
+    wide = rng.normal(0, 8, n).astype(np.float32)  # covers clamping at 0 and 255
+    for x in (ties, wide):
+        want = np.clip(np.rint(x / scale) + zp, 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(K.quantize_u8(x, float(scale), zp), want)
+
+
+def test_thread_pool_survives_resizes_and_back_to_back_jobs():
+    """Resize the pool and run a job at once, many times over (a job published before a new worker first runs
+    must still reach it), in a subprocess with a timeout so that a lost wake-up fails instead of hanging."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from edgekit import kernels as K
+rng = np.random.default_rng(0)
+w = rng.integers(-128, 128, (64, 96), dtype=np.int8)
+x = rng.integers(0, 256, (40, 96), dtype=np.uint8)
+p, want = K.pack_s8(w, "dense"), (x.astype(np.int64) - 3) @ w.astype(np.int64).T
+for i in range(300):
+    K.set_num_threads(1 + i % 3)
+    assert (K.gemm_u8s8_acc(p, x, 3) == want).all()
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
