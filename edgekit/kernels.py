@@ -21,6 +21,8 @@ from edgekit._kernels import (  # noqa: F401  (re-exported API)
     gemm_f32,
     gemm_u8s8,
     gemm_u8s8_acc,
+    gemm_u8s8_t,
+    padded_m,
     get_num_threads,
     pack_f32,
     pack_s8,

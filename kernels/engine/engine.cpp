@@ -226,6 +226,7 @@ class Encoder {
     cls_ = cfg["pooling"].cast<std::string>() == "cls-pooler";
     if (h_ <= 0 || heads_ <= 0 || h_ % heads_ || nl_ <= 0 || inter_ <= 0) bad("native model: bad config sizes");
     const ek_pattern pat = cfg["pattern"].cast<std::string>() == "4x1" ? EK_BLOCK_4X1 : EK_DENSE;
+    chain_t_ = pat == EK_BLOCK_4X1;  // the 4x1 kernels take and give transposed activations natively
     ek_set_num_threads(threads_);
     const int64_t tv = cfg["type_vocab_size"].cast<int64_t>();
     word_ = take<float>(t, "embeddings.word", {vocab_, h_});
@@ -344,7 +345,8 @@ class Encoder {
     ctx_.resize(T * H);
     tmp_.resize(T * std::max(H, inter_));
     xq_.resize(T * std::max(H, inter_));
-    hq_.resize(T * inter_);
+    const int64_t tp = ek_padded_m(T);
+    hq_.resize(tp * inter_);
     auto t = clock::now();
     for (int64_t i = 0; i < T; ++i) {
       const float* w = word_.data() + tok_id_[i] * H;
@@ -382,9 +384,16 @@ class Encoder {
       add_layer_norm(x_.data(), tmp_.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps_);
       if (prof) (*prof)["add_ln"] += us(t);
       t = clock::now();
-      // FFN-in: GELU and (when FFN-out is int8) requantisation to u8 are fused into the GEMM epilogue.
+      // FFN-in: GELU and (when FFN-out is int8) requantisation to u8 are fused into the GEMM epilogue. With
+      // both sparse int8, the hidden activations stay transposed ([inter][padded T]) between the two GEMMs,
+      // which is the layout the sparse kernel consumes, so neither side transposes them.
       const bool fused_req = L.ffn_in.int8 && L.ffn_out.int8;
-      if (fused_req) {
+      if (fused_req && chain_t_) {
+        quant(x_.data(), T * H, L.ffn_in);
+        const ek_epilogue ep{L.ffn_in.x_scale, L.ffn_in.x_zp, L.ffn_in.w_scale.data(), L.ffn_in.bias.data(), 1, 1,
+                             L.ffn_out.x_scale, L.ffn_out.x_zp};
+        check(ek_gemm_u8s8_t(L.ffn_in.w.get(), xq_.data(), T, H, 0, &ep, hq_.data(), tp, 1));
+      } else if (fused_req) {
         linear(L.ffn_in, x_.data(), T, nullptr, true, &L.ffn_out, hq_.data());
       } else {
         std::vector<float> hid(T * inter_);
@@ -394,10 +403,15 @@ class Encoder {
       }
       if (prof) (*prof)["ffn_in"] += us(t);
       t = clock::now();
-      if (L.ffn_out.int8)
+      if (fused_req && chain_t_) {
+        const ek_epilogue ep{L.ffn_out.x_scale, L.ffn_out.x_zp, L.ffn_out.w_scale.data(), L.ffn_out.bias.data(), 0, 0,
+                             1.f, 0};
+        check(ek_gemm_u8s8_t(L.ffn_out.w.get(), hq_.data(), T, tp, 1, &ep, tmp_.data(), H, 0));
+      } else if (L.ffn_out.int8) {
         linear_u8(L.ffn_out, hq_.data(), T, tmp_.data(), false, nullptr, nullptr);
-      else
+      } else {
         linear(L.ffn_out, ffn_hidden_.data(), T, tmp_.data());
+      }
       if (prof) (*prof)["ffn_out"] += us(t);
       t = clock::now();
       add_layer_norm(x_.data(), tmp_.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps_);
@@ -435,7 +449,12 @@ class Encoder {
     if (prof) (*prof)["pooling"] += us(t);
   }
 
+  static void check(int rc) {
+    if (rc) throw std::runtime_error(ek_last_error());
+  }
+
   int threads_;
+  bool chain_t_ = false;
   int64_t h_, heads_, nl_, inter_, vocab_, maxpos_, labels_ = 0;
   float eps_;
   bool cls_;

@@ -1,5 +1,7 @@
 // Thin Python binding over the C ABI. Every input is validated here (dtype, rank, shape, contiguity)
 // so nothing from Python can reach a kernel with a bad pointer or size.
+#include <cstring>
+
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -171,6 +173,48 @@ PYBIND11_MODULE(_kernels, m) {
       },
       py::arg("w"), py::arg("x"), py::arg("x_scale"), py::arg("x_zp"), py::arg("w_scale"), py::arg("bias") = py::none(),
       py::arg("gelu") = false, py::arg("out_u8") = false, py::arg("out_scale") = 1.0f, py::arg("out_zp") = 0);
+
+  m.def(
+      "gemm_u8s8_t",
+      [](const Packed& w, const py::handle& x, int64_t m_, bool x_transposed, bool y_transposed, float x_scale, int x_zp,
+         const py::handle& w_scale, const py::handle& bias, bool gelu, bool out_u8, float out_scale,
+         int out_zp) -> py::array {
+        auto xa = require<uint8_t>(x, "x", "uint8", 2);
+        const auto i = w.info();
+        if (i.wtype != EK_W_S8) bad("gemm_u8s8_t needs an int8 packed weight (pack_s8)");
+        const int64_t mp = ek_padded_m(m_);
+        if (m_ < 0) bad("m must be >= 0");
+        if (x_transposed) {
+          if (xa.shape(0) != i.k || xa.shape(1) < mp)
+            bad("transposed x must be [k, >= padded_m(m)] = [" + std::to_string(i.k) + ", >= " + std::to_string(mp) + "]");
+        } else {
+          check_x(w, xa.shape(1), "x");
+          if (xa.shape(0) != m_) bad("x has " + std::to_string(xa.shape(0)) + " rows but m is " + std::to_string(m_));
+        }
+        auto ws = vec(w_scale, "w_scale", i.n);
+        arr<float> b;
+        if (!bias.is_none()) b = vec(bias, "bias", i.n);
+        if (!(x_scale > 0)) bad("x_scale must be positive");
+        if (x_zp < 0 || x_zp > 255) bad("x_zp must be in 0..255");
+        if (out_u8 && !(out_scale > 0)) bad("out_scale must be positive when out_u8 is set");
+        if (out_zp < 0 || out_zp > 255) bad("out_zp must be in 0..255");
+        ek_epilogue ep{x_scale, x_zp, ws.data(), bias.is_none() ? nullptr : b.data(), gelu, out_u8, out_scale, out_zp};
+        const int64_t rows = y_transposed ? i.n : m_, cols = y_transposed ? mp : i.n;
+        py::array out = out_u8 ? (py::array)arr<uint8_t>({rows, cols}) : (py::array)arr<float>({rows, cols});
+        std::memset(out.mutable_data(), 0, out.nbytes());
+        int rc;
+        {
+          py::gil_scoped_release nogil;
+          rc = ek_gemm_u8s8_t(w.p.get(), xa.data(), m_, xa.shape(1), x_transposed, &ep, out.mutable_data(), cols,
+                              y_transposed);
+        }
+        check_rc(rc);
+        return out;
+      },
+      py::arg("w"), py::arg("x"), py::arg("m"), py::arg("x_transposed"), py::arg("y_transposed"), py::arg("x_scale"),
+      py::arg("x_zp"), py::arg("w_scale"), py::arg("bias") = py::none(), py::arg("gelu") = false,
+      py::arg("out_u8") = false, py::arg("out_scale") = 1.0f, py::arg("out_zp") = 0);
+  m.def("padded_m", &ek_padded_m, py::arg("m"));
 
   m.def(
       "gemm_u8s8_acc",

@@ -219,6 +219,47 @@ int ek_gemm_u8s8(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, c
   return run_u8s8(g);
 }
 
+int64_t ek_padded_m(int64_t m) { return m <= 0 ? 0 : (m + ek::vnni::kTokenTile - 1) / ek::vnni::kTokenTile * ek::vnni::kTokenTile; }
+
+int ek_gemm_u8s8_t(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, int32_t x_t, const ek_epilogue* ep,
+                   void* y, int64_t ldy, int32_t y_t) {
+  if (int rc = check_common(w, EK_W_S8)) return rc;
+  const int64_t k = w->info.k, n = w->info.n, mp = ek_padded_m(m);
+  if (!x || !ep || !y || !ep->w_scale || m < 0) return ek::fail(EK_EINVAL, "gemm_u8s8_t: bad pointers");
+  if (x_t ? ldx < mp : ldx < k) return ek::fail(EK_EINVAL, "gemm_u8s8_t: x stride too small for its layout");
+  if (y_t ? ldy < mp : ldy < n) return ek::fail(EK_EINVAL, "gemm_u8s8_t: y stride too small for its layout");
+  if (ep->out_u8 && !(ep->out_scale > 0.f)) return ek::fail(EK_EINVAL, "gemm_u8s8_t: out_scale must be positive");
+  if (m == 0) return EK_OK;
+  ek::Gemm g{w, x, m, ldx, ep, y, ldy, ep->x_zp, nullptr};
+  if (ek_active_isa() == EK_ISA_AVX512_VNNI && w->info.pattern == EK_BLOCK_4X1) {
+    g.x_t = x_t != 0;
+    g.y_t = y_t != 0;
+    return run_u8s8(g);
+  }
+  // Other paths: bring the operands to the plain layout and back.
+  std::vector<uint8_t> xr;
+  if (x_t) {
+    xr.resize(m * k);
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t i = 0; i < m; ++i) xr[i * k + c] = x[c * ldx + i];
+    g.x = xr.data();
+    g.ldx = k;
+  }
+  const size_t esize = ep->out_u8 ? 1 : 4;
+  std::vector<unsigned char> yr;
+  if (y_t) {
+    yr.resize(m * n * esize);
+    g.y = yr.data();
+    g.ldy = n;
+  }
+  if (int rc = run_u8s8(g)) return rc;
+  if (y_t)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        std::memcpy(static_cast<unsigned char*>(y) + (j * ldy + i) * esize, &yr[(i * n + j) * esize], esize);
+  return EK_OK;
+}
+
 int ek_gemm_u8s8_acc(const ek_packed* w, const uint8_t* x, int64_t m, int32_t x_zp, int32_t* acc) {
   if (int rc = check_common(w, EK_W_S8)) return rc;
   if (!x || !acc || m < 0) return ek::fail(EK_EINVAL, "gemm_u8s8_acc: bad pointers");

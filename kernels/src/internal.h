@@ -44,6 +44,7 @@ struct Gemm {
   int64_t ldy;
   int32_t x_zp;
   int32_t* acc;
+  bool x_t = false, y_t = false;  // transposed layouts (see ek_gemm_u8s8_t); only the VNNI 4x1 path sets them
 };
 namespace ref {
 void gemm_u8s8(const Gemm& g);
@@ -64,6 +65,7 @@ void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const 
 }
 namespace vnni {
 void gemm_u8s8(const Gemm& g);
+constexpr int64_t kTokenTile = 64;  // 4x1 sparse token tile; transposed operands are padded to it
 double peak_macs(double seconds);
 }
 float gelu_ref(float y);

@@ -22,22 +22,30 @@ namespace ek {
 namespace vnni {
 namespace {
 
-// GELU(y) = 0.5 y (1 + erf(y / sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+// GELU(y) = 0.5 y (1 + erf(y / sqrt 2)), erf by Abramowitz & Stegun 7.1.28: for z >= 0,
+// erf(z) = 1 - (1 + a1 z + ... + a6 z^6)^-16 with |error| <= 3e-7. No exp and no division: a polynomial,
+// four squarings and one reciprocal (rcp14 + a Newton step, relative error ~1e-8). The squarings add a
+// relative error of a few ulps to the (<= 1) correction term, so |erf error| < 1e-6.
 inline __m512 gelu512(__m512 y) {
-  const __m512 z = _mm512_mul_ps(y, _mm512_set1_ps(0.70710678118654752f));
-  const __m512 az = _mm512_abs_ps(z);
-  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(az, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
-  __m512 p = _mm512_set1_ps(1.061405429f);
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
-  p = _mm512_mul_ps(p, t);
-  const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(az, az)));
-  __m512 erf = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0f));
-  const __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
-  erf = _mm512_mask_sub_ps(erf, neg, _mm512_setzero_ps(), erf);
-  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), y), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
+  const __m512 z = _mm512_abs_ps(_mm512_mul_ps(y, _mm512_set1_ps(0.70710678118654752f)));
+  __m512 p = _mm512_set1_ps(0.0000430638f);
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(0.0002765672f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(0.0001520143f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(0.0092705272f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(0.0422820123f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(0.0705230784f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.0f));
+  p = _mm512_mul_ps(p, p);  // ^2
+  p = _mm512_mul_ps(p, p);  // ^4
+  p = _mm512_mul_ps(p, p);  // ^8
+  p = _mm512_mul_ps(p, p);  // ^16 (inf for large z: rcp14 gives 0, the Newton step keeps 0)
+  __m512 r = _mm512_rcp14_ps(p);
+  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(p, r, _mm512_set1_ps(2.0f)));
+  r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(p, _mm512_set1_ps(1e30f), _CMP_GT_OQ), _mm512_setzero_ps());
+  // 1 + erf(y/sqrt2) = 2 - r for y >= 0 and r for y < 0.
+  const __mmask16 neg = _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ);
+  const __m512 one_plus_erf = _mm512_mask_mov_ps(_mm512_sub_ps(_mm512_set1_ps(2.0f), r), neg, r);
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), y), one_plus_erf);
 }
 
 // Epilogue on 16 consecutive outputs n0..n0+15 (masked) of one row.
@@ -145,7 +153,7 @@ void dense(const Gemm& g) {
 }
 
 // ---------------------------------------------------------------- sparse 4x1
-constexpr int TM = 64;  // tokens per tile
+constexpr int TM = (int)kTokenTile;  // tokens per tile
 
 struct TransposeCtx {
   const uint8_t* x;
@@ -183,17 +191,20 @@ inline void transpose16x16(const uint8_t* const* rows, int64_t col, uint8_t* dst
 
 void transpose_task(int64_t task, void* p) {
   const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
-  // task = one block of 16 tokens: XT[k][m0..m0+15] for every k.
-  const int64_t m0 = task * 16;
-  static const uint8_t zeros[64] = {0};
+  // task = 16 columns of X for every token: it writes whole rows XT[k0..k0+15][0..mp), so no two tasks
+  // share a cache line of XT (splitting by tokens would make both threads write every line).
+  const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
   const uint8_t* rows[16];
-  for (int i = 0; i < 16; ++i) rows[i] = m0 + i < c.m ? c.x + (m0 + i) * c.ldx : nullptr;
-  int64_t t = 0;
-  if (m0 + 16 <= c.m) {
-    for (; t + 16 <= c.k; t += 16) transpose16x16(rows, t, c.xt + t * c.mp + m0, c.mp);
+  for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
+    const bool full = m0 + 16 <= c.m && k1 - k0 == 16;
+    if (full) {
+      for (int i = 0; i < 16; ++i) rows[i] = c.x + (m0 + i) * c.ldx;
+      transpose16x16(rows, k0, c.xt + k0 * c.mp + m0, c.mp);
+      continue;
+    }
+    for (int64_t t = k0; t < k1; ++t)
+      for (int64_t i = 0; i < 16; ++i) c.xt[t * c.mp + m0 + i] = m0 + i < c.m ? c.x[(m0 + i) * c.ldx + t] : 0;
   }
-  for (; t < c.k; ++t)
-    for (int i = 0; i < 16; ++i) c.xt[t * c.mp + m0 + i] = rows[i] ? rows[i][t] : zeros[0];
 }
 
 struct SparseCtx {
@@ -252,9 +263,25 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
       __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(g.ep->x_scale * g.ep->w_scale[j]));
       if (g.ep->bias) v = _mm512_add_ps(v, _mm512_set1_ps(g.ep->bias[j]));
       if (g.ep->gelu) v = gelu512(v);
-      _mm512_store_ps(out[i] + 16 * L, v);
+      if (g.ep->out_u8) {
+        __m512 q = _mm512_roundscale_ps(_mm512_div_ps(v, _mm512_set1_ps(g.ep->out_scale)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, _mm512_set1_ps((float)g.ep->out_zp)), _mm512_setzero_ps()),
+                          _mm512_set1_ps(255.f));
+        const __m512i qi = _mm512_cvtps_epi32(q);
+        if (g.y_t)  // 16 tokens of output j are contiguous in a transposed y
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(g.y) + j * g.ldy + m0 + 16 * L),
+                           _mm512_cvtepi32_epi8(qi));
+        else
+          _mm512_store_si512(tile[i] + 16 * L, qi);
+      } else if (g.y_t) {
+        _mm512_storeu_ps(static_cast<float*>(g.y) + j * g.ldy + m0 + 16 * L, v);
+      } else {
+        _mm512_store_ps(out[i] + 16 * L, v);
+      }
     }
   }
+  if (g.y_t) return;
   const int nout = (int)std::min<int64_t>(4, n - 4 * r);
   if (!g.ep) {
     for (int64_t t = 0; t < mend; ++t)
@@ -275,17 +302,20 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
     }
   } else {
     uint8_t* y = static_cast<uint8_t*>(g.y);
-    const float inv_zp = (float)g.ep->out_zp;
-    for (int i = 0; i < nout; ++i)
+    if (nout == 4) {  // the 4 bytes of a token, in output order, as one 32-bit word per token
+      alignas(64) uint32_t words[TM];
       for (int t = 0; t < TM; t += 16) {
-        __m512 q = _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(_mm512_load_ps(out[i] + t), _mm512_set1_ps(g.ep->out_scale)),
-                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
-                                 _mm512_set1_ps(inv_zp));
-        q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.f));
-        _mm512_store_si512(tile[i] + t, _mm512_cvtps_epi32(q));
+        __m512i wv = _mm512_load_si512(tile[0] + t);
+        wv = _mm512_or_si512(wv, _mm512_slli_epi32(_mm512_load_si512(tile[1] + t), 8));
+        wv = _mm512_or_si512(wv, _mm512_slli_epi32(_mm512_load_si512(tile[2] + t), 16));
+        wv = _mm512_or_si512(wv, _mm512_slli_epi32(_mm512_load_si512(tile[3] + t), 24));
+        _mm512_store_si512(words + t, wv);
       }
-    for (int64_t t = 0; t < mend; ++t)
-      for (int i = 0; i < nout; ++i) y[(m0 + t) * g.ldy + 4 * r + i] = (uint8_t)tile[i][t];
+      for (int64_t t = 0; t < mend; ++t) std::memcpy(y + (m0 + t) * g.ldy + 4 * r, &words[t], 4);
+    } else {
+      for (int64_t t = 0; t < mend; ++t)
+        for (int i = 0; i < nout; ++i) y[(m0 + t) * g.ldy + 4 * r + i] = (uint8_t)tile[i][t];
+    }
   }
 }
 
@@ -301,14 +331,21 @@ void sparse_task(int64_t task, void* p) {
 void sparse(const Gemm& g) {
   const ek_packed* w = g.w;
   const int64_t k = w->info.k, mp = (g.m + TM - 1) / TM * TM;
-  std::vector<uint8_t> xt(k * mp, 0);
-  TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt.data()};
-  parallel_for((g.m + 15) / 16, transpose_task, &tc);
+  const uint8_t* xt = g.x;
+  int64_t ldxt = g.ldx;  // a transposed X comes with its own stride (>= mp)
+  if (!g.x_t) {  // XT is built on every call, in a buffer kept per calling thread
+    static thread_local std::vector<uint8_t> xt_buf;
+    if (xt_buf.size() < (size_t)(k * mp)) xt_buf.resize(k * mp);
+    TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt_buf.data()};
+    parallel_for((k + 15) / 16, transpose_task, &tc);
+    xt = xt_buf.data();
+    ldxt = mp;
+  }
   const int64_t mtiles = mp / TM;
   const int nt = num_threads();
   // Enough tasks per thread to balance block-rows of uneven density.
   const int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (8 * nt));
-  SparseCtx c{&g, xt.data(), mp, mtiles, rows};
+  SparseCtx c{&g, xt, ldxt, mtiles, rows};
   parallel_for(mtiles * ((w->nb + rows - 1) / rows), sparse_task, &c);
 }
 }  // namespace

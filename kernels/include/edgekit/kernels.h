@@ -68,6 +68,14 @@ typedef struct {
 /* x: [m, k] u8 with row stride ldx (elements). */
 int ek_gemm_u8s8(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, const ek_epilogue* ep, void* y,
                  int64_t ldy);
+/* Layout variant for chaining GEMMs without transposing activations in between. x_t != 0: x is given
+ * transposed, [k, ldx] (token i of input channel c at x[c * ldx + i]); y_t != 0: y is written transposed,
+ * [n, ldy]. A transposed operand needs a stride of at least ek_padded_m(m); entries i >= m of a transposed
+ * y get unspecified values. Results are identical to ek_gemm_u8s8 on the same data. The 4x1 sparse
+ * AVX-512 VNNI path works in these layouts natively; other paths transpose around the plain GEMM. */
+int64_t ek_padded_m(int64_t m);
+int ek_gemm_u8s8_t(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, int32_t x_t, const ek_epilogue* ep,
+                   void* y, int64_t ldy, int32_t y_t);
 /* Integer accumulators only (zero point applied): acc[m,n] = sum_k (x[m,k] - x_zp) * W[n,k]; for bit-exact tests. */
 int ek_gemm_u8s8_acc(const ek_packed* w, const uint8_t* x, int64_t m, int32_t x_zp, int32_t* acc);
 /* fp32: y[m,n] = sum_k x[m,k] W[n,k] + bias[n] (then GELU). */
