@@ -24,6 +24,8 @@ namespace py = pybind11;
 
 void ek_attention_head_avx512(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                               float* ctx, int64_t ldc);
+void ek_add_layer_norm_avx512(float* x, const float* res, int64_t r0, int64_t r1, int64_t h, const float* w,
+                              const float* b, float eps);
 
 namespace {
 [[noreturn]] void bad(const std::string& m) { throw py::value_error(m); }
@@ -145,17 +147,22 @@ struct LnCtx {
   int64_t rows, h, chunk;
   const float *w, *b;
   float eps;
+  bool avx512;
 };
 
 void ln_task(int64_t task, void* p) {
   const LnCtx& c = *static_cast<LnCtx*>(p);
   const int64_t r0 = task * c.chunk;
-  add_layer_norm_rows(c.x, c.res, r0, std::min(c.rows, r0 + c.chunk), c.h, c.w, c.b, c.eps);
+  const int64_t r1 = std::min(c.rows, r0 + c.chunk);
+  if (c.avx512)
+    ek_add_layer_norm_avx512(c.x, c.res, r0, r1, c.h, c.w, c.b, c.eps);
+  else
+    add_layer_norm_rows(c.x, c.res, r0, r1, c.h, c.w, c.b, c.eps);
 }
 
 // LayerNorm(x + res) over all rows, split across the kernel thread pool.
 void add_layer_norm(float* x, const float* res, int64_t rows, int64_t h, const float* w, const float* b, float eps) {
-  LnCtx c{x, res, rows, h, 16, w, b, eps};
+  LnCtx c{x, res, rows, h, 16, w, b, eps, ek_active_isa() >= EK_ISA_AVX512 && h % 16 == 0};
   ek_parallel_for((rows + c.chunk - 1) / c.chunk, ln_task, &c);
 }
 
@@ -436,11 +443,13 @@ class Encoder {
         std::vector<float> pooled(H);
         for (int64_t j = 0; j < H; ++j) {
           float s = pool_b_[j];
+#pragma omp simd reduction(+ : s)
           for (int64_t e = 0; e < H; ++e) s += pool_w_[j * H + e] * xs[e];
           pooled[j] = std::tanh(s);
         }
         for (int64_t c = 0; c < labels_; ++c) {
           float s = cls_b_[c];
+#pragma omp simd reduction(+ : s)
           for (int64_t e = 0; e < H; ++e) s += cls_w_[c * H + e] * pooled[e];
           out[b * labels_ + c] = s;
         }
