@@ -1,4 +1,8 @@
-"""edgekit's native engine (C++, on edgekit's int8 / 4x1 block-sparse kernels) on an artifact's ``native/``."""
+"""edgekit's native engine (C++, on edgekit's int8 / 4x1 block-sparse kernels) on an artifact's ``native/``.
+
+Precision hint: ``fp32`` runs attention (softmax(QK^T)V) in fp32; ``bf16`` runs its two products with AVX-512
+BF16 dot products (scores and softmax stay fp32). The GEMMs are int8 either way.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +12,10 @@ from edgekit.artifact import Artifact
 from edgekit.errors import EdgekitError, InputError
 
 from . import check_feeds
+
+
+#: attention precision when no hint is given (see README: measured speed and accuracy of both)
+DEFAULT_ATTENTION = "fp32"
 
 
 class NativeSession:
@@ -42,10 +50,18 @@ class NativeRuntime:
         cfg, tensors = read_native(artifact.path("native"))
         if cfg["task"] != artifact.task:
             raise InputError(f"native model task {cfg['task']} differs from the artifact's {artifact.task}")
+        attention = {None: DEFAULT_ATTENTION, "fp32": "fp32", "f32": "fp32", "bf16": "bf16"}.get(precision)
+        if attention is None:
+            raise InputError(f"unknown native precision hint {precision!r}; allowed: fp32, bf16")
+        if attention == "bf16" and not _engine.has_bf16():
+            if precision == "bf16":
+                raise InputError("native precision bf16 needs a CPU with AVX512_BF16")
+            attention = "fp32"
         try:
-            enc = _engine.Encoder(cfg, tensors, threads)
+            enc = _engine.Encoder(cfg, tensors, threads, attention)
         except ValueError as exc:
             raise EdgekitError(f"native engine could not load {artifact.path('native')}: {exc}") from None
-        prec = cfg["precision"] + ("-sparse" if cfg["pattern"] == "4x1" else "")
+        prec = cfg["precision"] + ("-sparse" if cfg["pattern"] == "4x1" else "") + (
+            "+bf16-attention" if attention == "bf16" else "")
         max_len = min(int(cfg["max_position"]), artifact.manifest.max_sequence_length)
         return NativeSession(enc, artifact.task, threads, prec, max_len)

@@ -24,6 +24,9 @@ namespace py = pybind11;
 
 void ek_attention_head_avx512(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                               float* ctx, int64_t ldc);
+void ek_attention_head_bf16(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
+                            float* ctx, int64_t ldc);
+bool ek_cpu_has_avx512_bf16();
 void ek_add_layer_norm_avx512(float* x, const float* res, int64_t r0, int64_t r1, int64_t h, const float* w,
                               const float* b, float eps);
 
@@ -175,13 +178,18 @@ struct AttnCtx {
   const int64_t* seq_start;
   const int64_t* seq_len;
   int64_t nseq, heads, d, h;
-  bool avx512;
+  bool avx512, bf16;
 };
 
 void attn_task(int64_t task, void* p) {
   AttnCtx& c = *static_cast<AttnCtx*>(p);
   const int64_t b = task / c.heads, hd = task % c.heads;
   const int64_t t0 = c.seq_start[b], n = c.seq_len[b], d = c.d;
+  if (c.bf16) {
+    ek_attention_head_bf16(c.qkv + t0 * c.ld + c.qo + hd * d, c.qkv + t0 * c.ld + c.ko + hd * d,
+                           c.qkv + t0 * c.ld + c.vo + hd * d, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h);
+    return;
+  }
   if (c.avx512) {
     ek_attention_head_avx512(c.qkv + t0 * c.ld + c.qo + hd * d, c.qkv + t0 * c.ld + c.ko + hd * d,
                              c.qkv + t0 * c.ld + c.vo + hd * d, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h);
@@ -220,8 +228,14 @@ void attn_task(int64_t task, void* p) {
 
 class Encoder {
  public:
-  Encoder(const py::dict& cfg, const py::dict& t, int threads) {
+  Encoder(const py::dict& cfg, const py::dict& t, int threads, const std::string& attention) {
     if (threads < 1) bad("threads must be >= 1");
+    if (attention == "bf16") {
+      if (!ek_cpu_has_avx512_bf16()) bad("attention='bf16' needs a CPU with AVX512_BF16");
+      attn_bf16_ = true;
+    } else if (attention != "fp32") {
+      bad("attention must be 'fp32' or 'bf16', not '" + attention + "'");
+    }
     threads_ = threads;
     h_ = cfg["hidden"].cast<int64_t>();
     heads_ = cfg["heads"].cast<int64_t>();
@@ -271,6 +285,7 @@ class Encoder {
 
   int64_t out_width() const { return cls_ ? labels_ : h_; }
   bool fused_qkv() const { return !layers_.empty() && layers_[0].fused; }
+  std::string attention() const { return attn_bf16_ ? "bf16" : "fp32"; }
 
   py::array_t<float> run(py::array_t<int64_t, py::array::c_style> ids, py::array_t<int64_t, py::array::c_style> mask,
                          py::object profile) {
@@ -381,7 +396,8 @@ class Encoder {
       t = clock::now();
       const int64_t d = H / heads_;
       AttnCtx ac{qkv_.data(), ld, qo, ko, vo, ctx_.data(), seq_start_.data(), seq_len_.data(), B, heads_, d, H,
-                 ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128};
+                 ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
+                 attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128};
       ek_parallel_for(B * heads_, attn_task, &ac);
       if (prof) (*prof)["attention"] += us(t);
       t = clock::now();
@@ -463,7 +479,7 @@ class Encoder {
   }
 
   int threads_;
-  bool chain_t_ = false;
+  bool chain_t_ = false, attn_bf16_ = false;
   int64_t h_, heads_, nl_, inter_, vocab_, maxpos_, labels_ = 0;
   float eps_;
   bool cls_;
@@ -478,9 +494,12 @@ class Encoder {
 PYBIND11_MODULE(_engine, m) {
   m.doc() = "edgekit native engine: BERT encoders on edgekit's int8 / 4x1-sparse kernels";
   py::class_<Encoder>(m, "Encoder")
-      .def(py::init<const py::dict&, const py::dict&, int>(), py::arg("config"), py::arg("tensors"), py::arg("threads"))
+      .def(py::init<const py::dict&, const py::dict&, int, const std::string&>(), py::arg("config"), py::arg("tensors"),
+           py::arg("threads"), py::arg("attention") = "fp32")
+      .def_property_readonly("attention", &Encoder::attention)
       .def("run", &Encoder::run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("profile") = py::none())
       .def_property_readonly("out_width", &Encoder::out_width)
       .def_property_readonly("fused_qkv", &Encoder::fused_qkv);
   m.def("isa", [] { return std::string(ek_isa_name(ek_active_isa())); });
+  m.def("has_bf16", &ek_cpu_has_avx512_bf16, "whether the CPU has AVX512_BF16 (for attention='bf16')");
 }

@@ -135,3 +135,21 @@ def test_profile_reports_every_stage(quick_cls_artifact):
     load(art, "native", threads=2).run(_feeds(art, n=2, seq=32), profile=prof)
     assert {"embeddings", "qkv", "attention", "o_proj", "add_ln", "ffn_in", "ffn_out", "pooling"} <= set(prof)
     assert all(v >= 0 for v in prof.values())
+
+
+def test_bf16_attention_is_close_and_reported(quick_cls_artifact):
+    """attention in bf16 (a precision hint): same classes as fp32 attention, logits within bf16 rounding."""
+    from edgekit import _engine
+
+    if not _engine.has_bf16():
+        pytest.skip("CPU without AVX512_BF16")
+    art, _ = quick_cls_artifact
+    f = _feeds(art)
+    s32, s16 = load(art, "native", threads=2, precision="fp32"), load(art, "native", threads=2, precision="bf16")
+    assert s32.precision == "int8-sparse" and s16.precision == "int8-sparse+bf16-attention"
+    a, b = s32.run(f), s16.run(f)
+    assert not np.array_equal(a, b)  # really a different code path
+    np.testing.assert_allclose(b, a, atol=2e-2 * np.abs(a).max())
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+    with pytest.raises(InputError, match="allowed: fp32, bf16"):
+        load(art, "native", threads=1, precision="int4")
