@@ -2,7 +2,8 @@
 
 - logits: KL(softmax(t/T) || softmax(s/T)) * T^2 (Hinton et al. 2015), plus cross-entropy on labels;
 - embeddings (feature extraction): 1 - cosine between sentence embeddings;
-- hidden states: MSE through a layer map (student layer i <- teacher layer map[i]);
+- hidden states: MSE through a layer map (student layer i <- teacher layer map[i]; with layer dropping,
+  ``DistillConfig.student_layers``: the student is the teacher with only those layers, see :func:`drop_layers`);
 - relations (MiniLM v2 / TinyMIM): per head, KL between teacher and student softmax(QK^T/sqrt d) and
   softmax(VV^T/sqrt d), taken from one teacher layer (the last, or an intermediate one when the
   student is shallower) and the student's last layer. Padded keys are masked.
@@ -27,6 +28,26 @@ def _bert(wrapper: nn.Module) -> nn.Module:
 
 def num_layers(wrapper: nn.Module) -> int:
     return len(_bert(wrapper).encoder.layer)
+
+
+def drop_layers(wrapper: nn.Module, keep: list[int]) -> nn.Module:
+    """Keep only encoder layers ``keep`` (sorted teacher indices), in place: the HF ``encoder.layer``
+    ModuleList and ``config.num_hidden_layers`` shrink, so saving, export and the native writer see a
+    shallower model. Student layer i is teacher layer keep[i]."""
+    bert = _bert(wrapper)
+    n = len(bert.encoder.layer)
+    if not keep or any(i < 0 or i >= n for i in keep) or sorted(set(keep)) != list(keep):
+        raise ValueError(f"student_layers must be sorted, unique indices in 0..{n - 1}; got {keep}")
+    bert.encoder.layer = nn.ModuleList([bert.encoder.layer[i] for i in keep])
+    for i, layer in enumerate(bert.encoder.layer):  # HF uses layer_idx for caches only; keep it consistent
+        for mod in layer.modules():
+            if hasattr(mod, "layer_idx"):
+                mod.layer_idx = i
+    bert.config.num_hidden_layers = len(keep)
+    hf = _hf(wrapper)
+    if hf.config is not bert.config:
+        hf.config.num_hidden_layers = len(keep)
+    return wrapper
 
 
 def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relation_layer: int | None):
@@ -89,7 +110,8 @@ class Distiller:
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         t_layers, s_layers = num_layers(teacher), num_layers(student)
-        self.layer_map = layer_map or list(range(t_layers))[:s_layers]
+        # student layer i <- teacher layer layer_map[i]; a layer-dropped student starts as those layers
+        self.layer_map = layer_map or cfg.student_layers or list(range(t_layers))[:s_layers]
         if len(self.layer_map) != s_layers:
             raise ValueError(f"layer map has {len(self.layer_map)} entries for a {s_layers}-layer student")
         self.heads = _bert(student).config.num_attention_heads

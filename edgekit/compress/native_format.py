@@ -11,7 +11,8 @@
 ``.w_scale`` fp32 [N], ``.bias`` fp32 [N], ``.x_scale`` fp32 [1], ``.x_zp`` int32 [1] (int8 layers only);
 ``layers.{i}.attn_ln.{weight,bias}``, ``layers.{i}.ffn_ln.{weight,bias}``; classifiers also
 ``pooler.{weight,bias}`` and ``classifier.{weight,bias}`` (fp32). The semantics are those of
-:mod:`edgekit.compress.quantize`.
+:mod:`edgekit.compress.quantize`. A layer's FFN neurons may be stored in another order than
+in the torch model (the same function): neuron-pruned rows are gathered into whole 4x1 blocks.
 """
 from __future__ import annotations
 
@@ -53,8 +54,11 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
     linears = encoder_linears(wrapper)
     qlayers = (qstate or {}).get("layers", {})
     fp32_layers = sorted(n for n in linears if n not in qlayers)
+    weights = {n: (lin.weight.detach(), lin.bias.detach()) for n, lin in linears.items()}
+    for i in range(cfg.num_hidden_layers):
+        _gather_pruned_neurons(weights, f"layers.{i}.")
     for name, lin in linears.items():
-        w = lin.weight.detach()
+        w, bias = weights[name]
         if name in qlayers:
             q, ws = weight_qparams(w)
             t[f"{name}.weight"] = q.numpy()
@@ -63,7 +67,7 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
             t[f"{name}.x_zp"] = np.array([qlayers[name]["x_zp"]], np.int32)
         else:
             t[f"{name}.weight"] = _np(w)
-        t[f"{name}.bias"] = _np(lin.bias)
+        t[f"{name}.bias"] = _np(bias)
     for i, layer in enumerate(bert.encoder.layer):
         t[f"layers.{i}.attn_ln.weight"] = _np(layer.attention.output.LayerNorm.weight)
         t[f"layers.{i}.attn_ln.bias"] = _np(layer.attention.output.LayerNorm.bias)
@@ -75,8 +79,8 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
         t["pooler.weight"], t["pooler.bias"] = _np(bert.pooler.dense.weight), _np(bert.pooler.dense.bias)
         t["classifier.weight"], t["classifier.bias"] = _np(hf.classifier.weight), _np(hf.classifier.bias)
         num_labels = int(hf.config.num_labels)
-    sparse = all(is_4x1(l.weight.detach()) for l in linears.values()) and any(
-        float((l.weight == 0).float().mean()) > 0.0 for l in linears.values())
+    sparse = all(is_4x1(w) for w, _ in weights.values()) and any(
+        float((w == 0).float().mean()) > 0.0 for w, _ in weights.values())
     config = {
         "format": FORMAT, "version": VERSION, "arch": "bert", "task": task, "hidden": cfg.hidden_size,
         "heads": cfg.num_attention_heads, "layers": cfg.num_hidden_layers, "intermediate": cfg.intermediate_size,
@@ -89,6 +93,25 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
     save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, str(dest / "weights.safetensors"))
     (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return dest
+
+
+def _gather_pruned_neurons(weights: dict, prefix: str) -> None:
+    """Reorder one layer's FFN neurons (ffn_in rows + bias, ffn_out columns: the same function) so
+    that all-zero ffn_in rows come last, when that turns ffn_in into whole 4x1 blocks. Neuron pruning
+    removes single rows; gathered (in multiples of 4, as the pruner prunes them) they become empty blocks
+    the sparse kernels skip instead of a dense layer."""
+    if prefix + "ffn_in" not in weights or prefix + "ffn_out" not in weights:
+        return
+    w_in, b_in = weights[prefix + "ffn_in"]
+    if is_4x1(w_in):
+        return
+    dead = (w_in == 0).all(1)
+    order = torch.cat([(~dead).nonzero().flatten(), dead.nonzero().flatten()])
+    if not dead.any() or not is_4x1(w_in[order]):
+        return
+    w_out, b_out = weights[prefix + "ffn_out"]
+    weights[prefix + "ffn_in"] = (w_in[order], b_in[order])
+    weights[prefix + "ffn_out"] = (w_out[:, order], b_out)
 
 
 def read_native(path: Path) -> tuple[dict, dict[str, np.ndarray]]:

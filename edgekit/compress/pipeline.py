@@ -26,7 +26,7 @@ from . import quantize as Q
 from .config import DistillConfig, PruneConfig, QuantizeConfig, Recipe, load_recipe
 from .distill import Distiller
 from .finetune import seed_everything
-from .prune import LINEAR_NAMES, Pruner, cubic_sparsity, encoder_linears, total_sparsity
+from .prune import LINEAR_NAMES, STRUCTURED, Pruner, cubic_sparsity, encoder_linears, total_sparsity
 
 
 # --------------------------------------------------------------------------------------------- state
@@ -162,15 +162,21 @@ def evaluate_model(wrapper, teacher_out: np.ndarray | None, tok, task: str, data
 
 # --------------------------------------------------------------------------------------------- stages
 def run_prune(run: Run, cfg: PruneConfig) -> dict:
-    linears = encoder_linears(run.student)
-    allocation = None
-    if cfg.scope == "hardware-aware":
-        from .hardware import allocate
+    from .distill import _bert
 
-        allocation = allocate(linears, cfg.sparsity, cfg.target_speedup)
-    elif cfg.scope == "global":
-        allocation = _global_allocation(linears, cfg.sparsity, cfg.pattern)
-    run.pruner = Pruner(linears, cfg.pattern, cfg.criterion, allocation)
+    linears = encoder_linears(run.student)
+    heads = _bert(run.student).config.num_attention_heads
+    allocation = None
+    try:
+        if cfg.scope == "hardware-aware":
+            from .hardware import allocate
+
+            allocation = allocate(linears, cfg.sparsity, cfg.target_speedup)
+        elif cfg.scope == "global":
+            allocation = _global_allocation(linears, cfg.sparsity, cfg.pattern, heads, cfg.head_sparsity)
+        run.pruner = Pruner(linears, cfg.pattern, cfg.criterion, allocation, heads, cfg.head_sparsity)
+    except ValueError as exc:
+        raise InputError(f"prune.pattern {cfg.pattern!r} does not fit this model: {exc}") from None
     total = run.steps(cfg.steps)
     ramp = max(1, int(cfg.ramp * total))
     start = 0
@@ -185,13 +191,32 @@ def run_prune(run: Run, cfg: PruneConfig) -> dict:
     run.train(total, cfg.lr, "prune", on_step, start)
     run.pruner.update(1.0, cfg.sparsity)
     sp = run.pruner.sparsity()
-    return {"sparsity": total_sparsity(linears), "layers": sp, "steps": total}
+    out = {"sparsity": total_sparsity(linears), "layers": sp, "steps": total}
+    if cfg.pattern in STRUCTURED:  # {"heads": {"kept": [per layer], "of": n}, "neurons": ...}
+        out["kept"] = run.pruner.kept()
+    return out
 
 
-def _global_allocation(linears, sparsity: float, pattern: str) -> dict[str, float]:
-    """One magnitude threshold across all layers (per-block scores for 4x1)."""
-    from .prune import unit_scores
+def _global_allocation(linears, sparsity: float, pattern: str, heads: int | None = None,
+                       head_sparsity: float | None = None) -> dict[str, float]:
+    """One magnitude threshold across all layers (per-block scores for 4x1; per head / neuron for the
+    structured patterns, one threshold per kind), turned into per-layer (per-group) sparsities."""
+    from .prune import group_scores, structured_groups, unit_scores
 
+    if pattern in STRUCTURED:
+        groups = structured_groups(linears, pattern, heads)
+        weights = {n: m.weight.detach() for n, m in linears.items()}
+        g_scores = {g.name: group_scores(g, weights) for g in groups}
+        alloc = {}
+        for kind in ("head", "neuron"):
+            mine = [g for g in groups if g.kind == kind]
+            if not mine:
+                continue
+            target = head_sparsity if kind == "head" and head_sparsity is not None else sparsity
+            allv = torch.cat([g_scores[g.name] for g in mine])
+            thr = allv.kthvalue(max(1, int(target * allv.numel()))).values if target > 0 else -float("inf")
+            alloc.update({g.name: float((g_scores[g.name] <= thr).double().mean()) for g in mine})
+        return alloc
     scores = {n: unit_scores(m.weight.detach(), pattern) for n, m in linears.items()}
     allv = torch.cat([s.flatten() for s in scores.values()])
     thr = allv.kthvalue(max(1, int(sparsity * allv.numel()))).values
@@ -199,10 +224,21 @@ def _global_allocation(linears, sparsity: float, pattern: str) -> dict[str, floa
 
 
 def run_quantize(run: Run, cfg: QuantizeConfig) -> dict:
+    linears = encoder_linears(run.student)
+    missing = [n for n in cfg.fp32_layers if n not in linears]
+    if missing:
+        raise InputError(f"quantize.fp32_layers: {', '.join(missing)} not in this model (layers 0.."
+                         f"{max(int(n.split('.')[1]) for n in linears)})")
     run.fq = Q.insert_fake_quant(run.student, skip=tuple(cfg.fp32_layers))
     resumed = run.resume_state and run.resume_state["stage"] == "qat"
+    out = {"calibration": cfg.calibration, "samples": cfg.calibration_samples}
     if resumed:
-        for n, (s, z) in run.resume_state["qparams"].items():
+        saved = run.resume_state["qparams"]
+        chosen = [n for n in run.fq if n not in saved]  # by the sensitivity pass before the stop
+        _keep_fp32(run, chosen)
+        if cfg.accuracy_budget is not None:  # its measurements are not in the checkpoint
+            out["sensitivity"] = {"keep_fp32": chosen, "resumed": True}
+        for n, (s, z) in saved.items():
             run.fq[n].set_qparams(s, z)
             run.fq[n].mode = "quant"
     else:
@@ -210,7 +246,10 @@ def run_quantize(run: Run, cfg: QuantizeConfig) -> dict:
         with torch.inference_mode():
             _outputs(run.student, run.tok, texts, run.recipe.max_length, batch=16)
         Q.finish_calibration(run.fq, cfg.calibration, cfg.percentile)
-    out = {"calibration": cfg.calibration, "samples": cfg.calibration_samples, "fp32_layers": cfg.fp32_layers}
+        if cfg.accuracy_budget is not None:
+            out["sensitivity"] = _sensitivity(run, cfg)
+            _keep_fp32(run, out["sensitivity"]["keep_fp32"])
+    out["fp32_layers"] = sorted(n for n in linears if n not in run.fq)
     steps = run.steps(cfg.qat_steps)
     if steps > 0:
         out["ptq"] = evaluate_model(run.student, run.teacher_out, run.tok, run.task, run.data, run.recipe.max_length)[0]
@@ -220,11 +259,39 @@ def run_quantize(run: Run, cfg: QuantizeConfig) -> dict:
     return out
 
 
+def _sensitivity(run: Run, cfg: QuantizeConfig) -> dict:
+    """The sensitivity pass (edgekit.compress.sensitivity) on rank 0; every rank adopts its choice."""
+    from . import sensitivity as S
+
+    dist = getattr(run, "dist", None)
+    rec = None
+    if dist is None or dist.is_main:
+        probe = S.ValidationProbe(run.student, run.teacher, run.tok, run.task, run.data, run.recipe.max_length,
+                                  cfg.sensitivity_samples)
+        rec = S.sensitivity_pass(run.fq, probe, cfg.accuracy_budget)
+    if dist is not None and dist.active:
+        from . import distributed as D
+
+        rec = D.broadcast(rec, dist)
+    return rec
+
+
+def _keep_fp32(run: Run, names) -> None:
+    Q.remove_fake_quant(run.student, only=set(names))
+    for n in names:
+        del run.fq[n]
+
+
+def run_distill(run: Run, cfg: DistillConfig) -> dict:
+    d = run.distiller
+    return {"losses": {k: v for k, v in cfg.model_dump().items() if k.endswith("weight")},
+            "relation_teacher_layer": d.t_rel, "student_layers": cfg.student_layers, "layer_map": d.layer_map}
+
+
 STAGE_HANDLERS: dict[type, Callable[[Run, object], dict]] = {
     PruneConfig: run_prune,
     QuantizeConfig: run_quantize,
-    DistillConfig: lambda run, cfg: {"losses": {k: v for k, v in cfg.model_dump().items() if k.endswith("weight")},
-                                     "relation_teacher_layer": run.distiller.t_rel},
+    DistillConfig: run_distill,
 }
 
 
@@ -264,7 +331,7 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
     seed_everything(rec.seed)
     teacher, tok = load_torch(ref)
     teacher.eval()
-    student = copy.deepcopy(teacher)
+    student = _make_student(teacher, rec)
     run = Run(rec, teacher, student, tok, ref.task, data, max_steps, ckpt, progress)
     if resume:
         run.resume_state = run.load_checkpoint()
@@ -301,9 +368,11 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
         "baseline": baseline, "compressed": final, "sparsity": sparsity,
         "precision": "int8" if qstate else "fp32", "stages": run.stage_reports, "max_steps": max_steps,
     }
-    qcfg = rec.stage("quantize")
+    dcfg = rec.stage("distill")
+    report["student_layers"] = dcfg.student_layers if dcfg and dcfg.student_layers else None
     hf_names = {v: k for k, v in LINEAR_NAMES.items()}
-    fp32_hf = [_hf_name(student, n, hf_names) for n in (qcfg.fp32_layers if qcfg else [])]
+    # the recipe's fp32_layers plus those the sensitivity pass kept: every Linear without qparams
+    fp32_hf = [_hf_name(student, n, hf_names) for n in linears if qstate and n not in qstate["layers"]]
     cal = tokenize(tok, calibration_texts(64, data, rec.seed), max_length=rec.max_length) if qstate else None
 
     def extra(tmp: Path) -> dict[str, str]:
@@ -328,6 +397,22 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
     _write_reports(art.root, report)
     shutil.rmtree(ckpt, ignore_errors=True)
     return report
+
+
+def _make_student(teacher, rec: Recipe):
+    """The teacher deep-copied; with ``distill.student_layers`` only those encoder layers are kept."""
+    from .distill import drop_layers, num_layers
+
+    student = copy.deepcopy(teacher)
+    dcfg = rec.stage("distill")
+    keep = dcfg.student_layers if dcfg else None
+    if keep:
+        n = num_layers(teacher)
+        if keep[-1] >= n:
+            raise InputError(f"distill.student_layers: {[i for i in keep if i >= n]} out of range; the teacher has "
+                             f"{n} layers (allowed 0..{n - 1})")
+        drop_layers(student, keep)
+    return student
 
 
 def _hf_name(student, native: str, hf_names: dict[str, str]) -> str:
@@ -378,6 +463,18 @@ def report_markdown(r: dict) -> str:
     c = r["compressed"]
     lines.append(f"| **compressed** | **{c.get('accuracy', float('nan')):.4f}** | {c.get('embedding_cosine', '-')} | "
                  f"{r['sparsity']['total']:.3f} | |")
+    if r.get("student_layers"):
+        lines += ["", f"Layer dropping: the student keeps teacher layers {r['student_layers']}."]
+    for s in r["stages"]:
+        for kind, v in s.get("kept", {}).items():
+            lines += ["", f"{kind.capitalize()} kept per layer (of {v['of']}): {v['kept']}"]
+        sens = s.get("sensitivity")
+        if sens and sens.get("resumed"):
+            lines += ["", f"Sensitivity pass (before a resume): kept fp32: {', '.join(sens['keep_fp32']) or 'none'}"]
+        elif sens:
+            lines += ["", f"Sensitivity pass ({sens['metric']}, {sens['samples']} validation examples, budget "
+                          f"{sens['budget']} points): fp32 {sens['fp32']:.2f}, all int8 {sens['int8']:.2f}, final "
+                          f"{sens['final']:.2f}; kept fp32: {', '.join(sens['keep_fp32']) or 'none'}"]
     lines += ["", "Exported model per runtime:", ""]
     for rt, v in r.get("runtimes", {}).items():
         lines.append(f"- {rt} ({v['precision']}): " + ", ".join(f"{k} {x:.4f}" for k, x in v.items() if k != "precision"))

@@ -84,11 +84,12 @@ def insert_fake_quant(model: nn.Module, skip: tuple[str, ...] = ()) -> dict[str,
     return fq
 
 
-def remove_fake_quant(model: nn.Module) -> None:
-    """Put the plain Linears back (weights are shared, so nothing is copied)."""
+def remove_fake_quant(model: nn.Module, only: set[str] | None = None) -> None:
+    """Put the plain Linears back (weights are shared, so nothing is copied); ``only``: just these
+    native names (the layers a sensitivity pass keeps fp32)."""
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
-            if isinstance(child, FakeQuantLinear):
+            if isinstance(child, FakeQuantLinear) and (only is None or child.name in only):
                 setattr(parent, child_name, child.linear)
 
 

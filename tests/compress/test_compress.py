@@ -14,7 +14,7 @@ from edgekit.errors import InputError
 
 
 @pytest.mark.parametrize("data, match", [
-    ({"stages": [{"type": "prune", "pattern": "3x3"}]}, "pattern: Input should be '4x1', 'unstructured' or '2:4'"),
+    ({"stages": [{"type": "prune", "pattern": "3x3"}]}, "pattern: Input should be '4x1', 'unstructured', '2:4', 'head', 'neuron' or 'head\\+neuron'"),
     ({"stages": [{"type": "frobnicate"}]}, "unknown stage type 'frobnicate'; allowed: prune, distill, quantize"),
     ({"stages": [{"type": "prune", "sparsity": 1.5}]}, "sparsity"),
     ({"stages": [{"type": "quantize"}, {"type": "prune"}]}, "quantize stage must be last"),
@@ -29,7 +29,7 @@ def test_builtin_recipes_load_and_unknown_is_clear(tmp_path):
     r = load_recipe()
     assert r.name == "fast-distilbert" and r.stage("prune").sparsity == 0.8 and r.stage("prune").pattern == "4x1"
     assert load_recipe("quick").stage("quantize").qat_steps == 2
-    with pytest.raises(InputError, match="unknown recipe 'nope'; built-in: fast-distilbert, quick"):
+    with pytest.raises(InputError, match="unknown recipe 'nope'; built-in: fast-distilbert, quick, structured"):
         load_recipe("nope")
     bad = tmp_path / "r.yaml"
     bad.write_text("stages: [")
