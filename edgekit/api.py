@@ -95,9 +95,13 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
           seqs: Sequence[int] = (128,), threads: int | None = None, precision: str | None = None,
           budget_ms: float = 10.0, min_time_s: float = 2.0, json_path=None, md_path=None, plot_path=None,
           reference: str | None = None, min_runs: int | None = None, rounds: int | None = None,
-          progress: bool = True) -> tuple[list[dict], str]:
+          progress: bool = True, baseline=None, native_precision: str | None = None) -> tuple[list[dict], str]:
     """Benchmark MODEL on each runtime, interleaved in one process (BENCHMARKING.md).
 
+    ``baseline``: a second model (typically the dense fp32 original of a compressed MODEL) run on the
+    same stock runtimes in the same interleaved rounds, as contenders named ``<runtime>-fp32``, so
+    the compressed model's speedup over its original comes from one run. ``precision`` is the
+    OpenVINO hint; ``native_precision`` the native engine's attention precision (fp32 or bf16).
     Returns the JSON rows (one per runtime x batch x seq) and the printed table."""
     from edgekit import bench as _bench
     from edgekit.runtimes import default_threads, load, load_tokenizer
@@ -105,7 +109,16 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     names = parse_runtimes(runtimes)
     art = as_artifact(model, names, progress=progress)
     threads = threads or default_threads()
-    sessions = {rt: load(art, rt, threads, precision if rt == "openvino" else None) for rt in names}
+    hint = {"openvino": precision, "native": native_precision}
+    sessions = {rt: load(art, rt, threads, hint.get(rt)) for rt in names}
+    if baseline is not None:
+        stock = [rt for rt in names if rt != "native"]
+        if not stock:
+            raise InputError("--baseline runs on the stock runtimes; list at least one of torch, onnxruntime, openvino")
+        base = as_artifact(baseline, stock, progress=progress)
+        if base.manifest.task != art.manifest.task:
+            raise InputError(f"baseline task {base.manifest.task} differs from the model's {art.manifest.task}")
+        sessions.update({f"{rt}-fp32": load(base, rt, threads, precision if rt == "openvino" else None) for rt in stock})
     rows = _bench.bench(sessions, tokenizer=load_tokenizer(art), batches=list(batches), seqs=list(seqs),
                         threads=threads, budget_ms=budget_ms, min_time_s=min_time_s, min_runs=min_runs,
                         rounds=rounds, reference=reference,

@@ -255,7 +255,7 @@ def bench(sessions: Mapping[str, object], tokenizer, batches: Sequence[int] = (1
                         "speedup_vs": {o: float(np.median(round_ratios(res[o]["rounds_ms"], mine)))
                                        for o in names if o != n},
                         "runs": len(res[n]["times_ms"]), "rounds": len(mine), "runs_per_round": res[n]["per_round"],
-                        "runtime_version": vers.get(n), "task": getattr(s, "task", None),
+                        "runtime_version": vers.get(n.removesuffix("-fp32")), "task": getattr(s, "task", None),
                         "output_cosine_vs_reference": _cosine(res[n]["output"], res[ref]["output"]),
                         "budget_ms": budget_ms, "cpu": cpu,
                     })

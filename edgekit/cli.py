@@ -123,6 +123,11 @@ def eval_(model, runtime, data, reference, threads, precision, as_json) -> None:
 @click.option("--seq", default="128", show_default=True, help="Comma-separated sequence lengths.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for every runtime (default: physical cores).")
 @click.option("--precision", default=None, help="OpenVINO precision hint: f32 (default) or bf16.")
+@click.option("--native-precision", default=None,
+              help="Native engine attention precision: fp32 (default) or bf16 (AVX512_BF16 CPUs).")
+@click.option("--baseline", default=None, metavar="MODEL",
+              help="Also run MODEL (e.g. the fp32 original: minilm-l6-bbc) on the listed stock runtimes, "
+                   "as contenders named RUNTIME-fp32, interleaved in the same rounds.")
 @click.option("--budget-ms", type=float, default=10.0, show_default=True,
               help="p90 latency budget for latency-constrained throughput.")
 @click.option("--min-time", type=float, default=2.0, show_default=True, help="Seconds timed per point (at least 50 runs).")
@@ -132,8 +137,8 @@ def eval_(model, runtime, data, reference, threads, precision, as_json) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write one JSON object per line per point.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), help="Write a Markdown table.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Draw latency per runtime to a PNG.")
-def bench(model, runtimes, batch, seq, threads, precision, budget_ms, min_time, min_runs, rounds, reference, json_path,
-          md_path, plot_path) -> None:
+def bench(model, runtimes, batch, seq, threads, precision, native_precision, baseline, budget_ms, min_time, min_runs,
+          rounds, reference, json_path, md_path, plot_path) -> None:
     """Benchmark MODEL on several runtimes, interleaved round by round in one process.
 
     Prints p50/p90/p99/mean/min latency, throughput and the ratio to the reference runtime (per
@@ -144,7 +149,8 @@ def bench(model, runtimes, batch, seq, threads, precision, budget_ms, min_time, 
     rows, text = api.bench(model, runtimes=runtimes, batches=_ints(batch, "batch"), seqs=_ints(seq, "seq"),
                            threads=threads, precision=precision, budget_ms=budget_ms, min_time_s=min_time,
                            json_path=json_path, md_path=md_path, plot_path=plot_path, reference=reference,
-                           min_runs=min_runs, rounds=rounds)
+                           min_runs=min_runs, rounds=rounds, baseline=baseline,
+                           native_precision=native_precision)
     click.echo(text)
 
 

@@ -4,7 +4,8 @@
    int8; builds the fine-tuned model first if needed). An existing finished artifact is reused.
 2. ``edgekit export minilm-l6-bbc`` (the dense fp32 original, for reference).
 3. ``edgekit bench`` of the compressed model on native, OpenVINO int8, ONNX Runtime int8 and torch
-   (fake-quant), interleaved in one process, then the fp32 original on the stock runtimes.
+   (fake-quant), with the fp32 original on the stock runtimes (``--baseline``), all interleaved in
+   one run so every ratio comes from the same rounds.
 """
 from __future__ import annotations
 
@@ -37,16 +38,12 @@ def run(out: Path, model: str, batches: str, seq: str, max_steps: int | None) ->
     print(f"\ncompressed: {rep['task']} accuracy {rep['compressed'].get('accuracy', float('nan')):.4f} "
           f"(fp32 baseline {rep['baseline'].get('accuracy', float('nan')):.4f}), "
           f"4x1 sparsity {rep['sparsity']['total']:.3f}, {rep['precision']}")
-    for argv in (
-        ["bench", str(comp), "--runtime", "native,openvino,onnxruntime,torch", "--reference", "openvino",
-         "--batch", batches, "--seq", seq, "--json", str(out / "bench_compressed.jsonl"),
-         "--markdown", str(out / "bench_compressed.md"), "--plot", str(out / "bench_compressed.png")],
-        ["bench", str(fp32), "--runtime", "openvino,onnxruntime,torch", "--batch", batches, "--seq", seq,
-         "--json", str(out / "bench_fp32.jsonl"), "--markdown", str(out / "bench_fp32.md")],
-    ):
-        if code := _step(argv):
-            return code
-    print(f"\nresults in {out}: report in compressed/report.md, bench_*.jsonl / .md / .png")
+    argv = ["bench", str(comp), "--runtime", "native,openvino,onnxruntime,torch", "--baseline", str(fp32),
+            "--reference", "openvino", "--batch", batches, "--seq", seq, "--json", str(out / "bench.jsonl"),
+            "--markdown", str(out / "bench.md"), "--plot", str(out / "bench.png")]
+    if code := _step(argv):
+        return code
+    print(f"\nresults in {out}: report in compressed/report.md, bench.jsonl / .md / .png")
     return 0
 
 

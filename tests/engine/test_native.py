@@ -153,3 +153,68 @@ def test_bf16_attention_is_close_and_reported(quick_cls_artifact):
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
     with pytest.raises(InputError, match="allowed: fp32, bf16"):
         load(art, "native", threads=1, precision="int4")
+
+
+def test_engine_breakdown_bench_runs(quick_cls_artifact, tmp_path):
+    """bench/engine_breakdown.py profiles both attention precisions and writes one row per stage (no speed asserted)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edgekit import _engine
+
+    art, _ = quick_cls_artifact
+    prec = "fp32,bf16" if _engine.has_bf16() else "fp32"
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "b.jsonl"
+    subprocess.run([sys.executable, str(root / "bench" / "engine_breakdown.py"), str(art), "--seq", "32",
+                    "--attention", prec, "--runs", "4", "--rounds", "2", "--json", str(out),
+                    "--md", str(tmp_path / "b.md")], check=True, timeout=300)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["attention"] for r in rows} == set(prec.split(","))
+    assert {r["stage"] for r in rows} >= {"qkv", "attention", "ffn_in", "ffn_out", "add_ln"}
+    assert all(r["ms"] >= 0 for r in rows)
+    assert "| stage |" in (tmp_path / "b.md").read_text()
+
+
+def test_stage_macs_counts_kept_blocks():
+    """The floor's MAC count: a dense layer does T*K*N per Linear; a half-density FFN-in half of that."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "engine_breakdown", Path(__file__).resolve().parents[2] / "bench" / "engine_breakdown.py")
+    eb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eb)
+    cfg = {"hidden": 8, "intermediate": 32, "layers": 1, "heads": 2}
+    m = eb.stage_macs(cfg, {"layers.0.ffn_in": 0.5}, batch=2, seq=4)
+    assert m["qkv"] == 8 * 8 * 8 * 3 and m["o_proj"] == 8 * 8 * 8
+    assert m["ffn_in"] == 8 * 8 * 32 * 0.5 and m["ffn_out"] == 8 * 32 * 8
+    assert m["attention"] == 2 * 2 * 2 * 4 * 4 * 4
+    w = np.zeros((8, 4), np.float32)
+    w[0, 1] = 1.0  # one block of two (rows 0-3 and 4-7) per column, in one column of four
+    assert eb.block_density({"layers.0.q.weight": w}, cfg) == {"layers.0.q": 1 / 8}
+
+
+def test_cli_bench_with_fp32_baseline_in_the_same_rounds(quick_cls_artifact, tiny_cls_artifact, tmp_path, monkeypatch):
+    """--baseline adds the original on the stock runtimes as RUNTIME-fp32 contenders, interleaved in the same
+    rounds (same round count, ratios against the chosen reference); native is not run on the baseline."""
+    import json
+
+    from edgekit import bench as B
+    from edgekit.cli import main
+
+    for name, value in dict(MIN_RUNS=5, WARMUP_RUNS=2, WARMUP_S=0.0, ROUNDS=2).items():
+        monkeypatch.setattr(B, name, value)
+    art, _ = quick_cls_artifact
+    out = tmp_path / "b.jsonl"
+    assert main(["bench", str(art), "--runtime", "native,onnxruntime", "--baseline", str(tiny_cls_artifact.root),
+                 "--reference", "onnxruntime-fp32", "--batch", "1", "--seq", "16", "--min-time", "0.02",
+                 "--json", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["runtime"] for r in rows] == ["native", "onnxruntime", "onnxruntime-fp32"]
+    assert rows[2]["precision"] != rows[1]["precision"]  # the fp32 original, not the int8 export again
+    assert len({r["rounds"] for r in rows}) == 1 and all(r["ratio_vs"]["reference"] == "onnxruntime-fp32" for r in rows)
+    assert rows[2]["runtime_version"] == rows[1]["runtime_version"]
+    assert main(["bench", str(art), "--runtime", "native", "--baseline", str(tiny_cls_artifact.root)]) == 2
