@@ -73,8 +73,9 @@ def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relat
     return out, res.hidden_states, qkv
 
 
-def relation_loss(t_qkv, s_qkv, heads: int, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over (QK, VV) of KL(teacher || student) per head, averaged over real query tokens."""
+def relation_loss(t_qkv, s_qkv, heads: int, mask: torch.Tensor, tokens: float | None = None) -> torch.Tensor:
+    """Mean over (QK, VV) of KL(teacher || student) per head, averaged over real query tokens
+    (``tokens`` replaces their count as the denominator; see ``Distiller.loss``)."""
     tq, tk, tv = t_qkv
     sq, sk, sv = s_qkv
     losses = []
@@ -90,7 +91,7 @@ def relation_loss(t_qkv, s_qkv, heads: int, mask: torch.Tensor) -> torch.Tensor:
         lt, ls = rel(t_a, t_b), rel(s_a, s_b)
         kl = (lt.exp() * (lt - ls)).sum(-1)  # [B, H, S]
         w = mask[:, None, :].float()
-        losses.append((kl * w).sum() / (w.sum() * heads))
+        losses.append((kl * w).sum() / ((w.sum() if tokens is None else tokens) * heads))
     return sum(losses) / len(losses)
 
 
@@ -119,7 +120,10 @@ class Distiller:
             default_relation_layer(t_layers, s_layers)
         self.s_rel = s_layers - 1
 
-    def loss(self, ids, mask, labels=None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, ids, mask, labels=None, tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weighted sum of the enabled losses and their values. ``tokens``: denominator of the token
+        means (hidden, relation) instead of this batch's real-token count; data-parallel shards pass
+        global tokens / ranks so that the average of the shard losses is the global-batch loss."""
         c = self.cfg
         need_rel = c.relation_weight > 0
         with torch.no_grad():
@@ -138,9 +142,10 @@ class Distiller:
         if c.hidden_weight > 0:
             m = mask[..., None].float()
             pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layer_map)]
-            mse = sum(((s_hid[i] - t_hid[j]) ** 2 * m).sum() / (m.sum() * s_hid[i].shape[-1]) for i, j in pairs)
+            n_tok = m.sum() if tokens is None else tokens
+            mse = sum(((s_hid[i] - t_hid[j]) ** 2 * m).sum() / (n_tok * s_hid[i].shape[-1]) for i, j in pairs)
             parts["hidden"] = c.hidden_weight * mse / len(pairs)
         if need_rel:
-            parts["relation"] = c.relation_weight * relation_loss(t_qkv, s_qkv, self.heads, mask)
+            parts["relation"] = c.relation_weight * relation_loss(t_qkv, s_qkv, self.heads, mask, tokens)
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -22,6 +22,7 @@ import torch
 from edgekit.data import calibration_texts, load_dataset, tokenize
 from edgekit.errors import InputError
 
+from . import distributed as D
 from . import quantize as Q
 from .config import DistillConfig, PruneConfig, QuantizeConfig, Recipe, load_recipe
 from .distill import Distiller
@@ -35,6 +36,8 @@ class Run:
 
     def __init__(self, recipe: Recipe, teacher, student, tok, task: str, data: str, max_steps: int | None,
                  ckpt: Path, progress: bool):
+        self.dist = D.current()  # rank and world size under torchrun; Dist() alone
+        D.check_batch(recipe.batch, self.dist)
         self.recipe, self.teacher, self.student, self.tok, self.task = recipe, teacher, student, tok, task
         self.data, self.max_steps, self.ckpt, self.progress = data, max_steps, ckpt, progress
         train = load_dataset(data, "train")
@@ -51,8 +54,12 @@ class Run:
         dcfg = recipe.stage("distill") or DistillConfig(logits_weight=0, hidden_weight=0, relation_weight=0,
                                                          label_weight=1.0)
         self.distiller = Distiller(teacher, student, dcfg, task)
+        if self.dist.active:
+            # dropout: each shard draws its own masks, as the rows of one batch do in a single process
+            torch.manual_seed(recipe.seed + self.dist.rank)
 
     def batch(self):
+        """The next GLOBAL batch (the same on every rank; ``train`` shards it under torchrun)."""
         if len(self.order) < self.recipe.batch:
             self.order += torch.randperm(len(self.labels), generator=self.gen).tolist()
         idx = torch.tensor(self.order[: self.recipe.batch])
@@ -64,18 +71,28 @@ class Run:
 
     def train(self, steps: int, lr: float, desc: str, on_step: Callable[[int], None] | None = None,
               start: int = 0) -> None:
+        """``steps`` optimiser steps on the distillation loss. Under torchrun each rank computes the loss
+        of its shard of the global batch through DDP, which averages the gradients during backward
+        (``edgekit.compress.distributed`` says why that equals the single-process update)."""
         from tqdm.auto import tqdm
 
         params = [p for p in self.student.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.05, 1 - s / max(steps, 1)))
         self.student.train()
+        ddp = self._data_parallel() if self.dist.active else None
+        checked = dict(self.pruner.masks) if self.pruner else {}
         with tqdm(total=steps, initial=start, desc=desc, disable=not self.progress, unit="step") as bar:
             for step in range(start, steps):
                 if on_step:
                     on_step(step)
+                    checked = self._check_masks(checked)
                 ids, mask, labels = self.batch()
-                loss, parts = self.distiller.loss(ids, mask, labels)
+                if ddp is None:
+                    loss, parts = self.distiller.loss(ids, mask, labels)
+                else:
+                    tokens = float(mask.sum()) / self.dist.world
+                    loss, parts = ddp(*D.shard((ids, mask, labels), self.dist), tokens)
                 loss.backward()
                 if self.pruner:
                     self.pruner.accumulate()
@@ -90,12 +107,41 @@ class Run:
                 bar.update()
                 if (step + 1) % self.recipe.checkpoint_every == 0 and step + 1 < steps:
                     self.save_checkpoint(desc, step + 1)
+        if ddp is not None:
+            D.check_identical(self._synced_state(), f"student after {desc}", self.dist)
         self.student.eval()
+
+    # ---- data parallel (torchrun): rank 0 decides what is not derived from the synced weights
+    def _data_parallel(self):
+        if self.fq:  # every rank calibrated on the same texts; adopt rank 0's so they cannot drift
+            qp = D.broadcast({n: (m.x_scale, m.x_zp) for n, m in self.fq.items()}, self.dist)
+            for n, (s, z) in qp.items():
+                self.fq[n].set_qparams(s, z)
+        if self.pruner:  # hardware-aware allocations come from per-rank timings
+            self.pruner.allocation = D.broadcast(self.pruner.allocation, self.dist)
+        return D.wrap(self.distiller, self.dist)
+
+    def _check_masks(self, checked: dict) -> dict:
+        """Verify masks that changed since ``checked`` are identical on every rank."""
+        if not (self.dist.active and self.pruner):
+            return checked
+        if any(m is not checked.get(n) for n, m in self.pruner.masks.items()):
+            D.check_identical(self.pruner.masks, "pruning masks", self.dist)
+            checked = dict(self.pruner.masks)
+        return checked
+
+    def _synced_state(self) -> dict:
+        state = {f"weight.{k}": v for k, v in self.student.state_dict().items()}
+        state.update({f"mask.{n}": m for n, m in (self.pruner.masks if self.pruner else {}).items()})
+        state.update({f"qparams.{n}": (m.x_scale, m.x_zp) for n, m in self.fq.items()})
+        return state
 
     # ---- checkpoints: safetensors for tensors, JSON for the rest
     def save_checkpoint(self, stage: str, step: int) -> None:
         from safetensors.torch import save_file
 
+        if not self.dist.is_main:  # every rank holds the same state; one writes it
+            return
         tmp = self.ckpt.with_name(self.ckpt.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -141,6 +187,8 @@ def evaluate_model(wrapper, teacher_out: np.ndarray | None, tok, task: str, data
     """Test accuracy (classifier) or cosine to teacher (+ linear probe when ``probe``)."""
     from edgekit.evaluate import linear_probe, mean_cosine
 
+    if not D.current().is_main:  # under torchrun only rank 0 evaluates
+        return {}, None
     test = load_dataset(data, "test")
     out = _outputs(wrapper, tok, test.texts, max_length)
     res: dict = {}
@@ -301,12 +349,30 @@ def _size_mb(path: Path) -> float:
 
 
 def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
-             resume: bool = False, print_recipe: bool = False, progress: bool = True) -> dict:
+             resume: bool = False, print_recipe: bool = False, progress: bool = True) -> dict | None:
     """Compress MODEL (zoo name or HF folder) with a recipe; write an artifact to ``out_dir``.
+
+    Under ``torchrun --nproc_per_node N`` (WORLD_SIZE > 1) the ranks join a gloo group and train
+    data-parallel on shards of the recipe's global batch (``edgekit.compress.distributed``). Rank 0
+    evaluates and writes checkpoints, the artifact and the report, and returns the report; the other
+    ranks return None once rank 0 has finished. The group is destroyed before returning.
 
     >>> report = compress("minilm-l6-bbc", "out/bbc")                          # doctest: +SKIP
     >>> report["compressed"]["accuracy"], report["sparsity"]["total"]          # doctest: +SKIP
     """
+    group = D.setup() if not print_recipe else D.Dist()
+    try:
+        report = _compress(model, out_dir, recipe, data, max_steps, seed, resume, print_recipe,
+                           progress and group.is_main)
+        D.barrier(group)  # the others return once the artifact is complete
+        return report
+    finally:
+        D.close(group)
+
+
+def _compress(model, out_dir, recipe, data: str, max_steps: int | None, seed: int, resume: bool,
+              print_recipe: bool, progress: bool) -> dict | None:
+    """The whole job on this process; under torchrun ranks other than 0 stop after training (None)."""
     import yaml
 
     from edgekit.export import export_artifact
@@ -353,6 +419,10 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
         run.stage_reports.append(info)
         run.resume_state = None
         run.save_checkpoint(cfg.type + "-done", 0)
+    if run.dist.active:  # final masks (set after the last training step) and qparams must agree too
+        D.check_identical(run._synced_state(), "final student", run.dist)
+    if not run.dist.is_main:
+        return None
     final, _ = evaluate_model(student, run.teacher_out, tok, ref.task, data, rec.max_length, probe=probe)
     qstate = Q.quant_state(run.fq) if run.fq else None
     Q.remove_fake_quant(student)
