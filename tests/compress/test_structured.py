@@ -165,6 +165,9 @@ def test_masked_head_equals_the_head_removed():
 
     model, tok = _tiny("tiny-bert-cls")
     model.eval()
+    with torch.no_grad():  # non-zero biases, so a pruned unit's bias must go too
+        for m in encoder_linears(model).values():
+            m.bias.normal_(0, 0.5)
     removed = copy.deepcopy(model)
     lin = encoder_linears(model)
     p = Pruner(lin, "head+neuron", heads=4)
@@ -406,6 +409,15 @@ def test_dropped_structured_student_end_to_end(dropped_structured_artifact):
     cfg, t = read_native(out / "native")
     assert cfg["layers"] == 1 and cfg["pattern"] == "4x1" and cfg["fp32_layers"] == ["layers.0.ffn_out", "layers.0.q"]
     assert t["layers.0.q.weight"].dtype == np.float32 and t["layers.0.k.weight"].dtype == np.int8
+    import onnx
+
+    g = onnx.load(str(out / "onnx" / "model.onnx")).graph
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    w_src = {n.name.split("layer.0/")[1]: producer.get(n.input[1], "initializer") for n in g.node
+             if n.op_type == "MatMul" and "layer.0/" in n.name and n.name.endswith("dense/MatMul") or
+             n.op_type == "MatMul" and n.name.endswith(("query/MatMul", "key/MatMul"))}
+    assert w_src["attention/self/query/MatMul"] == "initializer" and w_src["output/dense/MatMul"] == "initializer"
+    assert w_src["attention/self/key/MatMul"] == "DequantizeLinear" == w_src["intermediate/dense/MatMul"]
     hf = json.loads((out / "torch" / "config.json").read_text())
     assert hf["num_hidden_layers"] == 1
     # the shallower, structured, mixed-precision student: native engine == torch fake-quant
