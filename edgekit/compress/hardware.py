@@ -8,6 +8,7 @@ accuracy cost for the speed asked for). Without a target, or without the kernels
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -35,7 +36,10 @@ def latency_table(shapes: set[tuple[int, int]]) -> dict[str, dict[str, float]]:
 
     cpu = cpu_info()
     path = cache_dir() / f"latency-{cpu['model'].replace(' ', '_').replace('/', '_')}-{K.cpu_info()['isa']}.json"
-    table = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        table = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # a damaged cache is measured again
+        table = {}
     rng = np.random.default_rng(0)
     for n, k in sorted(shapes):
         key = f"{n}x{k}"
@@ -50,7 +54,10 @@ def latency_table(shapes: set[tuple[int, int]]) -> dict[str, dict[str, float]]:
             p = K.pack_s8((w * np.repeat(keep, 4, 0)[:n]).astype(np.int8), "4x1")
             row[str(s)] = _median_us(lambda p=p: K.gemm_u8s8(p, x, 1.0, 0, ws))
         table[key] = row
-    path.write_text(json.dumps(table, indent=1))
+    # atomic: ranks of a torchrun job (or two compress runs) may write the cache at the same time
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(table, indent=1))
+    os.replace(tmp, path)
     return table
 
 
