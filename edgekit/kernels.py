@@ -28,6 +28,7 @@ from edgekit._kernels import (  # noqa: F401  (re-exported API)
     pack_s8,
     peak_vnni_macs,
     quantize_u8,
+    quantize_u8_t,
     set_isa,
     set_num_threads,
 )

@@ -342,6 +342,15 @@ class Encoder {
   void linear(const Linear& l, const float* x, int64_t T, float* y, bool gelu_on = false, const Linear* next_q = nullptr,
               uint8_t* yq = nullptr) {
     int rc;
+    if (l.int8 && quant_t_) {  // 4x1 VNNI: quantise straight into the transposed layout the sparse kernel reads
+      const int64_t tp = ek_padded_m(T);
+      check(ek_quantize_u8_t(x, T, l.k, l.k, l.x_scale, l.x_zp, xq_.data(), tp));
+      const bool req = next_q && next_q->int8;
+      const ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), gelu_on, req,
+                           req ? next_q->x_scale : 1.f, req ? next_q->x_zp : 0};
+      check(ek_gemm_u8s8_t(l.w.get(), xq_.data(), T, tp, 1, &ep, req ? (void*)yq : (void*)y, l.n, 0));
+      return;
+    }
     if (l.int8) {
       quant(x, T * l.k, l);
       linear_u8(l, xq_.data(), T, y, gelu_on, next_q, yq);
@@ -366,8 +375,9 @@ class Encoder {
     qkv_.resize(T * 3 * H);
     ctx_.resize(T * H);
     tmp_.resize(T * std::max(H, inter_));
-    xq_.resize(T * std::max(H, inter_));
     const int64_t tp = ek_padded_m(T);
+    quant_t_ = chain_t_ && ek_active_isa() == EK_ISA_AVX512_VNNI;
+    xq_.resize(std::max(T * std::max(H, inter_), tp * H));
     hq_.resize(tp * inter_);
     auto t = clock::now();
     for (int64_t i = 0; i < T; ++i) {
@@ -412,10 +422,15 @@ class Encoder {
       // which is the layout the sparse kernel consumes, so neither side transposes them.
       const bool fused_req = L.ffn_in.int8 && L.ffn_out.int8;
       if (fused_req && chain_t_) {
-        quant(x_.data(), T * H, L.ffn_in);
         const ek_epilogue ep{L.ffn_in.x_scale, L.ffn_in.x_zp, L.ffn_in.w_scale.data(), L.ffn_in.bias.data(), 1, 1,
                              L.ffn_out.x_scale, L.ffn_out.x_zp};
-        check(ek_gemm_u8s8_t(L.ffn_in.w.get(), xq_.data(), T, H, 0, &ep, hq_.data(), tp, 1));
+        if (quant_t_) {
+          check(ek_quantize_u8_t(x_.data(), T, H, H, L.ffn_in.x_scale, L.ffn_in.x_zp, xq_.data(), tp));
+          check(ek_gemm_u8s8_t(L.ffn_in.w.get(), xq_.data(), T, tp, 1, &ep, hq_.data(), tp, 1));
+        } else {
+          quant(x_.data(), T * H, L.ffn_in);
+          check(ek_gemm_u8s8_t(L.ffn_in.w.get(), xq_.data(), T, H, 0, &ep, hq_.data(), tp, 1));
+        }
       } else if (fused_req) {
         linear(L.ffn_in, x_.data(), T, nullptr, true, &L.ffn_out, hq_.data());
       } else {
@@ -479,7 +494,7 @@ class Encoder {
   }
 
   int threads_;
-  bool chain_t_ = false, attn_bf16_ = false;
+  bool chain_t_ = false, attn_bf16_ = false, quant_t_ = false;
   int64_t h_, heads_, nl_, inter_, vocab_, maxpos_, labels_ = 0;
   float eps_;
   bool cls_;

@@ -271,6 +271,26 @@ PYBIND11_MODULE(_kernels, m) {
       },
       py::arg("x"), py::arg("scale"), py::arg("zp"));
 
+  m.def(
+      "quantize_u8_t",
+      [](const py::handle& x, float scale, int zp) {
+        auto a = require<float>(x, "x", "float32", 2);
+        if (!(scale > 0)) bad("scale must be positive");
+        if (zp < 0 || zp > 255) bad("zp must be in 0..255");
+        const int64_t m_ = a.shape(0), k = a.shape(1), mp = ek_padded_m(m_);
+        arr<uint8_t> q({k, mp});
+        int rc;
+        {
+          py::gil_scoped_release nogil;
+          rc = ek_quantize_u8_t(a.data(), m_, k, k, scale, zp, q.mutable_data(), mp);
+        }
+        check_rc(rc);
+        return q;
+      },
+      py::arg("x"), py::arg("scale"), py::arg("zp"),
+      "Quantise x [m, k] to u8 and transpose it in one pass: [k, padded_m(m)], padding tokens 0 "
+      "(the x_transposed layout of gemm_u8s8_t).");
+
   m.def("peak_vnni_macs", [](double seconds) {
     py::gil_scoped_release nogil;
     return ek_peak_vnni_macs(seconds);

@@ -294,6 +294,23 @@ void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t*
   }
 }
 
+int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
+                     int64_t ldxt) {
+  const int64_t mp = ek_padded_m(m);
+  if (!x || !xt || m < 0 || k < 0 || ldx < k || ldxt < mp) return ek::fail(EK_EINVAL, "quantize_u8_t: bad pointers or strides");
+  if (!(scale > 0.f) || zp < 0 || zp > 255) return ek::fail(EK_EINVAL, "quantize_u8_t: scale must be > 0 and zp in 0..255");
+  if (ek_active_isa() == EK_ISA_AVX512_VNNI) {  // vectorised in the VNNI unit (compiled for that ISA)
+    ek::vnni::quantize_u8_t(x, m, k, ldx, scale, zp, xt, ldxt);
+    return EK_OK;
+  }
+  std::vector<uint8_t> row(k);
+  for (int64_t i = 0; i < mp; ++i) {
+    if (i < m) ek_quantize_u8(x + i * ldx, k, scale, zp, row.data());
+    for (int64_t c = 0; c < k; ++c) xt[c * ldxt + i] = i < m ? row[c] : 0;
+  }
+  return EK_OK;
+}
+
 double ek_peak_vnni_macs(double seconds) {
   if (g_best < EK_ISA_AVX512_VNNI) return 0.0;
   return ek::vnni::peak_macs(seconds);

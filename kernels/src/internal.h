@@ -67,6 +67,8 @@ namespace vnni {
 void gemm_u8s8(const Gemm& g);
 constexpr int64_t kTokenTile = 64;  // 4x1 sparse token tile; transposed operands are padded to it
 double peak_macs(double seconds);
+void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
+                   int64_t ldxt);
 }
 float gelu_ref(float y);
 // Scalar epilogue for one value (reference semantics; vector paths must match it).

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -178,10 +179,9 @@ struct TransposeCtx {
   uint8_t* xt;
 };
 
-// 16x16 byte transpose: dst[c][r] = src[r][c], in four unpack stages (8, 16, 32, 64 bits).
-inline void transpose16x16(const uint8_t* const* rows, int64_t col, uint8_t* dst, int64_t lddst) {
-  __m128i a[16], b[16];
-  for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[i] + col));
+// 16x16 byte transpose of registers: dst[c][r] = a[r][c], in four unpack stages (8, 16, 32, 64 bits).
+inline void transpose16x16_regs(__m128i* a, uint8_t* dst, int64_t lddst) {
+  __m128i b[16];
   for (int i = 0; i < 8; ++i) {
     b[2 * i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
     b[2 * i + 1] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
@@ -203,6 +203,48 @@ inline void transpose16x16(const uint8_t* const* rows, int64_t col, uint8_t* dst
   for (int i = 0; i < 8; ++i) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i) * lddst), _mm_unpacklo_epi64(b[i], b[8 + i]));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i + 1) * lddst), _mm_unpackhi_epi64(b[i], b[8 + i]));
+  }
+}
+
+inline void transpose16x16(const uint8_t* const* rows, int64_t col, uint8_t* dst, int64_t lddst) {
+  __m128i a[16];
+  for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[i] + col));
+  transpose16x16_regs(a, dst, lddst);
+}
+
+// ---------------------------------------------------------------- fused quantise + transpose
+struct QuantTCtx {
+  const float* x;
+  int64_t m, k, ldx, mp, ldxt;
+  float scale;
+  int32_t zp;
+  uint8_t* xt;
+};
+
+inline uint8_t quant1(float x, float scale, int32_t zp) {  // same arithmetic as ek_quantize_u8
+  const float v = std::nearbyint(x / scale) + (float)zp;
+  return (uint8_t)(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));
+}
+
+void quant_t_task(int64_t task, void* p) {
+  const QuantTCtx& c = *static_cast<QuantTCtx*>(p);
+  // Like transpose_task: one task owns 16 whole rows of XT, so no two tasks write the same cache line.
+  const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
+  const __m512 vs = _mm512_set1_ps(c.scale), vz = _mm512_set1_ps((float)c.zp), hi = _mm512_set1_ps(255.f);
+  for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
+    if (m0 + 16 <= c.m && k1 - k0 == 16) {
+      __m128i a[16];
+      for (int i = 0; i < 16; ++i) {
+        __m512 v = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(c.x + (m0 + i) * c.ldx + k0), vs),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), _mm512_setzero_ps()), hi);
+        a[i] = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
+      }
+      transpose16x16_regs(a, c.xt + k0 * c.ldxt + m0, c.ldxt);
+      continue;
+    }
+    for (int64_t t = k0; t < k1; ++t)
+      for (int64_t i = m0; i < m0 + 16; ++i) c.xt[t * c.ldxt + i] = i < c.m ? quant1(c.x[i * c.ldx + t], c.scale, c.zp) : 0;
   }
 }
 
@@ -379,6 +421,12 @@ void sparse(const Gemm& g) {
   parallel_for(mtiles * ((w->nb + rows - 1) / rows), sparse_task, &c);
 }
 }  // namespace
+
+void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
+                   int64_t ldxt) {
+  QuantTCtx c{x, m, k, ldx, (m + TM - 1) / TM * TM, ldxt, scale, zp, xt};
+  parallel_for((k + 15) / 16, quant_t_task, &c);
+}
 
 void gemm_u8s8(const Gemm& g) {
   if (g.w->info.pattern == EK_DENSE)

@@ -221,6 +221,26 @@ def test_quantize_u8_matches_numpy(isa, n):
         np.testing.assert_array_equal(K.quantize_u8(x, float(scale), zp), want)
 
 
+@pytest.mark.parametrize("m,k", [(1, 16), (16, 16), (17, 33), (64, 384), (70, 15), (128, 1536)])
+def test_quantize_transposed_equals_quantize_then_transpose(isa, m, k):
+    """quantize_u8_t (one pass, the engine's input to the 4x1 kernel) = quantize_u8 then transpose, with the
+    padding tokens zero, on every path; its output fed to gemm_u8s8_t equals the plain GEMM."""
+    scale, zp = 0.05, 17
+    x = rng.normal(0, 6, (m, k)).astype(np.float32)
+    x.flat[: min(8, x.size)] = (np.arange(min(8, x.size)) + 0.5) * np.float32(scale)  # exact ties
+    got = K.quantize_u8_t(x, scale, zp)
+    mp = K.padded_m(m)
+    want = np.zeros((k, mp), np.uint8)
+    want[:, :m] = K.quantize_u8(x, scale, zp).T
+    np.testing.assert_array_equal(got, want)
+    w = prune_4x1(rng.integers(-128, 128, (20, k), dtype=np.int8), 0.7)
+    p, ws = K.pack_s8(w, "4x1"), np.full(20, 0.01, np.float32)
+    np.testing.assert_array_equal(K.gemm_u8s8_t(p, got, m, True, False, scale, zp, ws),
+                                  K.gemm_u8s8(p, K.quantize_u8(x, scale, zp), scale, zp, ws))
+    with pytest.raises(ValueError):
+        K.quantize_u8_t(x, 0.0, zp)
+
+
 def test_thread_pool_survives_resizes_and_back_to_back_jobs():
     """Resize the pool and run a job at once, many times over (a job published before a new worker first runs
     must still reach it), in a subprocess with a timeout so that a lost wake-up fails instead of hanging."""

@@ -83,6 +83,10 @@ int ek_gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, cons
                 float* y, int64_t ldy);
 /* q = clamp(round_half_even(x / scale) + zp, 0, 255) */
 void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q);
+/* Quantise and transpose in one pass, for ek_gemm_u8s8_t's x_t layout: xt[c * ldxt + i] = q(x[i * ldx + c])
+ * for i < m (q as in ek_quantize_u8, bit-identical) and 0 for m <= i < ek_padded_m(m); ldxt >= ek_padded_m(m). */
+int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
+                     int64_t ldxt);
 /* A vpdpbusd loop on every pool thread for `seconds`: returns measured int8 multiply-accumulates per second. */
 double ek_peak_vnni_macs(double seconds);
 
