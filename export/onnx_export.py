@@ -118,6 +118,55 @@ def set_activation_qparams(path: Path, act_qparams: dict[str, tuple[float, int]]
     return done
 
 
+def float_outside_linears(path: Path) -> int:
+    """Keep every tensor fp32 except the inputs of quantised Linear MatMuls, as edgekit's scheme does.
+
+    ONNX Runtime's QDQ quantizer also puts QuantizeLinear/DequantizeLinear on the MatMul outputs and lets
+    the residual Adds read the dequantised LayerNorm outputs, so the residual stream and the q/k/v and
+    dense outputs get rounded to u8 with its own calibration (1.6 points lost on minilm-l6-bbc, where the
+    torch fake-quant and the native engine round only the Linear inputs). This rewires every consumer of
+    an activation Q->DQ pair that is not a Linear MatMul's data input back to the fp32 tensor, then drops
+    the pairs nobody reads. Returns the number of rewired inputs."""
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    weights = {i.name for i in g.initializer}
+
+    def is_linear(n) -> bool:  # a MatMul whose second input is a dequantised constant weight
+        if n.op_type != "MatMul":
+            return False
+        dq = producer.get(n.input[1])
+        return dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in weights
+
+    rewired = 0
+    for dq in [n for n in g.node if n.op_type == "DequantizeLinear"]:
+        q = producer.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        src = q.input[0]
+        for n in g.node:
+            for i, name in enumerate(n.input):
+                if name == dq.output[0] and not (i == 0 and is_linear(n)):
+                    n.input[i] = src
+                    rewired += 1
+    outputs = {o.name for o in g.output}
+    while True:  # drop Q/DQ nodes whose outputs nobody reads any more
+        used = {i for n in g.node for i in n.input} | outputs
+        dead = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {i for n in g.node for i in n.input}
+    for init in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(init)
+    onnx.save(model, str(path))
+    return rewired
+
+
 def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, np.ndarray], fp32_layers=(),
                         act_qparams: dict[str, tuple[float, int]] | None = None) -> Path:
     """Static int8 in QDQ form: s8 per-channel weights, u8 activations, calibrated on real text.
@@ -144,6 +193,7 @@ def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, 
         raise EdgekitError(f"ONNX Runtime int8 quantization failed: {exc}") from exc
     finally:
         pre.unlink(missing_ok=True)
+    float_outside_linears(out_path)
     if act_qparams:
         set_activation_qparams(out_path, act_qparams)
     return out_path

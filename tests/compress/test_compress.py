@@ -214,3 +214,49 @@ def test_onnx_int8_uses_the_trained_activation_qparams(quick_cls_artifact):
     dq = producer[node.input[0]]
     assert float(inits[dq.input[1]]) == pytest.approx(quant["layers.1.ffn_in"]["x_scale"])
     assert int(inits[dq.input[2]]) == quant["layers.1.ffn_in"]["x_zp"]
+
+
+def test_onnx_int8_rounds_only_linear_inputs(quick_cls_artifact):
+    """As in edgekit's scheme (torch fake-quant, native engine): u8 only at the data input of the Linear MatMuls.
+    No Q/DQ pair on a MatMul output, and the residual Adds read the fp32 LayerNorm outputs."""
+    import onnx
+
+    out, _ = quick_cls_artifact
+    g = onnx.load(str(out / "onnx" / "model.onnx")).graph
+    producer = {o: n for n in g.node for o in n.output}
+    weights = {i.name for i in g.initializer}
+    act_dq = [n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] not in weights]
+    assert act_dq  # the model is int8
+    for dq in act_dq:
+        assert producer[dq.input[0]].op_type == "QuantizeLinear"
+        users = [(n, list(n.input).index(dq.output[0])) for n in g.node if dq.output[0] in n.input]
+        assert users and all(n.op_type == "MatMul" and i == 0 for n, i in users), dq.name
+        assert producer.get(producer[dq.input[0]].input[0], dq).op_type != "MatMul"  # not a MatMul output
+    lin = [n for n in g.node if n.op_type == "MatMul" and producer.get(n.input[1]) is not None
+           and producer[n.input[1]].op_type == "DequantizeLinear"]
+    assert len(lin) == 12 and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in lin)
+
+
+def test_float_outside_linears_rewires_residuals(tmp_path):
+    """On a hand-made QDQ graph: x -> Q/DQ -> (Linear MatMul, Add); the Add gets x back, the MatMul keeps the DQ."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit.export.onnx_export import float_outside_linears
+
+    w = helper.make_tensor("w", TensorProto.INT8, [4, 4], [1] * 16)
+    inits = [w, helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.UINT8, [], [3]),
+             helper.make_tensor("ws", TensorProto.FLOAT, [], [0.01]), helper.make_tensor("wz", TensorProto.INT8, [], [0])]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
+             helper.make_node("MatMul", ["xd", "wd"], ["y"]),
+             helper.make_node("Add", ["xd", "y"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 4])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    assert float_outside_linears(path) == 1
+    g = onnx.load(str(path)).graph
+    by_out = {n.output[0]: n for n in g.node}
+    assert list(by_out["out"].input) == ["x", "y"] and list(by_out["y"].input) == ["xd", "wd"]
