@@ -98,17 +98,18 @@ void rows(const float* q, const float* v, int64_t ld, int64_t i0, const float* k
 // Rows in blocks of RB (8 or fewer when DV is large), then the tail one block size at a time.
 template <int RB, int DV>
 void head(const float* q, const float* v, int64_t ld, const float* kt, int64_t np, int64_t n, int64_t d, float scale,
-          float* sc, float* ctx, int64_t ldc) {
+          float* sc, float* ctx, int64_t ldc, int64_t nq) {
   int64_t i = 0;
-  for (; i + RB <= n; i += RB) rows<RB, DV>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
-  for (; i + 4 <= n && RB > 4; i += 4) rows<4, DV>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
-  for (; i < n; ++i) rows<1, DV>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+  for (; i + RB <= nq; i += RB) rows<RB, DV>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+  for (; i + 4 <= nq && RB > 4; i += 4) rows<4, DV>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+  for (; i < nq; ++i) rows<1, DV>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
 }
 }  // namespace
 
 // q, k, v: row i of the sequence at q + i*ld (d floats); ctx row i at ctx + i*ldc. d % 16 == 0, d <= 128.
+// Only query rows 0..nq-1 are computed (all n keys and values take part).
 void ek_attention_head_avx512(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
-                              float* ctx, int64_t ldc) {
+                              float* ctx, int64_t ldc, int64_t nq) {
   const int64_t np = (n + 15) / 16 * 16;
   Scratch& s = tls;
   s.kt.assign(d * np, 0.f);
@@ -117,14 +118,14 @@ void ek_attention_head_avx512(const float* q, const float* k, const float* v, in
     for (int64_t e = 0; e < d; ++e) s.kt[e * np + j] = k[j * ld + e];
   const float scale = 1.0f / std::sqrt((float)d);
   switch (d / 16) {
-    case 1: head<8, 1>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
-    case 2: head<8, 2>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
-    case 3: head<4, 3>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
-    case 4: head<4, 4>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
-    case 5: head<2, 5>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
-    case 6: head<2, 6>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
-    case 7: head<2, 7>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
-    default: head<2, 8>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc); break;
+    case 1: head<8, 1>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
+    case 2: head<8, 2>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
+    case 3: head<4, 3>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
+    case 4: head<4, 4>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
+    case 5: head<2, 5>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
+    case 6: head<2, 6>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
+    case 7: head<2, 7>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
+    default: head<2, 8>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
   }
 }
 

@@ -23,7 +23,7 @@
 namespace py = pybind11;
 
 void ek_attention_head_avx512(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
-                              float* ctx, int64_t ldc);
+                              float* ctx, int64_t ldc, int64_t nq);
 void ek_attention_head_bf16(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                             float* ctx, int64_t ldc);
 bool ek_cpu_has_avx512_bf16();
@@ -179,6 +179,7 @@ struct AttnCtx {
   const int64_t* seq_len;
   int64_t nseq, heads, d, h;
   bool avx512, bf16;
+  bool first_only;  // only the first query row of each sequence (CLS pooling in the last layer)
 };
 
 void attn_task(int64_t task, void* p) {
@@ -192,13 +193,14 @@ void attn_task(int64_t task, void* p) {
   }
   if (c.avx512) {
     ek_attention_head_avx512(c.qkv + t0 * c.ld + c.qo + hd * d, c.qkv + t0 * c.ld + c.ko + hd * d,
-                             c.qkv + t0 * c.ld + c.vo + hd * d, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h);
+                             c.qkv + t0 * c.ld + c.vo + hd * d, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h,
+                             c.first_only ? 1 : n);
     return;
   }
   std::vector<float> sc(n);
   std::vector<float> acc(d);
   const float scale = 1.0f / std::sqrt((float)d);
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < (c.first_only ? 1 : n); ++i) {
     const float* q = c.qkv + (t0 + i) * c.ld + c.qo + hd * d;
     float mx = -1e30f;
     for (int64_t j = 0; j < n; ++j) {
@@ -276,8 +278,7 @@ class Encoder {
     }
     if (cls_) {
       labels_ = cfg["num_labels"].cast<int64_t>();
-      pool_w_ = take<float>(t, "pooler.weight", {h_, h_});
-      pool_b_ = take<float>(t, "pooler.bias", {h_});
+      pooler_ = load_linear(t, "pooler", h_, h_, EK_DENSE);
       cls_w_ = take<float>(t, "classifier.weight", {labels_, h_});
       cls_b_ = take<float>(t, "classifier.bias", {labels_});
     }
@@ -370,12 +371,13 @@ class Encoder {
   }
 
   void forward(int64_t B, float* out, std::map<std::string, double>* prof) {
-    const int64_t T = (int64_t)tok_id_.size(), H = h_;
+    int64_t T = (int64_t)tok_id_.size();  // tokens in flight (B after the last attention with CLS pooling)
+    const int64_t H = h_;
     x_.resize(T * H);
     qkv_.resize(T * 3 * H);
     ctx_.resize(T * H);
     tmp_.resize(T * std::max(H, inter_));
-    const int64_t tp = ek_padded_m(T);
+    int64_t tp = ek_padded_m(T);
     quant_t_ = chain_t_ && ek_active_isa() == EK_ISA_AVX512_VNNI;
     xq_.resize(std::max(T * std::max(H, inter_), tp * H));
     hq_.resize(tp * inter_);
@@ -405,10 +407,22 @@ class Encoder {
       if (prof) (*prof)["qkv"] += us(t);
       t = clock::now();
       const int64_t d = H / heads_;
+      // CLS pooling reads one row per sequence, so after the last layer's attention (keys and values need
+      // every token) only those rows go on: attention for the first query of each sequence, then the rows are
+      // packed to the front and the rest of the layer runs on B tokens instead of T.
+      const bool cls_only = cls_ && &L == &layers_.back();
       AttnCtx ac{qkv_.data(), ld, qo, ko, vo, ctx_.data(), seq_start_.data(), seq_len_.data(), B, heads_, d, H,
                  ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
-                 attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128};
+                 attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128, cls_only};
       ek_parallel_for(B * heads_, attn_task, &ac);
+      if (cls_only) {
+        for (int64_t b = 0; b < B; ++b) {  // seq_start[b] >= b: moving rows forward in order never overwrites a source
+          std::memmove(ctx_.data() + b * H, ctx_.data() + seq_start_[b] * H, H * sizeof(float));
+          std::memmove(x_.data() + b * H, x_.data() + seq_start_[b] * H, H * sizeof(float));
+        }
+        T = B;
+        tp = ek_padded_m(T);
+      }
       if (prof) (*prof)["attention"] += us(t);
       t = clock::now();
       linear(L.o, ctx_.data(), T, tmp_.data());
@@ -456,35 +470,35 @@ class Encoder {
       if (prof) (*prof)["add_ln"] += us(t);
     }
     t = clock::now();
-    for (int64_t b = 0; b < B; ++b) {
-      const float* xs = x_.data() + seq_start_[b] * H;
-      if (!cls_) {
-        float* o = out + b * H;
-        std::fill(o, o + H, 0.f);
-        for (int64_t i = 0; i < seq_len_[b]; ++i)
-          for (int64_t e = 0; e < H; ++e) o[e] += xs[i * H + e];
-        double nrm = 0;
-        for (int64_t e = 0; e < H; ++e) {
-          o[e] /= (float)seq_len_[b];
-          nrm += (double)o[e] * o[e];
-        }
-        const float inv = 1.0f / std::max(1e-12, std::sqrt(nrm));
-        for (int64_t e = 0; e < H; ++e) o[e] *= inv;
-      } else {
-        std::vector<float> pooled(H);
-        for (int64_t j = 0; j < H; ++j) {
-          float s = pool_b_[j];
-#pragma omp simd reduction(+ : s)
-          for (int64_t e = 0; e < H; ++e) s += pool_w_[j * H + e] * xs[e];
-          pooled[j] = std::tanh(s);
-        }
+    if (cls_) {  // rows 0..B-1 of x_ are the CLS rows (see cls_only): pooler as one fp32 GEMM, tanh, classifier
+      check(ek_gemm_f32(pooler_.w.get(), x_.data(), B, H, pooler_.bias.data(), 0, tmp_.data(), H));
+      for (int64_t i = 0; i < B * H; ++i) tmp_[i] = std::tanh(tmp_[i]);
+      for (int64_t b = 0; b < B; ++b)
         for (int64_t c = 0; c < labels_; ++c) {
+          const float* w = cls_w_.data() + c * H;
+          const float* pv = tmp_.data() + b * H;
+          float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 independent sums (no fast-math here to reorder one)
+          int64_t e = 0;
+          for (; e + 8 <= H; e += 8)
+            for (int u = 0; u < 8; ++u) acc[u] += w[e + u] * pv[e + u];
           float s = cls_b_[c];
-#pragma omp simd reduction(+ : s)
-          for (int64_t e = 0; e < H; ++e) s += cls_w_[c * H + e] * pooled[e];
-          out[b * labels_ + c] = s;
+          for (; e < H; ++e) s += w[e] * pv[e];
+          out[b * labels_ + c] = s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         }
+    }
+    for (int64_t b = 0; b < B && !cls_; ++b) {  // mean pooling over the real tokens, then L2 normalisation
+      const float* xs = x_.data() + seq_start_[b] * H;
+      float* o = out + b * H;
+      std::fill(o, o + H, 0.f);
+      for (int64_t i = 0; i < seq_len_[b]; ++i)
+        for (int64_t e = 0; e < H; ++e) o[e] += xs[i * H + e];
+      double nrm = 0;
+      for (int64_t e = 0; e < H; ++e) {
+        o[e] /= (float)seq_len_[b];
+        nrm += (double)o[e] * o[e];
       }
+      const float inv = 1.0f / std::max(1e-12, std::sqrt(nrm));
+      for (int64_t e = 0; e < H; ++e) o[e] *= inv;
     }
     if (prof) (*prof)["pooling"] += us(t);
   }
@@ -498,7 +512,8 @@ class Encoder {
   int64_t h_, heads_, nl_, inter_, vocab_, maxpos_, labels_ = 0;
   float eps_;
   bool cls_;
-  std::vector<float> word_, pos_, type0_, eln_w_, eln_b_, pool_w_, pool_b_, cls_w_, cls_b_;
+  std::vector<float> word_, pos_, type0_, eln_w_, eln_b_, cls_w_, cls_b_;
+  Linear pooler_;
   std::vector<Layer> layers_;
   std::vector<int64_t> seq_start_, seq_len_, tok_id_, tok_pos_;
   std::vector<float> x_, qkv_, ctx_, tmp_, ffn_hidden_;

@@ -60,10 +60,12 @@ np.save(sys.argv[2], load(art, "native", threads=2).run(f))
 """
 
 
-def test_every_isa_path_gives_the_same_model_output(quick_fe_artifact, tmp_path):
+@pytest.mark.parametrize("which", ["quick_fe_artifact", "quick_cls_artifact"])
+def test_every_isa_path_gives_the_same_model_output(request, which, tmp_path):
+    """Every kernel path (and so every attention path: scalar, AVX-512; CLS-only last layer for classifiers)."""
     from edgekit import kernels
 
-    art, _ = quick_fe_artifact
+    art, _ = request.getfixturevalue(which)
     outs = {}
     for isa in kernels.available_isas():
         dest = tmp_path / f"{isa}.npy"
