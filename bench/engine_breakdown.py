@@ -30,15 +30,17 @@ STAGES = ("embeddings", "qkv", "attention", "o_proj", "add_ln", "ffn_in", "ffn_o
 def stage_macs(cfg: dict, density: dict[str, float], batch: int, seq: int) -> dict[str, float]:
     """Multiply-accumulates per forward that each stage must do (sparse GEMMs: kept blocks only)."""
     h, inter, n_layers, heads = cfg["hidden"], cfg["intermediate"], cfg["layers"], cfg["heads"]
-    t = batch * seq
+    cls = cfg.get("pooling") == "cls-pooler"  # the engine's last layer then goes on with one row per sequence
     out = dict.fromkeys(STAGES, 0.0)
     for i in range(n_layers):
         d = lambda name: density.get(f"layers.{i}.{name}", 1.0)  # noqa: E731
+        t = batch * seq
+        tq = batch if cls and i == n_layers - 1 else t  # rows after attention
         out["qkv"] += t * h * h * (d("q") + d("k") + d("v"))
-        out["o_proj"] += t * h * h * d("o")
-        out["ffn_in"] += t * h * inter * d("ffn_in")
-        out["ffn_out"] += t * inter * h * d("ffn_out")
-        out["attention"] += batch * heads * 2 * seq * seq * (h // heads)  # QK^T and PV
+        out["o_proj"] += tq * h * h * d("o")
+        out["ffn_in"] += tq * h * inter * d("ffn_in")
+        out["ffn_out"] += tq * inter * h * d("ffn_out")
+        out["attention"] += heads * 2 * tq * seq * (h // heads)  # QK^T and PV for the queries kept
     return out
 
 

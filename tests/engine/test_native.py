@@ -194,6 +194,8 @@ def test_stage_macs_counts_kept_blocks():
     assert m["qkv"] == 8 * 8 * 8 * 3 and m["o_proj"] == 8 * 8 * 8
     assert m["ffn_in"] == 8 * 8 * 32 * 0.5 and m["ffn_out"] == 8 * 32 * 8
     assert m["attention"] == 2 * 2 * 2 * 4 * 4 * 4
+    c = eb.stage_macs(cfg | {"pooling": "cls-pooler"}, {}, batch=2, seq=4)  # one layer = the last: 2 rows go on
+    assert c["qkv"] == 8 * 8 * 8 * 3 and c["o_proj"] == 2 * 8 * 8 and c["attention"] == 2 * 2 * 2 * 4 * 4
     w = np.zeros((8, 4), np.float32)
     w[0, 1] = 1.0  # one block of two (rows 0-3 and 4-7) per column, in one column of four
     assert eb.block_density({"layers.0.q.weight": w}, cfg) == {"layers.0.q": 1 / 8}
