@@ -31,10 +31,12 @@ inline void scores(const float* q, int64_t ld, int64_t i0, const float* kt, int6
   for (int64_t j = 0; j < np; j += 32) {
     const bool two = j + 16 < np;
     __m512 a0[R], a1[R];
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
     for (int64_t e = 0; e < d; ++e) {
       const __m512 k0 = _mm512_loadu_ps(kt + e * np + j);
       const __m512 k1 = two ? _mm512_loadu_ps(kt + e * np + j + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const __m512 qv = _mm512_set1_ps(q[(i0 + r) * ld + e]);
         a0[r] = _mm512_fmadd_ps(qv, k0, a0[r]);
@@ -45,6 +47,7 @@ inline void scores(const float* q, int64_t ld, int64_t i0, const float* kt, int6
     const __mmask16 m1 = n - j - 16 >= 16 ? (__mmask16)0xffff
                          : n - j - 16 > 0 ? (__mmask16)((1u << (n - j - 16)) - 1)
                                           : (__mmask16)0;
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       _mm512_storeu_ps(sc + r * np + j, _mm512_mask_blend_ps(m0, neg, _mm512_mul_ps(a0[r], vscale)));
       if (two) _mm512_storeu_ps(sc + r * np + j + 16, _mm512_mask_blend_ps(m1, neg, _mm512_mul_ps(a1[r], vscale)));
@@ -71,17 +74,24 @@ template <int R, int DV>
 inline void pv(const float* sc, int64_t np, const float* inv, const float* v, int64_t ld, int64_t n, float* ctx,
                int64_t ldc, int64_t i0) {
   __m512 acc[R][DV];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < DV; ++c) acc[r][c] = _mm512_setzero_ps();
   for (int64_t j = 0; j < n; ++j) {
     __m512 vv[DV];
+#pragma GCC unroll 8
     for (int c = 0; c < DV; ++c) vv[c] = _mm512_loadu_ps(v + j * ld + 16 * c);
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m512 p = _mm512_set1_ps(sc[r * np + j]);
+#pragma GCC unroll 8
       for (int c = 0; c < DV; ++c) acc[r][c] = _mm512_fmadd_ps(p, vv[c], acc[r][c]);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < DV; ++c)
       _mm512_storeu_ps(ctx + (i0 + r) * ldc + 16 * c, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inv[r])));
 }
@@ -91,6 +101,7 @@ void rows(const float* q, const float* v, int64_t ld, int64_t i0, const float* k
           float scale, float* sc, float* ctx, int64_t ldc) {
   scores<R>(q, ld, i0, kt, np, n, d, scale, sc);
   float inv[R];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) inv[r] = softmax_row(sc + r * np, np);
   pv<R, DV>(sc, np, inv, v, ld, n, ctx, ldc, i0);
 }
