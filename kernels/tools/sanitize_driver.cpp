@@ -7,7 +7,7 @@
 
 #include "edgekit/kernels.h"
 
-static int failures = 0;
+static int failures = 0, extra_checks = 0;
 
 static void check(bool ok, const char* what, long m, long k, long n, int isa) {
   if (!ok) {
@@ -66,11 +66,27 @@ int main() {
           check(qclose, "u8 epilogue", m, k, n, isa);
           check(fclose, "fp32 gemm", m, k, n, isa);
         }
+        {  // transposed layouts: quantise-into-transposed, then the GEMM reading X^T and writing Y^T
+          const long mp = ek_padded_m(m);
+          std::vector<uint8_t> xq(m * k), xt(k * mp, 99), yp(m * n), yt(n * mp);
+          ek_quantize_u8(xf.data(), m * k, 0.02f, zp, xq.data());
+          ek_quantize_u8_t(xf.data(), m, k, k, 0.02f, zp, xt.data(), mp);
+          bool tq = true, tg = true;
+          for (long c = 0; c < k; ++c)
+            for (long i = 0; i < mp; ++i) tq &= xt[c * mp + i] == (i < m ? xq[i * k + c] : 0);
+          ek_gemm_u8s8(p, xq.data(), m, k, &eq, yp.data(), n);
+          ek_gemm_u8s8_t(p, xt.data(), m, mp, 1, &eq, yt.data(), mp, 1);
+          for (long i = 0; i < m; ++i)
+            for (long j = 0; j < n; ++j) tg &= yt[j * mp + i] == yp[i * n + j];
+          check(tq, "quantize_u8_t", m, k, n, isa);
+          check(tg, "gemm_u8s8_t transposed in/out", m, k, n, isa);
+          extra_checks += 2;
+        }
         ek_packed_free(p);
         ek_packed_free(pf);
       }
     }
   }
-  std::printf("%d passed, %d failed\n", (int)all.size() * (best + 1) * 2 - failures, failures);
+  std::printf("%d passed, %d failed\n", (int)all.size() * (best + 1) * 2 + extra_checks - failures, failures);
   return failures ? 1 : 0;
 }
