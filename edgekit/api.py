@@ -118,7 +118,7 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
         base = as_artifact(baseline, stock, progress=progress)
         if base.manifest.task != art.manifest.task:
             raise InputError(f"baseline task {base.manifest.task} differs from the model's {art.manifest.task}")
-        sessions.update({f"{rt}-fp32": load(base, rt, threads, precision if rt == "openvino" else None) for rt in stock})
+        sessions.update({f"{rt}-fp32": load(base, rt, threads, hint.get(rt)) for rt in stock})
     rows = _bench.bench(sessions, tokenizer=load_tokenizer(art), batches=list(batches), seqs=list(seqs),
                         threads=threads, budget_ms=budget_ms, min_time_s=min_time_s, min_runs=min_runs,
                         rounds=rounds, reference=reference,

@@ -54,9 +54,7 @@ class NativeRuntime:
         if attention is None:
             raise InputError(f"unknown native precision hint {precision!r}; allowed: fp32, bf16")
         if attention == "bf16" and not _engine.has_bf16():
-            if precision == "bf16":
-                raise InputError("native precision bf16 needs a CPU with AVX512_BF16")
-            attention = "fp32"
+            raise InputError("native precision bf16 needs a CPU with AVX512_BF16")
         try:
             enc = _engine.Encoder(cfg, tensors, threads, attention)
         except ValueError as exc:

@@ -110,11 +110,11 @@ void rows(Scratch& s, int64_t i0, int64_t dw, int64_t np, int64_t n, float scale
 }
 
 template <int RB, int DV>
-void head(Scratch& s, int64_t dw, int64_t np, int64_t n, float scale, float* ctx, int64_t ldc) {
+void head(Scratch& s, int64_t dw, int64_t np, int64_t n, float scale, float* ctx, int64_t ldc, int64_t nq) {
   int64_t i = 0;
-  for (; i + RB <= n; i += RB) rows<RB, DV>(s, i, dw, np, n, scale, ctx, ldc);
-  for (; i + 4 <= n && RB > 4; i += 4) rows<4, DV>(s, i, dw, np, n, scale, ctx, ldc);
-  for (; i < n; ++i) rows<1, DV>(s, i, dw, np, n, scale, ctx, ldc);
+  for (; i + RB <= nq; i += RB) rows<RB, DV>(s, i, dw, np, n, scale, ctx, ldc);
+  for (; i + 4 <= nq && RB > 4; i += 4) rows<4, DV>(s, i, dw, np, n, scale, ctx, ldc);
+  for (; i < nq; ++i) rows<1, DV>(s, i, dw, np, n, scale, ctx, ldc);
 }
 
 // d fp32 values -> d/2 bf16-pair words.
@@ -126,9 +126,9 @@ inline void row_to_bf16(const float* x, int64_t d, uint32_t* out) {
 
 bool ek_cpu_has_avx512_bf16() { return __builtin_cpu_supports("avx512bf16"); }
 
-// Same contract as ek_attention_head_avx512 (d % 16 == 0, d <= 128).
+// Same contract as ek_attention_head_avx512 (d % 16 == 0, d <= 128; query rows 0..nq-1 only).
 void ek_attention_head_bf16(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
-                            float* ctx, int64_t ldc) {
+                            float* ctx, int64_t ldc, int64_t nq) {
   const int64_t np = (n + 31) / 32 * 32, dw = d / 2, npairs = (n + 1) / 2;
   Scratch& s = tls;
   s.q.resize(n * dw);
@@ -157,13 +157,13 @@ void ek_attention_head_bf16(const float* q, const float* k, const float* v, int6
   }
   const float scale = 1.0f / std::sqrt((float)d);
   switch (d / 16) {
-    case 1: head<8, 1>(s, dw, np, n, scale, ctx, ldc); break;
-    case 2: head<8, 2>(s, dw, np, n, scale, ctx, ldc); break;
-    case 3: head<4, 3>(s, dw, np, n, scale, ctx, ldc); break;
-    case 4: head<4, 4>(s, dw, np, n, scale, ctx, ldc); break;
-    case 5: head<2, 5>(s, dw, np, n, scale, ctx, ldc); break;
-    case 6: head<2, 6>(s, dw, np, n, scale, ctx, ldc); break;
-    case 7: head<2, 7>(s, dw, np, n, scale, ctx, ldc); break;
-    default: head<2, 8>(s, dw, np, n, scale, ctx, ldc); break;
+    case 1: head<8, 1>(s, dw, np, n, scale, ctx, ldc, nq); break;
+    case 2: head<8, 2>(s, dw, np, n, scale, ctx, ldc, nq); break;
+    case 3: head<4, 3>(s, dw, np, n, scale, ctx, ldc, nq); break;
+    case 4: head<4, 4>(s, dw, np, n, scale, ctx, ldc, nq); break;
+    case 5: head<2, 5>(s, dw, np, n, scale, ctx, ldc, nq); break;
+    case 6: head<2, 6>(s, dw, np, n, scale, ctx, ldc, nq); break;
+    case 7: head<2, 7>(s, dw, np, n, scale, ctx, ldc, nq); break;
+    default: head<2, 8>(s, dw, np, n, scale, ctx, ldc, nq); break;
   }
 }

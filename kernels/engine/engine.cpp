@@ -16,6 +16,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <utility>
 #include <vector>
 
 #include "edgekit/kernels.h"
@@ -25,7 +27,7 @@ namespace py = pybind11;
 void ek_attention_head_avx512(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                               float* ctx, int64_t ldc, int64_t nq);
 void ek_attention_head_bf16(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
-                            float* ctx, int64_t ldc);
+                            float* ctx, int64_t ldc, int64_t nq);
 bool ek_cpu_has_avx512_bf16();
 void ek_add_layer_norm_avx512(float* x, const float* res, int64_t r0, int64_t r1, int64_t h, const float* w,
                               const float* b, float eps);
@@ -188,7 +190,8 @@ void attn_task(int64_t task, void* p) {
   const int64_t t0 = c.seq_start[b], n = c.seq_len[b], d = c.d;
   if (c.bf16) {
     ek_attention_head_bf16(c.qkv + t0 * c.ld + c.qo + hd * d, c.qkv + t0 * c.ld + c.ko + hd * d,
-                           c.qkv + t0 * c.ld + c.vo + hd * d, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h);
+                           c.qkv + t0 * c.ld + c.vo + hd * d, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h,
+                           c.first_only ? 1 : n);
     return;
   }
   if (c.avx512) {
@@ -337,37 +340,37 @@ class Encoder {
   using clock = std::chrono::steady_clock;
   static double us(clock::time_point a) { return std::chrono::duration<double, std::micro>(clock::now() - a).count(); }
 
-  void quant(const float* x, int64_t n, const Linear& l) { ek_quantize_u8(x, n, l.x_scale, l.x_zp, xq_.data()); }
+  // Quantises x [T, l.k] for l into xq_: transposed ([l.k][padded T], what the 4x1 VNNI kernel reads) when
+  // quant_t_, else row-major. Returns the (stride, transposed) pair to pass to ek_gemm_u8s8_t.
+  std::pair<int64_t, bool> quant(const float* x, int64_t T, const Linear& l) {
+    if (quant_t_) {
+      const int64_t tp = ek_padded_m(T);
+      check(ek_quantize_u8_t(x, T, l.k, l.k, l.x_scale, l.x_zp, xq_.data(), tp));
+      return {tp, true};
+    }
+    ek_quantize_u8(x, T * l.k, l.x_scale, l.x_zp, xq_.data());
+    return {l.k, false};
+  }
 
   // y[T, l.n] = l(x) where x is fp32 [T, l.k]; int8 Linears quantise x first. gelu/out_u8 for FFN-in.
   void linear(const Linear& l, const float* x, int64_t T, float* y, bool gelu_on = false, const Linear* next_q = nullptr,
               uint8_t* yq = nullptr) {
     int rc;
-    if (l.int8 && quant_t_) {  // 4x1 VNNI: quantise straight into the transposed layout the sparse kernel reads
-      const int64_t tp = ek_padded_m(T);
-      check(ek_quantize_u8_t(x, T, l.k, l.k, l.x_scale, l.x_zp, xq_.data(), tp));
-      const bool req = next_q && next_q->int8;
-      const ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), gelu_on, req,
-                           req ? next_q->x_scale : 1.f, req ? next_q->x_zp : 0};
-      check(ek_gemm_u8s8_t(l.w.get(), xq_.data(), T, tp, 1, &ep, req ? (void*)yq : (void*)y, l.n, 0));
-      return;
-    }
     if (l.int8) {
-      quant(x, T * l.k, l);
-      linear_u8(l, xq_.data(), T, y, gelu_on, next_q, yq);
+      const auto [ldx, x_t] = quant(x, T, l);
+      linear_u8(l, xq_.data(), ldx, x_t, T, y, gelu_on, next_q, yq);
       return;
     }
     rc = ek_gemm_f32(l.w.get(), x, T, l.k, l.bias.data(), gelu_on, y, l.n);
     if (rc) throw std::runtime_error(ek_last_error());
     if (next_q && next_q->int8) ek_quantize_u8(y, T * l.n, next_q->x_scale, next_q->x_zp, yq);
   }
-  void linear_u8(const Linear& l, const uint8_t* xq, int64_t T, float* y, bool gelu_on, const Linear* next_q,
-                 uint8_t* yq) {
+  void linear_u8(const Linear& l, const uint8_t* xq, int64_t ldx, bool x_t, int64_t T, float* y, bool gelu_on,
+                 const Linear* next_q, uint8_t* yq) {
     const bool req = next_q && next_q->int8;
     ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), gelu_on, req, req ? next_q->x_scale : 1.f,
                    req ? next_q->x_zp : 0};
-    const int rc = ek_gemm_u8s8(l.w.get(), xq, T, l.k, &ep, req ? (void*)yq : (void*)y, l.n);
-    if (rc) throw std::runtime_error(ek_last_error());
+    check(ek_gemm_u8s8_t(l.w.get(), xq, T, ldx, x_t, &ep, req ? (void*)yq : (void*)y, l.n, 0));
   }
 
   void forward(int64_t B, float* out, std::map<std::string, double>* prof) {
@@ -438,13 +441,8 @@ class Encoder {
       if (fused_req && chain_t_) {
         const ek_epilogue ep{L.ffn_in.x_scale, L.ffn_in.x_zp, L.ffn_in.w_scale.data(), L.ffn_in.bias.data(), 1, 1,
                              L.ffn_out.x_scale, L.ffn_out.x_zp};
-        if (quant_t_) {
-          check(ek_quantize_u8_t(x_.data(), T, H, H, L.ffn_in.x_scale, L.ffn_in.x_zp, xq_.data(), tp));
-          check(ek_gemm_u8s8_t(L.ffn_in.w.get(), xq_.data(), T, tp, 1, &ep, hq_.data(), tp, 1));
-        } else {
-          quant(x_.data(), T * H, L.ffn_in);
-          check(ek_gemm_u8s8_t(L.ffn_in.w.get(), xq_.data(), T, H, 0, &ep, hq_.data(), tp, 1));
-        }
+        const auto [ldx, x_t] = quant(x_.data(), T, L.ffn_in);
+        check(ek_gemm_u8s8_t(L.ffn_in.w.get(), xq_.data(), T, ldx, x_t, &ep, hq_.data(), tp, 1));
       } else if (fused_req) {
         linear(L.ffn_in, x_.data(), T, nullptr, true, &L.ffn_out, hq_.data());
       } else {
@@ -460,7 +458,7 @@ class Encoder {
                              1.f, 0};
         check(ek_gemm_u8s8_t(L.ffn_out.w.get(), hq_.data(), T, tp, 1, &ep, tmp_.data(), H, 0));
       } else if (L.ffn_out.int8) {
-        linear_u8(L.ffn_out, hq_.data(), T, tmp_.data(), false, nullptr, nullptr);
+        linear_u8(L.ffn_out, hq_.data(), inter_, false, T, tmp_.data(), false, nullptr, nullptr);
       } else {
         linear(L.ffn_out, ffn_hidden_.data(), T, tmp_.data());
       }
