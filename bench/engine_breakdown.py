@@ -3,9 +3,10 @@
 
 Runs a compressed artifact on the native engine with its built-in profiler (wall time per stage,
 summed over layers) and sets each stage next to its floor on this CPU: the multiply-accumulates it
-really has to do (dense-equivalent MACs x the layer's kept 4x1 blocks) divided by the vpdpbusd peak
-measured in the same run (int8 GEMMs), or by a quarter of it for fp32 attention (one fp32 FMA
-instruction does 16 MACs where vpdpbusd does 64) and half of it for bf16 attention (vdpbf16ps: 32).
+really has to do (dense-equivalent MACs x the layer's kept 4x1 blocks) divided by the int8 peak
+measured in the same run (int8 GEMMs), or by a fraction of it for attention: on AVX-512 VNNI a quarter for
+fp32 (one fp32 FMA instruction does 16 MACs where vpdpbusd does 64) and half for bf16 (vdpbf16ps: 32); on
+AVX2 half for fp32 (an 8-lane FMA against vpmaddwd's 16 exact int8 MACs).
 Element-wise stages (embeddings, add + LayerNorm, pooling) have no MAC floor; they are bound by memory
 and shown as they are. With ``--attention fp32,bf16`` both attention precisions are timed, interleaved
 round by round, so their ratio comes from one run. Writes JSON lines and a Markdown table. Never asserts.
@@ -89,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     sessions = {pr: load(art, "native", threads, pr) for pr in precisions}
     feeds = make_feeds(load_tokenizer(art), a.batch, a.seq)
     K.set_num_threads(threads)
-    peak = K.peak_vnni_macs(0.5) if K.cpu_info()["isa"] == "avx512_vnni" else float("nan")
+    isa = K.cpu_info()["isa"]
+    peak = K.peak_macs(0.5) or float("nan")
+    loop = {"avx512_vnni": "vpdpbusd", "avx2": "vpmaddwd+vpaddd"}.get(isa, "no")
+    fp32_div = 4 if isa == "avx512_vnni" else 2
     macs = stage_macs(cfg, density, a.batch, a.seq)
 
     for s in sessions.values():  # warm-up
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         total_floor = 0.0
         for st in STAGES:
             ms = prof[pr].get(st, 0.0) / n / 1e3
-            rate = {"attention": peak / (2 if pr == "bf16" else 4)}.get(st, peak) if macs[st] else None
+            rate = {"attention": peak / (2 if pr == "bf16" else fp32_div)}.get(st, peak) if macs[st] else None
             floor = macs[st] / rate * 1e3 if rate else None
             total_floor += floor or 0.0
             rows.append({"artifact": str(a.artifact), "attention": pr, "stage": st, "batch": a.batch, "seq": a.seq,
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["floor_total_ms"] = total_floor
 
     lines = [f"native engine, {Path(a.artifact).name}, batch {a.batch}, seq {a.seq}, {threads} threads, "
-             f"measured vpdpbusd peak {peak / 1e9:.0f} G MAC/s, {n} profiled runs per precision, interleaved", ""]
+             f"{isa}, measured {loop} peak {peak / 1e9:.0f} G MAC/s, {n} profiled runs per precision, interleaved", ""]
     for pr in precisions:
         mine = [r for r in rows if r["attention"] == pr]
         lines += [f"attention {pr}: p50 {mine[0]['p50_ms']:.3f} ms (unprofiled stages and call overhead included); "

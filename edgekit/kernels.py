@@ -26,6 +26,7 @@ from edgekit._kernels import (  # noqa: F401  (re-exported API)
     get_num_threads,
     pack_f32,
     pack_s8,
+    peak_macs,
     peak_vnni_macs,
     quantize_u8,
     quantize_u8_t,

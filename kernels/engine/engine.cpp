@@ -340,7 +340,7 @@ class Encoder {
   using clock = std::chrono::steady_clock;
   static double us(clock::time_point a) { return std::chrono::duration<double, std::micro>(clock::now() - a).count(); }
 
-  // Quantises x [T, l.k] for l into xq_: transposed ([l.k][padded T], what the 4x1 VNNI kernel reads) when
+  // Quantises x [T, l.k] for l into xq_: transposed ([l.k][padded T], what the 4x1 VNNI and AVX2 kernels read) when
   // quant_t_, else row-major. Returns the (stride, transposed) pair to pass to ek_gemm_u8s8_t.
   std::pair<int64_t, bool> quant(const float* x, int64_t T, const Linear& l) {
     if (quant_t_) {
@@ -381,7 +381,7 @@ class Encoder {
     ctx_.resize(T * H);
     tmp_.resize(T * std::max(H, inter_));
     int64_t tp = ek_padded_m(T);
-    quant_t_ = chain_t_ && ek_active_isa() == EK_ISA_AVX512_VNNI;
+    quant_t_ = chain_t_ && (ek_active_isa() == EK_ISA_AVX512_VNNI || ek_active_isa() == EK_ISA_AVX2);
     xq_.resize(std::max(T * std::max(H, inter_), tp * H));
     hq_.resize(tp * inter_);
     auto t = clock::now();

@@ -295,4 +295,8 @@ PYBIND11_MODULE(_kernels, m) {
     py::gil_scoped_release nogil;
     return ek_peak_vnni_macs(seconds);
   }, py::arg("seconds") = 0.5);
+  m.def("peak_macs", [](double seconds) {
+    py::gil_scoped_release nogil;
+    return ek_peak_macs(seconds);
+  }, py::arg("seconds") = 0.5, "int8 instruction-rate peak (MAC/s) of the active ISA's kernels; 0 if not measured");
 }

@@ -202,7 +202,7 @@ static int run_u8s8(const ek::Gemm& g) {
   switch (ek_active_isa()) {
     case EK_ISA_AVX512_VNNI: ek::vnni::gemm_u8s8(g); break;
     case EK_ISA_AVX512: ek::generic_avx512::gemm_u8s8(g); break;
-    case EK_ISA_AVX2: ek::generic_avx2::gemm_u8s8(g); break;
+    case EK_ISA_AVX2: ek::avx2::gemm_u8s8(g); break;
     default: ek::ref::gemm_u8s8(g); break;
   }
   return EK_OK;
@@ -231,7 +231,8 @@ int ek_gemm_u8s8_t(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx,
   if (ep->out_u8 && !(ep->out_scale > 0.f)) return ek::fail(EK_EINVAL, "gemm_u8s8_t: out_scale must be positive");
   if (m == 0) return EK_OK;
   ek::Gemm g{w, x, m, ldx, ep, y, ldy, ep->x_zp, nullptr};
-  if (ek_active_isa() == EK_ISA_AVX512_VNNI && w->info.pattern == EK_BLOCK_4X1) {
+  const ek_isa isa = ek_active_isa();
+  if ((isa == EK_ISA_AVX512_VNNI || isa == EK_ISA_AVX2) && w->info.pattern == EK_BLOCK_4X1) {
     g.x_t = x_t != 0;
     g.y_t = y_t != 0;
     return run_u8s8(g);
@@ -303,6 +304,10 @@ int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float sc
     ek::vnni::quantize_u8_t(x, m, k, ldx, scale, zp, xt, ldxt);
     return EK_OK;
   }
+  if (ek_active_isa() == EK_ISA_AVX2) {
+    ek::avx2::quantize_u8_t(x, m, k, ldx, scale, zp, xt, ldxt);
+    return EK_OK;
+  }
   std::vector<uint8_t> row(k);
   for (int64_t i = 0; i < mp; ++i) {
     if (i < m) ek_quantize_u8(x + i * ldx, k, scale, zp, row.data());
@@ -314,5 +319,13 @@ int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float sc
 double ek_peak_vnni_macs(double seconds) {
   if (g_best < EK_ISA_AVX512_VNNI) return 0.0;
   return ek::vnni::peak_macs(seconds);
+}
+
+double ek_peak_macs(double seconds) {
+  switch (ek_active_isa()) {
+    case EK_ISA_AVX512_VNNI: return ek::vnni::peak_macs(seconds);
+    case EK_ISA_AVX2: return ek::avx2::peak_macs(seconds);
+    default: return 0.0;
+  }
 }
 }

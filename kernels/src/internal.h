@@ -20,6 +20,16 @@ struct ek_packed {
   std::vector<int64_t> row_ptr;
   std::vector<int32_t> quad_cols;
   std::vector<int8_t> quad_w;
+  // AVX2 int8 (exact u8 x s8 through 16-bit vpmaddwd, no vpmaddubsw saturation):
+  // dense: [ceil(n/8)][ceil(k/2)][8 outputs][2 k] int16, zero padded;
+  std::vector<int16_t> w16;
+  int64_t n8 = 0, kp2 = 0;
+  // 4x1 sparse: the kept columns of block-row r in pairs pair_ptr[r]..pair_ptr[r+1]; pair p has columns
+  // pair_cols[2p], pair_cols[2p+1] (padded with a zero-weight column) and one 32-bit word per output row,
+  // pair_w[4p + i] = (int16 W[4r+i, c0]) | (int16 W[4r+i, c1]) << 16, ready to broadcast into vpmaddwd.
+  std::vector<int64_t> pair_ptr;
+  std::vector<int32_t> pair_cols;
+  std::vector<int32_t> pair_w;
   // 4x1 sparse, generic paths (int8 and fp32): block b of block-row r at blk_ptr[r]..blk_ptr[r+1],
   // column blk_cols[b], weights blk_s8/blk_f32[4b + i] = W[4r+i, c].
   std::vector<int64_t> blk_ptr;
@@ -44,7 +54,7 @@ struct Gemm {
   int64_t ldy;
   int32_t x_zp;
   int32_t* acc;
-  bool x_t = false, y_t = false;  // transposed layouts (see ek_gemm_u8s8_t); only the VNNI 4x1 path sets them
+  bool x_t = false, y_t = false;  // transposed layouts (see ek_gemm_u8s8_t); set only for the VNNI and AVX2 4x1 paths
 };
 namespace ref {
 void gemm_u8s8(const Gemm& g);
@@ -62,6 +72,12 @@ void gemm_u8s8(const Gemm& g);
 void quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q);
 void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int gelu, float* y,
               int64_t ldy);
+}
+namespace avx2 {
+void gemm_u8s8(const Gemm& g);
+double peak_macs(double seconds);
+void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
+                   int64_t ldxt);
 }
 namespace vnni {
 void gemm_u8s8(const Gemm& g);

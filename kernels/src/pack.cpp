@@ -56,6 +56,34 @@ void build_vnni(ek_packed* p) {
   }
 }
 
+void build_avx2(ek_packed* p) {
+  const int64_t n = p->info.n, k = p->info.k;
+  if (p->info.pattern == EK_DENSE) {
+    p->n8 = (n + 7) / 8;
+    p->kp2 = (k + 1) / 2;
+    p->w16.assign(p->n8 * p->kp2 * 16, 0);
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t t = 0; t < k; ++t)
+        p->w16[((j / 8) * p->kp2 + t / 2) * 16 + (j % 8) * 2 + (t % 2)] = p->w_s8[j * k + t];
+    return;
+  }
+  p->pair_ptr.assign(p->nb + 1, 0);
+  for (int64_t r = 0; r < p->nb; ++r) {
+    const int64_t b0 = p->blk_ptr[r], b1 = p->blk_ptr[r + 1];
+    for (int64_t b = b0; b < b1; b += 2) {
+      const bool two = b + 1 < b1;
+      p->pair_cols.push_back(p->blk_cols[b]);
+      p->pair_cols.push_back(two ? p->blk_cols[b + 1] : p->blk_cols[b]);
+      for (int i = 0; i < 4; ++i) {
+        const uint16_t lo = (uint16_t)(int16_t)p->blk_s8[4 * b + i];
+        const uint16_t hi = two ? (uint16_t)(int16_t)p->blk_s8[4 * (b + 1) + i] : 0;
+        p->pair_w.push_back((int32_t)((uint32_t)lo | ((uint32_t)hi << 16)));
+      }
+    }
+    p->pair_ptr[r + 1] = (int64_t)p->pair_cols.size() / 2;
+  }
+}
+
 ek_packed* make(int64_t n, int64_t k, ek_pattern pattern, ek_wtype wt) {
   if (n <= 0 || k <= 0) {
     ek::set_error("pack: n and k must be positive");
@@ -88,6 +116,7 @@ extern "C" ek_packed* ek_pack_s8(const int8_t* w, int64_t n, int64_t k, ek_patte
       for (int64_t t = 0; t < k; ++t) p->rowsum[j] += w[j * k + t];
     build_blocks(p, w, nullptr);
     if (p->info.isa == EK_ISA_AVX512_VNNI) build_vnni(p);
+    if (p->info.isa == EK_ISA_AVX2) build_avx2(p);
   } catch (const std::bad_alloc&) {
     delete p;
     ek::set_error("pack: out of memory");

@@ -12,6 +12,7 @@ compile dispatch.cpp
 compile pack.cpp
 compile ref.cpp
 compile u8s8_gemm__avx2.cpp -mavx2 -mfma
+compile u8s8_gemm__avx2int8.cpp -mavx2 -mfma
 compile u8s8_gemm__avx512.cpp -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma
 compile u8s8_gemm__avx512vnni.cpp -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma
 g++ "${flags[@]}" "$here/tools/sanitize_driver.cpp" "${objs[@]}" -lpthread -o "$out/driver"

@@ -72,7 +72,7 @@ int ek_gemm_u8s8(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, c
  * transposed, [k, ldx] (token i of input channel c at x[c * ldx + i]); y_t != 0: y is written transposed,
  * [n, ldy]. A transposed operand needs a stride of at least ek_padded_m(m); entries i >= m of a transposed
  * y get unspecified values. Results are identical to ek_gemm_u8s8 on the same data. The 4x1 sparse
- * AVX-512 VNNI path works in these layouts natively; other paths transpose around the plain GEMM. */
+ * AVX-512 VNNI and AVX2 paths work in these layouts natively; other paths transpose around the plain GEMM. */
 int64_t ek_padded_m(int64_t m);
 int ek_gemm_u8s8_t(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, int32_t x_t, const ek_epilogue* ep,
                    void* y, int64_t ldy, int32_t y_t);
@@ -89,6 +89,9 @@ int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float sc
                      int64_t ldxt);
 /* A vpdpbusd loop on every pool thread for `seconds`: returns measured int8 multiply-accumulates per second. */
 double ek_peak_vnni_macs(double seconds);
+/* The int8 instruction-rate peak of the active ISA's kernels, measured the same way: vpdpbusd for avx512_vnni,
+ * vpmaddwd + vpaddd (16 exact MACs per multiply) for avx2; 0 for paths without a measured peak. */
+double ek_peak_macs(double seconds);
 
 #ifdef __cplusplus
 }

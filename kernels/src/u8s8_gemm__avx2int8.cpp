@@ -1,0 +1,472 @@
+// AVX2 int8 GEMMs for CPUs without VNNI: dense (6 rows x 16 outputs) and 4x1 block-sparse (4 outputs x
+// 16 tokens), both exact.
+//
+// The usual AVX2 u8 x s8 instruction, vpmaddubsw, adds two products into a saturating int16, and
+// 255 * 127 * 2 does not fit, so its results depend on the data (stock runtimes live with it or shrink the
+// weights to 7 bits). Here both operands are widened to int16 and vpmaddwd adds each pair into an int32
+// lane exactly (x0*w0 + x1*w1 <= 2 * 255 * 128), then vpaddd accumulates. A vpmaddwd holds 16 MACs; the
+// vpmaddubsw route needs vpmaddubsw + vpmaddwd(ones) for 32, so both run at 16 MACs per multiply uop, and
+// `ek_peak_macs` measures this loop's rate as the AVX2 peak.
+//
+// Dense: W packed [n/8][k/2][8 outputs][2 k] int16, one ymm = 8 outputs x 2 k. X is widened once per call
+// to int16 rows; a row's (x[2q], x[2q+1]) pair is broadcast as one 32-bit word.
+// Sparse 4x1: X transposed XT[k][m] (u8, 64-token padded, as for the VNNI path). A block-row's kept
+// columns come in pairs (c0, c1): interleaving 16 tokens of XT rows c0 and c1 and widening gives, in
+// each 32-bit lane, (x[t,c0], x[t,c1]) for 8 tokens in order; each such ymm feeds 4 vpmaddwd, one per
+// output with that output's two weights broadcast. Accumulators stay in token order.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "internal.h"
+#include "transpose_sse.h"
+
+namespace ek {
+namespace avx2 {
+namespace {
+
+constexpr int TM = (int)vnni::kTokenTile;  // tokens per task tile (the padding of transposed operands)
+
+// GELU with the erf approximation of the VNNI path (Abramowitz & Stegun 7.1.28, |erf error| < 1e-6); the
+// reciprocal is rcp_ps (12 bits) plus one Newton step.
+inline __m256 gelu256(__m256 y) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  const __m256 z = _mm256_andnot_ps(sign_mask, _mm256_mul_ps(y, _mm256_set1_ps(0.70710678118654752f)));
+  __m256 p = _mm256_set1_ps(0.0000430638f);
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(0.0002765672f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(0.0001520143f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(0.0092705272f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(0.0422820123f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(0.0705230784f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.0f));
+  p = _mm256_mul_ps(p, p);
+  p = _mm256_mul_ps(p, p);
+  p = _mm256_mul_ps(p, p);
+  p = _mm256_mul_ps(p, p);  // ^16, inf for large z
+  __m256 r = _mm256_rcp_ps(p);
+  r = _mm256_mul_ps(r, _mm256_fnmadd_ps(p, r, _mm256_set1_ps(2.0f)));
+  r = _mm256_andnot_ps(_mm256_cmp_ps(p, _mm256_set1_ps(1e30f), _CMP_GT_OQ), r);  // rcp(inf) Newton gives NaN
+  const __m256 neg = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ);
+  const __m256 one_plus_erf = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), r), r, neg);
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), y), one_plus_erf);
+}
+
+inline __m256 requant_f(__m256 v, const ek_epilogue* ep) {  // round(v / s) + zp, clamped to 0..255 (as floats)
+  __m256 q = _mm256_round_ps(_mm256_div_ps(v, _mm256_set1_ps(ep->out_scale)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  q = _mm256_add_ps(q, _mm256_set1_ps((float)ep->out_zp));
+  return _mm256_min_ps(_mm256_max_ps(q, _mm256_setzero_ps()), _mm256_set1_ps(255.f));
+}
+
+// 16 int32 (two ymm, values 0..255) -> 16 bytes in order.
+inline __m128i pack16_u8(__m256i a, __m256i b) {
+  const __m256i w = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), _MM_SHUFFLE(3, 1, 2, 0));
+  return _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+}
+
+inline __m256i lanes_below(int cnt) { return _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+
+// ---------------------------------------------------------------- dense
+// Epilogue on outputs n0..n0+cnt-1 (cnt <= 8) of one row.
+inline void epilogue8(const Gemm& g, __m256i acc, int64_t row, int64_t n0, int cnt) {
+  const ek_packed* w = g.w;
+  const __m256i mask = lanes_below(cnt);
+  const __m256i rs = _mm256_maskload_epi32(w->rowsum.data() + n0, mask);
+  acc = _mm256_sub_epi32(acc, _mm256_mullo_epi32(rs, _mm256_set1_epi32(g.ep ? g.ep->x_zp : g.x_zp)));
+  if (!g.ep) {
+    _mm256_maskstore_epi32(g.acc + row * w->info.n + n0, mask, acc);
+    return;
+  }
+  const ek_epilogue* ep = g.ep;
+  __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_mul_ps(_mm256_set1_ps(ep->x_scale),
+                                                                  _mm256_maskload_ps(ep->w_scale + n0, mask)));
+  if (ep->bias) v = _mm256_add_ps(v, _mm256_maskload_ps(ep->bias + n0, mask));
+  if (ep->gelu) v = gelu256(v);
+  if (ep->out_u8) {
+    const __m256i qi = _mm256_cvtps_epi32(requant_f(v, ep));
+    const __m128i p16 = _mm_packus_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
+    uint8_t* y = static_cast<uint8_t*>(g.y) + row * g.ldy + n0;
+    if (cnt == 8) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(y), _mm_packus_epi16(p16, p16));
+    } else {
+      alignas(16) uint8_t b[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(b), _mm_packus_epi16(p16, p16));
+      std::memcpy(y, b, cnt);
+    }
+  } else {
+    _mm256_maskstore_ps(static_cast<float*>(g.y) + row * g.ldy + n0, mask, v);
+  }
+}
+
+// acc[r][b] += X16[row r] . W16[block b], 8 outputs per block; loops fully unrolled so acc stays in registers.
+template <int MR, int NB>
+void dense_tile(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, int64_t j8) {
+  const ek_packed* w = g.w;
+  const int64_t kp = w->kp2;
+  __m256i acc[MR][NB];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_setzero_si256();
+  const int16_t* wp = w->w16.data() + j8 * kp * 16;
+  const int16_t* xr[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) xr[r] = x16 + (m0 + r) * ldx16;
+  for (int64_t q = 0; q < kp; ++q) {
+    __m256i wv[NB];
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) wv[b] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + (b * kp + q) * 16));
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      int32_t xs;
+      std::memcpy(&xs, xr[r] + 2 * q, 4);
+      const __m256i xv = _mm256_set1_epi32(xs);
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_add_epi32(acc[r][b], _mm256_madd_epi16(xv, wv[b]));
+    }
+  }
+  const int64_t n = w->info.n;
+#pragma GCC unroll 4
+  for (int b = 0; b < NB; ++b) {
+    const int64_t n0 = (j8 + b) * 8;
+    if (n0 >= n) break;
+    const int cnt = (int)std::min<int64_t>(8, n - n0);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) epilogue8(g, acc[r][b], m0 + r, n0, cnt);
+  }
+}
+
+constexpr int kMR = 6, kNB = 2;
+
+template <int NB>
+void dense_rows(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, int64_t m1, int64_t j8) {
+  int64_t m = m0;
+  for (; m + kMR <= m1; m += kMR) dense_tile<kMR, NB>(g, x16, ldx16, m, j8);
+  switch (m1 - m) {
+    case 5: dense_tile<5, NB>(g, x16, ldx16, m, j8); break;
+    case 4: dense_tile<4, NB>(g, x16, ldx16, m, j8); break;
+    case 3: dense_tile<3, NB>(g, x16, ldx16, m, j8); break;
+    case 2: dense_tile<2, NB>(g, x16, ldx16, m, j8); break;
+    case 1: dense_tile<1, NB>(g, x16, ldx16, m, j8); break;
+    default: break;
+  }
+}
+
+struct DenseCtx {
+  const Gemm* g;
+  const int16_t* x16;
+  int64_t ldx16, mtile, npanels, panel_blocks;
+};
+
+void dense_task(int64_t task, void* p) {
+  const DenseCtx& c = *static_cast<DenseCtx*>(p);
+  const int64_t panel = task % c.npanels, mt = task / c.npanels;
+  const int64_t m0 = mt * c.mtile, m1 = std::min(c.g->m, m0 + c.mtile);
+  const int64_t jb0 = panel * c.panel_blocks, jb1 = std::min(c.g->w->n8, jb0 + c.panel_blocks);
+  for (int64_t j8 = jb0; j8 < jb1; j8 += kNB) {
+    if (jb1 - j8 >= kNB)
+      dense_rows<kNB>(*c.g, c.x16, c.ldx16, m0, m1, j8);
+    else
+      dense_rows<1>(*c.g, c.x16, c.ldx16, m0, m1, j8);
+  }
+}
+
+struct WidenCtx {
+  const uint8_t* x;
+  int64_t ldx, m, k, ldx16;
+  int16_t* x16;
+};
+
+void widen_task(int64_t task, void* p) {  // 16 rows per task: u8 -> int16, zero padded to an even k
+  const WidenCtx& c = *static_cast<WidenCtx*>(p);
+  for (int64_t i = task * 16; i < std::min(c.m, task * 16 + 16); ++i) {
+    const uint8_t* s = c.x + i * c.ldx;
+    int16_t* d = c.x16 + i * c.ldx16;
+    int64_t t = 0;
+    for (; t + 16 <= c.k; t += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + t),
+                          _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + t))));
+    for (; t < c.k; ++t) d[t] = s[t];
+    for (; t < c.ldx16; ++t) d[t] = 0;
+  }
+}
+
+void dense(const Gemm& g) {
+  const ek_packed* w = g.w;
+  const int64_t ldx16 = 2 * w->kp2;
+  static thread_local std::vector<int16_t> x16_buf;
+  if (x16_buf.size() < (size_t)(g.m * ldx16)) x16_buf.resize(g.m * ldx16);
+  WidenCtx wc{g.x, g.ldx, g.m, w->info.k, ldx16, x16_buf.data()};
+  parallel_for((g.m + 15) / 16, widen_task, &wc);
+  // Panels of 64 outputs (a 64 x k int16 weight panel stays in L2 while a row tile streams past it);
+  // row tiles of 48 (a multiple of 6) so both threads get work when N is small.
+  DenseCtx c{&g, x16_buf.data(), ldx16, 0, 0, 8};
+  c.npanels = (w->n8 + c.panel_blocks - 1) / c.panel_blocks;
+  c.mtile = std::max<int64_t>(kMR, std::min<int64_t>(48, (g.m + kMR - 1) / kMR * kMR));
+  const int64_t mtiles = (g.m + c.mtile - 1) / c.mtile;
+  parallel_for(mtiles * c.npanels, dense_task, &c);
+}
+
+// ---------------------------------------------------------------- sparse 4x1
+constexpr int TS = 16;  // tokens per register tile
+
+// Epilogue of one block-row on tokens m0..m0+15: acc[i][h] holds tokens m0 + 8h .. m0 + 8h + 7 of output 4r+i.
+void sparse_epilogue(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, int64_t m0) {
+  const ek_packed* w = g.w;
+  const int64_t n = w->info.n, mend = std::min<int64_t>(TS, g.m - m0);
+  const int32_t zp = g.ep ? g.ep->x_zp : g.x_zp;
+  const int nout = (int)std::min<int64_t>(4, n - 4 * r);
+  alignas(32) int32_t tile[4][TS];
+  alignas(32) float out[4][TS];
+  for (int i = 0; i < nout; ++i) {
+    const int64_t j = 4 * r + i;
+    const __m256i corr = _mm256_set1_epi32(zp * w->rowsum[j]);
+    const __m256i a[2] = {_mm256_sub_epi32(acc[i][0], corr), _mm256_sub_epi32(acc[i][1], corr)};
+    if (!g.ep) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tile[i]), a[0]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tile[i] + 8), a[1]);
+      continue;
+    }
+    const ek_epilogue* ep = g.ep;
+    const __m256 s = _mm256_set1_ps(ep->x_scale * ep->w_scale[j]);
+    __m256 v[2];
+    for (int h = 0; h < 2; ++h) {
+      v[h] = _mm256_mul_ps(_mm256_cvtepi32_ps(a[h]), s);
+      if (ep->bias) v[h] = _mm256_add_ps(v[h], _mm256_set1_ps(ep->bias[j]));
+      if (ep->gelu) v[h] = gelu256(v[h]);
+    }
+    if (ep->out_u8) {
+      const __m256i q0 = _mm256_cvtps_epi32(requant_f(v[0], ep)), q1 = _mm256_cvtps_epi32(requant_f(v[1], ep));
+      if (g.y_t) {  // 16 tokens of output j are contiguous in a transposed y
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(g.y) + j * g.ldy + m0), pack16_u8(q0, q1));
+      } else {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tile[i]), q0);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tile[i] + 8), q1);
+      }
+    } else if (g.y_t) {
+      float* y = static_cast<float*>(g.y) + j * g.ldy + m0;
+      _mm256_storeu_ps(y, v[0]);
+      _mm256_storeu_ps(y + 8, v[1]);
+    } else {
+      _mm256_store_ps(out[i], v[0]);
+      _mm256_store_ps(out[i] + 8, v[1]);
+    }
+  }
+  if (g.y_t && g.ep) return;
+  if (!g.ep) {
+    for (int64_t t = 0; t < mend; ++t)
+      for (int i = 0; i < nout; ++i) g.acc[(m0 + t) * n + 4 * r + i] = tile[i][t];
+  } else if (!g.ep->out_u8) {
+    float* y = static_cast<float*>(g.y);
+    if (nout == 4) {
+      for (int64_t t = 0; t < mend; t += 4) {  // 4x4 transposes: the 4 outputs of a token are contiguous in y
+        __m128 a = _mm_load_ps(out[0] + t), b = _mm_load_ps(out[1] + t), c = _mm_load_ps(out[2] + t),
+               d = _mm_load_ps(out[3] + t);
+        _MM_TRANSPOSE4_PS(a, b, c, d);
+        const __m128 rows[4] = {a, b, c, d};
+        for (int64_t u = 0; u < 4 && t + u < mend; ++u) _mm_storeu_ps(y + (m0 + t + u) * g.ldy + 4 * r, rows[u]);
+      }
+    } else {
+      for (int64_t t = 0; t < mend; ++t)
+        for (int i = 0; i < nout; ++i) y[(m0 + t) * g.ldy + 4 * r + i] = out[i][t];
+    }
+  } else {
+    uint8_t* y = static_cast<uint8_t*>(g.y);
+    if (nout == 4) {  // the 4 bytes of a token, in output order, as one 32-bit word per token
+      alignas(32) uint32_t words[TS];
+      for (int t = 0; t < TS; t += 8) {
+        __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(tile[0] + t));
+        wv = _mm256_or_si256(wv, _mm256_slli_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(tile[1] + t)), 8));
+        wv = _mm256_or_si256(wv, _mm256_slli_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(tile[2] + t)), 16));
+        wv = _mm256_or_si256(wv, _mm256_slli_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(tile[3] + t)), 24));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(words + t), wv);
+      }
+      for (int64_t t = 0; t < mend; ++t) std::memcpy(y + (m0 + t) * g.ldy + 4 * r, &words[t], 4);
+    } else {
+      for (int64_t t = 0; t < mend; ++t)
+        for (int i = 0; i < nout; ++i) y[(m0 + t) * g.ldy + 4 * r + i] = (uint8_t)tile[i][t];
+    }
+  }
+}
+
+void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int64_t m0) {
+  const ek_packed* w = g.w;
+  __m256i acc[4][2];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+  const int64_t p0 = w->pair_ptr[r], p1 = w->pair_ptr[r + 1];
+  const int32_t* cols = w->pair_cols.data();
+  const int32_t* wp = w->pair_w.data();
+  for (int64_t p = p0; p < p1; ++p) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + (int64_t)cols[2 * p] * ldxt + m0));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + (int64_t)cols[2 * p + 1] * ldxt + m0));
+    // (x[t,c0], x[t,c1]) as two int16 per 32-bit lane: tokens 0..7 and 8..15.
+    const __m256i lo = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b));
+    const __m256i hi = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(a, b));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const __m256i wv = _mm256_set1_epi32(wp[4 * p + i]);
+      acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(lo, wv));
+      acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(hi, wv));
+    }
+  }
+  sparse_epilogue(g, acc, r, m0);
+}
+
+struct TransposeCtx {
+  const uint8_t* x;
+  int64_t ldx, m, k, mp;
+  uint8_t* xt;
+};
+
+void transpose_task(int64_t task, void* p) {  // 16 whole rows of XT per task (no shared cache lines)
+  const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
+  const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
+  for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
+    if (m0 + 16 <= c.m && k1 - k0 == 16) {
+      __m128i a[16];
+      for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.x + (m0 + i) * c.ldx + k0));
+      transpose16x16_regs(a, c.xt + k0 * c.mp + m0, c.mp);
+      continue;
+    }
+    for (int64_t t = k0; t < k1; ++t)
+      for (int64_t i = 0; i < 16; ++i) c.xt[t * c.mp + m0 + i] = m0 + i < c.m ? c.x[(m0 + i) * c.ldx + t] : 0;
+  }
+}
+
+struct SparseCtx {
+  const Gemm* g;
+  const uint8_t* xt;
+  int64_t ldxt, rows_per_task, chunks;
+};
+
+void sparse_task(int64_t task, void* p) {
+  const SparseCtx& c = *static_cast<SparseCtx*>(p);
+  const int64_t nb = c.g->w->nb;
+  const int64_t mt = task / c.chunks, ch = task % c.chunks;
+  const int64_t r0 = ch * c.rows_per_task, r1 = std::min(nb, r0 + c.rows_per_task);
+  // Token sub-tiles wholly past m are skipped: a transposed y keeps whatever its padding held.
+  const int64_t mend = std::min<int64_t>((mt + 1) * TM, c.g->m);
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t m0 = mt * TM; m0 < mend; m0 += TS) sparse_tile(*c.g, c.xt, c.ldxt, r, m0);
+}
+
+void sparse(const Gemm& g) {
+  const ek_packed* w = g.w;
+  const int64_t k = w->info.k, mp = (g.m + TM - 1) / TM * TM;
+  const uint8_t* xt = g.x;
+  int64_t ldxt = g.ldx;
+  if (!g.x_t) {
+    static thread_local std::vector<uint8_t> xt_buf;
+    if (xt_buf.size() < (size_t)(k * mp)) xt_buf.resize(k * mp);
+    TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt_buf.data()};
+    parallel_for((k + 15) / 16, transpose_task, &tc);
+    xt = xt_buf.data();
+    ldxt = mp;
+  }
+  const int64_t mtiles = mp / TM;
+  const int nt = num_threads();
+  const int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (8 * nt));
+  SparseCtx c{&g, xt, ldxt, rows, (w->nb + rows - 1) / rows};
+  parallel_for(mtiles * c.chunks, sparse_task, &c);
+}
+
+// ---------------------------------------------------------------- fused quantise + transpose
+struct QuantTCtx {
+  const float* x;
+  int64_t m, k, ldx, mp, ldxt;
+  float scale;
+  int32_t zp;
+  uint8_t* xt;
+};
+
+inline uint8_t quant1(float x, float scale, int32_t zp) {  // the arithmetic of ek_quantize_u8
+  const float v = std::nearbyint(x / scale) + (float)zp;
+  return (uint8_t)(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));
+}
+
+inline __m256i quant8(const float* x, __m256 vs, __m256 vz) {
+  __m256 v = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vz), _mm256_setzero_ps()), _mm256_set1_ps(255.f));
+  return _mm256_cvtps_epi32(v);
+}
+
+void quant_t_task(int64_t task, void* p) {
+  const QuantTCtx& c = *static_cast<QuantTCtx*>(p);
+  const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
+  const __m256 vs = _mm256_set1_ps(c.scale), vz = _mm256_set1_ps((float)c.zp);
+  for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
+    if (m0 + 16 <= c.m && k1 - k0 == 16) {
+      __m128i a[16];
+      for (int i = 0; i < 16; ++i) {
+        const float* xr = c.x + (m0 + i) * c.ldx + k0;
+        a[i] = pack16_u8(quant8(xr, vs, vz), quant8(xr + 8, vs, vz));
+      }
+      transpose16x16_regs(a, c.xt + k0 * c.ldxt + m0, c.ldxt);
+      continue;
+    }
+    for (int64_t t = k0; t < k1; ++t)
+      for (int64_t i = m0; i < m0 + 16; ++i) c.xt[t * c.ldxt + i] = i < c.m ? quant1(c.x[i * c.ldx + t], c.scale, c.zp) : 0;
+  }
+}
+
+struct PeakCtx {
+  double seconds;
+  std::vector<double>* macs;
+};
+
+void peak_task(int64_t i, void* p) {  // vpmaddwd + vpaddd on 12 independent accumulators
+  PeakCtx& c = *static_cast<PeakCtx*>(p);
+  __m256i a[12];
+  for (auto& v : a) v = _mm256_setzero_si256();
+  const __m256i x = _mm256_set1_epi32(0x00010001), y = _mm256_set1_epi32(0x00020003);
+  int64_t iters = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double el = 0;
+  do {
+    for (int rep = 0; rep < 1000; ++rep)
+      for (auto& v : a) {
+        __m256i t = _mm256_madd_epi16(x, y);
+        asm("" : "+x"(t));  // keep the multiply in the loop
+        v = _mm256_add_epi32(v, t);
+      }
+    iters += 1000;
+    el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } while (el < c.seconds);
+  alignas(32) int32_t buf[8];
+  int32_t sink = 0;
+  for (auto& v : a) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(buf), v);
+    sink += buf[0];
+  }
+  (*c.macs)[i] = (sink == 42 ? 1.0 : 0.0) + (double)iters * 12 * 16 / el;
+}
+}  // namespace
+
+void gemm_u8s8(const Gemm& g) {
+  if (g.w->info.pattern == EK_DENSE)
+    dense(g);
+  else
+    sparse(g);
+}
+
+void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
+                   int64_t ldxt) {
+  QuantTCtx c{x, m, k, ldx, (m + TM - 1) / TM * TM, ldxt, scale, zp, xt};
+  parallel_for((k + 15) / 16, quant_t_task, &c);
+}
+
+double peak_macs(double seconds) {
+  const int nt = num_threads();
+  std::vector<double> macs(nt, 0.0);
+  PeakCtx c{seconds, &macs};
+  parallel_for(nt, peak_task, &c);
+  double total = 0;
+  for (double m : macs) total += m;
+  return total;
+}
+}  // namespace avx2
+}  // namespace ek
