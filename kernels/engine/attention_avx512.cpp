@@ -11,17 +11,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <vector>
+#include <cstring>
 
 #include "../src/avx512_math.h"
+#include "edgekit/kernels.h"
 
 using ek::exp512;
 
 namespace {
-struct Scratch {
-  std::vector<float> kt, sc;
-};
-thread_local Scratch tls;
 
 // Scores of rows i0..i0+R-1 against all keys into sc[R][np], scaled and masked; returns nothing.
 template <int R>
@@ -122,21 +119,22 @@ void head(const float* q, const float* v, int64_t ld, const float* kt, int64_t n
 void ek_attention_head_avx512(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                               float* ctx, int64_t ldc, int64_t nq) {
   const int64_t np = (n + 15) / 16 * 16;
-  Scratch& s = tls;
-  s.kt.assign(d * np, 0.f);
-  s.sc.resize(8 * np);
+  // Buffers from the kernels' per-thread scratch (no std containers in a unit built with ISA flags).
+  float* kt = static_cast<float*>(ek_scratch(2, d * np * sizeof(float)));
+  float* sc = static_cast<float*>(ek_scratch(3, 8 * np * sizeof(float)));
+  std::memset(kt, 0, d * np * sizeof(float));
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t e = 0; e < d; ++e) s.kt[e * np + j] = k[j * ld + e];
+    for (int64_t e = 0; e < d; ++e) kt[e * np + j] = k[j * ld + e];
   const float scale = 1.0f / std::sqrt((float)d);
   switch (d / 16) {
-    case 1: head<8, 1>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
-    case 2: head<8, 2>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
-    case 3: head<4, 3>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
-    case 4: head<4, 4>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
-    case 5: head<2, 5>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
-    case 6: head<2, 6>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
-    case 7: head<2, 7>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
-    default: head<2, 8>(q, v, ld, s.kt.data(), np, n, d, scale, s.sc.data(), ctx, ldc, nq); break;
+    case 1: head<8, 1>(q, v, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 2: head<8, 2>(q, v, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 3: head<4, 3>(q, v, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 4: head<4, 4>(q, v, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 5: head<2, 5>(q, v, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 6: head<2, 6>(q, v, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 7: head<2, 7>(q, v, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
+    default: head<2, 8>(q, v, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
   }
 }
 

@@ -13,18 +13,17 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "../src/avx512_math.h"
+#include "edgekit/kernels.h"
 
 using ek::exp512;
 
 namespace {
-struct Scratch {
-  std::vector<uint32_t> q, kt, vt, p, krow;  // bf16 pairs
-  std::vector<float> sc;
+struct Scratch {  // views of the kernels' per-thread scratch (no std containers in a unit built with ISA flags)
+  uint32_t *q, *kt, *vt, *p, *krow;  // bf16 pairs
+  float* sc;
 };
-thread_local Scratch tls;
 
 // 16 fp32 -> 16 bf16 (round to nearest even) as 8 words.
 inline __m256i to_bf16(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
@@ -103,10 +102,10 @@ inline void pv(const uint32_t* p, int64_t pw, const float* inv, const uint32_t* 
 
 template <int R, int DV>
 void rows(Scratch& s, int64_t i0, int64_t dw, int64_t np, int64_t n, float scale, float* ctx, int64_t ldc) {
-  scores<R>(s.q.data() + i0 * dw, dw, s.kt.data(), np, n, scale, s.sc.data());
+  scores<R>(s.q + i0 * dw, dw, s.kt, np, n, scale, s.sc);
   float inv[R];
-  for (int r = 0; r < R; ++r) inv[r] = softmax_row(s.sc.data() + r * np, np, s.p.data() + r * (np / 2));
-  pv<R, DV>(s.p.data(), np / 2, inv, s.vt.data(), 2 * dw, (n + 1) / 2, ctx, ldc, i0);
+  for (int r = 0; r < R; ++r) inv[r] = softmax_row(s.sc + r * np, np, s.p + r * (np / 2));
+  pv<R, DV>(s.p, np / 2, inv, s.vt, 2 * dw, (n + 1) / 2, ctx, ldc, i0);
 }
 
 template <int RB, int DV>
@@ -130,16 +129,14 @@ bool ek_cpu_has_avx512_bf16() { return __builtin_cpu_supports("avx512bf16"); }
 void ek_attention_head_bf16(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                             float* ctx, int64_t ldc, int64_t nq) {
   const int64_t np = (n + 31) / 32 * 32, dw = d / 2, npairs = (n + 1) / 2;
-  Scratch& s = tls;
-  s.q.resize(n * dw);
-  s.kt.assign(dw * np, 0u);
-  s.vt.assign(npairs * d, 0u);
-  s.p.resize(8 * (np / 2));
-  s.sc.resize(8 * np);
-  s.krow.resize(dw);
+  auto u32 = [](int slot, int64_t count) { return static_cast<uint32_t*>(ek_scratch(slot, count * sizeof(uint32_t))); };
+  Scratch s{u32(2, n * dw), u32(3, dw * np), u32(4, npairs * d), u32(5, 8 * (np / 2)), u32(6, dw),
+            static_cast<float*>(ek_scratch(7, 8 * np * sizeof(float)))};
+  std::memset(s.kt, 0, dw * np * sizeof(uint32_t));
+  std::memset(s.vt, 0, npairs * d * sizeof(uint32_t));
   for (int64_t j = 0; j < n; ++j) {
-    row_to_bf16(q + j * ld, d, s.q.data() + j * dw);
-    row_to_bf16(k + j * ld, d, s.krow.data());
+    row_to_bf16(q + j * ld, d, s.q + j * dw);
+    row_to_bf16(k + j * ld, d, s.krow);
     for (int64_t p = 0; p < dw; ++p) s.kt[p * np + j] = s.krow[p];
   }
   // vt[jp][c] = bf16(v[2jp][c]) | bf16(v[2jp+1][c]) << 16 (a missing odd key is 0). From [a x16 | b x16]
@@ -152,7 +149,7 @@ void ek_attention_head_bf16(const float* q, const float* k, const float* v, int6
     for (int64_t c = 0; c < d; c += 16) {
       const __m512 a = _mm512_loadu_ps(v0 + c), b = has1 ? _mm512_loadu_ps(v0 + ld + c) : _mm512_setzero_ps();
       const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(to_bf16(a)), to_bf16(b), 1);
-      _mm512_storeu_si512(s.vt.data() + jp * d + c, _mm512_permutexvar_epi16(idx, both));
+      _mm512_storeu_si512(s.vt + jp * d + c, _mm512_permutexvar_epi16(idx, both));
     }
   }
   const float scale = 1.0f / std::sqrt((float)d);

@@ -174,6 +174,12 @@ int fail(int code, const std::string& msg) {
 }
 void parallel_for(int64_t n, void (*fn)(int64_t, void*), void* ctx) { pool().run(n, fn, ctx); }
 int num_threads() { return pool().size(); }
+void* scratch(int slot, size_t bytes) {
+  static thread_local std::vector<unsigned char> bufs[8];
+  std::vector<unsigned char>& b = bufs[slot & 7];
+  if (b.size() < bytes + 64) b.resize(bytes + 64);
+  return b.data();
+}
 }  // namespace ek
 
 extern "C" {
@@ -320,6 +326,8 @@ double ek_peak_vnni_macs(double seconds) {
   if (g_best < EK_ISA_AVX512_VNNI) return 0.0;
   return ek::vnni::peak_macs(seconds);
 }
+
+void* ek_scratch(int slot, size_t bytes) { return ek::scratch(slot, bytes); }
 
 double ek_peak_macs(double seconds) {
   switch (ek_active_isa()) {

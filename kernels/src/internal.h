@@ -1,5 +1,6 @@
 // Internal structures shared by the kernels' translation units (not part of the C ABI).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -43,6 +44,13 @@ void set_error(const std::string& msg);
 int fail(int code, const std::string& msg);
 void parallel_for(int64_t n, void (*fn)(int64_t, void*), void* ctx);
 int num_threads();
+// Per-thread scratch memory, grown on demand, for the per-ISA translation units. Those must not instantiate
+// std containers: an out-of-line std::vector member compiled with -mavx512f in one TU and with baseline flags
+// in another is one linker symbol, and the linker may keep the AVX-512 copy for every caller (SIGILL on an
+// AVX2 CPU). Contents are unspecified after a call with a larger size. Slots 0..7; a thread uses a slot for
+// one buffer at a time (0 and 1 are the GEMMs'; the engine's attention units take others through ek_scratch).
+void* scratch(int slot, size_t bytes);
+constexpr int kMaxPeakThreads = 256;
 
 // Per-ISA implementations. `acc_only` variants write int32 accumulators (zero point applied).
 struct Gemm {

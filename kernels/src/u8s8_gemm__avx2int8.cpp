@@ -20,7 +20,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "internal.h"
 #include "transpose_sse.h"
@@ -197,13 +196,12 @@ void widen_task(int64_t task, void* p) {  // 16 rows per task: u8 -> int16, zero
 void dense(const Gemm& g) {
   const ek_packed* w = g.w;
   const int64_t ldx16 = 2 * w->kp2;
-  static thread_local std::vector<int16_t> x16_buf;
-  if (x16_buf.size() < (size_t)(g.m * ldx16)) x16_buf.resize(g.m * ldx16);
-  WidenCtx wc{g.x, g.ldx, g.m, w->info.k, ldx16, x16_buf.data()};
+  int16_t* x16 = static_cast<int16_t*>(scratch(0, g.m * ldx16 * sizeof(int16_t)));
+  WidenCtx wc{g.x, g.ldx, g.m, w->info.k, ldx16, x16};
   parallel_for((g.m + 15) / 16, widen_task, &wc);
   // Panels of 64 outputs (a 64 x k int16 weight panel stays in L2 while a row tile streams past it);
   // row tiles of 48 (a multiple of 6) so both threads get work when N is small.
-  DenseCtx c{&g, x16_buf.data(), ldx16, 0, 0, 8};
+  DenseCtx c{&g, x16, ldx16, 0, 0, 8};
   c.npanels = (w->n8 + c.panel_blocks - 1) / c.panel_blocks;
   c.mtile = std::max<int64_t>(kMR, std::min<int64_t>(48, (g.m + kMR - 1) / kMR * kMR));
   const int64_t mtiles = (g.m + c.mtile - 1) / c.mtile;
@@ -360,11 +358,10 @@ void sparse(const Gemm& g) {
   const uint8_t* xt = g.x;
   int64_t ldxt = g.ldx;
   if (!g.x_t) {
-    static thread_local std::vector<uint8_t> xt_buf;
-    if (xt_buf.size() < (size_t)(k * mp)) xt_buf.resize(k * mp);
-    TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt_buf.data()};
+    uint8_t* xt_buf = static_cast<uint8_t*>(scratch(1, k * mp));
+    TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt_buf};
     parallel_for((k + 15) / 16, transpose_task, &tc);
-    xt = xt_buf.data();
+    xt = xt_buf;
     ldxt = mp;
   }
   const int64_t mtiles = mp / TM;
@@ -415,7 +412,7 @@ void quant_t_task(int64_t task, void* p) {
 
 struct PeakCtx {
   double seconds;
-  std::vector<double>* macs;
+  double* macs;
 };
 
 void peak_task(int64_t i, void* p) {  // vpmaddwd + vpaddd on 12 independent accumulators
@@ -442,7 +439,7 @@ void peak_task(int64_t i, void* p) {  // vpmaddwd + vpaddd on 12 independent acc
     _mm256_store_si256(reinterpret_cast<__m256i*>(buf), v);
     sink += buf[0];
   }
-  (*c.macs)[i] = (sink == 42 ? 1.0 : 0.0) + (double)iters * 12 * 16 / el;
+  c.macs[i] = (sink == 42 ? 1.0 : 0.0) + (double)iters * 12 * 16 / el;
 }
 }  // namespace
 
@@ -460,12 +457,12 @@ void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scal
 }
 
 double peak_macs(double seconds) {
-  const int nt = num_threads();
-  std::vector<double> macs(nt, 0.0);
-  PeakCtx c{seconds, &macs};
+  const int nt = std::min(num_threads(), kMaxPeakThreads);
+  double macs[kMaxPeakThreads] = {};
+  PeakCtx c{seconds, macs};
   parallel_for(nt, peak_task, &c);
   double total = 0;
-  for (double m : macs) total += m;
+  for (int i = 0; i < nt; ++i) total += macs[i];
   return total;
 }
 }  // namespace avx2

@@ -14,7 +14,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "avx512_math.h"
 #include "internal.h"
@@ -157,11 +156,11 @@ void dense(const Gemm& g) {
   const int64_t k = w->info.k, kp = w->kq * 4;
   const uint8_t* x = g.x;
   int64_t ldx = g.ldx;
-  std::vector<uint8_t> padded;
   if (kp != k) {  // K not a multiple of 4: copy X with zero padding so 4-byte reads stay in bounds
-    padded.assign(g.m * kp, 0);
-    for (int64_t i = 0; i < g.m; ++i) std::memcpy(&padded[i * kp], g.x + i * g.ldx, k);
-    x = padded.data();
+    uint8_t* padded = static_cast<uint8_t*>(scratch(0, g.m * kp));
+    std::memset(padded, 0, g.m * kp);
+    for (int64_t i = 0; i < g.m; ++i) std::memcpy(padded + i * kp, g.x + i * g.ldx, k);
+    x = padded;
     ldx = kp;
   }
   DenseCtx c{&g, x, ldx, 0, 0, (w->n16 + 3) / 4};
@@ -380,11 +379,10 @@ void sparse(const Gemm& g) {
   const uint8_t* xt = g.x;
   int64_t ldxt = g.ldx;  // a transposed X comes with its own stride (>= mp)
   if (!g.x_t) {  // XT is built on every call, in a buffer kept per calling thread
-    static thread_local std::vector<uint8_t> xt_buf;
-    if (xt_buf.size() < (size_t)(k * mp)) xt_buf.resize(k * mp);
-    TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt_buf.data()};
+    uint8_t* xt_buf = static_cast<uint8_t*>(scratch(1, k * mp));
+    TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt_buf};
     parallel_for((k + 15) / 16, transpose_task, &tc);
-    xt = xt_buf.data();
+    xt = xt_buf;
     ldxt = mp;
   }
   const int64_t mtiles = mp / TM;
@@ -412,7 +410,7 @@ void gemm_u8s8(const Gemm& g) {
 namespace {
 struct PeakCtx {
   double seconds;
-  std::vector<double>* macs;
+  double* macs;
 };
 void peak_task(int64_t i, void* p) {
   PeakCtx& c = *static_cast<PeakCtx*>(p);
@@ -430,17 +428,17 @@ void peak_task(int64_t i, void* p) {
   } while (el < c.seconds);
   int32_t sink = 0;
   for (auto& v : a) sink += _mm512_reduce_add_epi32(v);
-  (*c.macs)[i] = (sink == 42 ? 1.0 : 0.0) + (double)iters * 12 * 64 / el;
+  c.macs[i] = (sink == 42 ? 1.0 : 0.0) + (double)iters * 12 * 64 / el;
 }
 }  // namespace
 
 double peak_macs(double seconds) {
-  const int nt = num_threads();
-  std::vector<double> macs(nt, 0.0);
-  PeakCtx c{seconds, &macs};
+  const int nt = std::min(num_threads(), kMaxPeakThreads);
+  double macs[kMaxPeakThreads] = {};
+  PeakCtx c{seconds, macs};
   parallel_for(nt, peak_task, &c);
   double total = 0;
-  for (double m : macs) total += m;
+  for (int i = 0; i < nt; ++i) total += macs[i];
   return total;
 }
 }  // namespace vnni

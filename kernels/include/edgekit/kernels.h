@@ -11,6 +11,7 @@
  */
 #ifndef EDGEKIT_KERNELS_H
 #define EDGEKIT_KERNELS_H
+#include <stddef.h>
 #include <stdint.h>
 #ifdef __cplusplus
 extern "C" {
@@ -92,6 +93,9 @@ double ek_peak_vnni_macs(double seconds);
 /* The int8 instruction-rate peak of the active ISA's kernels, measured the same way: vpdpbusd for avx512_vnni,
  * vpmaddwd + vpaddd (16 exact MACs per multiply) for avx2; 0 for paths without a measured peak. */
 double ek_peak_macs(double seconds);
+/* Per-thread scratch memory (64-byte slack, contents unspecified once grown) for code compiled with ISA flags,
+ * which must not instantiate std containers (see kernels/src/internal.h). Slots 2..7 are free for callers. */
+void* ek_scratch(int slot, size_t bytes);
 
 #ifdef __cplusplus
 }
