@@ -1,4 +1,4 @@
-// AVX2 int8 GEMMs for CPUs without VNNI: dense (6 rows x 16 outputs) and 4x1 block-sparse (4 outputs x
+// AVX2 int8 GEMMs for CPUs without VNNI: dense (4 rows x 16 outputs) and 4x1 block-sparse (4 outputs x
 // 16 tokens), both exact.
 //
 // The usual AVX2 u8 x s8 instruction, vpmaddubsw, adds two products into a saturating int16, and
@@ -66,6 +66,44 @@ inline __m128i pack16_u8(__m256i a, __m256i b) {
   return _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
 }
 
+// acc += vpmaddwd(a, b). Inline asm ties acc to one register: with the intrinsics GCC 12 copies every
+// accumulator through a scratch register (and one to the stack) on each pass of the sparse loop.
+inline void madd_acc(__m256i& acc, __m256i a, __m256i b) {
+  __m256i t;
+  asm("vpmaddwd %[b], %[a], %[t]\n\tvpaddd %[t], %[acc], %[acc]" : [acc] "+x"(acc), [t] "=&x"(t) : [a] "x"(a), [b] "x"(b));
+}
+
+// One column pair of the 4x1 kernel: acc[i][h] += vpmaddwd(x_h, broadcast(w[i])) for the 4 outputs i and the
+// two 8-token halves h, in one asm block so that the 8 accumulators stay in fixed registers.
+inline void pair_step(__m256i& a00, __m256i& a01, __m256i& a10, __m256i& a11, __m256i& a20, __m256i& a21, __m256i& a30,
+                      __m256i& a31, __m256i lo, __m256i hi, const int32_t* w) {
+  __m256i wv, t;
+  asm("vpbroadcastd (%[w]), %[wv]\n\t"
+      "vpmaddwd %[wv], %[lo], %[t]\n\t"
+      "vpaddd %[t], %[a00], %[a00]\n\t"
+      "vpmaddwd %[wv], %[hi], %[t]\n\t"
+      "vpaddd %[t], %[a01], %[a01]\n\t"
+      "vpbroadcastd 4(%[w]), %[wv]\n\t"
+      "vpmaddwd %[wv], %[lo], %[t]\n\t"
+      "vpaddd %[t], %[a10], %[a10]\n\t"
+      "vpmaddwd %[wv], %[hi], %[t]\n\t"
+      "vpaddd %[t], %[a11], %[a11]\n\t"
+      "vpbroadcastd 8(%[w]), %[wv]\n\t"
+      "vpmaddwd %[wv], %[lo], %[t]\n\t"
+      "vpaddd %[t], %[a20], %[a20]\n\t"
+      "vpmaddwd %[wv], %[hi], %[t]\n\t"
+      "vpaddd %[t], %[a21], %[a21]\n\t"
+      "vpbroadcastd 12(%[w]), %[wv]\n\t"
+      "vpmaddwd %[wv], %[lo], %[t]\n\t"
+      "vpaddd %[t], %[a30], %[a30]\n\t"
+      "vpmaddwd %[wv], %[hi], %[t]\n\t"
+      "vpaddd %[t], %[a31], %[a31]"
+      : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),
+        [a30] "+x"(a30), [a31] "+x"(a31),
+        [wv] "=&x"(wv), [t] "=&x"(t)
+      : [lo] "x"(lo), [hi] "x"(hi), [w] "r"(w), "m"(*reinterpret_cast<const int32_t(*)[4]>(w)));
+}
+
 inline __m256i lanes_below(int cnt) { return _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
 
 // ---------------------------------------------------------------- dense
@@ -124,7 +162,7 @@ void dense_tile(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, in
       std::memcpy(&xs, xr[r] + 2 * q, 4);
       const __m256i xv = _mm256_set1_epi32(xs);
 #pragma GCC unroll 4
-      for (int b = 0; b < NB; ++b) acc[r][b] = _mm256_add_epi32(acc[r][b], _mm256_madd_epi16(xv, wv[b]));
+      for (int b = 0; b < NB; ++b) madd_acc(acc[r][b], xv, wv[b]);
     }
   }
   const int64_t n = w->info.n;
@@ -138,15 +176,67 @@ void dense_tile(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, in
   }
 }
 
-constexpr int kMR = 6, kNB = 2;
+// The main 4 x 16 tile: one asm block per k pair keeps the 8 accumulators in fixed registers (see pair_step).
+void dense_tile42(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, int64_t j8) {
+  const ek_packed* w = g.w;
+  const int64_t kp = w->kp2;
+  __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+  const int16_t* w0 = w->w16.data() + j8 * kp * 16;
+  const int16_t* w1 = w0 + kp * 16;
+  const int16_t* x0 = x16 + m0 * ldx16;
+  const int16_t *x1 = x0 + ldx16, *x2 = x1 + ldx16, *x3 = x2 + ldx16;
+  for (int64_t q = 0; q < kp; ++q) {
+    __m256i wa, wb, xv, t;
+    asm("vmovdqu (%[w0]), %[wa]\n\t"
+        "vmovdqu (%[w1]), %[wb]\n\t"
+        "vpbroadcastd (%[x0]), %[xv]\n\t"
+        "vpmaddwd %[wa], %[xv], %[t]\n\t"
+        "vpaddd %[t], %[a00], %[a00]\n\t"
+        "vpmaddwd %[wb], %[xv], %[t]\n\t"
+        "vpaddd %[t], %[a01], %[a01]\n\t"
+        "vpbroadcastd (%[x1]), %[xv]\n\t"
+        "vpmaddwd %[wa], %[xv], %[t]\n\t"
+        "vpaddd %[t], %[a10], %[a10]\n\t"
+        "vpmaddwd %[wb], %[xv], %[t]\n\t"
+        "vpaddd %[t], %[a11], %[a11]\n\t"
+        "vpbroadcastd (%[x2]), %[xv]\n\t"
+        "vpmaddwd %[wa], %[xv], %[t]\n\t"
+        "vpaddd %[t], %[a20], %[a20]\n\t"
+        "vpmaddwd %[wb], %[xv], %[t]\n\t"
+        "vpaddd %[t], %[a21], %[a21]\n\t"
+        "vpbroadcastd (%[x3]), %[xv]\n\t"
+        "vpmaddwd %[wa], %[xv], %[t]\n\t"
+        "vpaddd %[t], %[a30], %[a30]\n\t"
+        "vpmaddwd %[wb], %[xv], %[t]\n\t"
+        "vpaddd %[t], %[a31], %[a31]"
+        : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),
+          [a30] "+x"(a30), [a31] "+x"(a31), [wa] "=&x"(wa), [wb] "=&x"(wb), [xv] "=&x"(xv), [t] "=&x"(t)
+        : [w0] "r"(w0 + q * 16), [w1] "r"(w1 + q * 16), [x0] "r"(x0 + 2 * q), [x1] "r"(x1 + 2 * q),
+          [x2] "r"(x2 + 2 * q), [x3] "r"(x3 + 2 * q)
+        : "memory");  // reads the weight and X rows (too many operands to list them as "m")
+  }
+  const int64_t n = w->info.n;
+  const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+  for (int b = 0; b < 2; ++b) {
+    const int64_t n0 = (j8 + b) * 8;
+    if (n0 >= n) break;
+    const int cnt = (int)std::min<int64_t>(8, n - n0);
+    for (int r = 0; r < 4; ++r) epilogue8(g, acc[r][b], m0 + r, n0, cnt);
+  }
+}
+
+constexpr int kMR = 4, kNB = 2;  // 8 accumulators + 2 weights + broadcast + product: no spills (6x2 spills)
 
 template <int NB>
 void dense_rows(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, int64_t m1, int64_t j8) {
   int64_t m = m0;
-  for (; m + kMR <= m1; m += kMR) dense_tile<kMR, NB>(g, x16, ldx16, m, j8);
+  for (; m + kMR <= m1; m += kMR) {
+    if (NB == 2)
+      dense_tile42(g, x16, ldx16, m, j8);
+    else
+      dense_tile<kMR, NB>(g, x16, ldx16, m, j8);
+  }
   switch (m1 - m) {
-    case 5: dense_tile<5, NB>(g, x16, ldx16, m, j8); break;
-    case 4: dense_tile<4, NB>(g, x16, ldx16, m, j8); break;
     case 3: dense_tile<3, NB>(g, x16, ldx16, m, j8); break;
     case 2: dense_tile<2, NB>(g, x16, ldx16, m, j8); break;
     case 1: dense_tile<1, NB>(g, x16, ldx16, m, j8); break;
@@ -200,7 +290,7 @@ void dense(const Gemm& g) {
   WidenCtx wc{g.x, g.ldx, g.m, w->info.k, ldx16, x16};
   parallel_for((g.m + 15) / 16, widen_task, &wc);
   // Panels of 64 outputs (a 64 x k int16 weight panel stays in L2 while a row tile streams past it);
-  // row tiles of 48 (a multiple of 6) so both threads get work when N is small.
+  // row tiles of 48 (a multiple of kMR) so both threads get work when N is small.
   DenseCtx c{&g, x16, ldx16, 0, 0, 8};
   c.npanels = (w->n8 + c.panel_blocks - 1) / c.panel_blocks;
   c.mtile = std::max<int64_t>(kMR, std::min<int64_t>(48, (g.m + kMR - 1) / kMR * kMR));
@@ -292,9 +382,8 @@ void sparse_epilogue(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, int64
 
 void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int64_t m0) {
   const ek_packed* w = g.w;
-  __m256i acc[4][2];
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+  // Accumulators as plain locals (an array here would be stored to memory on every pass of the loop).
+  __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
   const int64_t p0 = w->pair_ptr[r], p1 = w->pair_ptr[r + 1];
   const int32_t* cols = w->pair_cols.data();
   const int32_t* wp = w->pair_w.data();
@@ -304,13 +393,9 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int6
     // (x[t,c0], x[t,c1]) as two int16 per 32-bit lane: tokens 0..7 and 8..15.
     const __m256i lo = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b));
     const __m256i hi = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(a, b));
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      const __m256i wv = _mm256_set1_epi32(wp[4 * p + i]);
-      acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(lo, wv));
-      acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(hi, wv));
-    }
+    pair_step(a00, a01, a10, a11, a20, a21, a30, a31, lo, hi, wp + 4 * p);
   }
+  const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
   sparse_epilogue(g, acc, r, m0);
 }
 
