@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         ms, kns, sps = [128], [(384, 1536), (1536, 384)], [0.0, 0.8, 0.9]
     else:
         ms, kns, sps = MS, SHAPES_KN, SPARSITIES
-    peak = K.peak_macs(0.5)
+    peak = max(K.peak_macs(0.3) for _ in range(5))  # best of 5: a shared VM's noise only ever lowers it
     loop = {"avx512_vnni": "vpdpbusd", "avx2": "vpmaddwd+vpaddd"}.get(isa, "no")
     print(f"isa {isa}, {threads} threads, measured {loop} peak {peak / 1e9:.1f} G MAC/s", file=sys.stderr)
     rng = np.random.default_rng(0)

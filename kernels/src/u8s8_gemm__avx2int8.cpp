@@ -1,4 +1,4 @@
-// AVX2 int8 GEMMs for CPUs without VNNI: dense (4 rows x 16 outputs) and 4x1 block-sparse (4 outputs x
+// AVX2 int8 GEMMs for CPUs without VNNI: dense (6 rows x 16 outputs) and 4x1 block-sparse (4 outputs x
 // 16 tokens), both exact.
 //
 // The usual AVX2 u8 x s8 instruction, vpmaddubsw, adds two products into a saturating int16, and
@@ -176,67 +176,84 @@ void dense_tile(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, in
   }
 }
 
-// The main 4 x 16 tile: one asm block per k pair keeps the 8 accumulators in fixed registers (see pair_step).
-void dense_tile42(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, int64_t j8) {
+// The main 6 x 16 tile: one asm block per k pair keeps the 12 accumulators in fixed registers; ymm12..15 hold
+// the two weight vectors, the broadcast and the product (named, as operands would exceed asm's limit of 30).
+void dense_tile62(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, int64_t j8) {
   const ek_packed* w = g.w;
   const int64_t kp = w->kp2;
-  __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+  __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00,
+          a40 = a00, a41 = a00, a50 = a00, a51 = a00;
   const int16_t* w0 = w->w16.data() + j8 * kp * 16;
   const int16_t* w1 = w0 + kp * 16;
   const int16_t* x0 = x16 + m0 * ldx16;
-  const int16_t *x1 = x0 + ldx16, *x2 = x1 + ldx16, *x3 = x2 + ldx16;
+  const int64_t ld = ldx16 * 2;  // bytes
   for (int64_t q = 0; q < kp; ++q) {
-    __m256i wa, wb, xv, t;
-    asm("vmovdqu (%[w0]), %[wa]\n\t"
-        "vmovdqu (%[w1]), %[wb]\n\t"
-        "vpbroadcastd (%[x0]), %[xv]\n\t"
-        "vpmaddwd %[wa], %[xv], %[t]\n\t"
-        "vpaddd %[t], %[a00], %[a00]\n\t"
-        "vpmaddwd %[wb], %[xv], %[t]\n\t"
-        "vpaddd %[t], %[a01], %[a01]\n\t"
-        "vpbroadcastd (%[x1]), %[xv]\n\t"
-        "vpmaddwd %[wa], %[xv], %[t]\n\t"
-        "vpaddd %[t], %[a10], %[a10]\n\t"
-        "vpmaddwd %[wb], %[xv], %[t]\n\t"
-        "vpaddd %[t], %[a11], %[a11]\n\t"
-        "vpbroadcastd (%[x2]), %[xv]\n\t"
-        "vpmaddwd %[wa], %[xv], %[t]\n\t"
-        "vpaddd %[t], %[a20], %[a20]\n\t"
-        "vpmaddwd %[wb], %[xv], %[t]\n\t"
-        "vpaddd %[t], %[a21], %[a21]\n\t"
-        "vpbroadcastd (%[x3]), %[xv]\n\t"
-        "vpmaddwd %[wa], %[xv], %[t]\n\t"
-        "vpaddd %[t], %[a30], %[a30]\n\t"
-        "vpmaddwd %[wb], %[xv], %[t]\n\t"
-        "vpaddd %[t], %[a31], %[a31]"
+    const int16_t* xq = x0 + 2 * q;
+    const int16_t* xq3 = xq + 3 * ldx16;
+    asm("vmovdqu (%[w0]), %%ymm12\n\t"
+        "vmovdqu (%[w1]), %%ymm13\n\t"
+        "vpbroadcastd (%[x0]), %%ymm14\n\t"
+        "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a00], %[a00]\n\t"
+        "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a01], %[a01]\n\t"
+        "vpbroadcastd (%[x0],%[ld]), %%ymm14\n\t"
+        "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a10], %[a10]\n\t"
+        "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a11], %[a11]\n\t"
+        "vpbroadcastd (%[x0],%[ld],2), %%ymm14\n\t"
+        "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a20], %[a20]\n\t"
+        "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a21], %[a21]\n\t"
+        "vpbroadcastd (%[x3]), %%ymm14\n\t"
+        "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a30], %[a30]\n\t"
+        "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a31], %[a31]\n\t"
+        "vpbroadcastd (%[x3],%[ld]), %%ymm14\n\t"
+        "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a40], %[a40]\n\t"
+        "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a41], %[a41]\n\t"
+        "vpbroadcastd (%[x3],%[ld],2), %%ymm14\n\t"
+        "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a50], %[a50]\n\t"
+        "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"
+        "vpaddd %%ymm15, %[a51], %[a51]"
         : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),
-          [a30] "+x"(a30), [a31] "+x"(a31), [wa] "=&x"(wa), [wb] "=&x"(wb), [xv] "=&x"(xv), [t] "=&x"(t)
-        : [w0] "r"(w0 + q * 16), [w1] "r"(w1 + q * 16), [x0] "r"(x0 + 2 * q), [x1] "r"(x1 + 2 * q),
-          [x2] "r"(x2 + 2 * q), [x3] "r"(x3 + 2 * q)
-        : "memory");  // reads the weight and X rows (too many operands to list them as "m")
+          [a30] "+x"(a30), [a31] "+x"(a31), [a40] "+x"(a40), [a41] "+x"(a41), [a50] "+x"(a50), [a51] "+x"(a51)
+        : [w0] "r"(w0 + q * 16), [w1] "r"(w1 + q * 16), [x0] "r"(xq), [x3] "r"(xq3), [ld] "r"(ld)
+        : "xmm12", "xmm13", "xmm14", "xmm15", "memory");  // weights, broadcast, product; reads W and X rows
   }
   const int64_t n = w->info.n;
-  const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+  const __m256i acc[6][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}, {a40, a41}, {a50, a51}};
   for (int b = 0; b < 2; ++b) {
     const int64_t n0 = (j8 + b) * 8;
     if (n0 >= n) break;
     const int cnt = (int)std::min<int64_t>(8, n - n0);
-    for (int r = 0; r < 4; ++r) epilogue8(g, acc[r][b], m0 + r, n0, cnt);
+    for (int r = 0; r < 6; ++r) epilogue8(g, acc[r][b], m0 + r, n0, cnt);
   }
 }
 
-constexpr int kMR = 4, kNB = 2;  // 8 accumulators + 2 weights + broadcast + product: no spills (6x2 spills)
+constexpr int kMR = 6, kNB = 2;
 
 template <int NB>
 void dense_rows(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, int64_t m1, int64_t j8) {
   int64_t m = m0;
   for (; m + kMR <= m1; m += kMR) {
-    if (NB == 2)
-      dense_tile42(g, x16, ldx16, m, j8);
+    if (NB == 2)  // the asm tile
+      dense_tile62(g, x16, ldx16, m, j8);
     else
       dense_tile<kMR, NB>(g, x16, ldx16, m, j8);
   }
-  switch (m1 - m) {
+  switch (m1 - m) {  // edges: the intrinsic tile (up to 4 rows without spills)
+    case 5:
+      dense_tile<4, NB>(g, x16, ldx16, m, j8);
+      dense_tile<1, NB>(g, x16, ldx16, m + 4, j8);
+      break;
+    case 4: dense_tile<4, NB>(g, x16, ldx16, m, j8); break;
     case 3: dense_tile<3, NB>(g, x16, ldx16, m, j8); break;
     case 2: dense_tile<2, NB>(g, x16, ldx16, m, j8); break;
     case 1: dense_tile<1, NB>(g, x16, ldx16, m, j8); break;
