@@ -29,6 +29,10 @@ void ek_attention_head_avx512(const float* q, const float* k, const float* v, in
 void ek_attention_head_bf16(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                             float* ctx, int64_t ldc, int64_t nq);
 bool ek_cpu_has_avx512_bf16();
+void ek_attention_head_avx2(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
+                            float* ctx, int64_t ldc, int64_t nq);
+void ek_add_layer_norm_avx2(float* x, const float* res, int64_t r0, int64_t r1, int64_t h, const float* w,
+                            const float* b, float eps);
 void ek_add_layer_norm_avx512(float* x, const float* res, int64_t r0, int64_t r1, int64_t h, const float* w,
                               const float* b, float eps);
 
@@ -152,7 +156,7 @@ struct LnCtx {
   int64_t rows, h, chunk;
   const float *w, *b;
   float eps;
-  bool avx512;
+  bool avx512, avx2;
 };
 
 void ln_task(int64_t task, void* p) {
@@ -161,13 +165,16 @@ void ln_task(int64_t task, void* p) {
   const int64_t r1 = std::min(c.rows, r0 + c.chunk);
   if (c.avx512)
     ek_add_layer_norm_avx512(c.x, c.res, r0, r1, c.h, c.w, c.b, c.eps);
+  else if (c.avx2)
+    ek_add_layer_norm_avx2(c.x, c.res, r0, r1, c.h, c.w, c.b, c.eps);
   else
     add_layer_norm_rows(c.x, c.res, r0, r1, c.h, c.w, c.b, c.eps);
 }
 
 // LayerNorm(x + res) over all rows, split across the kernel thread pool.
 void add_layer_norm(float* x, const float* res, int64_t rows, int64_t h, const float* w, const float* b, float eps) {
-  LnCtx c{x, res, rows, h, 16, w, b, eps, ek_active_isa() >= EK_ISA_AVX512 && h % 16 == 0};
+  const ek_isa isa = ek_active_isa();
+  LnCtx c{x, res, rows, h, 16, w, b, eps, isa >= EK_ISA_AVX512 && h % 16 == 0, isa >= EK_ISA_AVX2 && h % 8 == 0};
   ek_parallel_for((rows + c.chunk - 1) / c.chunk, ln_task, &c);
 }
 
@@ -180,7 +187,7 @@ struct AttnCtx {
   const int64_t* seq_start;
   const int64_t* seq_len;
   int64_t nseq, heads, d, h;
-  bool avx512, bf16;
+  bool avx512, bf16, avx2;
   bool first_only;  // only the first query row of each sequence (CLS pooling in the last layer)
 };
 
@@ -190,6 +197,12 @@ void attn_task(int64_t task, void* p) {
   const int64_t t0 = c.seq_start[b], n = c.seq_len[b], d = c.d;
   if (c.bf16) {
     ek_attention_head_bf16(c.qkv + t0 * c.ld + c.qo + hd * d, c.qkv + t0 * c.ld + c.ko + hd * d,
+                           c.qkv + t0 * c.ld + c.vo + hd * d, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h,
+                           c.first_only ? 1 : n);
+    return;
+  }
+  if (c.avx2 && !c.avx512) {
+    ek_attention_head_avx2(c.qkv + t0 * c.ld + c.qo + hd * d, c.qkv + t0 * c.ld + c.ko + hd * d,
                            c.qkv + t0 * c.ld + c.vo + hd * d, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h,
                            c.first_only ? 1 : n);
     return;
@@ -416,7 +429,8 @@ class Encoder {
       const bool cls_only = cls_ && &L == &layers_.back();
       AttnCtx ac{qkv_.data(), ld, qo, ko, vo, ctx_.data(), seq_start_.data(), seq_len_.data(), B, heads_, d, H,
                  ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
-                 attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128, cls_only};
+                 attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
+                 ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only};
       ek_parallel_for(B * heads_, attn_task, &ac);
       if (cls_only) {
         for (int64_t b = 0; b < B; ++b) {  // seq_start[b] >= b: moving rows forward in order never overwrites a source
@@ -529,5 +543,34 @@ PYBIND11_MODULE(_engine, m) {
       .def_property_readonly("out_width", &Encoder::out_width)
       .def_property_readonly("fused_qkv", &Encoder::fused_qkv);
   m.def("isa", [] { return std::string(ek_isa_name(ek_active_isa())); });
+  // For tests: softmax(q k^T / sqrt(d)) v for one head through the path the engine picks for this ISA and d.
+  m.def(
+      "attention_head",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> q,
+         py::array_t<float, py::array::c_style | py::array::forcecast> k,
+         py::array_t<float, py::array::c_style | py::array::forcecast> v, int64_t nq, bool bf16) {
+        if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2) bad("q, k, v must be [n, d]");
+        const int64_t n = q.shape(0), d = q.shape(1);
+        if (n < 1 || d < 1 || k.shape(0) != n || v.shape(0) != n || k.shape(1) != d || v.shape(1) != d)
+          bad("q, k, v must all be [n, d] with n, d >= 1");
+        if (nq != 1 && nq != n) bad("nq must be 1 (first query row only) or n");
+        if (bf16 && !ek_cpu_has_avx512_bf16()) bad("bf16 attention needs AVX512_BF16");
+        std::vector<float> qkv(n * 3 * d);
+        for (int64_t i = 0; i < n; ++i) {
+          std::memcpy(&qkv[i * 3 * d], q.data() + i * d, d * 4);
+          std::memcpy(&qkv[i * 3 * d + d], k.data() + i * d, d * 4);
+          std::memcpy(&qkv[i * 3 * d + 2 * d], v.data() + i * d, d * 4);
+        }
+        py::array_t<float> out({n, d});
+        std::memset(out.mutable_data(), 0, n * d * 4);
+        const int64_t start = 0, len = n;
+        const ek_isa isa = ek_active_isa();
+        AttnCtx ac{qkv.data(), 3 * d, 0, d, 2 * d, out.mutable_data(), &start, &len, 1, 1, d, d,
+                   isa >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128, bf16 && isa >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
+                   isa >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, nq == 1};
+        attn_task(0, &ac);
+        return out;
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("nq"), py::arg("bf16") = false);
   m.def("has_bf16", &ek_cpu_has_avx512_bf16, "whether the CPU has AVX512_BF16 (for attention='bf16')");
 }

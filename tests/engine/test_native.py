@@ -222,3 +222,37 @@ def test_cli_bench_with_fp32_baseline_in_the_same_rounds(quick_cls_artifact, tin
     assert len({r["rounds"] for r in rows}) == 1 and all(r["ratio_vs"]["reference"] == "onnxruntime-fp32" for r in rows)
     assert rows[2]["runtime_version"] == rows[1]["runtime_version"]
     assert main(["bench", str(art), "--runtime", "native", "--baseline", str(tiny_cls_artifact.root)]) == 2
+
+
+ATTN_SCRIPT = """
+import sys, numpy as np
+from edgekit import _engine
+rng = np.random.default_rng(7)
+worst = 0.0
+for n in (1, 7, 8, 9, 16, 17, 33, 130):
+    for d in (8, 16, 24, 32, 40, 64, 128):
+        q, k, v = (rng.normal(0, 1.5, (n, d)).astype(np.float32) for _ in range(3))
+        for nq in sorted({1, n}):
+            got = _engine.attention_head(q, k, v, nq)
+            s = (q.astype(np.float64) @ k.T.astype(np.float64)) / np.sqrt(d)
+            p = np.exp(s - s.max(1, keepdims=True)); want = (p / p.sum(1, keepdims=True)) @ v
+            err = np.abs(got[:nq] - want[:nq]).max()
+            assert err < 2e-5, (n, d, nq, err)
+            assert (got[nq:] == 0).all()
+            worst = max(worst, err)
+print(_engine.isa(), worst)
+"""
+
+
+def test_attention_every_isa_path_matches_numpy_at_odd_shapes():
+    """Each ISA's attention (scalar, AVX2, AVX-512) vs float64 numpy: sequence lengths that are not multiples of
+    the 8/16-key tiles, head sizes 8..128, every query row and the CLS-only (first row) case."""
+    from edgekit import kernels
+
+    seen = {}
+    for isa in kernels.available_isas():
+        out = subprocess.run([sys.executable, "-c", ATTN_SCRIPT], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "EDGEKIT_ISA": isa})
+        assert out.returncode == 0, out.stderr[-2000:]
+        seen[isa] = out.stdout.split()
+    assert all(seen[isa][0] == isa for isa in seen), seen

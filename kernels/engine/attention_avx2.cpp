@@ -1,0 +1,195 @@
+// AVX2 + FMA attention for one (sequence, head) and add + LayerNorm, for CPUs without AVX-512 (built with
+// -mavx2 -mfma only). Same contracts as attention_avx512.cpp, in 8-lane vectors:
+//   scores: K transposed once into kt[d][np] (np = n rounded up to 8, zero padded), 4 query rows x 16 keys of
+//           accumulators, the query element broadcast; padded keys get -1e30;
+//   softmax: exp by range reduction + degree-6 polynomial, 2^n built in the exponent bits;
+//   P V: 2 query rows x 32 features of accumulators, the probability broadcast, then / row sum.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "edgekit/kernels.h"
+
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// e^x for x in [-87, 88] (clamped): x = n ln2 + r, |r| <= ln2/2, degree-6 Taylor of e^r (relative error < 2e-7).
+inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  // 2^n with n in [-126, 127]: the biased exponent shifted into place.
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// Scores of query rows i0..i0+R-1 against all keys into sc[R][np], scaled; keys >= n get -1e30.
+template <int R>
+inline void scores(const float* q, int64_t ld, int64_t i0, const float* kt, int64_t np, int64_t n, int64_t d,
+                   float scale, float* sc) {
+  const __m256 vscale = _mm256_set1_ps(scale), neg = _mm256_set1_ps(-1e30f);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t j = 0; j < np; j += 16) {
+    const bool two = j + 8 < np;
+    __m256 a0[R], a1[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
+    for (int64_t e = 0; e < d; ++e) {
+      const __m256 k0 = _mm256_loadu_ps(kt + e * np + j);
+      const __m256 k1 = two ? _mm256_loadu_ps(kt + e * np + j + 8) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m256 qv = _mm256_broadcast_ss(q + (i0 + r) * ld + e);
+        a0[r] = _mm256_fmadd_ps(qv, k0, a0[r]);
+        if (two) a1[r] = _mm256_fmadd_ps(qv, k1, a1[r]);
+      }
+    }
+    // Lanes at key index >= n are padding.
+    const __m256 ok0 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - j)), lane));
+    const __m256 ok1 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - j - 8)), lane));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      _mm256_storeu_ps(sc + r * np + j, _mm256_blendv_ps(neg, _mm256_mul_ps(a0[r], vscale), ok0));
+      if (two) _mm256_storeu_ps(sc + r * np + j + 8, _mm256_blendv_ps(neg, _mm256_mul_ps(a1[r], vscale), ok1));
+    }
+  }
+}
+
+// In place: row <- exp(row - max); returns 1 / sum.
+inline float softmax_row(float* row, int64_t np) {
+  __m256 mx = _mm256_set1_ps(-1e30f);
+  for (int64_t j = 0; j < np; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(row + j));
+  const __m256 m = _mm256_set1_ps(hmax(mx));
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t j = 0; j < np; j += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(row + j), m));
+    _mm256_storeu_ps(row + j, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  return 1.0f / hsum(sum);
+}
+
+// ctx rows i0..i0+R-1, features c0..c0+8*CW-1 = (P V)[., c0..] / row sum.
+template <int R, int CW>
+inline void pv(const float* sc, int64_t np, const float* inv, const float* v, int64_t ld, int64_t n, float* ctx,
+               int64_t ldc, int64_t i0, int64_t c0) {
+  __m256 acc[R][CW];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < CW; ++c) acc[r][c] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    __m256 vv[CW];
+#pragma GCC unroll 8
+    for (int c = 0; c < CW; ++c) vv[c] = _mm256_loadu_ps(v + j * ld + c0 + 8 * c);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m256 p = _mm256_broadcast_ss(sc + r * np + j);
+#pragma GCC unroll 8
+      for (int c = 0; c < CW; ++c) acc[r][c] = _mm256_fmadd_ps(p, vv[c], acc[r][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < CW; ++c)
+      _mm256_storeu_ps(ctx + (i0 + r) * ldc + c0 + 8 * c, _mm256_mul_ps(acc[r][c], _mm256_set1_ps(inv[r])));
+}
+
+// P V for R (<= 2) rows over all d features, 32 at a time, then the 8..24 left.
+template <int R>
+inline void pv_rows(const float* sc, int64_t np, const float* inv, const float* v, int64_t ld, int64_t n, int64_t d,
+                    float* ctx, int64_t ldc, int64_t i0) {
+  int64_t c0 = 0;
+  for (; c0 + 32 <= d; c0 += 32) pv<R, 4>(sc, np, inv, v, ld, n, ctx, ldc, i0, c0);
+  switch ((d - c0) / 8) {
+    case 3: pv<R, 3>(sc, np, inv, v, ld, n, ctx, ldc, i0, c0); break;
+    case 2: pv<R, 2>(sc, np, inv, v, ld, n, ctx, ldc, i0, c0); break;
+    case 1: pv<R, 1>(sc, np, inv, v, ld, n, ctx, ldc, i0, c0); break;
+    default: break;
+  }
+}
+
+template <int R>
+void rows(const float* q, const float* v, int64_t ld, int64_t i0, const float* kt, int64_t np, int64_t n, int64_t d,
+          float scale, float* sc, float* ctx, int64_t ldc) {
+  scores<R>(q, ld, i0, kt, np, n, d, scale, sc);
+  float inv[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) inv[r] = softmax_row(sc + r * np, np);
+  int r = 0;
+  for (; r + 2 <= R; r += 2) pv_rows<2>(sc + r * np, np, inv + r, v, ld, n, d, ctx, ldc, i0 + r);
+  if (r < R) pv_rows<1>(sc + r * np, np, inv + r, v, ld, n, d, ctx, ldc, i0 + r);
+}
+}  // namespace
+
+// q, k, v: row i of the sequence at q + i*ld (d floats); ctx row i at ctx + i*ldc. d % 8 == 0, d <= 128.
+// Only query rows 0..nq-1 are computed (all n keys and values take part).
+void ek_attention_head_avx2(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
+                            float* ctx, int64_t ldc, int64_t nq) {
+  const int64_t np = (n + 7) / 8 * 8;
+  // Buffers from the kernels' per-thread scratch (no std containers in a unit built with ISA flags).
+  float* kt = static_cast<float*>(ek_scratch(2, d * np * sizeof(float)));
+  float* sc = static_cast<float*>(ek_scratch(3, 4 * np * sizeof(float)));
+  for (int64_t e = 0; e < d; ++e) std::memset(kt + e * np + n, 0, (np - n) * sizeof(float));
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t e = 0; e < d; ++e) kt[e * np + j] = k[j * ld + e];
+  const float scale = 1.0f / std::sqrt((float)d);
+  int64_t i = 0;
+  for (; i + 4 <= nq; i += 4) rows<4>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+  for (; i < nq; ++i) rows<1>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+}
+
+// x[r] = LayerNorm(x[r] + res[r]) * w + b for rows r0..r1 (res may be null); h % 8 == 0. Two passes over the
+// row in fp32 (mean, then variance of the centred values), as the portable version does.
+void ek_add_layer_norm_avx2(float* x, const float* res, int64_t r0, int64_t r1, int64_t h, const float* w,
+                            const float* b, float eps) {
+  for (int64_t r = r0; r < r1; ++r) {
+    float* v = x + r * h;
+    __m256 s = _mm256_setzero_ps();
+    for (int64_t i = 0; i < h; i += 8) {
+      __m256 a = _mm256_loadu_ps(v + i);
+      if (res) {
+        a = _mm256_add_ps(a, _mm256_loadu_ps(res + r * h + i));
+        _mm256_storeu_ps(v + i, a);
+      }
+      s = _mm256_add_ps(s, a);
+    }
+    const __m256 mean = _mm256_set1_ps(hsum(s) / (float)h);
+    __m256 sq = _mm256_setzero_ps();
+    for (int64_t i = 0; i < h; i += 8) {
+      const __m256 c = _mm256_sub_ps(_mm256_loadu_ps(v + i), mean);
+      sq = _mm256_fmadd_ps(c, c, sq);
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / std::sqrt(hsum(sq) / (float)h + eps));
+    for (int64_t i = 0; i < h; i += 8) {
+      const __m256 c = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(v + i), mean), inv);
+      _mm256_storeu_ps(v + i, _mm256_fmadd_ps(c, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i)));
+    }
+  }
+}
