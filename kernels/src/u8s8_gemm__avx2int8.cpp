@@ -404,7 +404,20 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int6
   const int64_t p0 = w->pair_ptr[r], p1 = w->pair_ptr[r + 1];
   const int32_t* cols = w->pair_cols.data();
   const int32_t* wp = w->pair_w.data();
-  for (int64_t p = p0; p < p1; ++p) {
+  int64_t p = p0;
+  for (; p + 2 <= p1; p += 2) {  // two pairs per pass: their loads are independent, which the core can overlap
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + (int64_t)cols[2 * p] * ldxt + m0));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + (int64_t)cols[2 * p + 1] * ldxt + m0));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + (int64_t)cols[2 * p + 2] * ldxt + m0));
+    const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + (int64_t)cols[2 * p + 3] * ldxt + m0));
+    const __m256i lo = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(a, b));
+    const __m256i hi = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(a, b));
+    const __m256i lo2 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(c, d));
+    const __m256i hi2 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(c, d));
+    pair_step(a00, a01, a10, a11, a20, a21, a30, a31, lo, hi, wp + 4 * p);
+    pair_step(a00, a01, a10, a11, a20, a21, a30, a31, lo2, hi2, wp + 4 * p + 4);
+  }
+  for (; p < p1; ++p) {
     const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + (int64_t)cols[2 * p] * ldxt + m0));
     const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xt + (int64_t)cols[2 * p + 1] * ldxt + m0));
     // (x[t,c0], x[t,c1]) as two int16 per 32-bit lane: tokens 0..7 and 8..15.
