@@ -256,3 +256,68 @@ def test_attention_every_isa_path_matches_numpy_at_odd_shapes():
         assert out.returncode == 0, out.stderr[-2000:]
         seen[isa] = out.stdout.split()
     assert all(seen[isa][0] == isa for isa in seen), seen
+
+
+FP32_MODEL_SCRIPT = """
+import sys, numpy as np
+from edgekit import _engine
+
+def model(hidden, heads, cls, layers=2, vocab=50, maxpos=160):
+    rng = np.random.default_rng(hidden * 10 + heads + cls)
+    r = lambda *shape, sd: rng.normal(0, sd, shape).astype(np.float32)
+    t = {"embeddings.word": r(vocab, hidden, sd=1.0), "embeddings.position": r(maxpos, hidden, sd=0.5),
+         "embeddings.token_type": r(2, hidden, sd=0.5),
+         "embeddings.ln.weight": 1 + r(hidden, sd=0.1), "embeddings.ln.bias": r(hidden, sd=0.1)}
+    shapes = {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden), "o": (hidden, hidden),
+              "ffn_in": (2 * hidden, hidden), "ffn_out": (hidden, 2 * hidden)}
+    for i in range(layers):
+        for name, (n, k) in shapes.items():  # sd 1.5/sqrt(k): peaked attention rows, not uniform ones
+            t[f"layers.{i}.{name}.weight"] = r(n, k, sd=1.5 / np.sqrt(k))
+            t[f"layers.{i}.{name}.bias"] = r(n, sd=0.1)
+        for ln in ("attn_ln", "ffn_ln"):
+            t[f"layers.{i}.{ln}.weight"] = 1 + r(hidden, sd=0.1)
+            t[f"layers.{i}.{ln}.bias"] = r(hidden, sd=0.1)
+    cfg = dict(hidden=hidden, heads=heads, layers=layers, intermediate=2 * hidden, vocab_size=vocab,
+               max_position=maxpos, layer_norm_eps=1e-12, pooling="cls-pooler" if cls else "mean",
+               pattern="dense", type_vocab_size=2, num_labels=5)
+    if cls:
+        t |= {"pooler.weight": r(hidden, hidden, sd=1 / np.sqrt(hidden)), "pooler.bias": r(hidden, sd=0.1),
+              "classifier.weight": r(5, hidden, sd=1 / np.sqrt(hidden)), "classifier.bias": r(5, sd=0.1)}
+    return cfg, t
+
+lens = np.array([1, 7, 9, 33, 130])  # one padded batch: not multiples of 8 or of the 16-key score tiles
+ids = np.random.default_rng(1).integers(0, 50, (len(lens), lens.max())).astype(np.int64)
+mask = (np.arange(lens.max())[None] < lens[:, None]).astype(np.int64)
+out = {}
+for hidden, heads, cls in [(h, n, c) for h, n in ((128, 4), (128, 2), (120, 5)) for c in (False, True)]:
+    enc = _engine.Encoder(*model(hidden, heads, cls), 1, "fp32")
+    y = enc.run(ids, mask, None)
+    alone = np.concatenate([enc.run(ids[i:i + 1, :l].copy(), mask[i:i + 1, :l].copy(), None) for i, l in enumerate(lens)])
+    out[f"{hidden}-{heads}-{cls}"] = np.stack([y, alone])
+np.savez(sys.argv[1], isa=_engine.isa(), **out)
+"""
+
+
+def test_avx2_attention_and_layernorm_match_the_scalar_path(tmp_path):
+    """A random fp32 encoder (no quantisation: every ISA computes the same function, up to fp32 summation
+    order) under EDGEKIT_ISA=avx2 (AVX2 attention + add/LayerNorm) vs ref (scalar loops): head sizes 32, 64
+    and 24 (hidden 120: LayerNorm with h % 16 != 0), sequence lengths 1, 7, 9, 33 and 130 padded into one
+    batch, mean pooling (every query row) and the classifier (CLS-only query row in the last layer); each
+    padded row also equals that row run alone."""
+    from edgekit import kernels
+
+    if "avx2" not in kernels.available_isas():
+        pytest.skip("CPU without AVX2")
+    res = {}
+    for isa in ("ref", "avx2"):
+        subprocess.run([sys.executable, "-c", FP32_MODEL_SCRIPT, str(tmp_path / f"{isa}.npz")], check=True,
+                       timeout=300, env={**os.environ, "EDGEKIT_ISA": isa})
+        res[isa] = dict(np.load(tmp_path / f"{isa}.npz"))
+        assert str(res[isa].pop("isa")) == isa
+    assert res["ref"].keys() == res["avx2"].keys() and len(res["ref"]) == 6
+    for key, ref in res["ref"].items():
+        got = res["avx2"][key]
+        tol = 1e-5 * np.abs(ref).max()
+        np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=tol, err_msg=f"avx2 vs ref, {key}")
+        np.testing.assert_allclose(got[1], got[0], rtol=0, atol=tol, err_msg=f"avx2 padded vs alone, {key}")
+        assert not np.array_equal(got[0], ref[0]), key  # really a different code path
