@@ -427,6 +427,8 @@ class Encoder {
       // every token) only those rows go on: attention for the first query of each sequence, then the rows are
       // packed to the front and the rest of the layer runs on B tokens instead of T.
       const bool cls_only = cls_ && &L == &layers_.back();
+      // AVX-512 when d % 16 == 0; otherwise the AVX2 kernels (also on AVX-512 CPUs: head sizes that are a
+      // multiple of 8 but not 16 would else fall to the scalar loop); scalar last.
       AttnCtx ac{qkv_.data(), ld, qo, ko, vo, ctx_.data(), seq_start_.data(), seq_len_.data(), B, heads_, d, H,
                  ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
                  attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
