@@ -287,3 +287,14 @@ def test_transposed_layouts_match_plain_gemm(isa, m, k, n, pattern, sparsity, ge
             np.testing.assert_array_equal(got, want, err_msg=f"x_t={x_t} y_t={y_t}")
     with pytest.raises(ValueError, match="transposed x"):
         K.gemm_u8s8_t(p, np.ascontiguousarray(xt[:, : mp - 1]), m, True, False, **kw)
+
+
+def test_peak_macs_measures_the_active_path():
+    """ek_peak_macs runs the active path's multiply loop (vpdpbusd / vpmaddwd); paths without one report 0."""
+    for isa in ISAS:
+        with K.using_isa(isa):
+            peak = K.peak_macs(0.05)
+            if isa in ("avx2", "avx512_vnni"):
+                assert peak > 1e9, (isa, peak)  # any x86 core of the last decade does > 1 G int8 MAC/s
+            else:
+                assert peak == 0.0, (isa, peak)
