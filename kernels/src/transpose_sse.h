@@ -1,7 +1,10 @@
-// SSE2 16x16 byte transpose shared by the int8 paths that build a transposed activation XT[k][m].
+// SSE2 helpers shared by the int8 paths that build a transposed activation XT[k][m]: the 16x16 byte transpose,
+// the transpose task and one-element quantisation.
 #pragma once
 #include <emmintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 namespace ek {
@@ -32,6 +35,35 @@ inline void transpose16x16_regs(__m128i* a, uint8_t* dst, int64_t lddst) {
   for (int i = 0; i < 8; ++i) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i) * lddst), _mm_unpacklo_epi64(b[i], b[8 + i]));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i + 1) * lddst), _mm_unpackhi_epi64(b[i], b[8 + i]));
+  }
+}
+
+// One element of ek_quantize_u8, in the same operations: round-half-even(x / scale) + zp, clamped to 0..255.
+inline uint8_t quant1(float x, float scale, int32_t zp) {
+  const float v = std::nearbyint(x / scale) + (float)zp;
+  return (uint8_t)(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));
+}
+
+// XT[k][mp] = X[m][k] transposed, tokens m..mp-1 zero. One task = 16 columns of X for every token, so a
+// task writes whole rows XT[k0..k0+15][0..mp) and no two tasks share a cache line of XT.
+struct TransposeCtx {
+  const uint8_t* x;
+  int64_t ldx, m, k, mp;
+  uint8_t* xt;
+};
+
+inline void transpose_task(int64_t task, void* p) {
+  const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
+  const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
+  for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
+    if (m0 + 16 <= c.m && k1 - k0 == 16) {
+      __m128i a[16];
+      for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.x + (m0 + i) * c.ldx + k0));
+      transpose16x16_regs(a, c.xt + k0 * c.mp + m0, c.mp);
+      continue;
+    }
+    for (int64_t t = k0; t < k1; ++t)
+      for (int64_t i = 0; i < 16; ++i) c.xt[t * c.mp + m0 + i] = m0 + i < c.m ? c.x[(m0 + i) * c.ldx + t] : 0;
   }
 }
 

@@ -429,27 +429,6 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int6
   sparse_epilogue(g, acc, r, m0);
 }
 
-struct TransposeCtx {
-  const uint8_t* x;
-  int64_t ldx, m, k, mp;
-  uint8_t* xt;
-};
-
-void transpose_task(int64_t task, void* p) {  // 16 whole rows of XT per task (no shared cache lines)
-  const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
-  const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
-  for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
-    if (m0 + 16 <= c.m && k1 - k0 == 16) {
-      __m128i a[16];
-      for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.x + (m0 + i) * c.ldx + k0));
-      transpose16x16_regs(a, c.xt + k0 * c.mp + m0, c.mp);
-      continue;
-    }
-    for (int64_t t = k0; t < k1; ++t)
-      for (int64_t i = 0; i < 16; ++i) c.xt[t * c.mp + m0 + i] = m0 + i < c.m ? c.x[(m0 + i) * c.ldx + t] : 0;
-  }
-}
-
 struct SparseCtx {
   const Gemm* g;
   const uint8_t* xt;
@@ -494,11 +473,6 @@ struct QuantTCtx {
   int32_t zp;
   uint8_t* xt;
 };
-
-inline uint8_t quant1(float x, float scale, int32_t zp) {  // the arithmetic of ek_quantize_u8
-  const float v = std::nearbyint(x / scale) + (float)zp;
-  return (uint8_t)(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));
-}
 
 inline __m256i quant8(const float* x, __m256 vs, __m256 vz) {
   __m256 v = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

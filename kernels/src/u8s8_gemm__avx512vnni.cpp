@@ -173,18 +173,6 @@ void dense(const Gemm& g) {
 // ---------------------------------------------------------------- sparse 4x1
 constexpr int TM = (int)kTokenTile;  // tokens per tile
 
-struct TransposeCtx {
-  const uint8_t* x;
-  int64_t ldx, m, k, mp;
-  uint8_t* xt;
-};
-
-inline void transpose16x16(const uint8_t* const* rows, int64_t col, uint8_t* dst, int64_t lddst) {
-  __m128i a[16];
-  for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[i] + col));
-  transpose16x16_regs(a, dst, lddst);
-}
-
 // ---------------------------------------------------------------- fused quantise + transpose
 struct QuantTCtx {
   const float* x;
@@ -193,11 +181,6 @@ struct QuantTCtx {
   int32_t zp;
   uint8_t* xt;
 };
-
-inline uint8_t quant1(float x, float scale, int32_t zp) {  // same arithmetic as ek_quantize_u8
-  const float v = std::nearbyint(x / scale) + (float)zp;
-  return (uint8_t)(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));
-}
 
 void quant_t_task(int64_t task, void* p) {
   const QuantTCtx& c = *static_cast<QuantTCtx*>(p);
@@ -218,24 +201,6 @@ void quant_t_task(int64_t task, void* p) {
     }
     for (int64_t t = k0; t < k1; ++t)
       for (int64_t i = m0; i < m0 + 16; ++i) c.xt[t * c.ldxt + i] = i < c.m ? quant1(c.x[i * c.ldx + t], c.scale, c.zp) : 0;
-  }
-}
-
-void transpose_task(int64_t task, void* p) {
-  const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
-  // task = 16 columns of X for every token: it writes whole rows XT[k0..k0+15][0..mp), so no two tasks
-  // share a cache line of XT (splitting by tokens would make both threads write every line).
-  const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
-  const uint8_t* rows[16];
-  for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
-    const bool full = m0 + 16 <= c.m && k1 - k0 == 16;
-    if (full) {
-      for (int i = 0; i < 16; ++i) rows[i] = c.x + (m0 + i) * c.ldx;
-      transpose16x16(rows, k0, c.xt + k0 * c.mp + m0, c.mp);
-      continue;
-    }
-    for (int64_t t = k0; t < k1; ++t)
-      for (int64_t i = 0; i < 16; ++i) c.xt[t * c.mp + m0 + i] = m0 + i < c.m ? c.x[(m0 + i) * c.ldx + t] : 0;
   }
 }
 
