@@ -27,7 +27,6 @@ from edgekit._kernels import (  # noqa: F401  (re-exported API)
     pack_f32,
     pack_s8,
     peak_macs,
-    peak_vnni_macs,
     quantize_u8,
     quantize_u8_t,
     set_isa,

@@ -291,10 +291,6 @@ PYBIND11_MODULE(_kernels, m) {
       "Quantise x [m, k] to u8 and transpose it in one pass: [k, padded_m(m)], padding tokens 0 "
       "(the x_transposed layout of gemm_u8s8_t).");
 
-  m.def("peak_vnni_macs", [](double seconds) {
-    py::gil_scoped_release nogil;
-    return ek_peak_vnni_macs(seconds);
-  }, py::arg("seconds") = 0.5);
   m.def("peak_macs", [](double seconds) {
     py::gil_scoped_release nogil;
     return ek_peak_macs(seconds);

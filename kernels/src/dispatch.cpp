@@ -322,11 +322,6 @@ int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float sc
   return EK_OK;
 }
 
-double ek_peak_vnni_macs(double seconds) {
-  if (g_best < EK_ISA_AVX512_VNNI) return 0.0;
-  return ek::vnni::peak_macs(seconds);
-}
-
 void* ek_scratch(int slot, size_t bytes) { return ek::scratch(slot, bytes); }
 
 double ek_peak_macs(double seconds) {

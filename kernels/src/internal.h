@@ -69,8 +69,7 @@ void gemm_u8s8(const Gemm& g);
 void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int gelu, float* y,
               int64_t ldy);
 }
-namespace generic_avx2 {
-void gemm_u8s8(const Gemm& g);
+namespace generic_avx2 {  // int8 GEMMs: namespace avx2
 void quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q);
 void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int gelu, float* y,
               int64_t ldy);

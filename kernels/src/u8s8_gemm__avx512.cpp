@@ -1,2 +1,3 @@
 #define EK_NS generic_avx512
+#define EK_GENERIC_INT8
 #include "generic.inc"

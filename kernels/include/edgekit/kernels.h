@@ -88,10 +88,9 @@ void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t*
  * for i < m (q as in ek_quantize_u8, bit-identical) and 0 for m <= i < ek_padded_m(m); ldxt >= ek_padded_m(m). */
 int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
                      int64_t ldxt);
-/* A vpdpbusd loop on every pool thread for `seconds`: returns measured int8 multiply-accumulates per second. */
-double ek_peak_vnni_macs(double seconds);
-/* The int8 instruction-rate peak of the active ISA's kernels, measured the same way: vpdpbusd for avx512_vnni,
- * vpmaddwd + vpaddd (16 exact MACs per multiply) for avx2; 0 for paths without a measured peak. */
+/* The int8 instruction-rate peak of the active ISA's kernels: its multiply loop on every pool thread for
+ * `seconds`, in multiply-accumulates per second. vpdpbusd for avx512_vnni, vpmaddwd + vpaddd (16 exact MACs
+ * per multiply) for avx2; 0 for paths without a measured peak. */
 double ek_peak_macs(double seconds);
 /* Per-thread scratch memory (64-byte slack, contents unspecified once grown) for code compiled with ISA flags,
  * which must not instantiate std containers (see kernels/src/internal.h). Slots 2..7 are free for callers. */
