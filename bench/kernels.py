@@ -6,7 +6,11 @@ same threads: edgekit dense int8, edgekit 4x1 sparse int8 at each sparsity, ONNX
 MatMulInteger node: u8 x s8 -> int32, no epilogue) and OpenVINO (u8 FakeQuantize -> MatMul with int8
 weights dequantised per channel, which the CPU plugin runs as an int8 FullyConnected; the precision it
 really ran is read from the compiled model and reported). The peak is measured in the same run with the
-active path's multiply loop (vpdpbusd on AVX-512 VNNI; vpmaddwd + vpaddd on AVX2, 16 exact MACs per multiply). Writes JSON lines (CONTRACT.md fields), a Markdown table and a speedup plot. Never asserts.
+active path's multiply loop (vpdpbusd on AVX-512 VNNI; on AVX2 vpmaddubsw + vpmaddwd + vpaddd, exact with
+7-bit weights). On AVX2 edgekit runs twice per shape by default: with full-range s8 weights (exact vpmaddwd
+kernels) and with 7-bit weights in [-64, 64] (vpmaddubsw kernels, what `weight_bits: 7` recipes produce); the
+stock runtimes get the full-range weights (their speed does not depend on the values). Writes JSON lines
+(CONTRACT.md fields), a Markdown table and a speedup plot. Never asserts.
 
     python bench/kernels.py --quick --json out/kernels.jsonl --md out/kernels.md --plot out/kernels.png
 """
@@ -112,6 +116,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--md", type=Path)
     ap.add_argument("--plot", type=Path)
+    ap.add_argument("--weight-bits", default=None,
+                    help="comma list of 8 and/or 7 (7: weights in [-64, 64]); default 8,7 on avx2, else 8")
     a = ap.parse_args(argv)
     from edgekit.runtimes import default_threads
 
@@ -124,8 +130,11 @@ def main(argv=None) -> int:
         ms, kns, sps = [128], [(384, 1536), (1536, 384)], [0.0, 0.8, 0.9]
     else:
         ms, kns, sps = MS, SHAPES_KN, SPARSITIES
+    wbits = [int(b) for b in (a.weight_bits or ("8,7" if isa == "avx2" else "8")).split(",")]
+    if not set(wbits) <= {7, 8}:
+        ap.error(f"--weight-bits: {a.weight_bits!r}; allowed: 8, 7 or 8,7")
     peak = max(K.peak_macs(0.3) for _ in range(5))  # best of 5: a shared VM's noise only ever lowers it
-    loop = {"avx512_vnni": "vpdpbusd", "avx2": "vpmaddwd+vpaddd"}.get(isa, "no")
+    loop = {"avx512_vnni": "vpdpbusd", "avx2": "vpmaddubsw+vpmaddwd+vpaddd"}.get(isa, "no")
     print(f"isa {isa}, {threads} threads, measured {loop} peak {peak / 1e9:.1f} G MAC/s", file=sys.stderr)
     rng = np.random.default_rng(0)
     rows = []
@@ -135,42 +144,48 @@ def main(argv=None) -> int:
             x = rng.integers(0, 256, (m, k), dtype=np.uint8)
             ws = np.full(n, 1e-2, np.float32)
             fns, meta = {}, {}
-            for s in sps:
-                ww = w if s == 0 else prune_4x1(w, s, rng)
-                p = K.pack_s8(ww, "dense" if s == 0 else "4x1")
-                fns[("edgekit", s)] = (lambda p=p: K.gemm_u8s8(p, x, 0.02, 3, ws))
+            kernels = {}
+            for b in wbits:
+                wb = w if b == 8 else (w.astype(np.int16) // 2).astype(np.int8)  # [-64, 63]
+                for s in sps:
+                    ww = wb if s == 0 else prune_4x1(wb, s, rng)
+                    p = K.pack_s8(ww, "dense" if s == 0 else "4x1")
+                    kernels[(b, s)] = p.info.get("kernel", "")
+                    fns[("edgekit", b, s)] = (lambda p=p: K.gemm_u8s8(p, x, 0.02, 3, ws))
             ort_fn, _ = ort_runner(w, x, threads)
             ov_fn, ov_prec = ov_runner(w, x, threads)
             fns[("onnxruntime", 0.0)], fns[("openvino", 0.0)] = ort_fn, ov_fn
             res = time_interleaved(fns, a.min_time, a.rounds)
-            dense = np.asarray(res[("edgekit", 0.0)])
             ortr, ovr = np.asarray(res[("onnxruntime", 0.0)]), np.asarray(res[("openvino", 0.0)])
-            for s in sps:
-                mine = np.asarray(res[("edgekit", s)])
-                t = float(np.median(mine))
-                macs = m * k * n
-                rows.append({
-                    "op": "dense" if s == 0 else "sparse", "dtype": "int8", "M": m, "K": k, "N": n, "sparsity": s,
-                    "pattern": "dense" if s == 0 else "4x1", "threads": threads, "isa": isa, "time_us": t,
-                    "gops_effective": 2 * macs * (1 - s) / t / 1e3, "gops_dense_equiv": 2 * macs / t / 1e3,
-                    "peak_fraction": (macs * (1 - s) / (t * 1e-6)) / peak if peak else None,
-                    "speedup_vs_dense": float(np.median(dense / mine)),
-                    "speedup_vs_onnxruntime": float(np.median(ortr / mine)),
-                    "speedup_vs_openvino": float(np.median(ovr / mine)),
-                    "onnxruntime_time_us": float(np.median(ortr)), "openvino_time_us": float(np.median(ovr)),
-                    "openvino_precision": ov_prec, "peak_gmacs": peak / 1e9, "rounds": a.rounds,
-                })
-                r = rows[-1]
-                print(f"M={m} K={k} N={n} s={s:.1f}: {t:8.1f} us  {r['gops_effective']:6.1f} GOPS eff  "
-                      f"peak {100 * (r['peak_fraction'] or 0):4.0f}%  x{r['speedup_vs_dense']:.2f} dense  "
-                      f"x{r['speedup_vs_onnxruntime']:.2f} ORT  x{r['speedup_vs_openvino']:.2f} OV({ov_prec})",
-                      file=sys.stderr)
+            for b in wbits:
+                dense = np.asarray(res[("edgekit", b, 0.0)])
+                for s in sps:
+                    mine = np.asarray(res[("edgekit", b, s)])
+                    t = float(np.median(mine))
+                    macs = m * k * n
+                    rows.append({
+                        "op": "dense" if s == 0 else "sparse", "dtype": "int8", "M": m, "K": k, "N": n, "sparsity": s,
+                        "pattern": "dense" if s == 0 else "4x1", "threads": threads, "isa": isa, "time_us": t,
+                        "weight_bits": b, "kernel": kernels[(b, s)],
+                        "gops_effective": 2 * macs * (1 - s) / t / 1e3, "gops_dense_equiv": 2 * macs / t / 1e3,
+                        "peak_fraction": (macs * (1 - s) / (t * 1e-6)) / peak if peak else None,
+                        "speedup_vs_dense": float(np.median(dense / mine)),
+                        "speedup_vs_onnxruntime": float(np.median(ortr / mine)),
+                        "speedup_vs_openvino": float(np.median(ovr / mine)),
+                        "onnxruntime_time_us": float(np.median(ortr)), "openvino_time_us": float(np.median(ovr)),
+                        "openvino_precision": ov_prec, "peak_gmacs": peak / 1e9, "rounds": a.rounds,
+                    })
+                    r = rows[-1]
+                    print(f"M={m} K={k} N={n} w{b} s={s:.1f}: {t:8.1f} us  {r['gops_effective']:6.1f} GOPS eff  "
+                          f"peak {100 * (r['peak_fraction'] or 0):4.0f}%  x{r['speedup_vs_dense']:.2f} dense  "
+                          f"x{r['speedup_vs_onnxruntime']:.2f} ORT  x{r['speedup_vs_openvino']:.2f} OV({ov_prec})",
+                          file=sys.stderr)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
     if a.md:
-        head = "| M | K | N | sparsity | time us | GOPS eff | % peak | x dense | x ORT int8 | x OpenVINO int8 |\n|---|---|---|---|---|---|---|---|---|---|\n"
-        body = "".join(f"| {r['M']} | {r['K']} | {r['N']} | {r['sparsity']:.1f} | {r['time_us']:.1f} | "
+        head = "| M | K | N | weights | sparsity | time us | GOPS eff | % peak | x dense | x ORT int8 | x OpenVINO int8 |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        body = "".join(f"| {r['M']} | {r['K']} | {r['N']} | s{r['weight_bits']} | {r['sparsity']:.1f} | {r['time_us']:.1f} | "
                        f"{r['gops_effective']:.1f} | {100 * (r['peak_fraction'] or 0):.0f}% | {r['speedup_vs_dense']:.2f} | "
                        f"{r['speedup_vs_onnxruntime']:.2f} | {r['speedup_vs_openvino']:.2f} |\n" for r in rows)
         a.md.parent.mkdir(parents=True, exist_ok=True)
@@ -182,12 +197,11 @@ def main(argv=None) -> int:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4))
-        for key in sorted({(r["M"], r["K"], r["N"]) for r in rows}):
-            pts = [r for r in rows if (r["M"], r["K"], r["N"]) == key]
-            ax.plot([p["sparsity"] for p in pts], [p["speedup_vs_openvino"] for p in pts], "o-",
-                    label=f"M{key[0]} K{key[1]} N{key[2]} vs OpenVINO")
-            ax.plot([p["sparsity"] for p in pts], [p["speedup_vs_onnxruntime"] for p in pts], "x--",
-                    label=f"M{key[0]} K{key[1]} N{key[2]} vs ORT")
+        for key in sorted({(r["M"], r["K"], r["N"], r["weight_bits"]) for r in rows}):
+            pts = [r for r in rows if (r["M"], r["K"], r["N"], r["weight_bits"]) == key]
+            lab = f"M{key[0]} K{key[1]} N{key[2]} s{key[3]}"
+            ax.plot([p["sparsity"] for p in pts], [p["speedup_vs_openvino"] for p in pts], "o-", label=f"{lab} vs OpenVINO")
+            ax.plot([p["sparsity"] for p in pts], [p["speedup_vs_onnxruntime"] for p in pts], "x--", label=f"{lab} vs ORT")
         ax.axhline(1, color="grey", lw=0.8)
         ax.set_xlabel("4x1 block sparsity")
         ax.set_ylabel("speedup (their time / ours)")

@@ -128,6 +128,7 @@ PYBIND11_MODULE(_kernels, m) {
         d["dtype"] = i.wtype == EK_W_S8 ? "int8" : "float32";
         d["isa"] = ek_isa_name((ek_isa)i.isa);
         d["nnz_blocks"] = i.nnz_blocks;
+        d["kernel"] = i.kernel ? i.kernel : "";
         return d;
       })
       .def("unpack", [](const Packed& w) -> py::array {

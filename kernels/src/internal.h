@@ -31,6 +31,9 @@ struct ek_packed {
   std::vector<int64_t> pair_ptr;
   std::vector<int32_t> pair_cols;
   std::vector<int32_t> pair_w;
+  // AVX2 with 7-bit weights (every weight in [-64, 64]): vpmaddubsw cannot saturate (2 * 255 * 64 < 32768),
+  // so the kernels read the VNNI layouts above (vnni / row_ptr, quad_cols, quad_w) instead of w16 / pair_*.
+  bool w7 = false;
   // 4x1 sparse, generic paths (int8 and fp32): block b of block-row r at blk_ptr[r]..blk_ptr[r+1],
   // column blk_cols[b], weights blk_s8/blk_f32[4b + i] = W[4r+i, c].
   std::vector<int64_t> blk_ptr;

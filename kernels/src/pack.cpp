@@ -1,4 +1,5 @@
 // Packing: done once per weight; builds every layout the active ISA's kernels read.
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -115,8 +116,22 @@ extern "C" ek_packed* ek_pack_s8(const int8_t* w, int64_t n, int64_t k, ek_patte
     for (int64_t j = 0; j < n; ++j)
       for (int64_t t = 0; t < k; ++t) p->rowsum[j] += w[j * k + t];
     build_blocks(p, w, nullptr);
-    if (p->info.isa == EK_ISA_AVX512_VNNI) build_vnni(p);
-    if (p->info.isa == EK_ISA_AVX2) build_avx2(p);
+    const bool dense = pattern == EK_DENSE;
+    if (p->info.isa == EK_ISA_AVX512_VNNI) {
+      build_vnni(p);
+      p->info.kernel = dense ? "vnni-dense" : "vnni-4x1";
+    } else if (p->info.isa == EK_ISA_AVX2) {
+      p->w7 = std::all_of(w, w + n * k, [](int8_t v) { return v >= -64 && v <= 64; });
+      if (p->w7) {
+        build_vnni(p);
+        p->info.kernel = dense ? "avx2-u8s7-dense" : "avx2-u8s7-4x1";
+      } else {
+        build_avx2(p);
+        p->info.kernel = dense ? "avx2-u8s8-dense" : "avx2-u8s8-4x1";
+      }
+    } else {
+      p->info.kernel = p->info.isa == EK_ISA_AVX512 ? "avx512bw-generic" : "ref";
+    }
   } catch (const std::bad_alloc&) {
     delete p;
     ek::set_error("pack: out of memory");
@@ -131,6 +146,7 @@ extern "C" ek_packed* ek_pack_f32(const float* w, int64_t n, int64_t k, ek_patte
   try {
     p->w_f32.assign(w, w + n * k);
     build_blocks(p, nullptr, w);
+    p->info.kernel = p->info.isa == EK_ISA_REF ? "ref-f32" : "f32";
   } catch (const std::bad_alloc&) {
     delete p;
     ek::set_error("pack: out of memory");

@@ -4,9 +4,7 @@
 // The usual AVX2 u8 x s8 instruction, vpmaddubsw, adds two products into a saturating int16, and
 // 255 * 127 * 2 does not fit, so its results depend on the data (stock runtimes live with it or shrink the
 // weights to 7 bits). Here both operands are widened to int16 and vpmaddwd adds each pair into an int32
-// lane exactly (x0*w0 + x1*w1 <= 2 * 255 * 128), then vpaddd accumulates. A vpmaddwd holds 16 MACs; the
-// vpmaddubsw route needs vpmaddubsw + vpmaddwd(ones) for 32, so both run at 16 MACs per multiply uop, and
-// `ek_peak_macs` measures this loop's rate as the AVX2 peak.
+// lane exactly (x0*w0 + x1*w1 <= 2 * 255 * 128), then vpaddd accumulates: 16 MACs in 2 uops.
 //
 // Dense: W packed [n/8][k/2][8 outputs][2 k] int16, one ymm = 8 outputs x 2 k. X is widened once per call
 // to int16 rows; a row's (x[2q], x[2q+1]) pair is broadcast as one 32-bit word.
@@ -14,6 +12,13 @@
 // columns come in pairs (c0, c1): interleaving 16 tokens of XT rows c0 and c1 and widening gives, in
 // each 32-bit lane, (x[t,c0], x[t,c1]) for 8 tokens in order; each such ymm feeds 4 vpmaddwd, one per
 // output with that output's two weights broadcast. Accumulators stay in token order.
+//
+// 7-bit weights (every weight in [-64, 64], packed with w7 set): vpmaddubsw's pair sums stay within int16
+// (2 * 255 * 64 = 32640), so it is exact, and vpmaddubsw + vpmaddwd(ones) + vpaddd gives 32 MACs in 3 uops
+// (vpmaddwd + vpaddd above: 16 in 2). These kernels read the VNNI layouts: dense [n/16][k/4][16][4] bytes
+// with 4 bytes of an X row broadcast (no widening), and 4x1 quads of kept columns whose 16-token XT rows
+// are interleaved into (x[t,c0..c3]) 32-bit lanes. `ek_peak_macs` measures this 3-uop chain as the AVX2 peak
+// (the fastest exact int8 sequence AVX2 has); the 8-bit kernels' own instruction peak is lower.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -429,6 +434,8 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int6
   sparse_epilogue(g, acc, r, m0);
 }
 
+void sparse7_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int64_t m0);  // 7-bit weights, below
+
 struct SparseCtx {
   const Gemm* g;
   const uint8_t* xt;
@@ -443,7 +450,12 @@ void sparse_task(int64_t task, void* p) {
   // Token sub-tiles wholly past m are skipped: a transposed y keeps whatever its padding held.
   const int64_t mend = std::min<int64_t>((mt + 1) * TM, c.g->m);
   for (int64_t r = r0; r < r1; ++r)
-    for (int64_t m0 = mt * TM; m0 < mend; m0 += TS) sparse_tile(*c.g, c.xt, c.ldxt, r, m0);
+    for (int64_t m0 = mt * TM; m0 < mend; m0 += TS) {
+      if (c.g->w->w7)
+        sparse7_tile(*c.g, c.xt, c.ldxt, r, m0);
+      else
+        sparse_tile(*c.g, c.xt, c.ldxt, r, m0);
+    }
 }
 
 void sparse(const Gemm& g) {
@@ -463,6 +475,213 @@ void sparse(const Gemm& g) {
   const int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (8 * nt));
   SparseCtx c{&g, xt, ldxt, rows, (w->nb + rows - 1) / rows};
   parallel_for(mtiles * c.chunks, sparse_task, &c);
+}
+
+// ---------------------------------------------------------------- 7-bit weights: vpmaddubsw
+alignas(32) const int16_t kOnes16[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+inline __m256i ones16() { return _mm256_load_si256(reinterpret_cast<const __m256i*>(kOnes16)); }
+
+// acc += vpmaddwd(vpmaddubsw(xu8, ws8), ones): per 32-bit lane, the sum of 4 u8 x s7 products, exact.
+inline void maddubs_acc(__m256i& acc, __m256i xu8, __m256i ws8, __m256i ones) {
+  __m256i t;
+  asm("vpmaddubsw %[w], %[x], %[t]\n\tvpmaddwd %[o], %[t], %[t]\n\tvpaddd %[t], %[acc], %[acc]"
+      : [acc] "+x"(acc), [t] "=&x"(t) : [x] "x"(xu8), [w] "x"(ws8), [o] "x"(ones));
+}
+
+// Dense tile of MR rows x 16 outputs (one 16-output block j16 of the VNNI layout) over k quads.
+template <int MR>
+void dense7_tile(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int64_t j16) {
+  const ek_packed* w = g.w;
+  const int64_t kq = w->kq;
+  const __m256i ones = ones16();
+  __m256i acc[MR][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  const int8_t* wp = w->vnni.data() + j16 * kq * 64;
+  for (int64_t q = 0; q < kq; ++q) {
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + q * 64));
+    const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + q * 64 + 32));
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      int32_t xs;
+      std::memcpy(&xs, x + (m0 + r) * ldx + 4 * q, 4);
+      const __m256i xv = _mm256_set1_epi32(xs);
+      maddubs_acc(acc[r][0], xv, w0, ones);
+      maddubs_acc(acc[r][1], xv, w1, ones);
+    }
+  }
+  const int64_t n = w->info.n;
+  for (int b = 0; b < 2; ++b) {
+    const int64_t n0 = j16 * 16 + b * 8;
+    if (n0 >= n) break;
+    const int cnt = (int)std::min<int64_t>(8, n - n0);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) epilogue8(g, acc[r][b], m0 + r, n0, cnt);
+  }
+}
+
+// The main 6 x 16 tile in asm: 12 accumulators pinned; ymm12/13 weights, ymm14 the broadcast X quad,
+// ymm15 the product; the int16 ones come from memory (no register left).
+void dense7_tile6(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int64_t j16) {
+  const ek_packed* w = g.w;
+  const int64_t kq = w->kq;
+  __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00,
+          a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+  const int8_t* wp = w->vnni.data() + j16 * kq * 64;
+  const uint8_t* x0 = x + m0 * ldx;
+  const uint8_t* x3 = x0 + 3 * ldx;
+  for (int64_t q = 0; q < kq; ++q) {
+#define EK_ROW7(ADDR, A0, A1)                      \
+  "vpbroadcastd " ADDR ", %%ymm14\n\t"             \
+  "vpmaddubsw %%ymm12, %%ymm14, %%ymm15\n\t"       \
+  "vpmaddwd %[ones], %%ymm15, %%ymm15\n\t"         \
+  "vpaddd %%ymm15, %[" A0 "], %[" A0 "]\n\t"       \
+  "vpmaddubsw %%ymm13, %%ymm14, %%ymm15\n\t"       \
+  "vpmaddwd %[ones], %%ymm15, %%ymm15\n\t"         \
+  "vpaddd %%ymm15, %[" A1 "], %[" A1 "]\n\t"
+    asm("vmovdqu (%[w]), %%ymm12\n\t"
+        "vmovdqu 32(%[w]), %%ymm13\n\t"
+        EK_ROW7("(%[x0])", "a00", "a01")
+        EK_ROW7("(%[x0],%[ld])", "a10", "a11")
+        EK_ROW7("(%[x0],%[ld],2)", "a20", "a21")
+        EK_ROW7("(%[x3])", "a30", "a31")
+        EK_ROW7("(%[x3],%[ld])", "a40", "a41")
+        EK_ROW7("(%[x3],%[ld],2)", "a50", "a51")
+        : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),
+          [a30] "+x"(a30), [a31] "+x"(a31), [a40] "+x"(a40), [a41] "+x"(a41), [a50] "+x"(a50), [a51] "+x"(a51)
+        : [w] "r"(wp + q * 64), [x0] "r"(x0 + 4 * q), [x3] "r"(x3 + 4 * q), [ld] "r"(ldx),
+          [ones] "m"(*reinterpret_cast<const __m256i*>(kOnes16))
+        : "xmm12", "xmm13", "xmm14", "xmm15", "memory");
+#undef EK_ROW7
+  }
+  const int64_t n = w->info.n;
+  const __m256i acc[6][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}, {a40, a41}, {a50, a51}};
+  for (int b = 0; b < 2; ++b) {
+    const int64_t n0 = j16 * 16 + b * 8;
+    if (n0 >= n) break;
+    const int cnt = (int)std::min<int64_t>(8, n - n0);
+    for (int r = 0; r < 6; ++r) epilogue8(g, acc[r][b], m0 + r, n0, cnt);
+  }
+}
+
+struct Dense7Ctx {
+  const Gemm* g;
+  const uint8_t* x;
+  int64_t ldx, mtile, npanels, panel_blocks;
+};
+
+void dense7_task(int64_t task, void* p) {
+  const Dense7Ctx& c = *static_cast<Dense7Ctx*>(p);
+  const int64_t panel = task % c.npanels, mt = task / c.npanels;
+  const int64_t m0 = mt * c.mtile, m1 = std::min(c.g->m, m0 + c.mtile);
+  const int64_t jb0 = panel * c.panel_blocks, jb1 = std::min(c.g->w->n16, jb0 + c.panel_blocks);
+  for (int64_t j16 = jb0; j16 < jb1; ++j16) {
+    int64_t m = m0;
+    for (; m + 6 <= m1; m += 6) dense7_tile6(*c.g, c.x, c.ldx, m, j16);
+    switch (m1 - m) {
+      case 5:
+        dense7_tile<4>(*c.g, c.x, c.ldx, m, j16);
+        dense7_tile<1>(*c.g, c.x, c.ldx, m + 4, j16);
+        break;
+      case 4: dense7_tile<4>(*c.g, c.x, c.ldx, m, j16); break;
+      case 3: dense7_tile<3>(*c.g, c.x, c.ldx, m, j16); break;
+      case 2: dense7_tile<2>(*c.g, c.x, c.ldx, m, j16); break;
+      case 1: dense7_tile<1>(*c.g, c.x, c.ldx, m, j16); break;
+      default: break;
+    }
+  }
+}
+
+struct PadCtx {
+  const uint8_t* x;
+  int64_t ldx, m, k, ldp;
+  uint8_t* xp;
+};
+
+void pad_task(int64_t task, void* p) {  // 64 rows per task, zero padded to a multiple of 4 columns
+  const PadCtx& c = *static_cast<PadCtx*>(p);
+  for (int64_t i = task * 64; i < std::min(c.m, task * 64 + 64); ++i) {
+    std::memcpy(c.xp + i * c.ldp, c.x + i * c.ldx, c.k);
+    std::memset(c.xp + i * c.ldp + c.k, 0, c.ldp - c.k);
+  }
+}
+
+void dense7(const Gemm& g) {
+  const ek_packed* w = g.w;
+  const int64_t k = w->info.k;
+  const uint8_t* x = g.x;
+  int64_t ldx = g.ldx;
+  if (k % 4) {  // the last quad of a row would read past k: copy X with zero padding
+    const int64_t ldp = 4 * w->kq;
+    uint8_t* xp = static_cast<uint8_t*>(scratch(0, g.m * ldp));
+    PadCtx pc{g.x, g.ldx, g.m, k, ldp, xp};
+    parallel_for((g.m + 63) / 64, pad_task, &pc);
+    x = xp;
+    ldx = ldp;
+  }
+  Dense7Ctx c{&g, x, ldx, 0, 0, 4};  // panels of 64 outputs, row tiles of up to 48 (as the 8-bit kernel)
+  c.npanels = (w->n16 + c.panel_blocks - 1) / c.panel_blocks;
+  c.mtile = std::max<int64_t>(6, std::min<int64_t>(48, (g.m + 5) / 6 * 6));
+  const int64_t mtiles = (g.m + c.mtile - 1) / c.mtile;
+  parallel_for(mtiles * c.npanels, dense7_task, &c);
+}
+
+// 16 tokens of XT rows c0..c3 as two ymm of (x[t,c0], x[t,c1], x[t,c2], x[t,c3]) bytes per 32-bit lane:
+// x0 holds tokens 0-3 | 8-11, x1 tokens 4-7 | 12-15 (in-lane shuffles only; the epilogue restores order).
+inline void quad_x(const uint8_t* a, const uint8_t* b, const uint8_t* c, const uint8_t* d, __m256i& x0, __m256i& x1) {
+  const __m256i va = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+  const __m256i vb = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)));
+  const __m256i vc = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+  const __m256i vd = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
+  const __m256i ab = _mm256_blend_epi32(_mm256_unpacklo_epi8(va, vb), _mm256_unpackhi_epi8(va, vb), 0xF0);
+  const __m256i cd = _mm256_blend_epi32(_mm256_unpacklo_epi8(vc, vd), _mm256_unpackhi_epi8(vc, vd), 0xF0);
+  x0 = _mm256_unpacklo_epi16(ab, cd);
+  x1 = _mm256_unpackhi_epi16(ab, cd);
+}
+
+// One quad of the 4x1 kernel: acc[i][h] += vpmaddwd(vpmaddubsw(x_h, broadcast(w[i])), ones) for the 4 outputs,
+// in one asm block so that the 8 accumulators stay in fixed registers.
+inline void quad_step(__m256i& a00, __m256i& a01, __m256i& a10, __m256i& a11, __m256i& a20, __m256i& a21, __m256i& a30,
+                      __m256i& a31, __m256i x0, __m256i x1, __m256i ones, const int8_t* w) {
+  __m256i wv, t0, t1;
+#define EK_OUT7(OFF, A0, A1)                     \
+  "vpbroadcastd " OFF "(%[w]), %[wv]\n\t"        \
+  "vpmaddubsw %[wv], %[x0], %[t0]\n\t"           \
+  "vpmaddubsw %[wv], %[x1], %[t1]\n\t"           \
+  "vpmaddwd %[o], %[t0], %[t0]\n\t"              \
+  "vpmaddwd %[o], %[t1], %[t1]\n\t"              \
+  "vpaddd %[t0], %[" A0 "], %[" A0 "]\n\t"       \
+  "vpaddd %[t1], %[" A1 "], %[" A1 "]\n\t"
+  asm(EK_OUT7("0", "a00", "a01") EK_OUT7("4", "a10", "a11") EK_OUT7("8", "a20", "a21") EK_OUT7("12", "a30", "a31")
+      : [a00] "+x"(a00), [a01] "+x"(a01), [a10] "+x"(a10), [a11] "+x"(a11), [a20] "+x"(a20), [a21] "+x"(a21),
+        [a30] "+x"(a30), [a31] "+x"(a31), [wv] "=&x"(wv), [t0] "=&x"(t0), [t1] "=&x"(t1)
+      : [x0] "x"(x0), [x1] "x"(x1), [o] "x"(ones), [w] "r"(w), "m"(*reinterpret_cast<const int8_t(*)[16]>(w)));
+#undef EK_OUT7
+}
+
+void sparse7_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int64_t m0) {
+  const ek_packed* w = g.w;
+  __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+  const __m256i ones = ones16();
+  const int64_t q0 = w->row_ptr[r], q1 = w->row_ptr[r + 1];
+  const int32_t* cols = w->quad_cols.data();
+  const int8_t* wq = w->quad_w.data();
+  const uint8_t* base = xt + m0;
+  for (int64_t q = q0; q < q1; ++q) {
+    const int32_t* c = cols + 4 * q;
+    __m256i x0, x1;
+    quad_x(base + (int64_t)c[0] * ldxt, base + (int64_t)c[1] * ldxt, base + (int64_t)c[2] * ldxt,
+           base + (int64_t)c[3] * ldxt, x0, x1);
+    quad_step(a00, a01, a10, a11, a20, a21, a30, a31, x0, x1, ones, wq + 16 * q);
+  }
+  // Back to token order: (0-3 | 8-11), (4-7 | 12-15) -> (0-7), (8-15).
+  const __m256i acc[4][2] = {
+      {_mm256_permute2x128_si256(a00, a01, 0x20), _mm256_permute2x128_si256(a00, a01, 0x31)},
+      {_mm256_permute2x128_si256(a10, a11, 0x20), _mm256_permute2x128_si256(a10, a11, 0x31)},
+      {_mm256_permute2x128_si256(a20, a21, 0x20), _mm256_permute2x128_si256(a20, a21, 0x31)},
+      {_mm256_permute2x128_si256(a30, a31, 0x20), _mm256_permute2x128_si256(a30, a31, 0x31)}};
+  sparse_epilogue(g, acc, r, m0);
 }
 
 // ---------------------------------------------------------------- fused quantise + transpose
@@ -504,39 +723,37 @@ struct PeakCtx {
   double* macs;
 };
 
-void peak_task(int64_t i, void* p) {  // vpmaddwd + vpaddd into 8 independent accumulators, in asm
+void peak_task(int64_t i, void* p) {  // the 7-bit kernels' chain: vpmaddubsw + vpmaddwd(ones) + vpaddd, 8 accumulators
   PeakCtx& c = *static_cast<PeakCtx*>(p);
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-  const __m256i x = _mm256_set1_epi32(0x00010001), y = _mm256_set1_epi32(0x00020003);
+  const __m256i x = _mm256_set1_epi8(3), y = _mm256_set1_epi8(5), ones = ones16();
   int64_t iters = 0;
   const auto t0 = std::chrono::steady_clock::now();
   double el = 0;
+#define EK_PEAK7(T, A) "vpmaddubsw %[y], %[x], %[" T "]\n\tvpmaddwd %[o], %[" T "], %[" T "]\n\tvpaddd %[" T "], %[" A "], %[" A "]\n\t"
   do {
     for (int rep = 0; rep < 1000; ++rep) {
       __m256i t0v, t1v;
-      asm("vpmaddwd %[x], %[y], %[t0]\n\tvpaddd %[t0], %[a0], %[a0]\n\t"
-          "vpmaddwd %[x], %[y], %[t1]\n\tvpaddd %[t1], %[a1], %[a1]\n\t"
-          "vpmaddwd %[x], %[y], %[t0]\n\tvpaddd %[t0], %[a2], %[a2]\n\t"
-          "vpmaddwd %[x], %[y], %[t1]\n\tvpaddd %[t1], %[a3], %[a3]\n\t"
-          "vpmaddwd %[x], %[y], %[t0]\n\tvpaddd %[t0], %[a4], %[a4]\n\t"
-          "vpmaddwd %[x], %[y], %[t1]\n\tvpaddd %[t1], %[a5], %[a5]\n\t"
-          "vpmaddwd %[x], %[y], %[t0]\n\tvpaddd %[t0], %[a6], %[a6]\n\t"
-          "vpmaddwd %[x], %[y], %[t1]\n\tvpaddd %[t1], %[a7], %[a7]"
+      asm(EK_PEAK7("t0", "a0") EK_PEAK7("t1", "a1") EK_PEAK7("t0", "a2") EK_PEAK7("t1", "a3")
+          EK_PEAK7("t0", "a4") EK_PEAK7("t1", "a5") EK_PEAK7("t0", "a6") EK_PEAK7("t1", "a7")
           : [a0] "+x"(a0), [a1] "+x"(a1), [a2] "+x"(a2), [a3] "+x"(a3), [a4] "+x"(a4), [a5] "+x"(a5), [a6] "+x"(a6),
             [a7] "+x"(a7), [t0] "=&x"(t0v), [t1] "=&x"(t1v)
-          : [x] "x"(x), [y] "x"(y));
+          : [x] "x"(x), [y] "x"(y), [o] "x"(ones));
     }
     iters += 1000;
     el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } while (el < c.seconds);
+#undef EK_PEAK7
   const __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
                                      _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7)));
-  c.macs[i] = (_mm256_extract_epi32(s, 0) == 42 ? 1.0 : 0.0) + (double)iters * 8 * 16 / el;
+  c.macs[i] = (_mm256_extract_epi32(s, 0) == 42 ? 1.0 : 0.0) + (double)iters * 8 * 32 / el;
 }
 }  // namespace
 
 void gemm_u8s8(const Gemm& g) {
-  if (g.w->info.pattern == EK_DENSE)
+  if (g.w->info.pattern == EK_DENSE && g.w->w7)
+    dense7(g);
+  else if (g.w->info.pattern == EK_DENSE)
     dense(g);
   else
     sparse(g);

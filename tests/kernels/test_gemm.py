@@ -27,6 +27,22 @@ def prune_4x1(w: np.ndarray, sparsity: float, gen=rng) -> np.ndarray:
     return (w * np.repeat(keep, 4, axis=0)[:n]).astype(w.dtype)
 
 
+def rand_w(shape, wbits=8, gen=rng) -> np.ndarray:
+    """Random int8 weights: full range, or 7-bit ([-64, 64], which the AVX2 path runs on vpmaddubsw)."""
+    lim = 128 if wbits == 8 else 64
+    w = gen.integers(-lim, lim + (wbits == 7), shape, dtype=np.int16).astype(np.int8)
+    if wbits == 8:  # make sure the full-range kernel is the one chosen
+        w.flat[0] = -128
+    return w
+
+
+def expected_kernel(isa, pattern, w):
+    if isa != "avx2":
+        return None
+    bits = "s7" if np.abs(w.astype(int)).max() <= 64 else "s8"
+    return f"avx2-u8{bits}-{'dense' if pattern == 'dense' else '4x1'}"
+
+
 def ref_acc(x, w, zp):
     return (x.astype(np.int64) - zp) @ w.astype(np.int64).T
 
@@ -48,30 +64,35 @@ def isa(request):
 
 @pytest.mark.parametrize("shape", EDGE_SHAPES)
 @pytest.mark.parametrize("pattern,sparsity", [("dense", 0.0), ("4x1", 0.0), ("4x1", 0.7), ("4x1", 1.0)])
-def test_int32_accumulators_bit_exact(isa, shape, pattern, sparsity):
+@pytest.mark.parametrize("wbits", [8, 7])
+def test_int32_accumulators_bit_exact(isa, shape, pattern, sparsity, wbits):
     m, k, n = shape
-    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    w = rand_w((n, k), wbits)
     if pattern == "4x1":
         w = prune_4x1(w, sparsity)
     x = rng.integers(0, 256, (m, k), dtype=np.uint8)
     zp = int(rng.integers(0, 256))
     p = K.pack_s8(w, pattern)
     assert p.info["isa"] == isa
+    if isa == "avx2":
+        assert p.info["kernel"] == expected_kernel(isa, pattern, w)
     np.testing.assert_array_equal(K.gemm_u8s8_acc(p, x, zp), ref_acc(x, w, zp))
 
 
 @pytest.mark.parametrize("pattern", ["dense", "4x1"])
 def test_extreme_values(isa, pattern):
-    """255 x -128 everywhere: the largest |products|; vpmaddubsw would saturate here, we must not."""
-    for xv, wv in [(255, -128), (255, 127), (0, -128)]:
+    """255 x -128 everywhere: the largest |products|; vpmaddubsw would saturate here, we must not. 255 x +-64:
+    the largest a 7-bit weight gives (vpmaddubsw pair sums of +-32640, just inside int16)."""
+    for xv, wv in [(255, -128), (255, 127), (0, -128), (255, -64), (255, 64), (0, 64), (255, 63)]:
         w = np.full((20, 3072), wv, np.int8)
         x = np.full((9, 3072), xv, np.uint8)
         for zp in (0, 255):
             np.testing.assert_array_equal(K.gemm_u8s8_acc(K.pack_s8(w, pattern), x, zp), ref_acc(x, w, zp))
 
 
-def test_empty_block_rows_and_ragged_density(isa):
-    w = rng.integers(-128, 128, (37, 50), dtype=np.int8)
+@pytest.mark.parametrize("wbits", [8, 7])
+def test_empty_block_rows_and_ragged_density(isa, wbits):
+    w = rand_w((37, 50), wbits)
     w[4:8] = 0  # a whole empty block-row
     w[12:16, :] = 0
     w[12:16, 7] = 5  # a block-row with a single kept block
@@ -81,9 +102,10 @@ def test_empty_block_rows_and_ragged_density(isa):
 
 @pytest.mark.parametrize("pattern,sparsity", [("dense", 0.0), ("4x1", 0.8)])
 @pytest.mark.parametrize("gelu_on", [False, True])
-def test_fused_epilogue_fp32(isa, pattern, sparsity, gelu_on):
+@pytest.mark.parametrize("wbits", [8, 7])
+def test_fused_epilogue_fp32(isa, pattern, sparsity, gelu_on, wbits):
     m, k, n = 67, 96, 44
-    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    w = rand_w((n, k), wbits)
     if pattern == "4x1":
         w = prune_4x1(w, sparsity)
     x = rng.integers(0, 256, (m, k), dtype=np.uint8)
@@ -130,7 +152,7 @@ def test_fp32_gemm(isa, pattern):
        seed=st.integers(0, 2**31 - 1))
 def test_random_shapes_all_paths(n, k, m, sparsity, seed):
     gen = np.random.default_rng(seed)
-    w = prune_4x1(gen.integers(-128, 128, (n, k), dtype=np.int8), sparsity, gen)
+    w = prune_4x1(rand_w((n, k), 7 if seed % 2 else 8, gen), sparsity, gen)
     x = gen.integers(0, 256, (m, k), dtype=np.uint8)
     zp = int(gen.integers(0, 256))
     expect = ref_acc(x, w, zp)
@@ -266,9 +288,10 @@ print("ok")
 @pytest.mark.parametrize("m,k,n", [(1, 16, 8), (13, 63, 33), (64, 384, 96), (130, 100, 20)])
 @pytest.mark.parametrize("pattern,sparsity", [("dense", 0.0), ("4x1", 0.8)])
 @pytest.mark.parametrize("gelu,out_u8", [(False, False), (True, True)])
-def test_transposed_layouts_match_plain_gemm(isa, m, k, n, pattern, sparsity, gelu, out_u8):
+@pytest.mark.parametrize("wbits", [8, 7])
+def test_transposed_layouts_match_plain_gemm(isa, m, k, n, pattern, sparsity, gelu, out_u8, wbits):
     """gemm_u8s8_t with X given [k, padded m] and/or Y written [n, padded m] gives exactly the plain GEMM's values."""
-    w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    w = rand_w((n, k), wbits)
     if pattern == "4x1":
         w = prune_4x1(w, sparsity)
     x = rng.integers(0, 256, (m, k), dtype=np.uint8)

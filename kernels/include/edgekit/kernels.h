@@ -46,6 +46,7 @@ typedef struct {
   int32_t wtype;     /* ek_wtype */
   int32_t isa;       /* ek_isa it was packed for */
   int64_t nnz_blocks; /* kept 4x1 blocks (dense: ceil(n/4)*k) */
+  const char* kernel; /* the kernel its layout is for, e.g. "avx2-u8s7" (static string) */
 } ek_packed_info;
 
 ek_packed* ek_pack_s8(const int8_t* w, int64_t n, int64_t k, ek_pattern pattern);
@@ -89,8 +90,9 @@ void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t*
 int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
                      int64_t ldxt);
 /* The int8 instruction-rate peak of the active ISA's kernels: its multiply loop on every pool thread for
- * `seconds`, in multiply-accumulates per second. vpdpbusd for avx512_vnni, vpmaddwd + vpaddd (16 exact MACs
- * per multiply) for avx2; 0 for paths without a measured peak. */
+ * `seconds`, in multiply-accumulates per second. vpdpbusd for avx512_vnni; for avx2 the 7-bit-weight chain
+ * vpmaddubsw + vpmaddwd(ones) + vpaddd (32 exact MACs per 3 uops), its fastest exact int8 sequence; 0 for paths
+ * without a measured peak. */
 double ek_peak_macs(double seconds);
 /* Per-thread scratch memory (64-byte slack, contents unspecified once grown) for code compiled with ISA flags,
  * which must not instantiate std containers (see kernels/src/internal.h). Slots 2..7 are free for callers. */
