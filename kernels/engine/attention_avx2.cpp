@@ -5,8 +5,8 @@
 //           element broadcast; padded keys get -1e30;
 //   softmax: exp by range reduction + degree-6 polynomial, 2^n built in the exponent bits;
 //   P V: 6 query rows x 16 features of accumulators, the probability broadcast, then / row sum.
-// One head at n=128, d=32 (python /tmp-style microbench of _engine.attention_head, min of 2000 calls, one
-// thread, Zen 3): 48 us with 4-row tiles, 39 us with 6-row tiles; the FMA floor is 22 us.
+// One head at n=128, d=32 (`python bench/attention_head.py`, min of 2000 calls, one thread, Zen 3): 48 us
+// with 4-row tiles, 39 us with 6-row tiles; the FMA floor is 22 us.
 #include <immintrin.h>
 
 #include <algorithm>
