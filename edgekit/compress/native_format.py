@@ -3,7 +3,9 @@
 ``native/config.json``: ``{"format": "edgekit-native", "version": 1, "arch": "bert", "task", "hidden",
 "heads", "layers", "intermediate", "vocab_size", "max_position", "type_vocab_size", "layer_norm_eps",
 "activation": "gelu", "pooling": "mean" | "cls-pooler", "num_labels", "labels", "pattern": "4x1"|"dense",
-"precision": "int8"|"fp32", "fp32_layers": [...]}``
+"precision": "int8"|"fp32", "fp32_layers": [...], "weight_bits": 8|7|null}``. ``weight_bits`` (null for fp32
+models; absent in folders written before it existed, read as 8): every int8 weight lies in
+[-(2^(bits-1) - 1), 2^(bits-1) - 1], i.e. [-63, 63] for 7-bit weights (checked on read).
 
 ``native/weights.safetensors`` (no pickles): fp32 ``embeddings.{word,position,token_type}``,
 ``embeddings.ln.{weight,bias}``; per layer i and Linear L in q, k, v, o, ffn_in, ffn_out:
@@ -25,7 +27,7 @@ import torch
 from edgekit.errors import ArtifactError
 
 from .prune import encoder_linears, is_4x1
-from .quantize import weight_qparams
+from .quantize import WEIGHT_BITS, weight_qmax, weight_qparams
 
 FORMAT, VERSION = "edgekit-native", 1
 LINEARS = ("q", "k", "v", "o", "ffn_in", "ffn_out")
@@ -53,6 +55,7 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
     }
     linears = encoder_linears(wrapper)
     qlayers = (qstate or {}).get("layers", {})
+    bits = int((qstate or {}).get("weight_bits", 8))
     fp32_layers = sorted(n for n in linears if n not in qlayers)
     weights = {n: (lin.weight.detach(), lin.bias.detach()) for n, lin in linears.items()}
     for i in range(cfg.num_hidden_layers):
@@ -60,7 +63,7 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
     for name, lin in linears.items():
         w, bias = weights[name]
         if name in qlayers:
-            q, ws = weight_qparams(w)
+            q, ws = weight_qparams(w, bits)
             t[f"{name}.weight"] = q.numpy()
             t[f"{name}.w_scale"] = ws.numpy()
             t[f"{name}.x_scale"] = np.array([qlayers[name]["x_scale"]], np.float32)
@@ -88,7 +91,7 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
         "type_vocab_size": cfg.type_vocab_size, "layer_norm_eps": cfg.layer_norm_eps, "activation": "gelu",
         "pooling": "cls-pooler" if task == "text-classification" else "mean", "num_labels": num_labels,
         "labels": labels, "pattern": "4x1" if sparse else "dense", "precision": "int8" if qlayers else "fp32",
-        "fp32_layers": fp32_layers if qlayers else [],
+        "fp32_layers": fp32_layers if qlayers else [], "weight_bits": bits if qlayers else None,
     }
     save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, str(dest / "weights.safetensors"))
     (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -127,6 +130,11 @@ def read_native(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     if cfg.get("format") != FORMAT or cfg.get("version") != VERSION:
         raise ArtifactError(f"{path} holds {cfg.get('format')} version {cfg.get('version')}; this edgekit reads "
                             f"{FORMAT} version {VERSION}")
+    bits = cfg.setdefault("weight_bits", 8 if cfg.get("precision") == "int8" else None)
+    if bits is not None and (isinstance(bits, bool) or bits not in WEIGHT_BITS):
+        raise ArtifactError(f"native model {path}: weight_bits {bits!r} is not supported; allowed: "
+                            f"{', '.join(map(str, WEIGHT_BITS))}")
+    qmax = weight_qmax(bits) if bits is not None else 127
     h, inter = cfg["hidden"], cfg["intermediate"]
     shapes = {"q": (h, h), "k": (h, h), "v": (h, h), "o": (h, h), "ffn_in": (inter, h), "ffn_out": (h, inter)}
     for i in range(cfg["layers"]):
@@ -139,6 +147,9 @@ def read_native(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
                 for part, dt in (("w_scale", np.float32), ("x_scale", np.float32), ("x_zp", np.int32)):
                     if tensors.get(f"{name}.{part}") is None or tensors[f"{name}.{part}"].dtype != dt:
                         raise ArtifactError(f"native model {path}: {name}.{part} missing or not {dt.__name__}")
+                if qmax < 127 and int(np.abs(w.astype(np.int16)).max(initial=0)) > qmax:
+                    raise ArtifactError(f"native model {path}: {name}.weight has values outside [-{qmax}, {qmax}] "
+                                        f"although weight_bits is {bits}")
             elif w.dtype != np.float32:
                 raise ArtifactError(f"native model {path}: {name}.weight must be int8 or float32, not {w.dtype}")
     return cfg, tensors

@@ -24,7 +24,7 @@ from edgekit.errors import InputError
 
 from . import distributed as D
 from . import quantize as Q
-from .config import DistillConfig, PruneConfig, QuantizeConfig, Recipe, load_recipe
+from .config import DistillConfig, PruneConfig, QuantizeConfig, Recipe, load_recipe, resolve_weight_bits
 from .distill import Distiller
 from .finetune import seed_everything
 from .prune import LINEAR_NAMES, STRUCTURED, Pruner, cubic_sparsity, encoder_linears, total_sparsity
@@ -49,6 +49,7 @@ class Run:
         self.global_step = 0
         self.pruner: Pruner | None = None
         self.fq: dict[str, Q.FakeQuantLinear] = {}
+        self.weight_bits: int | None = None  # resolved by the quantize stage
         self.stage_reports: list[dict] = []
         self.resume_state: dict | None = None
         dcfg = recipe.stage("distill") or DistillConfig(logits_weight=0, hidden_weight=0, relation_weight=0,
@@ -152,7 +153,7 @@ class Run:
         (tmp / "state.json").write_text(json.dumps({
             "stage": stage, "step": step, "global_step": self.global_step, "order": self.order,
             "gen": self.gen.get_state().tolist(), "stage_reports": self.stage_reports,
-            "qparams": {n: [m.x_scale, m.x_zp] for n, m in self.fq.items()}}))
+            "qparams": {n: [m.x_scale, m.x_zp] for n, m in self.fq.items()}, "weight_bits": self.weight_bits}))
         shutil.rmtree(self.ckpt, ignore_errors=True)
         tmp.rename(self.ckpt)
 
@@ -277,9 +278,12 @@ def run_quantize(run: Run, cfg: QuantizeConfig) -> dict:
     if missing:
         raise InputError(f"quantize.fp32_layers: {', '.join(missing)} not in this model (layers 0.."
                          f"{max(int(n.split('.')[1]) for n in linears)})")
-    run.fq = Q.insert_fake_quant(run.student, skip=tuple(cfg.fp32_layers))
     resumed = run.resume_state and run.resume_state["stage"] == "qat"
-    out = {"calibration": cfg.calibration, "samples": cfg.calibration_samples}
+    # "auto" depends on the CPU: a resumed run keeps the bits it trained with, and under torchrun rank 0 decides
+    bits = (run.resume_state.get("weight_bits") if resumed else None) or resolve_weight_bits(cfg.weight_bits)
+    run.weight_bits = bits = D.broadcast(bits, run.dist) if run.dist.active else bits
+    run.fq = Q.insert_fake_quant(run.student, skip=tuple(cfg.fp32_layers), weight_bits=bits)
+    out = {"calibration": cfg.calibration, "samples": cfg.calibration_samples, "weight_bits": bits}
     if resumed:
         saved = run.resume_state["qparams"]
         chosen = [n for n in run.fq if n not in saved]  # by the sensitivity pass before the stop
@@ -383,6 +387,9 @@ def _compress(model, out_dir, recipe, data: str, max_steps: int | None, seed: in
         rec = rec.model_copy(update={"seed": seed})
     if print_recipe:
         print(yaml.safe_dump(rec.to_dict(), sort_keys=False).rstrip())
+        qcfg = rec.stage("quantize")
+        if qcfg is not None and qcfg.weight_bits == "auto":
+            print(f"# quantize.weight_bits auto resolves to {resolve_weight_bits('auto')} on this CPU")
         return {}
     if out_dir is None:
         raise InputError("compress needs an output folder")
@@ -436,7 +443,8 @@ def _compress(model, out_dir, recipe, data: str, max_steps: int | None, seed: in
     report = {
         "task": ref.task, "data": data, "recipe": rec.name, "model": ref.name,
         "baseline": baseline, "compressed": final, "sparsity": sparsity,
-        "precision": "int8" if qstate else "fp32", "stages": run.stage_reports, "max_steps": max_steps,
+        "precision": "int8" if qstate else "fp32", "weight_bits": qstate["weight_bits"] if qstate else None,
+        "stages": run.stage_reports, "max_steps": max_steps,
     }
     dcfg = rec.stage("distill")
     report["student_layers"] = dcfg.student_layers if dcfg and dcfg.student_layers else None
@@ -521,8 +529,9 @@ def _write_reports(root: Path, report: dict) -> None:
 def report_markdown(r: dict) -> str:
     metric = "accuracy" if r["task"] == "text-classification" else "linear-probe accuracy"
     lines = [f"# edgekit compress report: {r['model']} ({r['recipe']})", "",
-             f"task {r['task']}, data {r['data']} (test split), precision {r['precision']}, "
-             f"{r['seconds']} s", "", "| stage | " + metric + " | embedding cosine | sparsity | seconds |",
+             f"task {r['task']}, data {r['data']} (test split), precision {r['precision']}"
+             + (f" ({r['weight_bits']}-bit weights)" if r.get("weight_bits") else "") + f", {r['seconds']} s",
+             "", "| stage | " + metric + " | embedding cosine | sparsity | seconds |",
              "|---|---|---|---|---|",
              f"| baseline (fp32) | {r['baseline'].get('accuracy', float('nan')):.4f} | 1 | 0 | |"]
     for s in r["stages"]:

@@ -2,7 +2,10 @@
 
 At the input of every encoder Linear: u8 per-tensor asymmetric,
     q_x = clamp(round_half_even(x / x_scale) + x_zp, 0, 255),  x_hat = (q_x - x_zp) * x_scale
-Weights: s8 per output channel, symmetric: w_scale[n] = max|W[n,:]| / 127, q_w = clamp(round(W / w_scale), -127, 127).
+Weights: s8 per output channel, symmetric with qmax = 2^(bits-1) - 1 (127 for 8-bit weights, 63 for 7-bit):
+    w_scale[n] = max|W[n,:]| / qmax,  q_w = clamp(round(W / w_scale), -qmax, qmax).
+7-bit weights (``weight_bits: 7``, ONNX Runtime calls the idea ``reduce_range``) keep every |q_w| <= 63, so
+on AVX2 without VNNI ``vpmaddubsw``'s int16 pair sums (255 * 63 * 2 = 32130 <= 32767) cannot saturate.
 y = x_hat @ (q_w * w_scale)^T + bias, i.e. exactly (sum_k (q_x - x_zp) q_w) * x_scale * w_scale + bias up
 to fp32 summation order. Gradients pass straight through the rounding (STE) for QAT.
 """
@@ -14,12 +17,24 @@ from torch import nn
 
 from .prune import encoder_linears
 
+SCHEME = "edgekit-u8s8-v1"
+WEIGHT_BITS = (7, 8)
 
-def weight_qparams(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q_w int8 [N,K], w_scale fp32 [N]); all-zero rows get scale 1 (their q_w is 0 anyway)."""
+
+def weight_qmax(bits: int) -> int:
+    """Largest |q_w|: 127 for 8-bit weights, 63 for 7-bit ones."""
+    if bits not in WEIGHT_BITS:
+        raise ValueError(f"weight bits must be one of {', '.join(map(str, WEIGHT_BITS))}, got {bits!r}")
+    return 2 ** (bits - 1) - 1
+
+
+def weight_qparams(w: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q_w int8 [N,K], w_scale fp32 [N]) with |q_w| <= :func:`weight_qmax` (bits); all-zero rows get
+    scale 1 (their q_w is 0 anyway)."""
+    qmax = weight_qmax(bits)
     amax = w.detach().abs().amax(dim=1)
-    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    q = torch.clamp(torch.round(w.detach() / scale[:, None]), -127, 127).to(torch.int8)
+    scale = torch.where(amax > 0, amax / float(qmax), torch.ones_like(amax))
+    q = torch.clamp(torch.round(w.detach() / scale[:, None]), -qmax, qmax).to(torch.int8)
     return q, scale.float()
 
 
@@ -36,11 +51,13 @@ def _ste(x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
 
 
 class FakeQuantLinear(nn.Module):
-    """Wraps an nn.Linear: observes its input range (calibration) or fake-quantises input and weight."""
+    """Wraps an nn.Linear: observes its input range (calibration) or fake-quantises input and weight
+    (``weight_bits``: 8 or 7, see :func:`weight_qparams`)."""
 
-    def __init__(self, linear: nn.Linear, name: str):
+    def __init__(self, linear: nn.Linear, name: str, weight_bits: int = 8):
         super().__init__()
-        self.linear, self.name = linear, name
+        weight_qmax(weight_bits)  # validates
+        self.linear, self.name, self.weight_bits = linear, name, int(weight_bits)
         self.mode = "observe"  # observe | quant | off
         self.samples: list[torch.Tensor] = []
         self.lo, self.hi = float("inf"), -float("inf")
@@ -65,20 +82,23 @@ class FakeQuantLinear(nn.Module):
         q = torch.clamp(torch.round(x / self.x_scale) + self.x_zp, 0, 255)
         xq = _ste(x, (q - self.x_zp) * self.x_scale)
         w = self.linear.weight
+        qmax = weight_qmax(self.weight_bits)
         amax = w.detach().abs().amax(dim=1, keepdim=True)
-        ws = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-        wq = _ste(w, torch.clamp(torch.round(w / ws), -127, 127) * ws)
+        ws = torch.where(amax > 0, amax / float(qmax), torch.ones_like(amax))
+        wq = _ste(w, torch.clamp(torch.round(w / ws), -qmax, qmax) * ws)
         return nn.functional.linear(xq, wq, self.linear.bias)
 
 
-def insert_fake_quant(model: nn.Module, skip: tuple[str, ...] = ()) -> dict[str, FakeQuantLinear]:
-    """Replace every encoder Linear (except ``skip`` native names) by a FakeQuantLinear, in place."""
+def insert_fake_quant(model: nn.Module, skip: tuple[str, ...] = (), weight_bits: int = 8) -> dict[str, FakeQuantLinear]:
+    """Replace every encoder Linear (except ``skip`` native names) by a FakeQuantLinear with
+    ``weight_bits``-bit weights, in place."""
+    weight_qmax(weight_bits)  # validates before the model is touched
     fq = {}
     names = {id(m): n for n, m in encoder_linears(model).items()}
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear) and id(child) in names and names[id(child)] not in skip:
-                wrapper = FakeQuantLinear(child, names[id(child)])
+                wrapper = FakeQuantLinear(child, names[id(child)], weight_bits)
                 setattr(parent, child_name, wrapper)
                 fq[wrapper.name] = wrapper
     return fq
@@ -107,20 +127,36 @@ def finish_calibration(fq: dict[str, FakeQuantLinear], method: str = "minmax", p
 
 
 def quant_state(fq: dict[str, FakeQuantLinear]) -> dict:
-    """What ``torch/quant.json`` stores: the activation qparams per native Linear name."""
-    return {"scheme": "edgekit-u8s8-v1",
+    """What ``torch/quant.json`` stores: the weight bits (one value for the whole model) and the
+    activation qparams per native Linear name."""
+    bits = {m.weight_bits for m in fq.values()} or {8}
+    if len(bits) > 1:
+        raise ValueError(f"fake-quant modules disagree on weight bits: {sorted(bits)}")
+    return {"scheme": SCHEME, "weight_bits": bits.pop(),
             "layers": {n: {"x_scale": m.x_scale, "x_zp": m.x_zp} for n, m in sorted(fq.items())}}
+
+
+def state_weight_bits(state: dict, where: str = "torch/quant.json") -> int:
+    """``weight_bits`` of a stored quant state (8 when absent: artifacts written before the field existed)."""
+    bits = state.get("weight_bits", 8)
+    if isinstance(bits, bool) or bits not in WEIGHT_BITS:
+        from edgekit.errors import ArtifactError
+
+        raise ArtifactError(f"weight_bits {bits!r} in {where} is not supported; allowed: "
+                            f"{', '.join(map(str, WEIGHT_BITS))}")
+    return int(bits)
 
 
 def attach_fake_quant(wrapper: nn.Module, state: dict) -> nn.Module:
     """Rebuild the fake-quant model from plain (pruned) weights + ``quant.json`` (the torch runtime uses it)."""
-    if state.get("scheme") != "edgekit-u8s8-v1":
+    if state.get("scheme") != SCHEME:
         from edgekit.errors import ArtifactError
 
         raise ArtifactError(f"unknown quantization scheme {state.get('scheme')!r} in torch/quant.json")
+    bits = state_weight_bits(state)
     layers = state["layers"]
     skip = tuple(n for n in encoder_linears(wrapper) if n not in layers)
-    fq = insert_fake_quant(wrapper, skip=skip)
+    fq = insert_fake_quant(wrapper, skip=skip, weight_bits=bits)
     for n, m in fq.items():
         m.set_qparams(layers[n]["x_scale"], layers[n]["x_zp"])
         m.mode = "quant"
