@@ -28,14 +28,16 @@ def _median_us(fn, reps: int = 30) -> float:
     return float(np.median(ts))
 
 
-def latency_table(shapes: set[tuple[int, int]]) -> dict[str, dict[str, float]]:
-    """{"NxK": {"0.0": us, "0.5": us, ...}} for the int8 kernels on this CPU (cached)."""
+def latency_table(shapes: set[tuple[int, int]], weight_bits: int = 8) -> dict[str, dict[str, float]]:
+    """{"NxK": {"0.0": us, "0.5": us, ...}} for the int8 kernels on this CPU (cached). ``weight_bits`` 7 times
+    weights in [-64, 63], which AVX2 CPUs run on other (faster) kernels than full-range ones."""
     from edgekit import kernels as K
     from edgekit.info import cpu_info
     from edgekit.paths import cache_dir
 
     cpu = cpu_info()
-    path = cache_dir() / f"latency-{cpu['model'].replace(' ', '_').replace('/', '_')}-{K.cpu_info()['isa']}.json"
+    wtag = "" if weight_bits == 8 else f"-w{weight_bits}"
+    path = cache_dir() / f"latency-{cpu['model'].replace(' ', '_').replace('/', '_')}-{K.cpu_info()['isa']}{wtag}.json"
     try:
         table = json.loads(path.read_text()) if path.is_file() else {}
     except ValueError:  # a damaged cache is measured again
@@ -45,7 +47,8 @@ def latency_table(shapes: set[tuple[int, int]]) -> dict[str, dict[str, float]]:
         key = f"{n}x{k}"
         if key in table:
             continue
-        w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+        lim = 128 if weight_bits == 8 else 64
+        w = rng.integers(-lim, lim, (n, k), dtype=np.int16).astype(np.int8)
         x = rng.integers(0, 256, (TOKENS, k), dtype=np.uint8)
         ws = np.ones(n, np.float32)
         row = {"0.0": _median_us(lambda p=K.pack_s8(w, "dense"): K.gemm_u8s8(p, x, 1.0, 0, ws))}
@@ -61,12 +64,14 @@ def latency_table(shapes: set[tuple[int, int]]) -> dict[str, dict[str, float]]:
     return table
 
 
-def allocate(linears: dict, sparsity: float, target_speedup: float | None) -> dict[str, float] | None:
-    """Per-layer final sparsity, or None (uniform ``sparsity``) when no target or no kernels."""
+def allocate(linears: dict, sparsity: float, target_speedup: float | None,
+             weight_bits: int = 8) -> dict[str, float] | None:
+    """Per-layer final sparsity, or None (uniform ``sparsity``) when no target or no kernels. ``weight_bits``:
+    what the quantize stage will use (the kernels it selects differ on AVX2)."""
     if target_speedup is None:
         return None
     try:
-        table = latency_table({tuple(m.weight.shape) for m in linears.values()})
+        table = latency_table({tuple(m.weight.shape) for m in linears.values()}, weight_bits)
     except ImportError:
         return None
     out = {}

@@ -220,7 +220,9 @@ def run_prune(run: Run, cfg: PruneConfig) -> dict:
         if cfg.scope == "hardware-aware":
             from .hardware import allocate
 
-            allocation = allocate(linears, cfg.sparsity, cfg.target_speedup)
+            qcfg = run.recipe.stage("quantize")  # time the kernels the quantized model will run on
+            bits = resolve_weight_bits(qcfg.weight_bits) if qcfg is not None else 8
+            allocation = allocate(linears, cfg.sparsity, cfg.target_speedup, bits)
         elif cfg.scope == "global":
             allocation = _global_allocation(linears, cfg.sparsity, cfg.pattern, heads, cfg.head_sparsity)
         run.pruner = Pruner(linears, cfg.pattern, cfg.criterion, allocation, heads, cfg.head_sparsity)

@@ -199,6 +199,10 @@ def test_hardware_aware_allocation_uses_measured_table(monkeypatch, tmp_path):
         ok = [g for g in hardware.GRID if row["0.0"] / row[str(g)] >= 1.5]
         assert s == (min(ok) if ok else max(hardware.GRID))
     assert list((tmp_path).glob("latency-*.json"))
+    # 7-bit weights run on other kernels on AVX2: their own table, cached in its own file
+    t7 = hardware.latency_table({(64, 64)}, weight_bits=7)
+    assert set(t7) == {"64x64"} and all(v > 0 for v in t7["64x64"].values())
+    assert len(list(tmp_path.glob("latency-*-w7.json"))) == 1
 
 
 def test_onnx_int8_uses_the_trained_activation_qparams(quick_cls_artifact):
