@@ -257,7 +257,7 @@ def bench(sessions: Mapping[str, object], tokenizer, batches: Sequence[int] = (1
                         "runs": len(res[n]["times_ms"]), "rounds": len(mine), "runs_per_round": res[n]["per_round"],
                         "runtime_version": vers.get(n.removesuffix("-fp32")), "task": getattr(s, "task", None),
                         "output_cosine_vs_reference": _cosine(res[n]["output"], res[ref]["output"]),
-                        "budget_ms": budget_ms, "cpu": cpu,
+                        "budget_ms": budget_ms, "cpu": cpu, "kernels": getattr(s, "kernels", None),
                     })
     finally:
         bar.close()

@@ -24,6 +24,11 @@ class NativeSession:
     def __init__(self, encoder, task: str, threads: int, precision: str, max_len: int):
         self._enc, self.task, self.threads, self.precision, self.max_len = encoder, task, threads, precision, max_len
 
+    @property
+    def kernels(self) -> list[str]:
+        """The kernels the encoder's Linear layers run on (e.g. ``avx2-u8s7-4x1`` for 7-bit 4x1-sparse weights)."""
+        return list(self._enc.kernels)
+
     def run(self, feeds: dict[str, np.ndarray], profile: dict | None = None) -> np.ndarray:
         check_feeds(feeds, self.max_len)
         try:

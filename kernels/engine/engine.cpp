@@ -15,6 +15,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <utility>
@@ -302,6 +303,16 @@ class Encoder {
 
   int64_t out_width() const { return cls_ ? labels_ : h_; }
   bool fused_qkv() const { return !layers_.empty() && layers_[0].fused; }
+  // The distinct kernels the encoder Linears were packed for (e.g. "avx2-u8s7-4x1"), sorted.
+  std::vector<std::string> kernels() const {
+    std::set<std::string> names;
+    for (const auto& L : layers_)
+      for (const Linear* l : {&L.qkv, &L.q, &L.k, &L.v, &L.o, &L.ffn_in, &L.ffn_out}) {
+        ek_packed_info info;
+        if (l->w && ek_packed_get_info(l->w.get(), &info) == EK_OK && info.kernel) names.insert(info.kernel);
+      }
+    return {names.begin(), names.end()};
+  }
   std::string attention() const { return attn_bf16_ ? "bf16" : "fp32"; }
 
   py::array_t<float> run(py::array_t<int64_t, py::array::c_style> ids, py::array_t<int64_t, py::array::c_style> mask,
@@ -543,7 +554,8 @@ PYBIND11_MODULE(_engine, m) {
       .def_property_readonly("attention", &Encoder::attention)
       .def("run", &Encoder::run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("profile") = py::none())
       .def_property_readonly("out_width", &Encoder::out_width)
-      .def_property_readonly("fused_qkv", &Encoder::fused_qkv);
+      .def_property_readonly("fused_qkv", &Encoder::fused_qkv)
+      .def_property_readonly("kernels", &Encoder::kernels);
   m.def("isa", [] { return std::string(ek_isa_name(ek_active_isa())); });
   // For tests: softmax(q k^T / sqrt(d)) v for one head through the path the engine picks for this ISA and d.
   m.def(

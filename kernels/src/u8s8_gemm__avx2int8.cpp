@@ -59,8 +59,10 @@ inline __m256 gelu256(__m256 y) {
   return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), y), one_plus_erf);
 }
 
-inline __m256 requant_f(__m256 v, const ek_epilogue* ep) {  // round(v / s) + zp, clamped to 0..255 (as floats)
-  __m256 q = _mm256_round_ps(_mm256_div_ps(v, _mm256_set1_ps(ep->out_scale)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+// round(v * (1 / s)) + zp, clamped to 0..255 (as floats). A multiply, not a divide: vdivps costs several times
+// a multiply and sat on every output; the two differ only where v / s is within an ulp of a .5 tie (one u8 step).
+inline __m256 requant_f(__m256 v, const ek_epilogue* ep) {
+  __m256 q = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.0f / ep->out_scale)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   q = _mm256_add_ps(q, _mm256_set1_ps((float)ep->out_zp));
   return _mm256_min_ps(_mm256_max_ps(q, _mm256_setzero_ps()), _mm256_set1_ps(255.f));
 }
@@ -660,6 +662,43 @@ inline void quad_step(__m256i& a00, __m256i& a01, __m256i& a10, __m256i& a11, __
 #undef EK_OUT7
 }
 
+// Epilogue of one block-row into a transposed y (output j's tokens contiguous), on accumulators still in the
+// quad kernel's token order: acc[i][0] holds tokens 0-3 | 8-11, acc[i][1] tokens 4-7 | 12-15. For u8,
+// packus_epi32(q0, q1) puts them in order by itself (0-3, 4-7 | 8-11, 12-15); for fp32 the halves are stored
+// where they belong. Tokens past m land in y's padding columns (as in sparse_epilogue).
+void sparse7_epilogue_t(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, int64_t m0) {
+  const ek_packed* w = g.w;
+  const ek_epilogue* ep = g.ep;
+  const int nout = (int)std::min<int64_t>(4, w->info.n - 4 * r);
+  const __m256 inv = _mm256_set1_ps(1.0f / ep->out_scale), zp = _mm256_set1_ps((float)ep->out_zp);
+  for (int i = 0; i < nout; ++i) {
+    const int64_t j = 4 * r + i;
+    const __m256i corr = _mm256_set1_epi32(ep->x_zp * w->rowsum[j]);
+    const __m256 s = _mm256_set1_ps(ep->x_scale * ep->w_scale[j]);
+    const __m256 b = _mm256_set1_ps(ep->bias ? ep->bias[j] : 0.f);
+    __m256 v[2];
+    for (int h = 0; h < 2; ++h) {
+      // multiply then add, not fmadd: the same two roundings as sparse_epilogue and the reference
+      v[h] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][h], corr)), s), b);
+      if (ep->gelu) v[h] = gelu256(v[h]);
+    }
+    if (ep->out_u8) {
+      __m256i q[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m256 f = _mm256_add_ps(_mm256_round_ps(_mm256_mul_ps(v[h], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+        q[h] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(f, _mm256_setzero_ps()), _mm256_set1_ps(255.f)));
+      }
+      const __m256i p16 = _mm256_packus_epi32(q[0], q[1]);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(g.y) + j * g.ldy + m0),
+                       _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1)));
+    } else {
+      float* y = static_cast<float*>(g.y) + j * g.ldy + m0;
+      _mm256_storeu2_m128(y + 8, y, v[0]);
+      _mm256_storeu2_m128(y + 12, y + 4, v[1]);
+    }
+  }
+}
+
 void sparse7_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int64_t m0) {
   const ek_packed* w = g.w;
   __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
@@ -668,12 +707,28 @@ void sparse7_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int
   const int32_t* cols = w->quad_cols.data();
   const int8_t* wq = w->quad_w.data();
   const uint8_t* base = xt + m0;
-  for (int64_t q = q0; q < q1; ++q) {
+  int64_t q = q0;
+  for (; q + 2 <= q1; q += 2) {  // two quads per pass: independent gathers the core can overlap
+    const int32_t* c = cols + 4 * q;
+    __m256i x0, x1, x2, x3;
+    quad_x(base + (int64_t)c[0] * ldxt, base + (int64_t)c[1] * ldxt, base + (int64_t)c[2] * ldxt,
+           base + (int64_t)c[3] * ldxt, x0, x1);
+    quad_x(base + (int64_t)c[4] * ldxt, base + (int64_t)c[5] * ldxt, base + (int64_t)c[6] * ldxt,
+           base + (int64_t)c[7] * ldxt, x2, x3);
+    quad_step(a00, a01, a10, a11, a20, a21, a30, a31, x0, x1, ones, wq + 16 * q);
+    quad_step(a00, a01, a10, a11, a20, a21, a30, a31, x2, x3, ones, wq + 16 * q + 16);
+  }
+  for (; q < q1; ++q) {
     const int32_t* c = cols + 4 * q;
     __m256i x0, x1;
     quad_x(base + (int64_t)c[0] * ldxt, base + (int64_t)c[1] * ldxt, base + (int64_t)c[2] * ldxt,
            base + (int64_t)c[3] * ldxt, x0, x1);
     quad_step(a00, a01, a10, a11, a20, a21, a30, a31, x0, x1, ones, wq + 16 * q);
+  }
+  if (g.y_t && g.ep) {  // the engine's chained layout: no reordering needed, see sparse7_epilogue_t
+    const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+    sparse7_epilogue_t(g, acc, r, m0);
+    return;
   }
   // Back to token order: (0-3 | 8-11), (4-7 | 12-15) -> (0-7), (8-15).
   const __m256i acc[4][2] = {

@@ -219,10 +219,15 @@ def test_pipeline_7_bit_native_engine_matches_torch(seven_bit_artifact):
     from edgekit.runtimes import load
 
     out, _, feeds, _ = seven_bit_artifact
+    from edgekit import kernels as K
+
     ref = load(out, "torch", threads=1).run(feeds)
-    got = load(out, "native", threads=2).run(feeds)
+    sess = load(out, "native", threads=2)
+    got = sess.run(feeds)
     np.testing.assert_allclose(got, ref, atol=1e-3 * np.abs(ref).max() + 1e-6)
     assert (got.argmax(1) == ref.argmax(1)).all()
+    if K.cpu_info()["isa"] == "avx2":  # 7-bit weights select the vpmaddubsw kernels there
+        assert sess.kernels == ["avx2-u8s7-4x1"]
 
 
 def test_read_native_checks_weight_bits(seven_bit_artifact, tmp_path):

@@ -14,7 +14,12 @@ def test_kernel_bench_smoke(tmp_path):
     subprocess.run([sys.executable, str(root / "bench" / "kernels.py"), "--smoke", "--json", str(out),
                     "--md", str(tmp_path / "k.md"), "--plot", str(tmp_path / "k.png")], check=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["sparsity"] for r in rows] == [0.0, 0.8]
+    from edgekit import kernels as K
+
+    bits = [8, 7] if K.cpu_info()["isa"] == "avx2" else [8]  # AVX2: full-range and 7-bit weights by default
+    assert [(r["weight_bits"], r["sparsity"]) for r in rows] == [(b, s) for b in bits for s in (0.0, 0.8)]
+    if K.cpu_info()["isa"] == "avx2":  # each ran the kernel its weights select
+        assert [r["kernel"] for r in rows] == ["avx2-u8s8-dense", "avx2-u8s8-4x1", "avx2-u8s7-dense", "avx2-u8s7-4x1"]
     assert all(FIELDS <= set(r) for r in rows)
     assert rows[0]["openvino_precision"] == "int8"  # OpenVINO really ran an int8 FullyConnected
     assert (tmp_path / "k.png").stat().st_size > 0 and "| M |" in (tmp_path / "k.md").read_text()
