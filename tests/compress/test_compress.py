@@ -151,7 +151,8 @@ def test_native_format_round_trip(quick_cls_artifact):
     quant = json.loads((out / "torch" / "quant.json").read_text())["layers"]
     hf = load_file(str(out / "torch" / "model.safetensors"))
     w = hf["bert.encoder.layer.1.intermediate.dense.weight"]
-    q, ws = weight_qparams(torch.from_numpy(w))
+    q, ws = weight_qparams(torch.from_numpy(w), cfg["weight_bits"])  # the quick recipe's "auto": 7 on AVX2 CPUs
+    assert cfg["weight_bits"] == json.loads((out / "torch" / "quant.json").read_text())["weight_bits"]
     np.testing.assert_array_equal(t["layers.1.ffn_in.weight"], q.numpy())
     np.testing.assert_allclose(t["layers.1.ffn_in.w_scale"], ws.numpy())
     assert t["layers.1.ffn_in.x_zp"][0] == quant["layers.1.ffn_in"]["x_zp"]

@@ -95,13 +95,13 @@ def test_recipe_rejects_other_weight_bits(value):
 
 
 def test_recipe_weight_bits_default_and_values():
-    assert load_recipe("fast-distilbert").stage("quantize").weight_bits == 8
-    assert recipe_from_dict({"stages": [{"type": "quantize"}]}).stage("quantize").weight_bits == 8
+    assert load_recipe("fast-distilbert").stage("quantize").weight_bits == "auto"
+    assert recipe_from_dict({"stages": [{"type": "quantize"}]}).stage("quantize").weight_bits == "auto"
     for v in (7, 8, "auto"):
         assert recipe_from_dict({"stages": [{"type": "quantize", "weight_bits": v}]}).stage("quantize").weight_bits == v
 
 
-@pytest.mark.parametrize("isa, bits", [("avx2", 7), ("avx512", 7), ("avx512_vnni", 8), ("ref", 8)])
+@pytest.mark.parametrize("isa, bits", [("avx2", 7), ("avx512", 8), ("avx512_vnni", 8), ("ref", 8)])
 def test_auto_weight_bits_follow_the_active_isa(monkeypatch, isa, bits):
     import edgekit.info
 
@@ -110,8 +110,9 @@ def test_auto_weight_bits_follow_the_active_isa(monkeypatch, isa, bits):
     assert resolve_weight_bits(7) == 7 and resolve_weight_bits(8) == 8
 
 
-@pytest.mark.parametrize("flags, bits", [({"avx2": True, "avx512_vnni": False}, 7),
-                                         ({"avx2": True, "avx512_vnni": True}, 8), ({"avx2": False}, 8)])
+@pytest.mark.parametrize("flags, bits", [({"avx2": True, "avx512bw": False}, 7),
+                                         ({"avx2": True, "avx512bw": True, "avx512_vnni": False}, 8),
+                                         ({"avx2": True, "avx512bw": True, "avx512_vnni": True}, 8), ({"avx2": False}, 8)])
 def test_auto_weight_bits_without_kernels_use_cpu_flags(monkeypatch, flags, bits):
     import edgekit.info
 
@@ -125,7 +126,11 @@ def test_print_recipe_shows_weight_bits(tmp_path, capsys):
 
     assert main(["compress", "tiny-bert", "--print-recipe"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["stages"][-1]["type"] == "quantize" and printed["stages"][-1]["weight_bits"] == 8
+    assert printed["stages"][-1]["type"] == "quantize" and printed["stages"][-1]["weight_bits"] == "auto"
+    printed["stages"][-1]["weight_bits"] = 8
+    (tmp_path / "r8.yaml").write_text(yaml.safe_dump(printed, sort_keys=False))
+    assert main(["compress", "tiny-bert", "--print-recipe", "--recipe", str(tmp_path / "r8.yaml")]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["stages"][-1]["weight_bits"] == 8
     printed["stages"][-1]["weight_bits"] = "auto"
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(printed, sort_keys=False))
     assert main(["compress", "tiny-bert", "--print-recipe", "--recipe", str(tmp_path / "r.yaml")]) == 0
