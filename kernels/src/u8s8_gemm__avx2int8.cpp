@@ -59,6 +59,41 @@ inline __m256 gelu256(__m256 y) {
   return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), y), one_plus_erf);
 }
 
+// gelu256 on N vectors in lockstep (each step applied to all N before the next): the same arithmetic in the
+// same order per lane, so the results equal gelu256's bit for bit, but N independent ~60-cycle dependency
+// chains are laid out side by side for the core (one at a time left most of it waiting on latency).
+template <int N>
+inline void gelu256_n(__m256 (&y)[N]) {
+  const __m256 sign_mask = _mm256_set1_ps(-0.0f);
+  __m256 p[N];
+#pragma GCC unroll 8
+  for (int i = 0; i < N; ++i) {
+    const __m256 z = _mm256_andnot_ps(sign_mask, _mm256_mul_ps(y[i], _mm256_set1_ps(0.70710678118654752f)));
+    p[i] = _mm256_fmadd_ps(_mm256_set1_ps(0.0000430638f), z, _mm256_set1_ps(0.0002765672f));
+    p[i] = _mm256_fmadd_ps(p[i], z, _mm256_set1_ps(0.0001520143f));
+    p[i] = _mm256_fmadd_ps(p[i], z, _mm256_set1_ps(0.0092705272f));
+    p[i] = _mm256_fmadd_ps(p[i], z, _mm256_set1_ps(0.0422820123f));
+    p[i] = _mm256_fmadd_ps(p[i], z, _mm256_set1_ps(0.0705230784f));
+    p[i] = _mm256_fmadd_ps(p[i], z, _mm256_set1_ps(1.0f));
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < N; ++i) {
+    p[i] = _mm256_mul_ps(p[i], p[i]);
+    p[i] = _mm256_mul_ps(p[i], p[i]);
+    p[i] = _mm256_mul_ps(p[i], p[i]);
+    p[i] = _mm256_mul_ps(p[i], p[i]);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < N; ++i) {
+    __m256 r = _mm256_rcp_ps(p[i]);
+    r = _mm256_mul_ps(r, _mm256_fnmadd_ps(p[i], r, _mm256_set1_ps(2.0f)));
+    r = _mm256_andnot_ps(_mm256_cmp_ps(p[i], _mm256_set1_ps(1e30f), _CMP_GT_OQ), r);
+    const __m256 neg = _mm256_cmp_ps(y[i], _mm256_setzero_ps(), _CMP_LT_OQ);
+    const __m256 one_plus_erf = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), r), r, neg);
+    y[i] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), y[i]), one_plus_erf);
+  }
+}
+
 // round(v * (1 / s)) + zp, clamped to 0..255 (as floats). A multiply, not a divide: vdivps costs several times
 // a multiply and sat on every output; the two differ only where v / s is within an ulp of a .5 tie (one u8 step).
 inline __m256 requant_f(__m256 v, const ek_epilogue* ep) {
@@ -671,6 +706,31 @@ void sparse7_epilogue_t(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, in
   const ek_epilogue* ep = g.ep;
   const int nout = (int)std::min<int64_t>(4, w->info.n - 4 * r);
   const __m256 inv = _mm256_set1_ps(1.0f / ep->out_scale), zp = _mm256_set1_ps((float)ep->out_zp);
+  if (nout == 4 && ep->gelu && ep->out_u8) {  // FFN-in: all 8 vectors through each phase together
+    __m256 v[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      const int64_t j = 4 * r + i;
+      const __m256i corr = _mm256_set1_epi32(ep->x_zp * w->rowsum[j]);
+      const __m256 s = _mm256_set1_ps(ep->x_scale * ep->w_scale[j]);
+      const __m256 b = _mm256_set1_ps(ep->bias ? ep->bias[j] : 0.f);
+      v[2 * i] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][0], corr)), s), b);
+      v[2 * i + 1] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][1], corr)), s), b);
+    }
+    gelu256_n<8>(v);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      __m256i q[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m256 f = _mm256_add_ps(_mm256_round_ps(_mm256_mul_ps(v[2 * i + h], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+        q[h] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(f, _mm256_setzero_ps()), _mm256_set1_ps(255.f)));
+      }
+      const __m256i p16 = _mm256_packus_epi32(q[0], q[1]);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(g.y) + (4 * r + i) * g.ldy + m0),
+                       _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1)));
+    }
+    return;
+  }
   for (int i = 0; i < nout; ++i) {
     const int64_t j = 4 * r + i;
     const __m256i corr = _mm256_set1_epi32(ep->x_zp * w->rowsum[j]);
