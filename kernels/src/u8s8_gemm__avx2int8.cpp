@@ -759,6 +759,39 @@ void sparse7_epilogue_t(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, in
   }
 }
 
+// Epilogue of a full block-row (4 outputs) into a plain fp32 y (a token's 4 outputs contiguous; the QKV
+// projection's layout), on accumulators in the quad kernel's token order. A 4x4 transpose inside each
+// 128-bit lane of the 4 outputs' vectors gives, per lane, one token's 4 values: tokens k | 8+k from the
+// first halves and 4+k | 12+k from the second, each stored straight to its row (rows past m are skipped).
+void sparse7_epilogue_f32(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, int64_t m0) {
+  const ek_packed* w = g.w;
+  const ek_epilogue* ep = g.ep;
+  __m256 v[8];  // v[2i + h]: output 4r+i, token group h
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const int64_t j = 4 * r + i;
+    const __m256i corr = _mm256_set1_epi32(ep->x_zp * w->rowsum[j]);
+    const __m256 s = _mm256_set1_ps(ep->x_scale * ep->w_scale[j]);
+    for (int h = 0; h < 2; ++h) {
+      v[2 * i + h] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][h], corr)), s);
+      if (ep->bias) v[2 * i + h] = _mm256_add_ps(v[2 * i + h], _mm256_set1_ps(ep->bias[j]));
+    }
+  }
+  if (ep->gelu) gelu256_n<8>(v);
+  float* y = static_cast<float*>(g.y) + 4 * r;
+  for (int h = 0; h < 2; ++h) {
+    const __m256 t0 = _mm256_unpacklo_ps(v[h], v[2 + h]), t1 = _mm256_unpackhi_ps(v[h], v[2 + h]);
+    const __m256 t2 = _mm256_unpacklo_ps(v[4 + h], v[6 + h]), t3 = _mm256_unpackhi_ps(v[4 + h], v[6 + h]);
+    const __m256 rows[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                            _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+    for (int k = 0; k < 4; ++k) {
+      const int64_t lo = m0 + 4 * h + k, hi = lo + 8;  // the tokens in lane 0 and lane 1
+      if (lo < g.m) _mm_storeu_ps(y + lo * g.ldy, _mm256_castps256_ps128(rows[k]));
+      if (hi < g.m) _mm_storeu_ps(y + hi * g.ldy, _mm256_extractf128_ps(rows[k], 1));
+    }
+  }
+}
+
 void sparse7_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int64_t m0) {
   const ek_packed* w = g.w;
   __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
@@ -788,6 +821,11 @@ void sparse7_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int
   if (g.y_t && g.ep) {  // the engine's chained layout: no reordering needed, see sparse7_epilogue_t
     const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
     sparse7_epilogue_t(g, acc, r, m0);
+    return;
+  }
+  if (g.ep && !g.ep->out_u8 && 4 * r + 4 <= w->info.n) {  // plain fp32 y, a full block-row
+    const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+    sparse7_epilogue_f32(g, acc, r, m0);
     return;
   }
   // Back to token order: (0-3 | 8-11), (4-7 | 12-15) -> (0-7), (8-15).
