@@ -369,10 +369,10 @@ class Encoder {
   std::pair<int64_t, bool> quant(const float* x, int64_t T, const Linear& l) {
     if (quant_t_) {
       const int64_t tp = ek_padded_m(T);
-      check(ek_quantize_u8_t(x, T, l.k, l.k, l.x_scale, l.x_zp, xq_.data(), tp));
+      check(ek_quantize_u8_t(x, T, l.k, l.k, l.x_scale, l.x_zp, xq(), tp));
       return {tp, true};
     }
-    ek_quantize_u8(x, T * l.k, l.x_scale, l.x_zp, xq_.data());
+    ek_quantize_u8(x, T * l.k, l.x_scale, l.x_zp, xq());
     return {l.k, false};
   }
 
@@ -382,7 +382,7 @@ class Encoder {
     int rc;
     if (l.int8) {
       const auto [ldx, x_t] = quant(x, T, l);
-      linear_u8(l, xq_.data(), ldx, x_t, T, y, gelu_on, next_q, yq);
+      linear_u8(l, xq(), ldx, x_t, T, y, gelu_on, next_q, yq);
       return;
     }
     rc = ek_gemm_f32(l.w.get(), x, T, l.k, l.bias.data(), gelu_on, y, l.n);
@@ -406,8 +406,8 @@ class Encoder {
     tmp_.resize(T * std::max(H, inter_));
     int64_t tp = ek_padded_m(T);
     quant_t_ = chain_t_ && (ek_active_isa() == EK_ISA_AVX512_VNNI || ek_active_isa() == EK_ISA_AVX2);
-    xq_.resize(std::max(T * std::max(H, inter_), tp * H));
-    hq_.resize(tp * inter_);
+    xq_.resize(std::max(T * std::max(H, inter_), tp * H) + 64);  // + 64: see xq()
+    hq_.resize(tp * inter_ + 64);
     auto t = clock::now();
     for (int64_t i = 0; i < T; ++i) {
       const float* w = word_.data() + tok_id_[i] * H;
@@ -469,13 +469,13 @@ class Encoder {
         const ek_epilogue ep{L.ffn_in.x_scale, L.ffn_in.x_zp, L.ffn_in.w_scale.data(), L.ffn_in.bias.data(), 1, 1,
                              L.ffn_out.x_scale, L.ffn_out.x_zp};
         const auto [ldx, x_t] = quant(x_.data(), T, L.ffn_in);
-        check(ek_gemm_u8s8_t(L.ffn_in.w.get(), xq_.data(), T, ldx, x_t, &ep, hq_.data(), tp, 1));
+        check(ek_gemm_u8s8_t(L.ffn_in.w.get(), xq(), T, ldx, x_t, &ep, hq(), tp, 1));
       } else if (fused_req) {
-        linear(L.ffn_in, x_.data(), T, nullptr, true, &L.ffn_out, hq_.data());
+        linear(L.ffn_in, x_.data(), T, nullptr, true, &L.ffn_out, hq());
       } else {
         std::vector<float> hid(T * inter_);
         linear(L.ffn_in, x_.data(), T, hid.data(), true);
-        if (L.ffn_out.int8) ek_quantize_u8(hid.data(), T * inter_, L.ffn_out.x_scale, L.ffn_out.x_zp, hq_.data());
+        if (L.ffn_out.int8) ek_quantize_u8(hid.data(), T * inter_, L.ffn_out.x_scale, L.ffn_out.x_zp, hq());
         else ffn_hidden_ = std::move(hid);
       }
       if (prof) (*prof)["ffn_in"] += us(t);
@@ -483,9 +483,9 @@ class Encoder {
       if (fused_req && chain_t_) {
         const ek_epilogue ep{L.ffn_out.x_scale, L.ffn_out.x_zp, L.ffn_out.w_scale.data(), L.ffn_out.bias.data(), 0, 0,
                              1.f, 0};
-        check(ek_gemm_u8s8_t(L.ffn_out.w.get(), hq_.data(), T, tp, 1, &ep, tmp_.data(), H, 0));
+        check(ek_gemm_u8s8_t(L.ffn_out.w.get(), hq(), T, tp, 1, &ep, tmp_.data(), H, 0));
       } else if (L.ffn_out.int8) {
-        linear_u8(L.ffn_out, hq_.data(), inter_, false, T, tmp_.data(), false, nullptr, nullptr);
+        linear_u8(L.ffn_out, hq(), inter_, false, T, tmp_.data(), false, nullptr, nullptr);
       } else {
         linear(L.ffn_out, ffn_hidden_.data(), T, tmp_.data());
       }
@@ -543,6 +543,13 @@ class Encoder {
   std::vector<int64_t> seq_start_, seq_len_, tok_id_, tok_pos_;
   std::vector<float> x_, qkv_, ctx_, tmp_, ffn_hidden_;
   std::vector<uint8_t> xq_, hq_;
+  // The u8 activation buffers start on a cache line: a transposed operand's 64-token rows then each fill
+  // exactly one line, which the sparse kernels' gathers touch (misaligned, every row spanned two).
+  static uint8_t* align64(std::vector<uint8_t>& v) {
+    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
+  }
+  uint8_t* xq() { return align64(xq_); }
+  uint8_t* hq() { return align64(hq_); }
 };
 }  // namespace
 

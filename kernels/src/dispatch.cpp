@@ -178,7 +178,8 @@ void* scratch(int slot, size_t bytes) {
   static thread_local std::vector<unsigned char> bufs[8];
   std::vector<unsigned char>& b = bufs[slot & 7];
   if (b.size() < bytes + 64) b.resize(bytes + 64);
-  return b.data();
+  // 64-byte aligned, so that transposed operands' 64-token rows fill whole cache lines
+  return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(b.data()) + 63) & ~uintptr_t(63));
 }
 }  // namespace ek
 
