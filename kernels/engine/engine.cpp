@@ -368,9 +368,9 @@ class Encoder {
   // quant_t_, else row-major. Returns the (stride, transposed) pair to pass to ek_gemm_u8s8_t.
   std::pair<int64_t, bool> quant(const float* x, int64_t T, const Linear& l) {
     if (quant_t_) {
-      const int64_t tp = ek_padded_m(T);
-      check(ek_quantize_u8_t(x, T, l.k, l.k, l.x_scale, l.x_zp, xq(), tp));
-      return {tp, true};
+      const int64_t ld = t_stride(T);
+      check(ek_quantize_u8_t(x, T, l.k, l.k, l.x_scale, l.x_zp, xq(), ld));
+      return {ld, true};
     }
     ek_quantize_u8(x, T * l.k, l.x_scale, l.x_zp, xq());
     return {l.k, false};
@@ -404,7 +404,7 @@ class Encoder {
     qkv_.resize(T * 3 * H);
     ctx_.resize(T * H);
     tmp_.resize(T * std::max(H, inter_));
-    int64_t tp = ek_padded_m(T);
+    int64_t tp = t_stride(T);  // row stride of the transposed u8 buffers
     quant_t_ = chain_t_ && (ek_active_isa() == EK_ISA_AVX512_VNNI || ek_active_isa() == EK_ISA_AVX2);
     xq_.resize(std::max(T * std::max(H, inter_), tp * H) + 64);  // + 64: see xq()
     hq_.resize(tp * inter_ + 64);
@@ -451,7 +451,7 @@ class Encoder {
           std::memmove(x_.data() + b * H, x_.data() + seq_start_[b] * H, H * sizeof(float));
         }
         T = B;
-        tp = ek_padded_m(T);
+        tp = t_stride(T);
       }
       if (prof) (*prof)["attention"] += us(t);
       t = clock::now();
@@ -549,6 +549,14 @@ class Encoder {
     return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
   }
   uint8_t* xq() { return align64(xq_); }
+  // Row stride of the transposed u8 operands ([k][stride], tokens along a row): T padded to 64 tokens, plus one
+  // more cache line when that is an even number of lines. The sparse kernels gather one 64-byte line per kept
+  // column per 64-token tile; at a stride of 2^j lines those lines fall into 1/2^j of the cache sets (at batch
+  // 8 x seq 128, a 1 KiB stride, 4 of L1's 64 sets), and conflict misses evict what the next tile reuses.
+  static int64_t t_stride(int64_t T) {
+    const int64_t tp = ek_padded_m(T);
+    return (tp / 64) % 2 == 0 ? tp + 64 : tp;
+  }
   uint8_t* hq() { return align64(hq_); }
 };
 }  // namespace
