@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "internal.h"
 #include "transpose_sse.h"
@@ -281,6 +282,23 @@ void dense_tile62(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, 
 
 constexpr int kMR = 6, kNB = 2;
 
+// The 0-5 rows a 6-row tile loop leaves: tile(row, std::integral_constant<int, R>) on at most 4 rows at a time
+// (the intrinsic tiles hold up to 4 rows without spilling).
+template <class Tile>
+inline void edge_rows(int64_t m, int64_t m1, Tile tile) {
+  switch (m1 - m) {
+    case 5:
+      tile(m, std::integral_constant<int, 4>{});
+      tile(m + 4, std::integral_constant<int, 1>{});
+      break;
+    case 4: tile(m, std::integral_constant<int, 4>{}); break;
+    case 3: tile(m, std::integral_constant<int, 3>{}); break;
+    case 2: tile(m, std::integral_constant<int, 2>{}); break;
+    case 1: tile(m, std::integral_constant<int, 1>{}); break;
+    default: break;
+  }
+}
+
 template <int NB>
 void dense_rows(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, int64_t m1, int64_t j8) {
   int64_t m = m0;
@@ -290,17 +308,7 @@ void dense_rows(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, in
     else
       dense_tile<kMR, NB>(g, x16, ldx16, m, j8);
   }
-  switch (m1 - m) {  // edges: the intrinsic tile (up to 4 rows without spills)
-    case 5:
-      dense_tile<4, NB>(g, x16, ldx16, m, j8);
-      dense_tile<1, NB>(g, x16, ldx16, m + 4, j8);
-      break;
-    case 4: dense_tile<4, NB>(g, x16, ldx16, m, j8); break;
-    case 3: dense_tile<3, NB>(g, x16, ldx16, m, j8); break;
-    case 2: dense_tile<2, NB>(g, x16, ldx16, m, j8); break;
-    case 1: dense_tile<1, NB>(g, x16, ldx16, m, j8); break;
-    default: break;
-  }
+  edge_rows(m, m1, [&](int64_t row, auto rows) { dense_tile<decltype(rows)::value, NB>(g, x16, ldx16, row, j8); });
 }
 
 struct DenseCtx {
@@ -616,17 +624,7 @@ void dense7_task(int64_t task, void* p) {
   for (int64_t j16 = jb0; j16 < jb1; ++j16) {
     int64_t m = m0;
     for (; m + 6 <= m1; m += 6) dense7_tile6(*c.g, c.x, c.ldx, m, j16);
-    switch (m1 - m) {
-      case 5:
-        dense7_tile<4>(*c.g, c.x, c.ldx, m, j16);
-        dense7_tile<1>(*c.g, c.x, c.ldx, m + 4, j16);
-        break;
-      case 4: dense7_tile<4>(*c.g, c.x, c.ldx, m, j16); break;
-      case 3: dense7_tile<3>(*c.g, c.x, c.ldx, m, j16); break;
-      case 2: dense7_tile<2>(*c.g, c.x, c.ldx, m, j16); break;
-      case 1: dense7_tile<1>(*c.g, c.x, c.ldx, m, j16); break;
-      default: break;
-    }
+    edge_rows(m, m1, [&](int64_t row, auto rows) { dense7_tile<decltype(rows)::value>(*c.g, c.x, c.ldx, row, j16); });
   }
 }
 
@@ -697,78 +695,19 @@ inline void quad_step(__m256i& a00, __m256i& a01, __m256i& a10, __m256i& a11, __
 #undef EK_OUT7
 }
 
-// Epilogue of one block-row into a transposed y (output j's tokens contiguous), on accumulators still in the
-// quad kernel's token order: acc[i][0] holds tokens 0-3 | 8-11, acc[i][1] tokens 4-7 | 12-15. For u8,
-// packus_epi32(q0, q1) puts them in order by itself (0-3, 4-7 | 8-11, 12-15); for fp32 the halves are stored
-// where they belong. Tokens past m land in y's padding columns (as in sparse_epilogue).
-void sparse7_epilogue_t(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, int64_t m0) {
+// The fp32 values of one block-row tile, v[2i + h] = output 4r+i, token group h (the quad kernel's token order:
+// h = 0 holds tokens 0-3 | 8-11, h = 1 tokens 4-7 | 12-15), GELU applied when asked, to all 8 vectors in
+// lockstep. Multiply then add (no fmadd): the same two roundings as sparse_epilogue and the reference. Outputs
+// past n are left zero.
+inline void dequant7(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, int nout, __m256 (&v)[8]) {
   const ek_packed* w = g.w;
   const ek_epilogue* ep = g.ep;
-  const int nout = (int)std::min<int64_t>(4, w->info.n - 4 * r);
-  const __m256 inv = _mm256_set1_ps(1.0f / ep->out_scale), zp = _mm256_set1_ps((float)ep->out_zp);
-  if (nout == 4 && ep->gelu && ep->out_u8) {  // FFN-in: all 8 vectors through each phase together
-    __m256 v[8];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      const int64_t j = 4 * r + i;
-      const __m256i corr = _mm256_set1_epi32(ep->x_zp * w->rowsum[j]);
-      const __m256 s = _mm256_set1_ps(ep->x_scale * ep->w_scale[j]);
-      const __m256 b = _mm256_set1_ps(ep->bias ? ep->bias[j] : 0.f);
-      v[2 * i] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][0], corr)), s), b);
-      v[2 * i + 1] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][1], corr)), s), b);
-    }
-    gelu256_n<8>(v);
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      __m256i q[2];
-      for (int h = 0; h < 2; ++h) {
-        const __m256 f = _mm256_add_ps(_mm256_round_ps(_mm256_mul_ps(v[2 * i + h], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
-        q[h] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(f, _mm256_setzero_ps()), _mm256_set1_ps(255.f)));
-      }
-      const __m256i p16 = _mm256_packus_epi32(q[0], q[1]);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(g.y) + (4 * r + i) * g.ldy + m0),
-                       _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1)));
-    }
-    return;
-  }
-  for (int i = 0; i < nout; ++i) {
-    const int64_t j = 4 * r + i;
-    const __m256i corr = _mm256_set1_epi32(ep->x_zp * w->rowsum[j]);
-    const __m256 s = _mm256_set1_ps(ep->x_scale * ep->w_scale[j]);
-    const __m256 b = _mm256_set1_ps(ep->bias ? ep->bias[j] : 0.f);
-    __m256 v[2];
-    for (int h = 0; h < 2; ++h) {
-      // multiply then add, not fmadd: the same two roundings as sparse_epilogue and the reference
-      v[h] = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][h], corr)), s), b);
-      if (ep->gelu) v[h] = gelu256(v[h]);
-    }
-    if (ep->out_u8) {
-      __m256i q[2];
-      for (int h = 0; h < 2; ++h) {
-        const __m256 f = _mm256_add_ps(_mm256_round_ps(_mm256_mul_ps(v[h], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
-        q[h] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(f, _mm256_setzero_ps()), _mm256_set1_ps(255.f)));
-      }
-      const __m256i p16 = _mm256_packus_epi32(q[0], q[1]);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(g.y) + j * g.ldy + m0),
-                       _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1)));
-    } else {
-      float* y = static_cast<float*>(g.y) + j * g.ldy + m0;
-      _mm256_storeu2_m128(y + 8, y, v[0]);
-      _mm256_storeu2_m128(y + 12, y + 4, v[1]);
-    }
-  }
-}
-
-// Epilogue of a full block-row (4 outputs) into a plain fp32 y (a token's 4 outputs contiguous; the QKV
-// projection's layout), on accumulators in the quad kernel's token order. A 4x4 transpose inside each
-// 128-bit lane of the 4 outputs' vectors gives, per lane, one token's 4 values: tokens k | 8+k from the
-// first halves and 4+k | 12+k from the second, each stored straight to its row (rows past m are skipped).
-void sparse7_epilogue_f32(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, int64_t m0) {
-  const ek_packed* w = g.w;
-  const ek_epilogue* ep = g.ep;
-  __m256 v[8];  // v[2i + h]: output 4r+i, token group h
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i) {
+    if (i >= nout) {
+      v[2 * i] = v[2 * i + 1] = _mm256_setzero_ps();
+      continue;
+    }
     const int64_t j = 4 * r + i;
     const __m256i corr = _mm256_set1_epi32(ep->x_zp * w->rowsum[j]);
     const __m256 s = _mm256_set1_ps(ep->x_scale * ep->w_scale[j]);
@@ -778,6 +717,38 @@ void sparse7_epilogue_f32(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, 
     }
   }
   if (ep->gelu) gelu256_n<8>(v);
+}
+
+// Epilogue of one block-row into a transposed y (output j's tokens contiguous). For u8, packus_epi32(q0, q1)
+// puts the quad kernel's token order right by itself (0-3, 4-7 | 8-11, 12-15); for fp32 the halves are stored
+// where they belong. Tokens past m land in y's padding columns (as in sparse_epilogue).
+void sparse7_epilogue_t(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, int64_t m0) {
+  const ek_epilogue* ep = g.ep;
+  const int nout = (int)std::min<int64_t>(4, g.w->info.n - 4 * r);
+  __m256 v[8];
+  dequant7(g, acc, r, nout, v);
+  for (int i = 0; i < nout; ++i) {
+    const int64_t j = 4 * r + i;
+    if (ep->out_u8) {
+      const __m256i p16 = _mm256_packus_epi32(_mm256_cvtps_epi32(requant_f(v[2 * i], ep)),
+                                              _mm256_cvtps_epi32(requant_f(v[2 * i + 1], ep)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(g.y) + j * g.ldy + m0),
+                       _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1)));
+    } else {
+      float* y = static_cast<float*>(g.y) + j * g.ldy + m0;
+      _mm256_storeu2_m128(y + 8, y, v[2 * i]);
+      _mm256_storeu2_m128(y + 12, y + 4, v[2 * i + 1]);
+    }
+  }
+}
+
+// Epilogue of a full block-row (4 outputs) into a plain fp32 y (a token's 4 outputs contiguous; the QKV
+// projection's layout). A 4x4 transpose inside each 128-bit lane of the 4 outputs' vectors gives, per lane,
+// one token's 4 values: tokens k | 8+k from group 0 and 4+k | 12+k from group 1, each stored straight to its
+// row (rows past m are skipped).
+void sparse7_epilogue_f32(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, int64_t m0) {
+  __m256 v[8];
+  dequant7(g, acc, r, 4, v);
   float* y = static_cast<float*>(g.y) + 4 * r;
   for (int h = 0; h < 2; ++h) {
     const __m256 t0 = _mm256_unpacklo_ps(v[h], v[2 + h]), t1 = _mm256_unpackhi_ps(v[h], v[2 + h]);
