@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """A/B two compressed artifacts on the native engine, timed in alternation in one process.
 
-Each round runs every artifact `--runs` times at batch 1 and keeps its fastest run; the table shows the median
-of those per-round minima and the median per-round ratio of the first artifact's time to each other's. Made for
-comparing variants of one model (e.g. 8- vs 7-bit weights) on a noisy machine. Never asserts.
+Each round runs every (artifact, batch) variant `--runs` times and keeps its fastest run; the table shows the
+median of those per-round minima, per sequence, and the median per-round ratio of the first variant's time per
+sequence to each other's. Made for comparing variants of one model (e.g. 8- vs 7-bit weights, or batch 1 vs 8
+per sequence) on a noisy machine. Never asserts.
 
     python bench/native_ab.py out/bbc8 out/bbc --seq 128
+    python bench/native_ab.py out/bbc --batch 1,8
 """
 from __future__ import annotations
 
@@ -23,29 +25,37 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", default="1", help="comma-separated batch sizes (each is a variant)")
     a = ap.parse_args(argv)
     from edgekit.runtimes import load
 
-    sessions = [load(p, "native", threads=a.threads) for p in a.artifacts]
+    batches = [int(b) for b in a.batch.split(",")]
+    sessions = {p: load(p, "native", threads=a.threads) for p in a.artifacts}
     rng = np.random.default_rng(0)
-    feeds = {"input_ids": rng.integers(1000, 20000, (1, a.seq)).astype(np.int64),
-             "attention_mask": np.ones((1, a.seq), np.int64), "token_type_ids": np.zeros((1, a.seq), np.int64)}
-    for s in sessions:
-        for _ in range(5):
+    variants = []  # (artifact, batch, session, feeds)
+    for p in a.artifacts:
+        for b in batches:
+            feeds = {"input_ids": rng.integers(1000, 20000, (b, a.seq)).astype(np.int64),
+                     "attention_mask": np.ones((b, a.seq), np.int64), "token_type_ids": np.zeros((b, a.seq), np.int64)}
+            variants.append((p, b, sessions[p], feeds))
+    for _, _, s, feeds in variants:
+        for _ in range(3):
             s.run(feeds)
-    best = [[] for _ in sessions]
+    best = [[] for _ in variants]
     for _ in range(a.rounds):
-        for i, s in enumerate(sessions):
+        for i, (_, b, s, feeds) in enumerate(variants):
             ts = []
             for _ in range(a.runs):
                 t = time.perf_counter()
                 s.run(feeds)
                 ts.append(time.perf_counter() - t)
-            best[i].append(min(ts) * 1e3)
-    print(f"| artifact | kernels | ms (median of per-round best) | {a.artifacts[0]} / this |\n|---|---|---:|---:|")
-    for p, s, b in zip(a.artifacts, sessions, best):
-        ratio = statistics.median(x / y for x, y in zip(best[0], b))
-        print(f"| {p} | {', '.join(s.kernels)} | {statistics.median(b):.2f} | {ratio:.2f} |")
+            best[i].append(min(ts) * 1e3 / b)
+    first = f"{variants[0][0]} b{variants[0][1]}"
+    print(f"| artifact | batch | kernels | ms per sequence (median of per-round best) | {first} / this |\n"
+          "|---|---:|---|---:|---:|")
+    for (p, b, s, _), t in zip(variants, best):
+        ratio = statistics.median(x / y for x, y in zip(best[0], t))
+        print(f"| {p} | {b} | {', '.join(s.kernels)} | {statistics.median(t):.2f} | {ratio:.2f} |")
     return 0
 
 

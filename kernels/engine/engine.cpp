@@ -401,7 +401,21 @@ class Encoder {
     int64_t T = (int64_t)tok_id_.size();  // tokens in flight (B after the last attention with CLS pooling)
     const int64_t H = h_;
     x_.resize(T * H);
-    qkv_.resize(T * 3 * H);
+    // chunks of whole sequences of about kChunkTokens tokens for QKV + attention (a longer sequence is its own)
+    chunks_.clear();
+    for (int64_t b = 0, tok = 0, first = 0; b < B; ++b) {
+      tok += seq_len_[b];
+      if (tok >= kChunkTokens || b == B - 1) {
+        chunks_.emplace_back(first, b + 1);
+        first = b + 1;
+        tok = 0;
+      }
+    }
+    int64_t chunk_max = 0;
+    for (const auto& [b0, b1] : chunks_)
+      chunk_max = std::max(chunk_max, seq_start_[b1 - 1] + seq_len_[b1 - 1] - seq_start_[b0]);
+    chunk_start_.resize(B);
+    qkv_.resize(chunk_max * 3 * H);
     ctx_.resize(T * H);
     tmp_.resize(T * std::max(H, inter_));
     int64_t tp = t_stride(T);  // row stride of the transposed u8 buffers
@@ -418,33 +432,41 @@ class Encoder {
     add_layer_norm(x_.data(), nullptr, T, H, eln_w_.data(), eln_b_.data(), eps_);
     if (prof) (*prof)["embeddings"] += us(t);
     for (auto& L : layers_) {
-      t = clock::now();
-      int64_t ld, qo, ko, vo;
-      if (L.fused) {
-        linear(L.qkv, x_.data(), T, qkv_.data());
-        ld = 3 * H, qo = 0, ko = H, vo = 2 * H;
-      } else {  // separate q, k, v written side by side
-        for (int part = 0; part < 3; ++part) {
-          const Linear& l = part == 0 ? L.q : part == 1 ? L.k : L.v;
-          linear(l, x_.data(), T, tmp_.data());
-          for (int64_t i = 0; i < T; ++i) std::memcpy(qkv_.data() + i * 3 * H + part * H, tmp_.data() + i * H, H * 4);
-        }
-        ld = 3 * H, qo = 0, ko = H, vo = 2 * H;
-      }
-      if (prof) (*prof)["qkv"] += us(t);
-      t = clock::now();
-      const int64_t d = H / heads_;
+      const int64_t ld = 3 * H, qo = 0, ko = H, vo = 2 * H, d = H / heads_;
       // CLS pooling reads one row per sequence, so after the last layer's attention (keys and values need
       // every token) only those rows go on: attention for the first query of each sequence, then the rows are
       // packed to the front and the rest of the layer runs on B tokens instead of T.
       const bool cls_only = cls_ && &L == &layers_.back();
-      // AVX-512 when d % 16 == 0; otherwise the AVX2 kernels (also on AVX-512 CPUs: head sizes that are a
-      // multiple of 8 but not 16 would else fall to the scalar loop); scalar last.
-      AttnCtx ac{qkv_.data(), ld, qo, ko, vo, ctx_.data(), seq_start_.data(), seq_len_.data(), B, heads_, d, H,
-                 ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
-                 attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
-                 ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only};
-      ek_parallel_for(B * heads_, attn_task, &ac);
+      // QKV projection and attention run chunk by chunk of whole sequences (see chunks_), so the chunk's q, k, v
+      // are still in L2 when attention reads them: with the whole batch at once (8 x 128 tokens: 4.7 MB of fp32
+      // q, k, v) they came back from L3 and attention took ~30% longer per sequence than at batch 1.
+      for (const auto& [b0, b1] : chunks_) {
+        t = clock::now();
+        const int64_t c0 = seq_start_[b0], cn = seq_start_[b1 - 1] + seq_len_[b1 - 1] - c0;
+        const float* xc = x_.data() + c0 * H;
+        if (L.fused) {
+          linear(L.qkv, xc, cn, qkv_.data());
+        } else {  // separate q, k, v written side by side
+          for (int part = 0; part < 3; ++part) {
+            const Linear& l = part == 0 ? L.q : part == 1 ? L.k : L.v;
+            linear(l, xc, cn, tmp_.data());
+            for (int64_t i = 0; i < cn; ++i) std::memcpy(qkv_.data() + i * ld + part * H, tmp_.data() + i * H, H * 4);
+          }
+        }
+        if (prof) (*prof)["qkv"] += us(t);
+        t = clock::now();
+        for (int64_t b = b0; b < b1; ++b) chunk_start_[b - b0] = seq_start_[b] - c0;
+        // AVX-512 when d % 16 == 0; otherwise the AVX2 kernels (also on AVX-512 CPUs: head sizes that are a
+        // multiple of 8 but not 16 would else fall to the scalar loop); scalar last.
+        AttnCtx ac{qkv_.data(), ld, qo, ko, vo, ctx_.data() + c0 * H, chunk_start_.data(), seq_len_.data() + b0, b1 - b0,
+                   heads_, d, H,
+                   ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
+                   attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
+                   ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only};
+        ek_parallel_for((b1 - b0) * heads_, attn_task, &ac);
+        if (prof) (*prof)["attention"] += us(t);
+      }
+      t = clock::now();
       if (cls_only) {
         for (int64_t b = 0; b < B; ++b) {  // seq_start[b] >= b: moving rows forward in order never overwrites a source
           std::memmove(ctx_.data() + b * H, ctx_.data() + seq_start_[b] * H, H * sizeof(float));
@@ -540,7 +562,11 @@ class Encoder {
   std::vector<float> word_, pos_, type0_, eln_w_, eln_b_, cls_w_, cls_b_;
   Linear pooler_;
   std::vector<Layer> layers_;
-  std::vector<int64_t> seq_start_, seq_len_, tok_id_, tok_pos_;
+  std::vector<int64_t> seq_start_, seq_len_, tok_id_, tok_pos_, chunk_start_;
+  std::vector<std::pair<int64_t, int64_t>> chunks_;  // [first, last + 1) sequences per QKV + attention chunk
+  // Tokens per QKV + attention chunk: q, k, v of 128 tokens x 384 x 3 fp32 = 590 KB, about the L2 of one core
+  // plus the other's share of what attention reads; larger chunks measured slower at batch 8 (bench/native_ab.py).
+  static constexpr int64_t kChunkTokens = 128;
   std::vector<float> x_, qkv_, ctx_, tmp_, ffn_hidden_;
   std::vector<uint8_t> xq_, hq_;
   // The u8 activation buffers start on a cache line: a transposed operand's 64-token rows then each fill
