@@ -1,0 +1,78 @@
+"""One-shot activation-aware pruning with the least-squares refit (edgekit.compress.oneshot)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from edgekit.compress.oneshot import oneshot_prune, refit
+from edgekit.compress.prune import encoder_linears, is_4x1, mask_for
+
+
+def _inputs(n=400, k=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # correlated inputs with a few large dimensions, as transformer activations have
+    mix = torch.randn(k, k, generator=g) * 0.3 + torch.eye(k)
+    x = torch.randn(n, k, generator=g) @ mix
+    x[:, :3] *= 8
+    return x
+
+
+def test_refit_keeps_every_weight_when_nothing_is_pruned():
+    x = _inputs()
+    w = torch.randn(8, 24, generator=torch.Generator().manual_seed(1))
+    out = refit(w, torch.ones_like(w), (x.T @ x).double(), damp=0.0)
+    torch.testing.assert_close(out, w, rtol=1e-4, atol=1e-4)
+
+
+def test_refit_beats_plain_masking_and_stays_inside_the_mask():
+    x = _inputs()
+    w = torch.randn(16, 24, generator=torch.Generator().manual_seed(2))
+    keep = mask_for(w.abs(), 0.75, "4x1")
+    H = (x.T @ x).double()
+    w_ls = refit(w, keep, H, damp=1e-6)
+    assert (w_ls[keep == 0] == 0).all()
+    err_mask = ((x @ (w * keep).T - x @ w.T) ** 2).sum()
+    err_ls = ((x @ w_ls.T - x @ w.T) ** 2).sum()
+    assert err_ls < 0.9 * err_mask, (float(err_ls), float(err_mask))
+    # and it is the least-squares optimum: no random perturbation inside the mask does better
+    g = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        d = torch.randn(w.shape, generator=g) * keep * 1e-2
+        assert ((x @ (w_ls + d).T - x @ w.T) ** 2).sum() > err_ls
+
+
+def test_refit_of_an_empty_row_is_zero():
+    x = _inputs()
+    w = torch.randn(8, 24)
+    keep = torch.ones_like(w)
+    keep[4:] = 0
+    out = refit(w, keep, (x.T @ x).double())
+    assert (out[4:] == 0).all() and (out[:4] != 0).any()
+
+
+@pytest.mark.parametrize("refit_weights", [False, True])
+def test_oneshot_prune_tiny_bert(refit_weights):
+    from edgekit.data import load_dataset, tokenize
+    from edgekit.zoo import load_torch, resolve
+
+    model, tok = load_torch(resolve("tiny-bert"))
+    model.eval()
+    teacher = copy.deepcopy(model)
+    f = tokenize(tok, load_dataset("bbc-news", "train").texts[:16], max_length=48)
+    ids, mask = torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"])
+    batches = [(ids[:8], mask[:8]), (ids[8:], mask[8:])]
+    lins = encoder_linears(model)
+    seen = []
+    masks = oneshot_prune(model, lins, 0.8, "4x1", batches, refit_weights=refit_weights, progress=seen.append)
+    assert set(masks) == set(lins) and seen
+    for n, lin in lins.items():
+        w = lin.weight.detach()
+        assert (w[masks[n] == 0] == 0).all(), n
+        assert is_4x1(w), n
+        assert abs(float((masks[n] == 0).float().mean()) - 0.8) < 0.03, n
+    with torch.no_grad():
+        t, s = teacher(ids, mask), model(ids, mask)
+    cos = torch.nn.functional.cosine_similarity(s, t, dim=-1)
+    assert torch.isfinite(cos).all() and float(cos.mean()) > 0.0
