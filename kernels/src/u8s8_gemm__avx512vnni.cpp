@@ -219,6 +219,103 @@ struct SparseCtx {
   int64_t mp, mtiles, rows_per_task;
 };
 
+// Epilogue of a full block-row (outputs 4r..4r+3) into a transposed y, from the accumulators in registers:
+// block L of acc[i][gq] holds tokens 16L + 4gq + 0..3, so a 4x4 transpose of 128-bit blocks across gq = 0..3
+// gives tokens 16L..16L+15 in order. Every per-row constant is read once, into locals (stores through y may
+// alias anything the compiler cannot prove otherwise).
+inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r, int64_t m0) {
+  const ek_epilogue* ep = g.ep;
+  const ek_packed* w = g.w;
+  const int64_t ldy = g.ldy;
+  const bool gelu = ep->gelu, out_u8 = ep->out_u8, has_bias = ep->bias != nullptr;
+  const float inv_out = out_u8 ? 1.0f / ep->out_scale : 0.f;
+  const int32_t out_zp = ep->out_zp, zp = ep->x_zp;
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const int64_t j = 4 * r + i;
+    const __m512i t0 = _mm512_shuffle_i32x4(acc[i][0], acc[i][1], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i t1 = _mm512_shuffle_i32x4(acc[i][2], acc[i][3], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i t2 = _mm512_shuffle_i32x4(acc[i][0], acc[i][1], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i t3 = _mm512_shuffle_i32x4(acc[i][2], acc[i][3], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i ordered[4] = {_mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)),
+                                _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)),
+                                _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 1, 3, 1))};
+    const __m512i corr = _mm512_set1_epi32(zp * w->rowsum[j]);
+    const __m512 scale = _mm512_set1_ps(ep->x_scale * ep->w_scale[j]);
+    const __m512 bias = _mm512_set1_ps(has_bias ? ep->bias[j] : 0.f);
+    __m512 v[4];
+#pragma GCC unroll 4
+    for (int L = 0; L < 4; ++L) v[L] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ordered[L], corr)), scale, bias);
+    if (gelu) {
+#pragma GCC unroll 4
+      for (int L = 0; L < 4; ++L) v[L] = gelu512(v[L]);
+    }
+    if (out_u8) {
+      uint8_t* y = static_cast<uint8_t*>(g.y) + j * ldy + m0;
+#pragma GCC unroll 4
+      for (int L = 0; L < 4; ++L)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 16 * L), requant512(v[L], inv_out, out_zp));
+    } else {
+      float* y = static_cast<float*>(g.y) + j * ldy + m0;
+#pragma GCC unroll 4
+      for (int L = 0; L < 4; ++L) _mm512_storeu_ps(y + 16 * L, v[L]);
+    }
+  }
+}
+
+// Epilogue of a full block-row into a row-major fp32 y (4 consecutive outputs of a token are 16 contiguous
+// bytes). The dequantisation runs on the accumulators as they are; then for each gq the four output rows
+// acc[0..3][gq] are transposed in registers (unpack ps / pd within 128-bit blocks), which leaves 128-bit block
+// L of vector d holding outputs 4r..4r+3 of token 16L + 4gq + d, stored straight to y. No buffer, no
+// un-permutation of the tokens.
+inline void tile_epilogue_rowf32(const Gemm& g, const __m512i (&acc)[4][4], int64_t r, int64_t m0, int64_t mend) {
+  const ek_epilogue* ep = g.ep;
+  const ek_packed* w = g.w;
+  const int64_t ldy = g.ldy;
+  const bool has_bias = ep->bias != nullptr, gelu = ep->gelu;
+  const int32_t zp = ep->x_zp;
+  __m512 v[4][4];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const int64_t j = 4 * r + i;
+    const __m512i corr = _mm512_set1_epi32(zp * w->rowsum[j]);
+    const __m512 scale = _mm512_set1_ps(ep->x_scale * ep->w_scale[j]);
+    const __m512 bias = _mm512_set1_ps(has_bias ? ep->bias[j] : 0.f);
+#pragma GCC unroll 4
+    for (int gq = 0; gq < 4; ++gq) {
+      v[i][gq] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][gq], corr)), scale, bias);
+      if (gelu) v[i][gq] = gelu512(v[i][gq]);
+    }
+  }
+  float* y = static_cast<float*>(g.y) + m0 * ldy + 4 * r;
+#pragma GCC unroll 4
+  for (int gq = 0; gq < 4; ++gq) {
+    const __m512 ab0 = _mm512_unpacklo_ps(v[0][gq], v[1][gq]), ab1 = _mm512_unpackhi_ps(v[0][gq], v[1][gq]);
+    const __m512 cd0 = _mm512_unpacklo_ps(v[2][gq], v[3][gq]), cd1 = _mm512_unpackhi_ps(v[2][gq], v[3][gq]);
+    const __m512 t[4] = {
+        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab0), _mm512_castps_pd(cd0))),
+        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab0), _mm512_castps_pd(cd0))),
+        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab1), _mm512_castps_pd(cd1))),
+        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab1), _mm512_castps_pd(cd1)))};
+#pragma GCC unroll 4
+    for (int d = 0; d < 4; ++d) {
+      const int64_t t0 = 4 * gq + d;  // token of block 0; block L is token t0 + 16L
+      if (mend == TM) {
+        _mm_storeu_ps(y + t0 * ldy, _mm512_castps512_ps128(t[d]));
+        _mm_storeu_ps(y + (t0 + 16) * ldy, _mm512_extractf32x4_ps(t[d], 1));
+        _mm_storeu_ps(y + (t0 + 32) * ldy, _mm512_extractf32x4_ps(t[d], 2));
+        _mm_storeu_ps(y + (t0 + 48) * ldy, _mm512_extractf32x4_ps(t[d], 3));
+      } else {
+        if (t0 < mend) _mm_storeu_ps(y + t0 * ldy, _mm512_castps512_ps128(t[d]));
+        if (t0 + 16 < mend) _mm_storeu_ps(y + (t0 + 16) * ldy, _mm512_extractf32x4_ps(t[d], 1));
+        if (t0 + 32 < mend) _mm_storeu_ps(y + (t0 + 32) * ldy, _mm512_extractf32x4_ps(t[d], 2));
+        if (t0 + 48 < mend) _mm_storeu_ps(y + (t0 + 48) * ldy, _mm512_extractf32x4_ps(t[d], 3));
+      }
+    }
+  }
+}
+
 void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_t m0) {
   const ek_packed* w = g.w;
   // The 16 accumulators live in registers through the quad loop (fully unrolled loops over i and gq), then
@@ -245,6 +342,16 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
       const __m512i wv = _mm512_set1_epi32(wq[4 * q + i]);
 #pragma GCC unroll 4
       for (int gq = 0; gq < 4; ++gq) dpbusd(acc[i][gq], u[gq], wv);
+    }
+  }
+  if (g.ep && 4 * r + 4 <= w->info.n) {  // full block-row: epilogue from the registers
+    if (g.y_t) {
+      tile_epilogue_t(g, acc, r, m0);
+      return;
+    }
+    if (!g.ep->out_u8) {
+      tile_epilogue_rowf32(g, acc, r, m0, std::min<int64_t>(TM, g.m - m0));
+      return;
     }
   }
   alignas(64) int32_t accbuf[4][4][16];
@@ -280,8 +387,9 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
         _mm512_store_si512(tile[i] + 16 * L, a);
         continue;
       }
-      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(g.ep->x_scale * g.ep->w_scale[j]));
-      if (g.ep->bias) v = _mm512_add_ps(v, _mm512_set1_ps(g.ep->bias[j]));
+      // one rounding (fused multiply-add), as in tile_epilogue_t / _rowf32, so every layout gives the same bits
+      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(g.ep->x_scale * g.ep->w_scale[j]),
+                                 _mm512_set1_ps(g.ep->bias ? g.ep->bias[j] : 0.f));
       if (g.ep->gelu) v = gelu512(v);
       if (g.ep->out_u8) {
         const __m128i qb = requant512(v, inv_out, g.ep->out_zp);
@@ -384,21 +492,30 @@ struct PeakCtx {
 };
 void peak_task(int64_t i, void* p) {
   PeakCtx& c = *static_cast<PeakCtx*>(p);
-  __m512i a[12];
-  for (auto& v : a) v = _mm512_setzero_si512();
+  // 12 independent accumulators as separate locals, updated by one asm block: with an array, the intrinsic or
+  // a loop of dpbusd(), GCC keeps them in memory between repetitions and the stores set the pace.
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
+          a9 = a0, a10 = a0, a11 = a0;
   const __m512i x = _mm512_set1_epi32(0x01010101), y = _mm512_set1_epi32(0x01020304);
   int64_t iters = 0;
   const auto t0 = std::chrono::steady_clock::now();
   double el = 0;
   do {
     for (int rep = 0; rep < 1000; ++rep)
-      for (auto& v : a) v = _mm512_dpbusd_epi32(v, x, y);
+      asm("vpdpbusd %13, %12, %0\n\tvpdpbusd %13, %12, %1\n\tvpdpbusd %13, %12, %2\n\tvpdpbusd %13, %12, %3\n\t"
+          "vpdpbusd %13, %12, %4\n\tvpdpbusd %13, %12, %5\n\tvpdpbusd %13, %12, %6\n\tvpdpbusd %13, %12, %7\n\t"
+          "vpdpbusd %13, %12, %8\n\tvpdpbusd %13, %12, %9\n\tvpdpbusd %13, %12, %10\n\tvpdpbusd %13, %12, %11"
+          : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5), "+v"(a6), "+v"(a7), "+v"(a8), "+v"(a9),
+            "+v"(a10), "+v"(a11)
+          : "v"(x), "v"(y));
     iters += 1000;
     el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } while (el < c.seconds);
-  int32_t sink = 0;
-  for (auto& v : a) sink += _mm512_reduce_add_epi32(v);
-  c.macs[i] = (sink == 42 ? 1.0 : 0.0) + (double)iters * 12 * 64 / el;
+  const __m512i sum = _mm512_add_epi32(
+      _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                       _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7))),
+      _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
+  c.macs[i] = (_mm512_reduce_add_epi32(sum) == 42 ? 1.0 : 0.0) + (double)iters * 12 * 64 / el;
 }
 }  // namespace
 
