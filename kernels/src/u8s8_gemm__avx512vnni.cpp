@@ -118,12 +118,41 @@ void dense_tile(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int64_
     }
   }
   const int64_t n = w->info.n;
+  if (!g.ep) {  // int32 accumulators
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) {
+      const int64_t n0 = (j16 + b) * 16;
+      const __mmask16 mask = n - n0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - n0)) - 1);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) epilogue16(g, acc[r][b], m0 + r, n0, mask);
+    }
+    return;
+  }
+  // The per-output constants (zero-point correction, scale, bias) once per 16 outputs, not once per row; the
+  // epilogue's fields read into locals once (stores through y may alias them as far as the compiler knows).
+  const ek_epilogue* ep = g.ep;
+  const bool gelu = ep->gelu, out_u8 = ep->out_u8;
+  const float inv_out = out_u8 ? 1.0f / ep->out_scale : 0.f;
+  const int32_t out_zp = ep->out_zp;
+  const __m512i zp = _mm512_set1_epi32(ep->x_zp);
+  const __m512 xs = _mm512_set1_ps(ep->x_scale);
+  const int64_t ldy = g.ldy;
 #pragma GCC unroll 4
   for (int b = 0; b < NB; ++b) {
     const int64_t n0 = (j16 + b) * 16;
     const __mmask16 mask = n - n0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - n0)) - 1);
+    const __m512i corr = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask, w->rowsum.data() + n0), zp);
+    const __m512 scale = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep->w_scale + n0));
+    const __m512 bias = ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + n0) : _mm512_setzero_ps();
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) epilogue16(g, acc[r][b], m0 + r, n0, mask);
+    for (int r = 0; r < MR; ++r) {
+      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][b], corr)), scale, bias);
+      if (gelu) v = gelu512(v);
+      if (out_u8)
+        _mm_mask_storeu_epi8(static_cast<uint8_t*>(g.y) + (m0 + r) * ldy + n0, mask, requant512(v, inv_out, out_zp));
+      else
+        _mm512_mask_storeu_ps(static_cast<float*>(g.y) + (m0 + r) * ldy + n0, mask, v);
+    }
   }
 }
 
