@@ -59,12 +59,27 @@ class PruneConfig(_Stage):
     lr: float = Field(1e-4, gt=0.0)
     head_sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="pattern head+neuron: fraction of heads "
                                                                            "pruned (default: sparsity)")
+    oneshot: bool = Field(False, description="prune to the final sparsity before the first step, layer by layer: "
+                                             "weights scored by |W| x input RMS (Wanda) on oneshot_samples training "
+                                             "texts, kept weights refitted by least squares to the unpruned layer's "
+                                             "outputs; then `steps` of fixed-mask distillation (no ramp)")
+    oneshot_samples: int = Field(128, ge=1, description="oneshot: calibration texts from the train split")
 
     @field_validator("head_sparsity")
     @classmethod
     def _head_sparsity_needs_both(cls, v, info: ValidationInfo):
         if v is not None and info.data.get("pattern") != "head+neuron":
             raise ValueError(f"applies to pattern 'head+neuron' only (pattern is {info.data.get('pattern')!r})")
+        return v
+
+    @field_validator("oneshot")
+    @classmethod
+    def _oneshot_fits(cls, v, info: ValidationInfo):
+        # the one-shot scores are per weight (summed over a 4x1 block); heads / neurons and movement have none
+        if v and info.data.get("pattern") in STRUCTURED:
+            raise ValueError(f"applies to patterns 4x1, unstructured and 2:4, not {info.data.get('pattern')!r}")
+        if v and info.data.get("criterion") == "movement":
+            raise ValueError("uses its own criterion (|W| x input RMS); set criterion: magnitude")
         return v
 
     @field_validator("scope")

@@ -231,21 +231,49 @@ def run_prune(run: Run, cfg: PruneConfig) -> dict:
     total = run.steps(cfg.steps)
     ramp = max(1, int(cfg.ramp * total))
     start = 0
+    oneshot = {}
     if run.resume_state and run.resume_state["stage"] == "prune":
         start = run.resume_state["step"]
         run.pruner.masks = run.resume_state["masks"] or run.pruner.masks
+    elif cfg.oneshot:
+        oneshot = _oneshot(run, cfg, linears, allocation)
 
     def on_step(step: int) -> None:
+        if cfg.oneshot:  # masks are final already: fixed-mask distillation throughout
+            return
         if step % cfg.update_every == 0 or step == ramp:
             run.pruner.update(cubic_sparsity(min(step, ramp), ramp, 1.0), cfg.sparsity)
 
     run.train(total, cfg.lr, "prune", on_step, start)
-    run.pruner.update(1.0, cfg.sparsity)
+    if cfg.oneshot:
+        run.pruner.apply()
+    else:
+        run.pruner.update(1.0, cfg.sparsity)
     sp = run.pruner.sparsity()
-    out = {"sparsity": total_sparsity(linears), "layers": sp, "steps": total}
+    out = {"sparsity": total_sparsity(linears), "layers": sp, "steps": total, **oneshot}
     if cfg.pattern in STRUCTURED:  # {"heads": {"kept": [per layer], "of": n}, "neurons": ...}
         out["kept"] = run.pruner.kept()
     return out
+
+
+def _oneshot(run: Run, cfg: PruneConfig, linears, allocation) -> dict:
+    """Prune to the final masks before training (edgekit.compress.oneshot) and hand them to the pruner."""
+    from .oneshot import oneshot_prune
+
+    n = min(cfg.oneshot_samples, len(run.ids))
+    batches = [(run.ids[i:i + 16], run.mask[i:i + 16]) for i in range(0, n, 16)]  # the first n training texts
+    t0 = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    layers = {n.split(".")[1] for n in linears}
+    with tqdm(total=4 * len(layers), desc="one-shot prune", disable=not run.progress, unit="group") as bar:
+        pattern = getattr(cfg.pattern, "value", cfg.pattern)
+        masks = oneshot_prune(run.student, linears, allocation or cfg.sparsity, pattern, batches,
+                              progress=lambda _msg: bar.update(1))
+    run.pruner.masks.update(masks)
+    run.pruner.apply()
+    return {"oneshot": {"samples": n, "seconds": round(time.perf_counter() - t0, 1),
+                        "sparsity": total_sparsity(linears)}}
 
 
 def _global_allocation(linears, sparsity: float, pattern: str, heads: int | None = None,

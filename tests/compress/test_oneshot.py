@@ -76,3 +76,46 @@ def test_oneshot_prune_tiny_bert(refit_weights):
         t, s = teacher(ids, mask), model(ids, mask)
     cos = torch.nn.functional.cosine_similarity(s, t, dim=-1)
     assert torch.isfinite(cos).all() and float(cos.mean()) > 0.0
+
+
+# ------------------------------------------------------------------------------------------- prune stage
+@pytest.mark.parametrize("stage, match", [
+    ({"type": "prune", "pattern": "head", "oneshot": True}, "prune.oneshot: applies to patterns 4x1, unstructured"),
+    ({"type": "prune", "criterion": "movement", "oneshot": True}, "prune.oneshot: uses its own criterion"),
+    ({"type": "prune", "oneshot": True, "oneshot_samples": 0}, "oneshot_samples"),
+])
+def test_oneshot_config_errors_name_the_field(stage, match):
+    from edgekit.compress.config import recipe_from_dict
+    from edgekit.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        recipe_from_dict({"stages": [stage]})
+
+
+def test_prune_stage_oneshot_then_fixed_masks(tmp_path):
+    """The prune stage with oneshot: final 4x1 masks before the first step, unchanged by training."""
+    from edgekit.compress.config import recipe_from_dict
+    from edgekit.compress.pipeline import Run, run_prune
+    from edgekit.zoo import load_torch, resolve
+
+    teacher, tok = load_torch(resolve("tiny-bert"))
+    teacher.eval()
+    rec = recipe_from_dict({"batch": 4, "max_length": 32, "stages": [
+        {"type": "distill"}, {"type": "prune", "sparsity": 0.8, "steps": 3, "oneshot": True, "oneshot_samples": 20}]})
+    run = Run(rec, teacher, copy.deepcopy(teacher), tok, "feature-extraction", "bbc-news", None, tmp_path / "ckpt",
+              progress=False)
+    seen = []
+    orig = run.train
+
+    def train(steps, lr, desc, on_step=None, start=0):
+        seen.append({n: m.clone() for n, m in run.pruner.masks.items()})  # masks when training starts
+        orig(steps, lr, desc, on_step, start)
+
+    run.train = train
+    out = run_prune(run, rec.stage("prune"))
+    assert out["oneshot"]["samples"] == 20 and abs(out["oneshot"]["sparsity"] - 0.8) < 0.02
+    assert abs(out["sparsity"] - 0.8) < 0.02 and out["steps"] == 3
+    lins = encoder_linears(run.student)
+    for n, lin in lins.items():
+        assert torch.equal(run.pruner.masks[n], seen[0][n]), n  # the one-shot masks are the final ones
+        assert (lin.weight.detach()[run.pruner.masks[n] == 0] == 0).all() and is_4x1(lin.weight.detach()), n
