@@ -564,13 +564,16 @@ def report_markdown(r: dict) -> str:
              "", "| stage | " + metric + " | embedding cosine | sparsity | seconds |",
              "|---|---|---|---|---|",
              f"| baseline (fp32) | {r['baseline'].get('accuracy', float('nan')):.4f} | 1 | 0 | |"]
+    def num(x) -> str:  # 4 decimals; "-" where a stage has no such figure (e.g. no probe between stages)
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
     for s in r["stages"]:
         if s["stage"] == "distill":
             continue
-        lines.append(f"| {s['stage']} | {s.get('accuracy', float('nan')):.4f} | {s.get('embedding_cosine', '-')} | "
+        lines.append(f"| {s['stage']} | {num(s.get('accuracy'))} | {num(s.get('embedding_cosine'))} | "
                      f"{s.get('sparsity', r['sparsity']['total']):.3f} | {s['seconds']} |")
     c = r["compressed"]
-    lines.append(f"| **compressed** | **{c.get('accuracy', float('nan')):.4f}** | {c.get('embedding_cosine', '-')} | "
+    lines.append(f"| **compressed** | **{num(c.get('accuracy'))}** | {num(c.get('embedding_cosine'))} | "
                  f"{r['sparsity']['total']:.3f} | |")
     if r.get("student_layers"):
         lines += ["", f"Layer dropping: the student keeps teacher layers {r['student_layers']}."]

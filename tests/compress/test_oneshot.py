@@ -119,3 +119,17 @@ def test_prune_stage_oneshot_then_fixed_masks(tmp_path):
     for n, lin in lins.items():
         assert torch.equal(run.pruner.masks[n], seen[0][n]), n  # the one-shot masks are the final ones
         assert (lin.weight.detach()[run.pruner.masks[n] == 0] == 0).all() and is_4x1(lin.weight.detach()), n
+
+
+def test_report_markdown_rounds_and_dashes_missing_figures():
+    """Feature-extraction stages have a cosine but no probe accuracy: '-' rather than 'nan', 4 decimals."""
+    from edgekit.compress.pipeline import report_markdown
+
+    r = {"model": "m", "recipe": "r", "task": "feature-extraction", "data": "bbc-news", "precision": "int8",
+         "weight_bits": 8, "seconds": 1.0, "baseline": {"accuracy": 0.95774},
+         "stages": [{"stage": "prune", "embedding_cosine": 0.747512246, "sparsity": 0.8, "seconds": 2.0},
+                    {"stage": "quantize", "accuracy": float("nan"), "embedding_cosine": 0.74764, "seconds": 3.0}],
+         "compressed": {"accuracy": 0.946009, "embedding_cosine": 0.747640776}, "sparsity": {"total": 0.8}}
+    md = report_markdown(r)
+    assert "| prune | - | 0.7475 | 0.800 | 2.0 |" in md and "| quantize | - | 0.7476 |" in md
+    assert "| **compressed** | **0.9460** | 0.7476 |" in md and "nan" not in md
