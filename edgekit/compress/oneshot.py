@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .prune import expand, mask_for
+from .prune import mask_for
 
 GROUPS = (("q", "k", "v"), ("o",), ("ffn_in",), ("ffn_out",))
 
@@ -108,4 +108,4 @@ def oneshot_prune(model: nn.Module, linears: dict[str, nn.Linear], sparsity: flo
     return masks
 
 
-__all__ = ["oneshot_prune", "refit", "expand"]
+__all__ = ["GROUPS", "oneshot_prune", "refit"]

@@ -239,12 +239,11 @@ def run_prune(run: Run, cfg: PruneConfig) -> dict:
         oneshot = _oneshot(run, cfg, linears, allocation)
 
     def on_step(step: int) -> None:
-        if cfg.oneshot:  # masks are final already: fixed-mask distillation throughout
-            return
         if step % cfg.update_every == 0 or step == ramp:
             run.pruner.update(cubic_sparsity(min(step, ramp), ramp, 1.0), cfg.sparsity)
 
-    run.train(total, cfg.lr, "prune", on_step, start)
+    # one-shot masks are final already: fixed-mask distillation throughout
+    run.train(total, cfg.lr, "prune", None if cfg.oneshot else on_step, start)
     if cfg.oneshot:
         run.pruner.apply()
     else:
@@ -258,17 +257,16 @@ def run_prune(run: Run, cfg: PruneConfig) -> dict:
 
 def _oneshot(run: Run, cfg: PruneConfig, linears, allocation) -> dict:
     """Prune to the final masks before training (edgekit.compress.oneshot) and hand them to the pruner."""
-    from .oneshot import oneshot_prune
+    from tqdm.auto import tqdm
+
+    from .oneshot import GROUPS, oneshot_prune
 
     n = min(cfg.oneshot_samples, len(run.ids))
     batches = [(run.ids[i:i + 16], run.mask[i:i + 16]) for i in range(0, n, 16)]  # the first n training texts
     t0 = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    layers = {n.split(".")[1] for n in linears}
-    with tqdm(total=4 * len(layers), desc="one-shot prune", disable=not run.progress, unit="group") as bar:
-        pattern = getattr(cfg.pattern, "value", cfg.pattern)
-        masks = oneshot_prune(run.student, linears, allocation or cfg.sparsity, pattern, batches,
+    layers = {name.split(".")[1] for name in linears}
+    with tqdm(total=len(GROUPS) * len(layers), desc="one-shot prune", disable=not run.progress, unit="group") as bar:
+        masks = oneshot_prune(run.student, linears, allocation or cfg.sparsity, cfg.pattern, batches,
                               progress=lambda _msg: bar.update(1))
     run.pruner.masks.update(masks)
     run.pruner.apply()

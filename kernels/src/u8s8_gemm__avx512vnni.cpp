@@ -67,25 +67,21 @@ inline __m128i requant512(__m512 v, float inv_scale, int32_t zp) {
   return _mm512_cvtusepi32_epi8(qi);
 }
 
-// Epilogue on 16 consecutive outputs n0..n0+15 (masked) of one row.
-inline void epilogue16(const Gemm& g, __m512i acc, int64_t row, int64_t n0, __mmask16 mask) {
-  const ek_packed* w = g.w;
-  const __m512i rs = _mm512_maskz_loadu_epi32(mask, w->rowsum.data() + n0);
-  acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(rs, _mm512_set1_epi32(g.ep ? g.ep->x_zp : g.x_zp)));
-  if (!g.ep) {
-    _mm512_mask_storeu_epi32(g.acc + row * w->info.n + n0, mask, acc);
-    return;
-  }
+// Dequantise: (acc - zero-point correction) * scale + bias in one rounding (a fused multiply-add), the same
+// in every epilogue so that every layout gives the same bits.
+inline __m512 dequant512(__m512i acc, __m512i corr, __m512 scale, __m512 bias) {
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, corr)), scale, bias);
+}
+
+// Per-output constants of output j, broadcast: zero-point correction, scale and bias.
+struct RowConsts {
+  __m512i corr;
+  __m512 scale, bias;
+};
+inline RowConsts row_consts(const Gemm& g, int64_t j) {
   const ek_epilogue* ep = g.ep;
-  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc),
-                           _mm512_mul_ps(_mm512_set1_ps(ep->x_scale), _mm512_maskz_loadu_ps(mask, ep->w_scale + n0)));
-  if (ep->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, ep->bias + n0));
-  if (ep->gelu) v = gelu512(v);
-  if (ep->out_u8) {
-    _mm_mask_storeu_epi8(static_cast<uint8_t*>(g.y) + row * g.ldy + n0, mask, requant512(v, 1.0f / ep->out_scale, ep->out_zp));
-  } else {
-    _mm512_mask_storeu_ps(static_cast<float*>(g.y) + row * g.ldy + n0, mask, v);
-  }
+  return {_mm512_set1_epi32(ep->x_zp * g.w->rowsum[j]), _mm512_set1_ps(ep->x_scale * ep->w_scale[j]),
+          _mm512_set1_ps(ep->bias ? ep->bias[j] : 0.f)};
 }
 
 // ---------------------------------------------------------------- dense
@@ -118,13 +114,16 @@ void dense_tile(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int64_
     }
   }
   const int64_t n = w->info.n;
-  if (!g.ep) {  // int32 accumulators
+  if (!g.ep) {  // int32 accumulators, zero point applied
 #pragma GCC unroll 4
     for (int b = 0; b < NB; ++b) {
       const int64_t n0 = (j16 + b) * 16;
       const __mmask16 mask = n - n0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - n0)) - 1);
+      const __m512i corr =
+          _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask, w->rowsum.data() + n0), _mm512_set1_epi32(g.x_zp));
 #pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) epilogue16(g, acc[r][b], m0 + r, n0, mask);
+      for (int r = 0; r < MR; ++r)
+        _mm512_mask_storeu_epi32(g.acc + (m0 + r) * n + n0, mask, _mm512_sub_epi32(acc[r][b], corr));
     }
     return;
   }
@@ -146,7 +145,7 @@ void dense_tile(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int64_
     const __m512 bias = ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + n0) : _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][b], corr)), scale, bias);
+      __m512 v = dequant512(acc[r][b], corr, scale, bias);
       if (gelu) v = gelu512(v);
       if (out_u8)
         _mm_mask_storeu_epi8(static_cast<uint8_t*>(g.y) + (m0 + r) * ldy + n0, mask, requant512(v, inv_out, out_zp));
@@ -254,11 +253,10 @@ struct SparseCtx {
 // alias anything the compiler cannot prove otherwise).
 inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r, int64_t m0) {
   const ek_epilogue* ep = g.ep;
-  const ek_packed* w = g.w;
   const int64_t ldy = g.ldy;
-  const bool gelu = ep->gelu, out_u8 = ep->out_u8, has_bias = ep->bias != nullptr;
+  const bool gelu = ep->gelu, out_u8 = ep->out_u8;
   const float inv_out = out_u8 ? 1.0f / ep->out_scale : 0.f;
-  const int32_t out_zp = ep->out_zp, zp = ep->x_zp;
+  const int32_t out_zp = ep->out_zp;
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i) {
     const int64_t j = 4 * r + i;
@@ -270,12 +268,10 @@ inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r
                                 _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)),
                                 _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)),
                                 _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 1, 3, 1))};
-    const __m512i corr = _mm512_set1_epi32(zp * w->rowsum[j]);
-    const __m512 scale = _mm512_set1_ps(ep->x_scale * ep->w_scale[j]);
-    const __m512 bias = _mm512_set1_ps(has_bias ? ep->bias[j] : 0.f);
+    const RowConsts c = row_consts(g, j);
     __m512 v[4];
 #pragma GCC unroll 4
-    for (int L = 0; L < 4; ++L) v[L] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ordered[L], corr)), scale, bias);
+    for (int L = 0; L < 4; ++L) v[L] = dequant512(ordered[L], c.corr, c.scale, c.bias);
     if (gelu) {
 #pragma GCC unroll 4
       for (int L = 0; L < 4; ++L) v[L] = gelu512(v[L]);
@@ -299,21 +295,15 @@ inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r
 // L of vector d holding outputs 4r..4r+3 of token 16L + 4gq + d, stored straight to y. No buffer, no
 // un-permutation of the tokens.
 inline void tile_epilogue_rowf32(const Gemm& g, const __m512i (&acc)[4][4], int64_t r, int64_t m0, int64_t mend) {
-  const ek_epilogue* ep = g.ep;
-  const ek_packed* w = g.w;
   const int64_t ldy = g.ldy;
-  const bool has_bias = ep->bias != nullptr, gelu = ep->gelu;
-  const int32_t zp = ep->x_zp;
+  const bool gelu = g.ep->gelu;
   __m512 v[4][4];
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i) {
-    const int64_t j = 4 * r + i;
-    const __m512i corr = _mm512_set1_epi32(zp * w->rowsum[j]);
-    const __m512 scale = _mm512_set1_ps(ep->x_scale * ep->w_scale[j]);
-    const __m512 bias = _mm512_set1_ps(has_bias ? ep->bias[j] : 0.f);
+    const RowConsts c = row_consts(g, 4 * r + i);
 #pragma GCC unroll 4
     for (int gq = 0; gq < 4; ++gq) {
-      v[i][gq] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][gq], corr)), scale, bias);
+      v[i][gq] = dequant512(acc[i][gq], c.corr, c.scale, c.bias);
       if (gelu) v[i][gq] = gelu512(v[i][gq]);
     }
   }
@@ -416,9 +406,8 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
         _mm512_store_si512(tile[i] + 16 * L, a);
         continue;
       }
-      // one rounding (fused multiply-add), as in tile_epilogue_t / _rowf32, so every layout gives the same bits
-      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(g.ep->x_scale * g.ep->w_scale[j]),
-                                 _mm512_set1_ps(g.ep->bias ? g.ep->bias[j] : 0.f));
+      const RowConsts c = row_consts(g, j);
+      __m512 v = dequant512(a, _mm512_setzero_si512(), c.scale, c.bias);  // a: correction applied above
       if (g.ep->gelu) v = gelu512(v);
       if (g.ep->out_u8) {
         const __m128i qb = requant512(v, inv_out, g.ep->out_zp);
