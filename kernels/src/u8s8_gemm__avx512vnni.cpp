@@ -335,34 +335,58 @@ inline void tile_epilogue_rowf32(const Gemm& g, const __m512i (&acc)[4][4], int6
   }
 }
 
+// The quad step of the 4x1 kernel in asm blocks: one loads XT rows c0..c3 (64 tokens each) and interleaves them
+// into u0..u3, 4 zmm of (x[t,c0], x[t,c1], x[t,c2], x[t,c3]) lanes (8 unpacks); two add 2 outputs x 4 token
+// groups each (8 vpdpbusd, the output's 4 weights broadcast from memory). The accumulators are separate locals
+// and asm operands: written with intrinsics on an array, GCC 12 kept 15 of the 16 on the stack through the loop
+// (a load and a store around every vpdpbusd). (One block for all 16 would need 32 operands; GCC allows 30.)
+#define EK_QUAD_OUT(i)                                                                                        \
+  "vpbroadcastd " #i "*4(%[w]), %%zmm0\n\t"                                                                   \
+  "vpdpbusd %%zmm0, %[u0], %[a" #i "0]\n\t"                                                                    \
+  "vpdpbusd %%zmm0, %[u1], %[a" #i "1]\n\t"                                                                    \
+  "vpdpbusd %%zmm0, %[u2], %[a" #i "2]\n\t"                                                                    \
+  "vpdpbusd %%zmm0, %[u3], %[a" #i "3]\n\t"
+#define EK_QUAD_OUTS(i, j)                                                                                    \
+  asm(EK_QUAD_OUT(i) EK_QUAD_OUT(j)                                                                           \
+      : [a##i##0] "+v"(a##i##0), [a##i##1] "+v"(a##i##1), [a##i##2] "+v"(a##i##2), [a##i##3] "+v"(a##i##3),     \
+        [a##j##0] "+v"(a##j##0), [a##j##1] "+v"(a##j##1), [a##j##2] "+v"(a##j##2), [a##j##3] "+v"(a##j##3)      \
+      : [u0] "v"(u0), [u1] "v"(u1), [u2] "v"(u2), [u3] "v"(u3), [w] "r"(wq + 4 * q)                          \
+      : "xmm0", "memory")
+
 void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_t m0) {
   const ek_packed* w = g.w;
-  // The 16 accumulators live in registers through the quad loop (fully unrolled loops over i and gq), then
-  // go to a local buffer once for the epilogue, which indexes them in loops.
-  __m512i acc[4][4];
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i)
-#pragma GCC unroll 4
-    for (int gq = 0; gq < 4; ++gq) acc[i][gq] = _mm512_setzero_si512();
+  __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00,
+          a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
   const int64_t q0 = w->row_ptr[r], q1 = w->row_ptr[r + 1];
   const int32_t* cols = w->quad_cols.data();
   const int32_t* wq = reinterpret_cast<const int32_t*>(w->quad_w.data());
+  const uint8_t* x0 = xt + m0;
   for (int64_t q = q0; q < q1; ++q) {
-    const __m512i r0 = _mm512_loadu_si512(xt + (int64_t)cols[4 * q] * mp + m0);
-    const __m512i r1 = _mm512_loadu_si512(xt + (int64_t)cols[4 * q + 1] * mp + m0);
-    const __m512i r2 = _mm512_loadu_si512(xt + (int64_t)cols[4 * q + 2] * mp + m0);
-    const __m512i r3 = _mm512_loadu_si512(xt + (int64_t)cols[4 * q + 3] * mp + m0);
-    const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
-    const __m512i t2 = _mm512_unpacklo_epi8(r2, r3), t3 = _mm512_unpackhi_epi8(r2, r3);
-    const __m512i u[4] = {_mm512_unpacklo_epi16(t0, t2), _mm512_unpackhi_epi16(t0, t2),
-                          _mm512_unpacklo_epi16(t1, t3), _mm512_unpackhi_epi16(t1, t3)};
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      const __m512i wv = _mm512_set1_epi32(wq[4 * q + i]);
-#pragma GCC unroll 4
-      for (int gq = 0; gq < 4; ++gq) dpbusd(acc[i][gq], u[gq], wv);
-    }
+    const int32_t* c = cols + 4 * q;
+    // u_gq holds tokens 4gq + 0..3 of each 16-token block (the lane permutation the epilogues undo)
+    __m512i u0, u1, u2, u3;
+    asm("vmovdqu64 (%[x0], %[o0]), %[u0]\n\t"
+        "vmovdqu64 (%[x0], %[o1]), %[u1]\n\t"
+        "vmovdqu64 (%[x0], %[o2]), %[u2]\n\t"
+        "vmovdqu64 (%[x0], %[o3]), %[u3]\n\t"
+        "vpunpcklbw %[u1], %[u0], %%zmm0\n\t"  // t0 = lo8(r0, r1)
+        "vpunpckhbw %[u1], %[u0], %%zmm1\n\t"  // t1 = hi8(r0, r1)
+        "vpunpcklbw %[u3], %[u2], %%zmm2\n\t"  // t2 = lo8(r2, r3)
+        "vpunpckhbw %[u3], %[u2], %%zmm3\n\t"  // t3 = hi8(r2, r3)
+        "vpunpcklwd %%zmm2, %%zmm0, %[u0]\n\t"  // u0 = lo16(t0, t2)
+        "vpunpckhwd %%zmm2, %%zmm0, %[u1]\n\t"  // u1 = hi16(t0, t2)
+        "vpunpcklwd %%zmm3, %%zmm1, %[u2]\n\t"  // u2 = lo16(t1, t3)
+        "vpunpckhwd %%zmm3, %%zmm1, %[u3]"       // u3 = hi16(t1, t3)
+        : [u0] "=&v"(u0), [u1] "=&v"(u1), [u2] "=&v"(u2), [u3] "=&v"(u3)
+        : [x0] "r"(x0), [o0] "r"((int64_t)c[0] * mp), [o1] "r"((int64_t)c[1] * mp), [o2] "r"((int64_t)c[2] * mp),
+          [o3] "r"((int64_t)c[3] * mp)
+        : "xmm0", "xmm1", "xmm2", "xmm3", "memory");
+    EK_QUAD_OUTS(0, 1);
+    EK_QUAD_OUTS(2, 3);
   }
+#undef EK_QUAD_OUTS
+#undef EK_QUAD_OUT
+  const __m512i acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
   if (g.ep && 4 * r + 4 <= w->info.n) {  // full block-row: epilogue from the registers
     if (g.y_t) {
       tile_epilogue_t(g, acc, r, m0);
