@@ -147,19 +147,19 @@ inline void pv_rows6(const float* sc, int64_t np, const float* inv, const float*
 }
 
 template <int R>
-void rows(const float* q, const float* v, int64_t ld, int64_t i0, const float* kt, int64_t np, int64_t n, int64_t d,
-          float scale, float* sc, float* ctx, int64_t ldc) {
+void rows(const float* q, const float* v, int64_t ldv, int64_t ld, int64_t i0, const float* kt, int64_t np, int64_t n,
+          int64_t d, float scale, float* sc, float* ctx, int64_t ldc) {
   scores<R>(q, ld, i0, kt, np, n, d, scale, sc);
   float inv[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) inv[r] = softmax_row(sc + r * np, np);
   if (R == 6) {
-    pv_rows6(sc, np, inv, v, ld, n, d, ctx, ldc, i0);
+    pv_rows6(sc, np, inv, v, ldv, n, d, ctx, ldc, i0);
     return;
   }
   int r = 0;
-  for (; r + 2 <= R; r += 2) pv_rows<2>(sc + r * np, np, inv + r, v, ld, n, d, ctx, ldc, i0 + r);
-  if (r < R) pv_rows<1>(sc + r * np, np, inv + r, v, ld, n, d, ctx, ldc, i0 + r);
+  for (; r + 2 <= R; r += 2) pv_rows<2>(sc + r * np, np, inv + r, v, ldv, n, d, ctx, ldc, i0 + r);
+  if (r < R) pv_rows<1>(sc + r * np, np, inv + r, v, ldv, n, d, ctx, ldc, i0 + r);
 }
 }  // namespace
 
@@ -174,11 +174,15 @@ void ek_attention_head_avx2(const float* q, const float* k, const float* v, int6
   for (int64_t e = 0; e < d; ++e) std::memset(kt + e * np + n, 0, (np - n) * sizeof(float));
   for (int64_t j = 0; j < n; ++j)
     for (int64_t e = 0; e < d; ++e) kt[e * np + j] = k[j * ld + e];
+  // V rows packed contiguously (see ek_attention_head_avx512: the engine's row stride maps them onto few L1 sets)
+  float* vc = static_cast<float*>(ek_scratch(4, n * d * sizeof(float)));
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t e = 0; e < d; e += 8) _mm256_storeu_ps(vc + j * d + e, _mm256_loadu_ps(v + j * ld + e));
   const float scale = 1.0f / std::sqrt((float)d);
   int64_t i = 0;
-  for (; i + 6 <= nq; i += 6) rows<6>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
-  for (; i + 4 <= nq; i += 4) rows<4>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
-  for (; i < nq; ++i) rows<1>(q, v, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+  for (; i + 6 <= nq; i += 6) rows<6>(q, vc, d, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+  for (; i + 4 <= nq; i += 4) rows<4>(q, vc, d, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+  for (; i < nq; ++i) rows<1>(q, vc, d, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
 }
 
 // x[r] = LayerNorm(x[r] + res[r]) * w + b for rows r0..r1 (res may be null); h % 8 == 0. Two passes over the
