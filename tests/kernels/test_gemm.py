@@ -243,6 +243,30 @@ def test_quantize_u8_matches_numpy(isa, n):
         np.testing.assert_array_equal(K.quantize_u8(x, float(scale), zp), want)
 
 
+def test_quantize_u8_near_ties_and_extremes_match_division(isa):
+    """The AVX-512 paths divide by multiplying with 1/scale plus one FMA correction: the bytes must still equal
+    round-half-even(x / scale) of a true fp32 division, also a few ulps either side of every .5 tie, at awkward
+    scales, and for huge, infinite and tiny inputs (clamped to 0 / 255 like the division's result)."""
+    r = np.random.default_rng(11)
+    for scale in (np.float32(0.05), np.float32(0.0123457), np.float32(3.7e-3), np.float32(1.9073486e-06), np.float32(7.1)):
+        k = np.arange(-300, 300, dtype=np.float32) + np.float32(0.5)
+        base = (k * scale).astype(np.float32)
+        near = np.concatenate([np.nextafter(base, np.float32(np.inf)) if d > 0 else
+                               np.nextafter(base, np.float32(-np.inf)) if d < 0 else base for d in (-1, 0, 1)])
+        for _ in range(2):  # two and three ulps away as well
+            near = np.concatenate([near, np.nextafter(near, np.float32(np.inf)), np.nextafter(near, np.float32(-np.inf))])
+        wide = (r.uniform(-1000, 1000, 4000) * scale).astype(np.float32)
+        extremes = np.array([0.0, -0.0, 1e-45, -1e-45, 1e30, -1e30, np.inf, -np.inf, 3.4e38, -3.4e38], np.float32)
+        for x in (near.astype(np.float32), wide, extremes):
+            with np.errstate(over="ignore"):
+                want = np.clip(np.rint(x / scale) + 17, 0, 255).astype(np.uint8)
+            np.testing.assert_array_equal(K.quantize_u8(x, float(scale), 17), want)
+            m = x.size // 16  # the transposed quantiser (the engine's) on the same values as [m, 16]
+            if m:
+                got_t = K.quantize_u8_t(x[: 16 * m].reshape(m, 16), float(scale), 17)[:, :m]
+                np.testing.assert_array_equal(got_t, want[: 16 * m].reshape(m, 16).T)
+
+
 @pytest.mark.parametrize("m,k", [(1, 16), (16, 16), (17, 33), (64, 384), (70, 15), (128, 1536)])
 def test_quantize_transposed_equals_quantize_then_transpose(isa, m, k):
     """quantize_u8_t (one pass, the engine's input to the 4x1 kernel) = quantize_u8 then transpose, with the
