@@ -20,10 +20,20 @@ using ek::exp512;
 
 namespace {
 
+// Query element e of row i is q[i * qi + e * qe] (row-major q: qi = row stride, qe = 1; transposed: the other
+// way round). Key j's element e is kt[e * ldk + j] (ldk >= np; keys n..np-1 are masked, so any finite values).
+struct QK {
+  const float* q;
+  int64_t qi, qe;
+  const float* kt;
+  int64_t ldk;
+};
+
 // Scores of rows i0..i0+R-1 against all keys into sc[R][np], scaled and masked; returns nothing.
 template <int R>
-inline void scores(const float* q, int64_t ld, int64_t i0, const float* kt, int64_t np, int64_t n, int64_t d,
-                   float scale, float* sc) {
+inline void scores(const QK& a, int64_t i0, int64_t np, int64_t n, int64_t d, float scale, float* sc) {
+  const float* kt = a.kt;
+  const int64_t ldk = a.ldk;
   const __m512 vscale = _mm512_set1_ps(scale), neg = _mm512_set1_ps(-1e30f);
   for (int64_t j = 0; j < np; j += 32) {
     const bool two = j + 16 < np;
@@ -31,11 +41,11 @@ inline void scores(const float* q, int64_t ld, int64_t i0, const float* kt, int6
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
     for (int64_t e = 0; e < d; ++e) {
-      const __m512 k0 = _mm512_loadu_ps(kt + e * np + j);
-      const __m512 k1 = two ? _mm512_loadu_ps(kt + e * np + j + 16) : _mm512_setzero_ps();
+      const __m512 k0 = _mm512_loadu_ps(kt + e * ldk + j);
+      const __m512 k1 = two ? _mm512_loadu_ps(kt + e * ldk + j + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const __m512 qv = _mm512_set1_ps(q[(i0 + r) * ld + e]);
+        const __m512 qv = _mm512_set1_ps(a.q[(i0 + r) * a.qi + e * a.qe]);
         a0[r] = _mm512_fmadd_ps(qv, k0, a0[r]);
         if (two) a1[r] = _mm512_fmadd_ps(qv, k1, a1[r]);
       }
@@ -94,9 +104,9 @@ inline void pv(const float* sc, int64_t np, const float* inv, const float* v, in
 }
 
 template <int R, int DV>
-void rows(const float* q, const float* v, int64_t ldv, int64_t ld, int64_t i0, const float* kt, int64_t np, int64_t n,
-          int64_t d, float scale, float* sc, float* ctx, int64_t ldc) {
-  scores<R>(q, ld, i0, kt, np, n, d, scale, sc);
+void rows(const QK& a, const float* v, int64_t ldv, int64_t i0, int64_t np, int64_t n, int64_t d, float scale,
+          float* sc, float* ctx, int64_t ldc) {
+  scores<R>(a, i0, np, n, d, scale, sc);
   float inv[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) inv[r] = softmax_row(sc + r * np, np);
@@ -105,20 +115,36 @@ void rows(const float* q, const float* v, int64_t ldv, int64_t ld, int64_t i0, c
 
 // Rows in blocks of RB (8 or fewer when DV is large), then the tail one block size at a time.
 template <int RB, int DV>
-void head(const float* q, const float* v, int64_t ldv, int64_t ld, const float* kt, int64_t np, int64_t n, int64_t d,
-          float scale, float* sc, float* ctx, int64_t ldc, int64_t nq) {
+void head(const QK& a, const float* v, int64_t ldv, int64_t np, int64_t n, int64_t d, float scale, float* sc,
+          float* ctx, int64_t ldc, int64_t nq) {
   int64_t i = 0;
-  for (; i + RB <= nq; i += RB) rows<RB, DV>(q, v, ldv, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
-  for (; i + 4 <= nq && RB > 4; i += 4) rows<4, DV>(q, v, ldv, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
-  for (; i < nq; ++i) rows<1, DV>(q, v, ldv, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
+  for (; i + RB <= nq; i += RB) rows<RB, DV>(a, v, ldv, i, np, n, d, scale, sc, ctx, ldc);
+  for (; i + 4 <= nq && RB > 4; i += 4) rows<4, DV>(a, v, ldv, i, np, n, d, scale, sc, ctx, ldc);
+  for (; i < nq; ++i) rows<1, DV>(a, v, ldv, i, np, n, d, scale, sc, ctx, ldc);
 }
 
-// kt[e][j0 + i] = k[(j0 + i) * ld + e0 + e] for i, e < 16 (keys j0 + i >= n as zeros): one 16 x 16 transpose in
+// Head sizes 16..128 in steps of 16 (8 query rows per block while the accumulators fit).
+void run_head(const QK& a, const float* v, int64_t ldv, int64_t np, int64_t n, int64_t d, float* sc, float* ctx,
+              int64_t ldc, int64_t nq) {
+  const float scale = 1.0f / std::sqrt((float)d);
+  switch (d / 16) {
+    case 1: head<8, 1>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 2: head<8, 2>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 3: head<4, 3>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 4: head<4, 4>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 5: head<2, 5>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 6: head<2, 6>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 7: head<2, 7>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    default: head<2, 8>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+  }
+}
+
+// dst[c * ldd + r] = src[r * lds + c] for r, c < 16, rows r >= nrows read as zeros: one 16 x 16 transpose in
 // registers (unpack ps, unpack pd, then two rounds of 128-bit block shuffles).
-inline void transpose_keys16(const float* k, int64_t ld, int64_t j0, int64_t n, int64_t e0, float* kt, int64_t np) {
+inline void transpose16(const float* src, int64_t lds, int64_t nrows, float* dst, int64_t ldd) {
   __m512 r[16], t[16];
 #pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) r[i] = j0 + i < n ? _mm512_loadu_ps(k + (j0 + i) * ld + e0) : _mm512_setzero_ps();
+  for (int i = 0; i < 16; ++i) r[i] = i < nrows ? _mm512_loadu_ps(src + i * lds) : _mm512_setzero_ps();
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -140,10 +166,10 @@ inline void transpose_keys16(const float* k, int64_t ld, int64_t j0, int64_t n, 
     const __m512 s1 = _mm512_shuffle_f32x4(r[c], r[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
     const __m512 s2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
     const __m512 s3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
-    _mm512_storeu_ps(kt + (c + 0) * np + j0, _mm512_shuffle_f32x4(s0, s2, _MM_SHUFFLE(2, 0, 2, 0)));
-    _mm512_storeu_ps(kt + (c + 4) * np + j0, _mm512_shuffle_f32x4(s1, s3, _MM_SHUFFLE(2, 0, 2, 0)));
-    _mm512_storeu_ps(kt + (c + 8) * np + j0, _mm512_shuffle_f32x4(s0, s2, _MM_SHUFFLE(3, 1, 3, 1)));
-    _mm512_storeu_ps(kt + (c + 12) * np + j0, _mm512_shuffle_f32x4(s1, s3, _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm512_storeu_ps(dst + (c + 0) * ldd, _mm512_shuffle_f32x4(s0, s2, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm512_storeu_ps(dst + (c + 4) * ldd, _mm512_shuffle_f32x4(s1, s3, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm512_storeu_ps(dst + (c + 8) * ldd, _mm512_shuffle_f32x4(s0, s2, _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm512_storeu_ps(dst + (c + 12) * ldd, _mm512_shuffle_f32x4(s1, s3, _MM_SHUFFLE(3, 1, 3, 1)));
   }
 }
 }  // namespace
@@ -158,24 +184,27 @@ void ek_attention_head_avx512(const float* q, const float* k, const float* v, in
   float* sc = static_cast<float*>(ek_scratch(3, 8 * np * sizeof(float)));
   float* vc = static_cast<float*>(ek_scratch(4, n * d * sizeof(float)));
   for (int64_t j0 = 0; j0 < np; j0 += 16)
-    for (int64_t e0 = 0; e0 < d; e0 += 16) transpose_keys16(k, ld, j0, n, e0, kt + e0 * np, np);
+    for (int64_t e0 = 0; e0 < d; e0 += 16) transpose16(k + j0 * ld + e0, ld, n - j0, kt + e0 * np + j0, np);
   // V rows packed contiguously: in the engine they sit 3 x hidden floats apart (4.6 KB for MiniLM), a stride that
   // maps a head's 128 rows onto a few L1 sets, so P V (which reads all of V once per block of query rows) missed
   // L1 on most loads (n = 128, d = 32, 12 heads at the engine's strides, one thread: 28.4 -> 21.9 us per head, min of a
   // standalone C++ loop; the K transpose went from scalar to 16 x 16 register blocks in the same change).
   for (int64_t j = 0; j < n; ++j)
     for (int64_t e = 0; e < d; e += 16) _mm512_storeu_ps(vc + j * d + e, _mm512_loadu_ps(v + j * ld + e));
-  const float scale = 1.0f / std::sqrt((float)d);
-  switch (d / 16) {
-    case 1: head<8, 1>(q, vc, d, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 2: head<8, 2>(q, vc, d, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 3: head<4, 3>(q, vc, d, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 4: head<4, 4>(q, vc, d, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 5: head<2, 5>(q, vc, d, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 6: head<2, 6>(q, vc, d, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 7: head<2, 7>(q, vc, d, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
-    default: head<2, 8>(q, vc, d, ld, kt, np, n, d, scale, sc, ctx, ldc, nq); break;
-  }
+  run_head(QK{q, ld, 1, kt, np}, vc, d, np, n, d, sc, ctx, ldc, nq);
+}
+
+// The same on transposed q, k, v: element e of token j at q[e * ldt + j] (the 4x1 kernels' transposed fp32 output;
+// columns n .. n + 15 must be readable and finite: they are read for whole 16-key blocks, then masked). K^T is
+// used in place; V is transposed to rows in 16 x 16 blocks.
+void ek_attention_head_avx512_t(const float* q, const float* k, const float* v, int64_t ldt, int64_t n, int64_t d,
+                                float* ctx, int64_t ldc, int64_t nq) {
+  const int64_t np = (n + 15) / 16 * 16;
+  float* sc = static_cast<float*>(ek_scratch(3, 8 * np * sizeof(float)));
+  float* vc = static_cast<float*>(ek_scratch(4, np * d * sizeof(float)));
+  for (int64_t j0 = 0; j0 < np; j0 += 16)
+    for (int64_t e0 = 0; e0 < d; e0 += 16) transpose16(v + e0 * ldt + j0, ldt, 16, vc + j0 * d + e0, d);
+  run_head(QK{q, 1, ldt, k, ldt}, vc, d, np, n, d, sc, ctx, ldc, nq);
 }
 
 // x[r] = LayerNorm(x[r] + res[r]) * w + b for rows r0..r1 (res may be null); h % 16 == 0. Two passes over

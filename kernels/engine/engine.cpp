@@ -27,6 +27,8 @@ namespace py = pybind11;
 
 void ek_attention_head_avx512(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                               float* ctx, int64_t ldc, int64_t nq);
+void ek_attention_head_avx512_t(const float* q, const float* k, const float* v, int64_t ldt, int64_t n, int64_t d,
+                                float* ctx, int64_t ldc, int64_t nq);
 void ek_attention_head_bf16(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                             float* ctx, int64_t ldc, int64_t nq);
 bool ek_cpu_has_avx512_bf16();
@@ -182,7 +184,7 @@ void add_layer_norm(float* x, const float* res, int64_t rows, int64_t h, const f
 float gelu(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.70710678118654752f)); }
 
 struct AttnCtx {
-  const float* qkv;  // [T, ld] with q at col qo, k at ko, v at vo
+  const float* qkv;  // [T, ld] with q at col qo, k at ko, v at vo; transposed ([3H, ld], q at row qo...) if qkv_t
   int64_t ld, qo, ko, vo;
   float* ctx;  // [T, H]
   const int64_t* seq_start;
@@ -190,12 +192,19 @@ struct AttnCtx {
   int64_t nseq, heads, d, h;
   bool avx512, bf16, avx2;
   bool first_only;  // only the first query row of each sequence (CLS pooling in the last layer)
+  bool qkv_t = false;  // q, k, v transposed (the 4x1 kernel's transposed output); AVX-512 path only
 };
 
 void attn_task(int64_t task, void* p) {
   AttnCtx& c = *static_cast<AttnCtx*>(p);
   const int64_t b = task / c.heads, hd = task % c.heads;
   const int64_t t0 = c.seq_start[b], n = c.seq_len[b], d = c.d;
+  if (c.qkv_t) {
+    ek_attention_head_avx512_t(c.qkv + (c.qo + hd * d) * c.ld + t0, c.qkv + (c.ko + hd * d) * c.ld + t0,
+                               c.qkv + (c.vo + hd * d) * c.ld + t0, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h,
+                               c.first_only ? 1 : n);
+    return;
+  }
   if (c.bf16) {
     ek_attention_head_bf16(c.qkv + t0 * c.ld + c.qo + hd * d, c.qkv + t0 * c.ld + c.ko + hd * d,
                            c.qkv + t0 * c.ld + c.vo + hd * d, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h,
@@ -415,7 +424,8 @@ class Encoder {
     for (const auto& [b0, b1] : chunks_)
       chunk_max = std::max(chunk_max, seq_start_[b1 - 1] + seq_len_[b1 - 1] - seq_start_[b0]);
     chunk_start_.resize(B);
-    qkv_.resize(chunk_max * 3 * H);
+    // + 64: attention on transposed q, k, v reads whole 16-key blocks past the last token (masked)
+    qkv_.resize(std::max(chunk_max, ek_padded_m(chunk_max)) * 3 * H + 64);
     ctx_.resize(T * H);
     tmp_.resize(T * std::max(H, inter_));
     int64_t tp = t_stride(T);  // row stride of the transposed u8 buffers
@@ -444,7 +454,18 @@ class Encoder {
         t = clock::now();
         const int64_t c0 = seq_start_[b0], cn = seq_start_[b1 - 1] + seq_len_[b1 - 1] - c0;
         const float* xc = x_.data() + c0 * H;
-        if (L.fused) {
+        // With a sparse int8 QKV on the AVX-512 attention path, q, k and v come out transposed ([3H][tokens]):
+        // the 4x1 kernel writes whole 64-byte rows then, where row-major output costs it 64 scattered 16-byte
+        // stores per block of 4 outputs; attention uses K^T as it is and transposes V per head instead of K.
+        const bool qkv_t = L.fused && L.qkv.int8 && chain_t_ && quant_t_ && !attn_bf16_ &&
+                           ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128;
+        const int64_t ldq = qkv_t ? ek_padded_m(cn) : ld;
+        if (qkv_t) {
+          const Linear& l = L.qkv;
+          const auto [ldx, x_t] = quant(xc, cn, l);
+          const ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), 0, 0, 1.f, 0};
+          check(ek_gemm_u8s8_t(l.w.get(), xq(), cn, ldx, x_t, &ep, qkv_.data(), ldq, 1));
+        } else if (L.fused) {
           linear(L.qkv, xc, cn, qkv_.data());
         } else {  // separate q, k, v written side by side
           for (int part = 0; part < 3; ++part) {
@@ -458,11 +479,11 @@ class Encoder {
         for (int64_t b = b0; b < b1; ++b) chunk_start_[b - b0] = seq_start_[b] - c0;
         // AVX-512 when d % 16 == 0; otherwise the AVX2 kernels (also on AVX-512 CPUs: head sizes that are a
         // multiple of 8 but not 16 would else fall to the scalar loop); scalar last.
-        AttnCtx ac{qkv_.data(), ld, qo, ko, vo, ctx_.data() + c0 * H, chunk_start_.data(), seq_len_.data() + b0, b1 - b0,
+        AttnCtx ac{qkv_.data(), ldq, qo, ko, vo, ctx_.data() + c0 * H, chunk_start_.data(), seq_len_.data() + b0, b1 - b0,
                    heads_, d, H,
                    ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
                    attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
-                   ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only};
+                   ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only, qkv_t};
         ek_parallel_for((b1 - b0) * heads_, attn_task, &ac);
         if (prof) (*prof)["attention"] += us(t);
       }
@@ -603,13 +624,33 @@ PYBIND11_MODULE(_engine, m) {
       "attention_head",
       [](py::array_t<float, py::array::c_style | py::array::forcecast> q,
          py::array_t<float, py::array::c_style | py::array::forcecast> k,
-         py::array_t<float, py::array::c_style | py::array::forcecast> v, int64_t nq, bool bf16) {
+         py::array_t<float, py::array::c_style | py::array::forcecast> v, int64_t nq, bool bf16, bool transposed) {
         if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2) bad("q, k, v must be [n, d]");
         const int64_t n = q.shape(0), d = q.shape(1);
         if (n < 1 || d < 1 || k.shape(0) != n || v.shape(0) != n || k.shape(1) != d || v.shape(1) != d)
           bad("q, k, v must all be [n, d] with n, d >= 1");
         if (nq != 1 && nq != n) bad("nq must be 1 (first query row only) or n");
         if (bf16 && !ek_cpu_has_avx512_bf16()) bad("bf16 attention needs AVX512_BF16");
+        const ek_isa isa = ek_active_isa();
+        if (transposed) {  // the engine's transposed layout: [3d][padded n], 16 finite columns past the end
+          if (bf16 || isa < EK_ISA_AVX512 || d % 16 || d > 128)
+            bad("transposed attention is the AVX-512 fp32 path only (d a multiple of 16, <= 128)");
+          const int64_t ldt = ek_padded_m(n) + 16;
+          std::vector<float> qkv(3 * d * ldt + 64, 7.0f);  // padding columns: finite garbage
+          for (int64_t i = 0; i < n; ++i)
+            for (int64_t e = 0; e < d; ++e) {
+              qkv[e * ldt + i] = q.data()[i * d + e];
+              qkv[(d + e) * ldt + i] = k.data()[i * d + e];
+              qkv[(2 * d + e) * ldt + i] = v.data()[i * d + e];
+            }
+          py::array_t<float> out({n, d});
+          std::memset(out.mutable_data(), 0, n * d * 4);
+          const int64_t start = 0, len = n;
+          AttnCtx ac{qkv.data(), ldt, 0, d, 2 * d, out.mutable_data(), &start, &len, 1, 1, d, d, true, false, true,
+                     nq == 1, true};
+          attn_task(0, &ac);
+          return out;
+        }
         std::vector<float> qkv(n * 3 * d);
         for (int64_t i = 0; i < n; ++i) {
           std::memcpy(&qkv[i * 3 * d], q.data() + i * d, d * 4);
@@ -619,13 +660,12 @@ PYBIND11_MODULE(_engine, m) {
         py::array_t<float> out({n, d});
         std::memset(out.mutable_data(), 0, n * d * 4);
         const int64_t start = 0, len = n;
-        const ek_isa isa = ek_active_isa();
         AttnCtx ac{qkv.data(), 3 * d, 0, d, 2 * d, out.mutable_data(), &start, &len, 1, 1, d, d,
                    isa >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128, bf16 && isa >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
                    isa >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, nq == 1};
         attn_task(0, &ac);
         return out;
       },
-      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("nq"), py::arg("bf16") = false);
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("nq"), py::arg("bf16") = false, py::arg("transposed") = false);
   m.def("has_bf16", &ek_cpu_has_avx512_bf16, "whether the CPU has AVX512_BF16 (for attention='bf16')");
 }

@@ -228,7 +228,7 @@ ATTN_SCRIPT = """
 import sys, numpy as np
 from edgekit import _engine
 rng = np.random.default_rng(7)
-worst = 0.0
+worst, transposed = 0.0, 0
 for n in (1, 7, 8, 9, 16, 17, 33, 130):
     for d in (8, 16, 24, 32, 40, 64, 128):
         q, k, v = (rng.normal(0, 1.5, (n, d)).astype(np.float32) for _ in range(3))
@@ -240,7 +240,18 @@ for n in (1, 7, 8, 9, 16, 17, 33, 130):
             assert err < 2e-5, (n, d, nq, err)
             assert (got[nq:] == 0).all()
             worst = max(worst, err)
-print(_engine.isa(), worst)
+            if _engine.isa() in ("avx512", "avx512_vnni") and d % 16 == 0:  # transposed q, k, v (engine layout)
+                got_t = _engine.attention_head(q, k, v, nq, transposed=True)
+                err_t = np.abs(got_t[:nq] - want[:nq]).max()
+                assert err_t < 2e-5 and (got_t[nq:] == 0).all(), (n, d, nq, err_t)
+                transposed += 1
+            elif d % 16 == 0:
+                try:
+                    _engine.attention_head(q, k, v, nq, transposed=True)
+                    raise SystemExit("transposed attention accepted off the AVX-512 path")
+                except ValueError:
+                    pass
+print(_engine.isa(), worst, transposed)
 """
 
 
@@ -256,6 +267,8 @@ def test_attention_every_isa_path_matches_numpy_at_odd_shapes():
         assert out.returncode == 0, out.stderr[-2000:]
         seen[isa] = out.stdout.split()
     assert all(seen[isa][0] == isa for isa in seen), seen
+    # the transposed variant (what the engine runs after a sparse int8 QKV) was checked wherever AVX-512 is
+    assert all(int(seen[isa][2]) > 0 for isa in seen if isa.startswith("avx512")), seen
 
 
 FP32_MODEL_SCRIPT = """
