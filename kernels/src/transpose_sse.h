@@ -56,9 +56,11 @@ inline void transpose_task(int64_t task, void* p) {
   const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
   const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
   for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
-    if (m0 + 16 <= c.m && k1 - k0 == 16) {
+    if (k1 - k0 == 16) {  // padding tokens (i >= m) as zero bytes
       __m128i a[16];
-      for (int i = 0; i < 16; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.x + (m0 + i) * c.ldx + k0));
+      for (int i = 0; i < 16; ++i)
+        a[i] = m0 + i < c.m ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.x + (m0 + i) * c.ldx + k0))
+                            : _mm_setzero_si128();
       transpose16x16_regs(a, c.xt + k0 * c.mp + m0, c.mp);
       continue;
     }

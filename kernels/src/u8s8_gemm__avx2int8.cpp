@@ -830,9 +830,13 @@ void quant_t_task(int64_t task, void* p) {
   const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
   const __m256 vs = _mm256_set1_ps(c.scale), vz = _mm256_set1_ps((float)c.zp);
   for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
-    if (m0 + 16 <= c.m && k1 - k0 == 16) {
+    if (k1 - k0 == 16) {  // padding tokens (i >= m) as zero bytes, in the same 16 x 16 transpose
       __m128i a[16];
       for (int i = 0; i < 16; ++i) {
+        if (m0 + i >= c.m) {
+          a[i] = _mm_setzero_si128();
+          continue;
+        }
         const float* xr = c.x + (m0 + i) * c.ldx + k0;
         a[i] = pack16_u8(quant8(xr, vs, vz), quant8(xr + 8, vs, vz));
       }

@@ -228,7 +228,9 @@ void quant_t_task(int64_t task, void* p) {
   // 16 rows of X forward (1 KB each), and it alone writes its 64-byte pieces of XT rows (whole cache lines).
   // Tasks of 16 columns x all tokens, as before, walked down X's columns at a stride of one row (6 KB for
   // K = 1536): a new cache line on every load, which the prefetchers do not follow across pages, and the loop
-  // waited on L2 (128 x 1536: ~24 cycles per 16 values on one thread).
+  // waited on L2 (128 x 1536: ~24 cycles per 16 values on one thread). Blocks with padding tokens take the same
+  // path (the scalar loop is for a K that is not a multiple of 16): the engine's last layer runs on the CLS rows
+  // only, 1 token per sequence, and quantising its 64-token tile element by element took ~5% of a batch-1 run.
   const int64_t kchunks = (c.k + kQuantTCols - 1) / kQuantTCols;
   const int64_t mbeg = task / kchunks * TM, mend = std::min(c.mp, mbeg + TM);
   const int64_t kbeg = task % kchunks * kQuantTCols, kend = std::min(c.k, kbeg + kQuantTCols);
@@ -237,9 +239,13 @@ void quant_t_task(int64_t task, void* p) {
   for (int64_t m0 = mbeg; m0 < mend; m0 += 16) {
     for (int64_t k0 = kbeg; k0 < kend; k0 += 16) {
       const int64_t k1 = std::min(kend, k0 + 16);
-      if (m0 + 16 <= c.m && k1 - k0 == 16) {
+      if (k1 - k0 == 16) {  // padding tokens (i >= m) as zero bytes, in the same 16 x 16 transpose
         __m128i a[16];
         for (int i = 0; i < 16; ++i) {
+          if (m0 + i >= c.m) {
+            a[i] = _mm_setzero_si128();
+            continue;
+          }
           __m512 v = _mm512_roundscale_ps(div512_q(_mm512_loadu_ps(c.x + (m0 + i) * c.ldx + k0), vs, vinv),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
           v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), _mm512_setzero_ps()), hi);
