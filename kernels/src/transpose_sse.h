@@ -44,28 +44,36 @@ inline uint8_t quant1(float x, float scale, int32_t zp) {
   return (uint8_t)(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));
 }
 
-// XT[k][mp] = X[m][k] transposed, tokens m..mp-1 zero. One task = 16 columns of X for every token, so a
-// task writes whole rows XT[k0..k0+15][0..mp) and no two tasks share a cache line of XT.
+// XT[k][mp] = X[m][k] transposed, tokens m..mp-1 zero. One task = one 64-token tile (mp is a multiple of 64) x
+// up to kTransposeCols columns, read row by row: it alone writes its 64-byte pieces of XT rows (whole cache
+// lines). Tasks of 16 columns x all tokens walked X down its columns, a new cache line per 16-byte load.
+constexpr int64_t kTransposeCols = 256;
 struct TransposeCtx {
   const uint8_t* x;
   int64_t ldx, m, k, mp;
   uint8_t* xt;
+  int64_t tasks() const { return mp / 64 * ((k + kTransposeCols - 1) / kTransposeCols); }
 };
 
 inline void transpose_task(int64_t task, void* p) {
   const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
-  const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
-  for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
-    if (k1 - k0 == 16) {  // padding tokens (i >= m) as zero bytes
-      __m128i a[16];
-      for (int i = 0; i < 16; ++i)
-        a[i] = m0 + i < c.m ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.x + (m0 + i) * c.ldx + k0))
-                            : _mm_setzero_si128();
-      transpose16x16_regs(a, c.xt + k0 * c.mp + m0, c.mp);
-      continue;
+  const int64_t kchunks = (c.k + kTransposeCols - 1) / kTransposeCols;
+  const int64_t mbeg = task / kchunks * 64, mend = std::min(c.mp, mbeg + 64);
+  const int64_t kbeg = task % kchunks * kTransposeCols, kend = std::min(c.k, kbeg + kTransposeCols);
+  for (int64_t m0 = mbeg; m0 < mend; m0 += 16) {
+    for (int64_t k0 = kbeg; k0 < kend; k0 += 16) {
+      const int64_t k1 = std::min(kend, k0 + 16);
+      if (k1 - k0 == 16) {  // padding tokens (i >= m) as zero bytes
+        __m128i a[16];
+        for (int i = 0; i < 16; ++i)
+          a[i] = m0 + i < c.m ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.x + (m0 + i) * c.ldx + k0))
+                              : _mm_setzero_si128();
+        transpose16x16_regs(a, c.xt + k0 * c.mp + m0, c.mp);
+        continue;
+      }
+      for (int64_t t = k0; t < k1; ++t)
+        for (int64_t i = 0; i < 16; ++i) c.xt[t * c.mp + m0 + i] = m0 + i < c.m ? c.x[(m0 + i) * c.ldx + t] : 0;
     }
-    for (int64_t t = k0; t < k1; ++t)
-      for (int64_t i = 0; i < 16; ++i) c.xt[t * c.mp + m0 + i] = m0 + i < c.m ? c.x[(m0 + i) * c.ldx + t] : 0;
   }
 }
 

@@ -513,7 +513,7 @@ void sparse(const Gemm& g) {
   if (!g.x_t) {
     uint8_t* xt_buf = static_cast<uint8_t*>(scratch(1, k * mp));
     TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt_buf};
-    parallel_for((k + 15) / 16, transpose_task, &tc);
+    parallel_for(tc.tasks(), transpose_task, &tc);
     xt = xt_buf;
     ldxt = mp;
   }
