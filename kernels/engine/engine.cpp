@@ -174,6 +174,28 @@ void ln_task(int64_t task, void* p) {
     add_layer_norm_rows(c.x, c.res, r0, r1, c.h, c.w, c.b, c.eps);
 }
 
+// LayerNorm(x + res) then quantisation of the same rows into the transposed u8 operand of the next sparse GEMM,
+// 64 tokens per task: each task quantises the rows it has just normalised (in its own cache), writing whole
+// 64-byte pieces of XT rows, and the two steps share one pool hand-off instead of two.
+struct LnQCtx {
+  float* x;
+  const float* res;
+  int64_t rows, h;
+  const float *w, *b;
+  float eps, q_scale;
+  int32_t q_zp;
+  uint8_t* xt;
+  int64_t ldxt;
+  int rc;
+};
+
+void lnq_task(int64_t tile, void* p) {
+  LnQCtx& c = *static_cast<LnQCtx*>(p);
+  const int64_t r0 = tile * 64, r1 = std::min(c.rows, r0 + 64);
+  if (r0 < r1) ek_add_layer_norm_avx512(c.x, c.res, r0, r1, c.h, c.w, c.b, c.eps);
+  if (int rc = ek_quantize_u8_t_tile(c.x, c.rows, c.h, c.h, c.q_scale, c.q_zp, c.xt, c.ldxt, tile)) c.rc = rc;
+}
+
 // LayerNorm(x + res) over all rows, split across the kernel thread pool.
 void add_layer_norm(float* x, const float* res, int64_t rows, int64_t h, const float* w, const float* b, float eps) {
   const ek_isa isa = ek_active_isa();
@@ -375,7 +397,30 @@ class Encoder {
 
   // Quantises x [T, l.k] for l into xq_: transposed ([l.k][padded T], what the 4x1 VNNI and AVX2 kernels read) when
   // quant_t_, else row-major. Returns the (stride, transposed) pair to pass to ek_gemm_u8s8_t.
+  // LayerNorm(x + res), and when `next` (the Linear that reads these rows next, over all T of them) is a sparse
+  // int8 layer on the VNNI path, its transposed u8 input in the same pass (quant() then finds it ready).
+  void add_ln(float* x, const float* res, int64_t T, const std::vector<float>& w, const std::vector<float>& b,
+              const Linear* next) {
+    pre_q_ = nullptr;
+    if (next && next->int8 && quant_t_ && ek_active_isa() == EK_ISA_AVX512_VNNI && h_ % 16 == 0) {
+      const int64_t ld = t_stride(T);
+      LnQCtx c{x, res, T, h_, w.data(), b.data(), eps_, next->x_scale, next->x_zp, xq(), ld, 0};
+      ek_parallel_for(ek_padded_m(T) / 64, lnq_task, &c);
+      check(c.rc);
+      pre_q_ = next;
+      pre_q_x_ = x;
+      pre_q_t_ = T;
+      return;
+    }
+    add_layer_norm(x, res, T, h_, w.data(), b.data(), eps_);
+  }
+
   std::pair<int64_t, bool> quant(const float* x, int64_t T, const Linear& l) {
+    if (pre_q_ == &l && pre_q_x_ == x && pre_q_t_ == T) {  // quantised by add_ln already
+      pre_q_ = nullptr;
+      return {t_stride(T), true};
+    }
+    pre_q_ = nullptr;
     if (quant_t_) {
       const int64_t ld = t_stride(T);
       check(ek_quantize_u8_t(x, T, l.k, l.k, l.x_scale, l.x_zp, xq(), ld));
@@ -439,7 +484,11 @@ class Encoder {
       float* xi = x_.data() + i * H;
       for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + type0_[e];
     }
-    add_layer_norm(x_.data(), nullptr, T, H, eln_w_.data(), eln_b_.data(), eps_);
+    // the first layer's fused QKV reads all T rows at once when there is a single chunk
+    auto qkv_reader = [&](size_t li) -> const Linear* {
+      return li < layers_.size() && layers_[li].fused && chunks_.size() == 1 ? &layers_[li].qkv : nullptr;
+    };
+    add_ln(x_.data(), nullptr, T, eln_w_, eln_b_, qkv_reader(0));
     if (prof) (*prof)["embeddings"] += us(t);
     for (auto& L : layers_) {
       const int64_t ld = 3 * H, qo = 0, ko = H, vo = 2 * H, d = H / heads_;
@@ -501,7 +550,7 @@ class Encoder {
       linear(L.o, ctx_.data(), T, tmp_.data());
       if (prof) (*prof)["o_proj"] += us(t);
       t = clock::now();
-      add_layer_norm(x_.data(), tmp_.data(), T, H, L.ln1_w.data(), L.ln1_b.data(), eps_);
+      add_ln(x_.data(), tmp_.data(), T, L.ln1_w, L.ln1_b, &L.ffn_in);
       if (prof) (*prof)["add_ln"] += us(t);
       t = clock::now();
       // FFN-in: GELU and (when FFN-out is int8) requantisation to u8 are fused into the GEMM epilogue. With
@@ -534,7 +583,7 @@ class Encoder {
       }
       if (prof) (*prof)["ffn_out"] += us(t);
       t = clock::now();
-      add_layer_norm(x_.data(), tmp_.data(), T, H, L.ln2_w.data(), L.ln2_b.data(), eps_);
+      add_ln(x_.data(), tmp_.data(), T, L.ln2_w, L.ln2_b, qkv_reader(&L - layers_.data() + 1));
       if (prof) (*prof)["add_ln"] += us(t);
     }
     t = clock::now();
@@ -577,6 +626,9 @@ class Encoder {
 
   int threads_;
   bool chain_t_ = false, attn_bf16_ = false, quant_t_ = false;
+  const Linear* pre_q_ = nullptr;  // the Linear whose input add_ln left quantised in xq(), for rows pre_q_x_[0, T)
+  const float* pre_q_x_ = nullptr;
+  int64_t pre_q_t_ = 0;
   int64_t h_, heads_, nl_, inter_, vocab_, maxpos_, labels_ = 0;
   float eps_;
   bool cls_;

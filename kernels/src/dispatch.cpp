@@ -1,6 +1,7 @@
 // CPU feature detection (cpuid + xgetbv, once), the ISA selector, the thread pool and the C ABI.
 #include <cpuid.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -300,6 +301,17 @@ void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t*
     float v = std::nearbyint(x[i] / scale) + (float)zp;
     q[i] = (uint8_t)(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));
   }
+}
+
+int ek_quantize_u8_t_tile(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
+                          int64_t ldxt, int64_t tile) {
+  const int64_t mp = ek_padded_m(m);
+  if (!x || !xt || m < 0 || k < 0 || ldx < k || ldxt < mp || tile < 0 || tile * ek::vnni::kTokenTile >= std::max<int64_t>(mp, 1))
+    return ek::fail(EK_EINVAL, "quantize_u8_t_tile: bad pointers, strides or tile");
+  if (!(scale > 0.f) || zp < 0 || zp > 255) return ek::fail(EK_EINVAL, "quantize_u8_t_tile: scale must be > 0 and zp in 0..255");
+  if (ek_active_isa() != EK_ISA_AVX512_VNNI) return ek::fail(EK_EUNSUPPORTED, "quantize_u8_t_tile: AVX-512 VNNI path only");
+  ek::vnni::quantize_u8_t_tile(x, m, k, ldx, scale, zp, xt, ldxt, tile);
+  return EK_OK;
 }
 
 int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,

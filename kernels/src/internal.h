@@ -95,6 +95,8 @@ constexpr int64_t kTokenTile = 64;  // 4x1 sparse token tile; transposed operand
 double peak_macs(double seconds);
 void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
                    int64_t ldxt);
+void quantize_u8_t_tile(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
+                        int64_t ldxt, int64_t tile);
 }
 float gelu_ref(float y);
 // Scalar epilogue for one value (reference semantics; vector paths must match it).

@@ -540,6 +540,13 @@ void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scal
   parallel_for(c.mp / TM * ((k + kQuantTCols - 1) / kQuantTCols), quant_t_task, &c);
 }
 
+void quantize_u8_t_tile(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
+                        int64_t ldxt, int64_t tile) {
+  QuantTCtx c{x, m, k, ldx, (m + TM - 1) / TM * TM, ldxt, scale, zp, xt};
+  const int64_t kchunks = (k + kQuantTCols - 1) / kQuantTCols;
+  for (int64_t kc = 0; kc < kchunks; ++kc) quant_t_task(tile * kchunks + kc, &c);
+}
+
 void gemm_u8s8(const Gemm& g) {
   if (g.w->info.pattern == EK_DENSE)
     dense(g);

@@ -89,6 +89,11 @@ void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t*
  * for i < m (q as in ek_quantize_u8, bit-identical) and 0 for m <= i < ek_padded_m(m); ldxt >= ek_padded_m(m). */
 int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
                      int64_t ldxt);
+/* The same for one 64-token tile (tokens 64*tile .. 64*tile + 63, padding ones zero), on the calling thread: for
+ * callers that already split work by tiles (the engine fuses it with the LayerNorm that produced those rows).
+ * AVX-512 VNNI path only; EK_EUNSUPPORTED elsewhere. */
+int ek_quantize_u8_t_tile(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
+                          int64_t ldxt, int64_t tile);
 /* The int8 instruction-rate peak of the active ISA's kernels: its multiply loop on every pool thread for
  * `seconds`, in multiply-accumulates per second. vpdpbusd for avx512_vnni; for avx2 the 7-bit-weight chain
  * vpmaddubsw + vpmaddwd(ones) + vpaddd (32 exact MACs per 3 uops), its fastest exact int8 sequence; 0 for paths
