@@ -271,7 +271,9 @@ struct SparseCtx {
 // block L of acc[i][gq] holds tokens 16L + 4gq + 0..3, so a 4x4 transpose of 128-bit blocks across gq = 0..3
 // gives tokens 16L..16L+15 in order. Every per-row constant is read once, into locals (stores through y may
 // alias anything the compiler cannot prove otherwise).
-inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r, int64_t m0) {
+// nl = 1 when the GEMM has at most 16 tokens (the engine's last layer runs on the CLS rows only: one token per
+// sequence): GELU then runs on block 0 only; the other blocks hold padding tokens, stored without it.
+inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r, int64_t m0, int nl) {
   const ek_epilogue* ep = g.ep;
   const int64_t ldy = g.ldy;
   const bool gelu = ep->gelu, out_u8 = ep->out_u8;
@@ -292,7 +294,9 @@ inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r
     __m512 v[4];
 #pragma GCC unroll 4
     for (int L = 0; L < 4; ++L) v[L] = dequant512(ordered[L], c.corr, c.scale, c.bias);
-    if (gelu) {
+    if (gelu && nl == 1) {
+      v[0] = gelu512(v[0]);
+    } else if (gelu) {
 #pragma GCC unroll 4
       for (int L = 0; L < 4; ++L) v[L] = gelu512(v[L]);
     }
@@ -409,7 +413,7 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
   const __m512i acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
   if (g.ep && 4 * r + 4 <= w->info.n) {  // full block-row: epilogue from the registers
     if (g.y_t) {
-      tile_epilogue_t(g, acc, r, m0);
+      tile_epilogue_t(g, acc, r, m0, g.m <= 16 ? 1 : 4);
       return;
     }
     if (!g.ep->out_u8) {
