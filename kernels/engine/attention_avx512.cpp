@@ -29,12 +29,16 @@ struct QK {
   int64_t ldk;
 };
 
-// Scores of rows i0..i0+R-1 against all keys into sc[R][np], scaled and masked; returns nothing.
+// Scores of rows i0..i0+R-1 against all keys into sc[R][np], scaled and masked, and each row's maximum into
+// rmax[R] (kept in registers on the way, so softmax needs no separate pass for it).
 template <int R>
-inline void scores(const QK& a, int64_t i0, int64_t np, int64_t n, int64_t d, float scale, float* sc) {
+inline void scores(const QK& a, int64_t i0, int64_t np, int64_t n, int64_t d, float scale, float* sc, float* rmax) {
   const float* kt = a.kt;
   const int64_t ldk = a.ldk;
   const __m512 vscale = _mm512_set1_ps(scale), neg = _mm512_set1_ps(-1e30f);
+  __m512 mx[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) mx[r] = neg;
   for (int64_t j = 0; j < np; j += 32) {
     const bool two = j + 16 < np;
     __m512 a0[R], a1[R];
@@ -56,17 +60,23 @@ inline void scores(const QK& a, int64_t i0, int64_t np, int64_t n, int64_t d, fl
                                           : (__mmask16)0;
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      _mm512_storeu_ps(sc + r * np + j, _mm512_mask_blend_ps(m0, neg, _mm512_mul_ps(a0[r], vscale)));
-      if (two) _mm512_storeu_ps(sc + r * np + j + 16, _mm512_mask_blend_ps(m1, neg, _mm512_mul_ps(a1[r], vscale)));
+      const __m512 v0 = _mm512_mask_blend_ps(m0, neg, _mm512_mul_ps(a0[r], vscale));
+      _mm512_storeu_ps(sc + r * np + j, v0);
+      mx[r] = _mm512_max_ps(mx[r], v0);
+      if (two) {
+        const __m512 v1 = _mm512_mask_blend_ps(m1, neg, _mm512_mul_ps(a1[r], vscale));
+        _mm512_storeu_ps(sc + r * np + j + 16, v1);
+        mx[r] = _mm512_max_ps(mx[r], v1);
+      }
     }
   }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) rmax[r] = _mm512_reduce_max_ps(mx[r]);
 }
 
-// In place: row <- exp(row - max); returns 1 / sum.
-inline float softmax_row(float* row, int64_t np) {
-  __m512 mx = _mm512_set1_ps(-1e30f);
-  for (int64_t j = 0; j < np; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + j));
-  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+// In place: row <- exp(row - max) for the row's maximum rmax; returns 1 / sum.
+inline float softmax_row(float* row, int64_t np, float rmax) {
+  const __m512 m = _mm512_set1_ps(rmax);
   __m512 sum = _mm512_setzero_ps();
   for (int64_t j = 0; j < np; j += 16) {
     const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(row + j), m));
@@ -106,10 +116,10 @@ inline void pv(const float* sc, int64_t np, const float* inv, const float* v, in
 template <int R, int DV>
 void rows(const QK& a, const float* v, int64_t ldv, int64_t i0, int64_t np, int64_t n, int64_t d, float scale,
           float* sc, float* ctx, int64_t ldc) {
-  scores<R>(a, i0, np, n, d, scale, sc);
-  float inv[R];
+  float inv[R], rmax[R];
+  scores<R>(a, i0, np, n, d, scale, sc, rmax);
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) inv[r] = softmax_row(sc + r * np, np);
+  for (int r = 0; r < R; ++r) inv[r] = softmax_row(sc + r * np, np, rmax[r]);
   pv<R, DV>(sc, np, inv, v, ldv, n, ctx, ldc, i0);
 }
 
