@@ -395,8 +395,6 @@ class Encoder {
   using clock = std::chrono::steady_clock;
   static double us(clock::time_point a) { return std::chrono::duration<double, std::micro>(clock::now() - a).count(); }
 
-  // Quantises x [T, l.k] for l into xq_: transposed ([l.k][padded T], what the 4x1 VNNI and AVX2 kernels read) when
-  // quant_t_, else row-major. Returns the (stride, transposed) pair to pass to ek_gemm_u8s8_t.
   // LayerNorm(x + res), and when `next` (the Linear that reads these rows next, over all T of them) is a sparse
   // int8 layer on the VNNI path, its transposed u8 input in the same pass (quant() then finds it ready).
   void add_ln(float* x, const float* res, int64_t T, const std::vector<float>& w, const std::vector<float>& b,
@@ -415,6 +413,9 @@ class Encoder {
     add_layer_norm(x, res, T, h_, w.data(), b.data(), eps_);
   }
 
+  // Quantises x [T, l.k] for l into xq_: transposed ([l.k][padded T], what the 4x1 VNNI and AVX2 kernels read) when
+  // quant_t_, else row-major. Returns the (stride, transposed) pair to pass to ek_gemm_u8s8_t. Rows add_ln has
+  // already quantised for l are not done again.
   std::pair<int64_t, bool> quant(const float* x, int64_t T, const Linear& l) {
     if (pre_q_ == &l && pre_q_x_ == x && pre_q_t_ == T) {  // quantised by add_ln already
       pre_q_ = nullptr;
