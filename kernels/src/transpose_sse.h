@@ -44,37 +44,53 @@ inline uint8_t quant1(float x, float scale, int32_t zp) {
   return (uint8_t)(v < 0.f ? 0.f : (v > 255.f ? 255.f : v));
 }
 
-// XT[k][mp] = X[m][k] transposed, tokens m..mp-1 zero. One task = one 64-token tile (mp is a multiple of 64) x
-// up to kTransposeCols columns, read row by row: it alone writes its 64-byte pieces of XT rows (whole cache
-// lines). Tasks of 16 columns x all tokens walked X down its columns, a new cache line per 16-byte load.
+// The work split of every pass that builds XT[k][mp] (the u8 transpose and the quantise-transposes of each
+// path): one task = one 64-token tile (mp is a multiple of 64) x up to kTransposeCols columns, read row by row,
+// so a task reads X forward and alone writes its 64-byte pieces of XT rows (whole cache lines). Tasks of 16
+// columns x all tokens walked X down its columns, a new cache line per load (fp32 X, K = 1536, VNNI, one thread:
+// ~24 cycles per 16 values).
 constexpr int64_t kTransposeCols = 256;
+inline int64_t transpose_tasks(int64_t mp, int64_t k) { return mp / 64 * ((k + kTransposeCols - 1) / kTransposeCols); }
+
+// Task `task` of that split: rows(i, c) gives token i's 16 bytes for X columns c..c+15 (an __m128i), for real tokens (i < m); padding tokens are zero bytes, in the same 16 x 16 register transpose.
+// Columns past the last multiple of 16 go element by element through one(i, c), padding tokens again zero.
+// (Blocks with padding tokens stay vectorised: the engine's last layer quantises one token per sequence into a
+// 64-token tile, and a scalar loop there took ~5% of a batch-1 run.)
+template <class Rows, class One>
+inline void transpose_span(int64_t task, int64_t m, int64_t mp, int64_t k, uint8_t* xt, int64_t ldxt, Rows rows,
+                           One one) {
+  const int64_t kchunks = (k + kTransposeCols - 1) / kTransposeCols;
+  const int64_t mbeg = task / kchunks * 64, mend = std::min(mp, mbeg + 64);
+  const int64_t kbeg = task % kchunks * kTransposeCols, kend = std::min(k, kbeg + kTransposeCols);
+  for (int64_t m0 = mbeg; m0 < mend; m0 += 16) {
+    for (int64_t k0 = kbeg; k0 < kend; k0 += 16) {
+      const int64_t k1 = std::min(kend, k0 + 16);
+      if (k1 - k0 == 16) {
+        __m128i a[16];
+        for (int i = 0; i < 16; ++i) a[i] = m0 + i < m ? rows(m0 + i, k0) : _mm_setzero_si128();
+        transpose16x16_regs(a, xt + k0 * ldxt + m0, ldxt);
+        continue;
+      }
+      for (int64_t t = k0; t < k1; ++t)
+        for (int64_t i = m0; i < m0 + 16; ++i) xt[t * ldxt + i] = i < m ? one(i, t) : 0;
+    }
+  }
+}
+
+// XT[k][mp] = X[m][k] transposed, tokens m..mp-1 zero.
 struct TransposeCtx {
   const uint8_t* x;
   int64_t ldx, m, k, mp;
   uint8_t* xt;
-  int64_t tasks() const { return mp / 64 * ((k + kTransposeCols - 1) / kTransposeCols); }
+  int64_t tasks() const { return transpose_tasks(mp, k); }
 };
 
 inline void transpose_task(int64_t task, void* p) {
   const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
-  const int64_t kchunks = (c.k + kTransposeCols - 1) / kTransposeCols;
-  const int64_t mbeg = task / kchunks * 64, mend = std::min(c.mp, mbeg + 64);
-  const int64_t kbeg = task % kchunks * kTransposeCols, kend = std::min(c.k, kbeg + kTransposeCols);
-  for (int64_t m0 = mbeg; m0 < mend; m0 += 16) {
-    for (int64_t k0 = kbeg; k0 < kend; k0 += 16) {
-      const int64_t k1 = std::min(kend, k0 + 16);
-      if (k1 - k0 == 16) {  // padding tokens (i >= m) as zero bytes
-        __m128i a[16];
-        for (int i = 0; i < 16; ++i)
-          a[i] = m0 + i < c.m ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.x + (m0 + i) * c.ldx + k0))
-                              : _mm_setzero_si128();
-        transpose16x16_regs(a, c.xt + k0 * c.mp + m0, c.mp);
-        continue;
-      }
-      for (int64_t t = k0; t < k1; ++t)
-        for (int64_t i = 0; i < 16; ++i) c.xt[t * c.mp + m0 + i] = m0 + i < c.m ? c.x[(m0 + i) * c.ldx + t] : 0;
-    }
-  }
+  transpose_span(
+      task, c.m, c.mp, c.k, c.xt, c.mp,
+      [&](int64_t i, int64_t col) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.x + i * c.ldx + col)); },
+      [&](int64_t i, int64_t col) { return c.x[i * c.ldx + col]; });
 }
 
 }  // namespace

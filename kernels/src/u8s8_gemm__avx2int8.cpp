@@ -825,27 +825,16 @@ inline __m256i quant8(const float* x, __m256 vs, __m256 vz) {
   return _mm256_cvtps_epi32(v);
 }
 
-void quant_t_task(int64_t task, void* p) {
+void quant_t_task(int64_t task, void* p) {  // the split is transpose_span's (see transpose_sse.h)
   const QuantTCtx& c = *static_cast<QuantTCtx*>(p);
-  const int64_t k0 = task * 16, k1 = std::min(c.k, k0 + 16);
   const __m256 vs = _mm256_set1_ps(c.scale), vz = _mm256_set1_ps((float)c.zp);
-  for (int64_t m0 = 0; m0 < c.mp; m0 += 16) {
-    if (k1 - k0 == 16) {  // padding tokens (i >= m) as zero bytes, in the same 16 x 16 transpose
-      __m128i a[16];
-      for (int i = 0; i < 16; ++i) {
-        if (m0 + i >= c.m) {
-          a[i] = _mm_setzero_si128();
-          continue;
-        }
-        const float* xr = c.x + (m0 + i) * c.ldx + k0;
-        a[i] = pack16_u8(quant8(xr, vs, vz), quant8(xr + 8, vs, vz));
-      }
-      transpose16x16_regs(a, c.xt + k0 * c.ldxt + m0, c.ldxt);
-      continue;
-    }
-    for (int64_t t = k0; t < k1; ++t)
-      for (int64_t i = m0; i < m0 + 16; ++i) c.xt[t * c.ldxt + i] = i < c.m ? quant1(c.x[i * c.ldx + t], c.scale, c.zp) : 0;
-  }
+  transpose_span(
+      task, c.m, c.mp, c.k, c.xt, c.ldxt,
+      [&](int64_t i, int64_t col) {
+        const float* xr = c.x + i * c.ldx + col;
+        return pack16_u8(quant8(xr, vs, vz), quant8(xr + 8, vs, vz));
+      },
+      [&](int64_t i, int64_t col) { return quant1(c.x[i * c.ldx + col], c.scale, c.zp); });
 }
 
 struct PeakCtx {
@@ -892,7 +881,7 @@ void gemm_u8s8(const Gemm& g) {
 void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
                    int64_t ldxt) {
   QuantTCtx c{x, m, k, ldx, (m + TM - 1) / TM * TM, ldxt, scale, zp, xt};
-  parallel_for((k + 15) / 16, quant_t_task, &c);
+  parallel_for(transpose_tasks(c.mp, k), quant_t_task, &c);
 }
 
 double peak_macs(double seconds) {

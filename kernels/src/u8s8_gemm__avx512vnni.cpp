@@ -219,46 +219,19 @@ struct QuantTCtx {
   uint8_t* xt;
 };
 
-// Columns of X per quantise-transpose task.
-constexpr int64_t kQuantTCols = 256;
-
-void quant_t_task(int64_t task, void* p) {
+void quant_t_task(int64_t task, void* p) {  // the split is transpose_span's (see transpose_sse.h)
   const QuantTCtx& c = *static_cast<QuantTCtx*>(p);
-  // One task: one 64-token tile x up to kQuantTCols columns, in 16 x 16 blocks, 16 tokens at a time. It reads
-  // 16 rows of X forward (1 KB each), and it alone writes its 64-byte pieces of XT rows (whole cache lines).
-  // Tasks of 16 columns x all tokens, as before, walked down X's columns at a stride of one row (6 KB for
-  // K = 1536): a new cache line on every load, which the prefetchers do not follow across pages, and the loop
-  // waited on L2 (128 x 1536: ~24 cycles per 16 values on one thread). Blocks with padding tokens take the same
-  // path (the scalar loop is for a K that is not a multiple of 16): the engine's last layer runs on the CLS rows
-  // only, 1 token per sequence, and quantising its 64-token tile element by element took ~5% of a batch-1 run.
-  const int64_t kchunks = (c.k + kQuantTCols - 1) / kQuantTCols;
-  const int64_t mbeg = task / kchunks * TM, mend = std::min(c.mp, mbeg + TM);
-  const int64_t kbeg = task % kchunks * kQuantTCols, kend = std::min(c.k, kbeg + kQuantTCols);
   const __m512 vs = _mm512_set1_ps(c.scale), vinv = _mm512_set1_ps(1.0f / c.scale), vz = _mm512_set1_ps((float)c.zp),
                hi = _mm512_set1_ps(255.f);
-  for (int64_t m0 = mbeg; m0 < mend; m0 += 16) {
-    for (int64_t k0 = kbeg; k0 < kend; k0 += 16) {
-      const int64_t k1 = std::min(kend, k0 + 16);
-      if (k1 - k0 == 16) {  // padding tokens (i >= m) as zero bytes, in the same 16 x 16 transpose
-        __m128i a[16];
-        for (int i = 0; i < 16; ++i) {
-          if (m0 + i >= c.m) {
-            a[i] = _mm_setzero_si128();
-            continue;
-          }
-          __m512 v = _mm512_roundscale_ps(div512_q(_mm512_loadu_ps(c.x + (m0 + i) * c.ldx + k0), vs, vinv),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-          v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), _mm512_setzero_ps()), hi);
-          a[i] = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
-        }
-        transpose16x16_regs(a, c.xt + k0 * c.ldxt + m0, c.ldxt);
-        continue;
-      }
-      for (int64_t t = k0; t < k1; ++t)
-        for (int64_t i = m0; i < m0 + 16; ++i)
-          c.xt[t * c.ldxt + i] = i < c.m ? quant1(c.x[i * c.ldx + t], c.scale, c.zp) : 0;
-    }
-  }
+  transpose_span(
+      task, c.m, c.mp, c.k, c.xt, c.ldxt,
+      [&](int64_t i, int64_t col) {
+        __m512 v = _mm512_roundscale_ps(div512_q(_mm512_loadu_ps(c.x + i * c.ldx + col), vs, vinv),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vz), _mm512_setzero_ps()), hi);
+        return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v));
+      },
+      [&](int64_t i, int64_t col) { return quant1(c.x[i * c.ldx + col], c.scale, c.zp); });
 }
 
 struct SparseCtx {
@@ -541,13 +514,13 @@ void sparse(const Gemm& g) {
 void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
                    int64_t ldxt) {
   QuantTCtx c{x, m, k, ldx, (m + TM - 1) / TM * TM, ldxt, scale, zp, xt};
-  parallel_for(c.mp / TM * ((k + kQuantTCols - 1) / kQuantTCols), quant_t_task, &c);
+  parallel_for(transpose_tasks(c.mp, k), quant_t_task, &c);
 }
 
 void quantize_u8_t_tile(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
                         int64_t ldxt, int64_t tile) {
   QuantTCtx c{x, m, k, ldx, (m + TM - 1) / TM * TM, ldxt, scale, zp, xt};
-  const int64_t kchunks = (k + kQuantTCols - 1) / kQuantTCols;
+  const int64_t kchunks = transpose_tasks(TM, k);  // tasks of one tile
   for (int64_t kc = 0; kc < kchunks; ++kc) quant_t_task(tile * kchunks + kc, &c);
 }
 
