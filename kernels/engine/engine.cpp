@@ -276,6 +276,17 @@ void attn_task(int64_t task, void* p) {
   }
 }
 
+class Encoder;
+struct TileCtx {
+  Encoder* e;
+  const Layer* L;
+  const Linear* next;  // the Linear that reads the layer's output next (its input is quantised here), or null
+  int64_t T, tp;
+  double* times;  // tile 0's step times (o_proj, add_ln, ffn_in, ffn_out) when profiling, else null
+  int rc;
+};
+void tile_task(int64_t tile, void* p);
+
 class Encoder {
  public:
   Encoder(const py::dict& cfg, const py::dict& t, int threads, const std::string& attention) {
@@ -345,6 +356,42 @@ class Encoder {
     return {names.begin(), names.end()};
   }
   std::string attention() const { return attn_bf16_ ? "bf16" : "fp32"; }
+  bool tile_fusion = true;  // run each layer's steps after attention tile by tile when that applies (run_tile)
+  int64_t tile_fused_layers = 0;  // layers of the last run that went through run_tile
+
+  // After attention, one 64-token tile of the layer on the calling thread: quantise its attention output, O
+  // projection, add + LayerNorm (quantised for FFN-in), FFN-in with GELU and u8 requantisation, FFN-out, add +
+  // LayerNorm (quantised for `next`). Every step reads only this tile's tokens and writes only them, so the
+  // tiles run in parallel, one task each, with no hand-off between the steps: a tile's activations stay in
+  // one core's caches (split by output channels, as the whole-GEMM calls are, each GEMM's output went from
+  // both cores to the next step's tasks) and a layer has one parallel region after attention instead of six.
+  int run_tile(const Layer& L, const Linear* next, int64_t T, int64_t tp, int64_t tile, double* times) {
+    const int64_t H = h_, r0 = tile * 64, r1 = std::min(T, r0 + 64);
+    uint8_t* xq = this->xq();
+    int rc = 0;
+    auto step = [&](int i, clock::time_point& t) {
+      if (times) times[i] += us(t), t = clock::now();
+    };
+    auto t = clock::now();
+    const Linear &o = L.o, &fi = L.ffn_in, &fo = L.ffn_out;
+    rc = rc ? rc : ek_quantize_u8_t_tile(ctx_.data(), T, H, H, o.x_scale, o.x_zp, xq, tp, tile);
+    const ek_epilogue ep_o{o.x_scale, o.x_zp, o.w_scale.data(), o.bias.data(), 0, 0, 1.f, 0};
+    rc = rc ? rc : ek_gemm_u8s8_t_tile(o.w.get(), xq, T, tp, &ep_o, tmp_.data(), H, 0, tile);
+    step(0, t);
+    ek_add_layer_norm_avx512(x_.data(), tmp_.data(), r0, r1, H, L.ln1_w.data(), L.ln1_b.data(), eps_);
+    rc = rc ? rc : ek_quantize_u8_t_tile(x_.data(), T, H, H, fi.x_scale, fi.x_zp, xq, tp, tile);
+    step(1, t);
+    const ek_epilogue ep_in{fi.x_scale, fi.x_zp, fi.w_scale.data(), fi.bias.data(), 1, 1, fo.x_scale, fo.x_zp};
+    rc = rc ? rc : ek_gemm_u8s8_t_tile(fi.w.get(), xq, T, tp, &ep_in, hq(), tp, 1, tile);
+    step(2, t);
+    const ek_epilogue ep_out{fo.x_scale, fo.x_zp, fo.w_scale.data(), fo.bias.data(), 0, 0, 1.f, 0};
+    rc = rc ? rc : ek_gemm_u8s8_t_tile(fo.w.get(), hq(), T, tp, &ep_out, tmp_.data(), H, 0, tile);
+    step(3, t);
+    ek_add_layer_norm_avx512(x_.data(), tmp_.data(), r0, r1, H, L.ln2_w.data(), L.ln2_b.data(), eps_);
+    if (next) rc = rc ? rc : ek_quantize_u8_t_tile(x_.data(), T, H, H, next->x_scale, next->x_zp, xq, tp, tile);
+    step(1, t);
+    return rc;
+  }
 
   py::array_t<float> run(py::array_t<int64_t, py::array::c_style> ids, py::array_t<int64_t, py::array::c_style> mask,
                          py::object profile) {
@@ -478,6 +525,7 @@ class Encoder {
     quant_t_ = chain_t_ && (ek_active_isa() == EK_ISA_AVX512_VNNI || ek_active_isa() == EK_ISA_AVX2);
     xq_.resize(std::max(T * std::max(H, inter_), tp * H) + 64);  // + 64: see xq()
     hq_.resize(tp * inter_ + 64);
+    tile_fused_layers = 0;
     auto t = clock::now();
     for (int64_t i = 0; i < T; ++i) {
       const float* w = word_.data() + tok_id_[i] * H;
@@ -547,6 +595,24 @@ class Encoder {
         tp = t_stride(T);
       }
       if (prof) (*prof)["attention"] += us(t);
+      const Linear* next = qkv_reader(&L - layers_.data() + 1);
+      if (tiled(L, T)) {
+        double times[4] = {0, 0, 0, 0};
+        TileCtx c{this, &L, next, T, tp, prof ? times : nullptr, 0};
+        ek_parallel_for(ek_padded_m(T) / 64, tile_task, &c);
+        check(c.rc);
+        pre_q_ = next;
+        pre_q_x_ = x_.data();
+        pre_q_t_ = T;
+        ++tile_fused_layers;
+        if (prof) {
+          (*prof)["o_proj"] += times[0];
+          (*prof)["add_ln"] += times[1];
+          (*prof)["ffn_in"] += times[2];
+          (*prof)["ffn_out"] += times[3];
+        }
+        continue;
+      }
       t = clock::now();
       linear(L.o, ctx_.data(), T, tmp_.data());
       if (prof) (*prof)["o_proj"] += us(t);
@@ -584,7 +650,7 @@ class Encoder {
       }
       if (prof) (*prof)["ffn_out"] += us(t);
       t = clock::now();
-      add_ln(x_.data(), tmp_.data(), T, L.ln2_w, L.ln2_b, qkv_reader(&L - layers_.data() + 1));
+      add_ln(x_.data(), tmp_.data(), T, L.ln2_w, L.ln2_b, next);
       if (prof) (*prof)["add_ln"] += us(t);
     }
     t = clock::now();
@@ -625,6 +691,17 @@ class Encoder {
     if (rc) throw std::runtime_error(ek_last_error());
   }
 
+  // Whether layer L runs tile by tile after attention (run_tile) on T tokens: every Linear after attention
+  // sparse int8 on the VNNI path, and tiles that share out evenly over the threads (2 tiles on 2 threads at
+  // batch 1 x 128 tokens); with fewer tiles than threads, or a remainder that would leave a thread idle for a
+  // large share of the layer, the whole-GEMM calls (split by output channels) are used instead.
+  bool tiled(const Layer& L, int64_t T) const {
+    const int64_t tiles = ek_padded_m(T) / 64;
+    return tile_fusion && chain_t_ && quant_t_ && ek_active_isa() == EK_ISA_AVX512_VNNI && h_ % 16 == 0 &&
+           L.o.int8 && L.ffn_in.int8 && L.ffn_out.int8 && tiles >= threads_ &&
+           (tiles % threads_ == 0 || tiles >= 4 * threads_);
+  }
+
   int threads_;
   bool chain_t_ = false, attn_bf16_ = false, quant_t_ = false;
   const Linear* pre_q_ = nullptr;  // the Linear whose input add_ln left quantised in xq(), for rows pre_q_x_[0, T)
@@ -659,6 +736,10 @@ class Encoder {
   }
   uint8_t* hq() { return align64(hq_); }
 };
+void tile_task(int64_t tile, void* p) {
+  TileCtx& c = *static_cast<TileCtx*>(p);
+  if (int rc = c.e->run_tile(*c.L, c.next, c.T, c.tp, tile, tile == 0 ? c.times : nullptr)) c.rc = rc;
+}
 }  // namespace
 
 PYBIND11_MODULE(_engine, m) {
@@ -670,7 +751,11 @@ PYBIND11_MODULE(_engine, m) {
       .def("run", &Encoder::run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("profile") = py::none())
       .def_property_readonly("out_width", &Encoder::out_width)
       .def_property_readonly("fused_qkv", &Encoder::fused_qkv)
-      .def_property_readonly("kernels", &Encoder::kernels);
+      .def_property_readonly("kernels", &Encoder::kernels)
+      .def_readwrite("tile_fusion", &Encoder::tile_fusion,
+                     "run each layer's steps after attention one 64-token tile per task when that applies "
+                     "(results are identical either way; False is for comparisons)")
+      .def_readonly("tile_fused_layers", &Encoder::tile_fused_layers, "layers of the last run that ran tile by tile");
   m.def("isa", [] { return std::string(ek_isa_name(ek_active_isa())); });
   // For tests: softmax(q k^T / sqrt(d)) v for one head through the path the engine picks for this ISA and d.
   m.def(

@@ -303,6 +303,23 @@ void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t*
   }
 }
 
+int ek_gemm_u8s8_t_tile(const ek_packed* w, const uint8_t* xt, int64_t m, int64_t ldxt, const ek_epilogue* ep,
+                        void* y, int64_t ldy, int32_t y_t, int64_t tile) {
+  if (int rc = check_common(w, EK_W_S8)) return rc;
+  const int64_t mp = ek_padded_m(m);
+  if (!xt || !ep || !y || !ep->w_scale || m <= 0 || ldxt < mp || (y_t ? ldy < mp : ldy < w->info.n) || tile < 0 ||
+      tile * ek::vnni::kTokenTile >= mp)
+    return ek::fail(EK_EINVAL, "gemm_u8s8_t_tile: bad pointers, strides or tile");
+  if (ep->out_u8 && !(ep->out_scale > 0.f)) return ek::fail(EK_EINVAL, "gemm_u8s8_t_tile: out_scale must be positive");
+  if (ek_active_isa() != EK_ISA_AVX512_VNNI || w->info.pattern != EK_BLOCK_4X1)
+    return ek::fail(EK_EUNSUPPORTED, "gemm_u8s8_t_tile: 4x1 sparse weights on the AVX-512 VNNI path only");
+  ek::Gemm g{w, xt, m, ldxt, ep, y, ldy, ep->x_zp, nullptr};
+  g.x_t = true;
+  g.y_t = y_t != 0;
+  ek::vnni::gemm_u8s8_t_tile(g, tile);
+  return EK_OK;
+}
+
 int ek_quantize_u8_t_tile(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
                           int64_t ldxt, int64_t tile) {
   const int64_t mp = ek_padded_m(m);

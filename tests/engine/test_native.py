@@ -77,6 +77,30 @@ def test_every_isa_path_gives_the_same_model_output(request, which, tmp_path):
         assert _cos(out, ref).min() >= 0.99999, isa
 
 
+@pytest.mark.parametrize("which", ["quick_fe_artifact", "quick_cls_artifact"])
+def test_tile_by_tile_layers_give_the_same_bits(request, which):
+    """The steps after attention run one 64-token tile per task (ek_gemm_u8s8_t_tile) when the tiles share out
+    over the threads, else as whole GEMMs split by output channels: the same values to the bit."""
+    from edgekit import _engine
+
+    art, _ = request.getfixturevalue(which)
+    f = _feeds(art, n=6, seq=64)  # 6 x 64 tokens, one row cut to 40: 6 tiles on 2 threads
+    sess = load(art, "native", threads=2)
+    enc = sess._enc
+    tiled = sess.run(f)
+    n_tiled = enc.tile_fused_layers
+    enc.tile_fusion = False
+    whole = sess.run(f)
+    assert enc.tile_fused_layers == 0
+    np.testing.assert_array_equal(tiled, whole)
+    if _engine.isa() == "avx512_vnni":
+        # every layer but a classifier's last (CLS rows only: 6 tokens, one tile for two threads)
+        layers = json.loads((art / "native" / "config.json").read_text())["layers"]
+        assert n_tiled == layers - (which == "quick_cls_artifact"), n_tiled
+    else:
+        assert n_tiled == 0
+
+
 def test_fp32_native_model_matches_torch(tmp_path):
     """A native folder written without quantisation runs on the fp32 kernels."""
     from edgekit.artifact import load_artifact

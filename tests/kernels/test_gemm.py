@@ -336,6 +336,37 @@ def test_transposed_layouts_match_plain_gemm(isa, m, k, n, pattern, sparsity, ge
         K.gemm_u8s8_t(p, np.ascontiguousarray(xt[:, : mp - 1]), m, True, False, **kw)
 
 
+@pytest.mark.parametrize("m,k,n", [(1, 16, 8), (130, 100, 22), (192, 384, 96)])
+@pytest.mark.parametrize("gelu,out_u8,y_t", [(False, False, False), (True, True, True), (False, False, True)])
+def test_tile_by_tile_gemm_matches_whole(isa, m, k, n, gelu, out_u8, y_t):
+    """ek_gemm_u8s8_t_tile, run for each 64-token tile, gives the whole GEMM's values and writes nothing outside
+    its tile (the engine runs tiles on different threads into one buffer); other paths refuse it."""
+    w = prune_4x1(rand_w((n, k)), 0.8)
+    p = K.pack_s8(w, "4x1")
+    mp = K.padded_m(m)
+    xt = np.zeros((k, mp), np.uint8)
+    xt[:, :m] = rng.integers(0, 256, (k, m), dtype=np.uint8)
+    kw = dict(x_scale=0.02, x_zp=7, w_scale=rng.uniform(0.001, 0.01, n).astype(np.float32),
+              bias=rng.normal(0, 1, n).astype(np.float32), gelu=gelu, out_u8=out_u8, out_scale=0.05, out_zp=20)
+    if isa != "avx512_vnni":
+        with pytest.raises(ValueError, match="VNNI path only"):
+            K.gemm_u8s8_t(p, xt, m, True, y_t, tile=0, **kw)
+        return
+    want = K.gemm_u8s8_t(p, xt, m, True, y_t, **kw)
+    got = np.zeros_like(want)
+    for t in range(mp // 64):
+        part = K.gemm_u8s8_t(p, xt, m, True, y_t, tile=t, **kw)
+        inside = (slice(None), slice(64 * t, 64 * t + 64)) if y_t else (slice(64 * t, 64 * t + 64),)
+        got[inside] = part[inside]
+        part[inside] = 0
+        assert not part.any(), f"tile {t} wrote outside its tokens"
+    if y_t:
+        want, got = want[:, :m], got[:, :m]
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="tile"):
+        K.gemm_u8s8_t(p, xt, m, True, y_t, tile=mp // 64, **kw)
+
+
 def test_peak_macs_measures_the_active_path():
     """ek_peak_macs runs the active path's multiply loop (vpdpbusd / vpmaddwd); paths without one report 0."""
     for isa in ISAS:

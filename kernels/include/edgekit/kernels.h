@@ -78,6 +78,13 @@ int ek_gemm_u8s8(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, c
 int64_t ek_padded_m(int64_t m);
 int ek_gemm_u8s8_t(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, int32_t x_t, const ek_epilogue* ep,
                    void* y, int64_t ldy, int32_t y_t);
+/* ek_gemm_u8s8_t with x transposed, for the 64 tokens of one tile only (tokens 64*tile .. 64*tile + 63; rows
+ * of a plain y past m are not written), on the calling thread: for callers that split work by token tiles
+ * themselves (the engine runs a layer's steps after attention tile by tile, one tile per thread, so a tile's
+ * activations stay in that core's cache). Same values as the whole GEMM. 4x1 sparse on the AVX-512 VNNI path
+ * only; EK_EUNSUPPORTED elsewhere. */
+int ek_gemm_u8s8_t_tile(const ek_packed* w, const uint8_t* xt, int64_t m, int64_t ldxt, const ek_epilogue* ep,
+                        void* y, int64_t ldy, int32_t y_t, int64_t tile);
 /* Integer accumulators only (zero point applied): acc[m,n] = sum_k (x[m,k] - x_zp) * W[n,k]; for bit-exact tests. */
 int ek_gemm_u8s8_acc(const ek_packed* w, const uint8_t* x, int64_t m, int32_t x_zp, int32_t* acc);
 /* fp32: y[m,n] = sum_k x[m,k] W[n,k] + bias[n] (then GELU). */
