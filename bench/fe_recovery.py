@@ -53,6 +53,12 @@ def main() -> None:
     ap.add_argument("--init", choices=("magnitude", "wanda", "wanda-ls"), default="magnitude",
                     help="one-shot pruning: weight magnitude, |W| x input RMS, or that + least-squares refit "
                          "(edgekit.compress.oneshot), on 128 training windows")
+    ap.add_argument("--layerwise", type=int, default=0, metavar="STEPS",
+                    help="after the one-shot init, train each encoder layer alone for STEPS steps to reproduce the "
+                         "teacher's output of that layer (edgekit.compress.oneshot.reconstruct_layers)")
+    ap.add_argument("--layerwise-lr", type=float, default=1e-3)
+    ap.add_argument("--layerwise-windows", type=int, default=1024,
+                    help="training windows whose teacher hidden states are held in memory for --layerwise")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -76,6 +82,20 @@ def main() -> None:
         cal = [(torch.from_numpy(f["input_ids"][i:i + 16]), torch.from_numpy(f["attention_mask"][i:i + 16]))
                for i in range(0, 128, 16)]
         masks = oneshot_prune(student, lins, a.sparsity, "4x1", cal, refit_weights=a.init == "wanda-ls")
+    if a.layerwise:
+        from edgekit.compress.oneshot import reconstruct_layers
+
+        pick = torch.randperm(len(ids), generator=torch.Generator().manual_seed(1))[: a.layerwise_windows]
+        with torch.inference_mode():
+            th = [torch.cat(x) for x in zip(*[
+                teacher.encoder(input_ids=ids[pick[i:i + 64]], attention_mask=mask[pick[i:i + 64]],
+                                output_hidden_states=True).hidden_states for i in range(0, len(pick), 64)])]
+        th = [x.clone() for x in th]  # inference tensors -> ordinary ones
+        layers = list(student.encoder.encoder.layer)
+        wmasks = [{lins[n]: masks[n] for n in lins if n.startswith(f"layers.{i}.")} for i in range(len(layers))]
+        reconstruct_layers(layers, th[0], th[1:], mask[pick], wmasks, a.layerwise, lr=a.layerwise_lr,
+                           batch=a.batch, progress=lambda s: print(s, flush=True))
+        del th
     t_init = time.perf_counter() - t_init
     hf_s, hf_t = student.encoder, teacher.encoder
     if a.no_dropout:
@@ -100,7 +120,7 @@ def main() -> None:
         student.train()
         row = {"step": step, "val_cosine": round(cos, 4), "train_loss": round(loss, 4), "lr": a.lr,
                "loss": a.loss, "windows": a.windows, "dropout": not a.no_dropout, "train_examples": len(ids),
-               "sparsity": a.sparsity, "init": a.init,
+               "sparsity": a.sparsity, "init": a.init, "layerwise": a.layerwise,
                "init_seconds": round(t_init, 1), "seconds": round(time.perf_counter() - t0, 1)}
         print(json.dumps(row), flush=True)
         if a.json:
