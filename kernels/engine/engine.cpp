@@ -279,10 +279,11 @@ void attn_task(int64_t task, void* p) {
 class Encoder;
 struct TileCtx {
   Encoder* e;
-  const Layer* L;
+  const Layer* L;  // null: the embeddings (embed_tile)
   const Linear* next;  // the Linear that reads the layer's output next (its input is quantised here), or null
-  int64_t T, tp;
-  double* times;  // tile 0's step times (o_proj, add_ln, ffn_in, ffn_out) when profiling, else null
+  const Linear* qkv_next;  // the next layer's QKV when it runs here too (see run_tile), or null
+  int64_t ldq, T, tp;
+  double* times;  // tile 0's step times (o_proj, add_ln, ffn_in, ffn_out, qkv, embeddings) when profiling, else null
   int rc;
 };
 void tile_task(int64_t tile, void* p);
@@ -365,32 +366,43 @@ class Encoder {
   // tiles run in parallel, one task each, with no hand-off between the steps: a tile's activations stay in
   // one core's caches (split by output channels, as the whole-GEMM calls are, each GEMM's output went from
   // both cores to the next step's tasks) and a layer has one parallel region after attention instead of six.
-  int run_tile(const Layer& L, const Linear* next, int64_t T, int64_t tp, int64_t tile, double* times) {
-    const int64_t H = h_, r0 = tile * 64, r1 = std::min(T, r0 + 64);
+  // With `qkv_next` (the next layer's fused QKV, whose input `next` is), the tile's q, k, v for it as well,
+  // transposed into qkv_ (row stride ldq), as the next layer's QKV step would write them.
+  int run_tile(const Layer& L, const Linear* next, const Linear* qkv_next, int64_t ldq, int64_t T, int64_t tp,
+               int64_t tile, double* times) {
+    const int64_t H = h_;
     uint8_t* xq = this->xq();
     int rc = 0;
-    auto step = [&](int i, clock::time_point& t) {
-      if (times) times[i] += us(t), t = clock::now();
-    };
     auto t = clock::now();
     const Linear &o = L.o, &fi = L.ffn_in, &fo = L.ffn_out;
     rc = rc ? rc : ek_quantize_u8_t_tile(ctx_.data(), T, H, H, o.x_scale, o.x_zp, xq, tp, tile);
     const ek_epilogue ep_o{o.x_scale, o.x_zp, o.w_scale.data(), o.bias.data(), 0, 0, 1.f, 0};
     rc = rc ? rc : ek_gemm_u8s8_t_tile(o.w.get(), xq, T, tp, &ep_o, tmp_.data(), H, 0, tile);
-    step(0, t);
-    ek_add_layer_norm_avx512(x_.data(), tmp_.data(), r0, r1, H, L.ln1_w.data(), L.ln1_b.data(), eps_);
-    rc = rc ? rc : ek_quantize_u8_t_tile(x_.data(), T, H, H, fi.x_scale, fi.x_zp, xq, tp, tile);
-    step(1, t);
+    lap(times, 0, t);
+    rc = rc ? rc : tile_tail(tile, T, tp, tmp_.data(), L.ln1_w, L.ln1_b, &fi, nullptr, 0, times, 1, t);
     const ek_epilogue ep_in{fi.x_scale, fi.x_zp, fi.w_scale.data(), fi.bias.data(), 1, 1, fo.x_scale, fo.x_zp};
     rc = rc ? rc : ek_gemm_u8s8_t_tile(fi.w.get(), xq, T, tp, &ep_in, hq(), tp, 1, tile);
-    step(2, t);
+    lap(times, 2, t);
     const ek_epilogue ep_out{fo.x_scale, fo.x_zp, fo.w_scale.data(), fo.bias.data(), 0, 0, 1.f, 0};
     rc = rc ? rc : ek_gemm_u8s8_t_tile(fo.w.get(), hq(), T, tp, &ep_out, tmp_.data(), H, 0, tile);
-    step(3, t);
-    ek_add_layer_norm_avx512(x_.data(), tmp_.data(), r0, r1, H, L.ln2_w.data(), L.ln2_b.data(), eps_);
-    if (next) rc = rc ? rc : ek_quantize_u8_t_tile(x_.data(), T, H, H, next->x_scale, next->x_zp, xq, tp, tile);
-    step(1, t);
-    return rc;
+    lap(times, 3, t);
+    return rc ? rc : tile_tail(tile, T, tp, tmp_.data(), L.ln2_w, L.ln2_b, next, qkv_next, ldq, times, 1, t);
+  }
+
+  // The embeddings of one tile's tokens (word + position + token type 0, LayerNorm), quantised for `next` and
+  // projected by `qkv_next` as in run_tile: the first layer's input, tile by tile. (The word rows come from a
+  // 47 MB table for BERT's vocabulary, mostly cache misses: two threads overlap twice as many.)
+  int embed_tile(const Linear* next, const Linear* qkv_next, int64_t ldq, int64_t T, int64_t tp, int64_t tile,
+                 double* times) {
+    const int64_t H = h_, r1 = std::min(T, tile * 64 + 64);
+    auto t = clock::now();
+    for (int64_t i = tile * 64; i < r1; ++i) {
+      const float* w = word_.data() + tok_id_[i] * H;
+      const float* p = pos_.data() + tok_pos_[i] * H;
+      float* xi = x_.data() + i * H;
+      for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + type0_[e];
+    }
+    return tile_tail(tile, T, tp, nullptr, eln_w_, eln_b_, next, qkv_next, ldq, times, 5, t);
   }
 
   py::array_t<float> run(py::array_t<int64_t, py::array::c_style> ids, py::array_t<int64_t, py::array::c_style> mask,
@@ -526,19 +538,44 @@ class Encoder {
     xq_.resize(std::max(T * std::max(H, inter_), tp * H) + 64);  // + 64: see xq()
     hq_.resize(tp * inter_ + 64);
     tile_fused_layers = 0;
+    qkv_done_ = nullptr;
     auto t = clock::now();
-    for (int64_t i = 0; i < T; ++i) {
-      const float* w = word_.data() + tok_id_[i] * H;
-      const float* p = pos_.data() + tok_pos_[i] * H;
-      float* xi = x_.data() + i * H;
-      for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + type0_[e];
-    }
     // the first layer's fused QKV reads all T rows at once when there is a single chunk
     auto qkv_reader = [&](size_t li) -> const Linear* {
       return li < layers_.size() && layers_[li].fused && chunks_.size() == 1 ? &layers_[li].qkv : nullptr;
     };
-    add_ln(x_.data(), nullptr, T, eln_w_, eln_b_, qkv_reader(0));
-    if (prof) (*prof)["embeddings"] += us(t);
+    // Runs the tile tasks (c.L: a layer after attention; null: the embeddings) and notes what they left done: the
+    // next layer's q, k, v when `next` is its fused QKV and it writes them transposed, else next's quantised input.
+    auto run_tiles = [&](const Layer* L, const Layer* nl, const Linear* next) {
+      const bool with_qkv = next && nl && qkv_transposed(*nl);
+      double times[6] = {0, 0, 0, 0, 0, 0};
+      TileCtx c{this, L, next, with_qkv ? &nl->qkv : nullptr, ek_padded_m(T), T, tp, prof ? times : nullptr, 0};
+      ek_parallel_for(ek_padded_m(T) / 64, tile_task, &c);
+      check(c.rc);
+      if (with_qkv) {
+        qkv_done_ = nl;
+      } else {
+        pre_q_ = next;
+        pre_q_x_ = x_.data();
+        pre_q_t_ = T;
+      }
+      if (prof) {
+        const char* names[6] = {"o_proj", "add_ln", "ffn_in", "ffn_out", "qkv", "embeddings"};
+        for (int i = 0; i < 6; ++i) (*prof)[names[i]] += times[i];
+      }
+    };
+    if (tiles_share_out(T)) {
+      run_tiles(nullptr, layers_.data(), qkv_reader(0));
+    } else {
+      for (int64_t i = 0; i < T; ++i) {
+        const float* w = word_.data() + tok_id_[i] * H;
+        const float* p = pos_.data() + tok_pos_[i] * H;
+        float* xi = x_.data() + i * H;
+        for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + type0_[e];
+      }
+      add_ln(x_.data(), nullptr, T, eln_w_, eln_b_, qkv_reader(0));
+      if (prof) (*prof)["embeddings"] += us(t);
+    }
     for (auto& L : layers_) {
       const int64_t ld = 3 * H, qo = 0, ko = H, vo = 2 * H, d = H / heads_;
       // CLS pooling reads one row per sequence, so after the last layer's attention (keys and values need
@@ -555,10 +592,11 @@ class Encoder {
         // With a sparse int8 QKV on the AVX-512 attention path, q, k and v come out transposed ([3H][tokens]):
         // the 4x1 kernel writes whole 64-byte rows then, where row-major output costs it 64 scattered 16-byte
         // stores per block of 4 outputs; attention uses K^T as it is and transposes V per head instead of K.
-        const bool qkv_t = L.fused && L.qkv.int8 && chain_t_ && quant_t_ && !attn_bf16_ &&
-                           ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128;
+        const bool qkv_t = qkv_transposed(L);
         const int64_t ldq = qkv_t ? ek_padded_m(cn) : ld;
-        if (qkv_t) {
+        if (qkv_done_ == &L) {  // the previous layer's tiles computed it (run_tile)
+          qkv_done_ = nullptr;
+        } else if (qkv_t) {
           const Linear& l = L.qkv;
           const auto [ldx, x_t] = quant(xc, cn, l);
           const ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), 0, 0, 1.f, 0};
@@ -596,21 +634,9 @@ class Encoder {
       }
       if (prof) (*prof)["attention"] += us(t);
       const Linear* next = qkv_reader(&L - layers_.data() + 1);
-      if (tiled(L, T)) {
-        double times[4] = {0, 0, 0, 0};
-        TileCtx c{this, &L, next, T, tp, prof ? times : nullptr, 0};
-        ek_parallel_for(ek_padded_m(T) / 64, tile_task, &c);
-        check(c.rc);
-        pre_q_ = next;
-        pre_q_x_ = x_.data();
-        pre_q_t_ = T;
+      if (tiled(L, T)) {  // the next layer's QKV joins the tiles when it reads this layer's output as a whole
+        run_tiles(&L, next ? &L + 1 : nullptr, next);
         ++tile_fused_layers;
-        if (prof) {
-          (*prof)["o_proj"] += times[0];
-          (*prof)["add_ln"] += times[1];
-          (*prof)["ffn_in"] += times[2];
-          (*prof)["ffn_out"] += times[3];
-        }
         continue;
       }
       t = clock::now();
@@ -691,20 +717,55 @@ class Encoder {
     if (rc) throw std::runtime_error(ek_last_error());
   }
 
-  // Whether layer L runs tile by tile after attention (run_tile) on T tokens: every Linear after attention
-  // sparse int8 on the VNNI path, and tiles that share out evenly over the threads (2 tiles on 2 threads at
-  // batch 1 x 128 tokens); with fewer tiles than threads, or a remainder that would leave a thread idle for a
-  // large share of the layer, the whole-GEMM calls (split by output channels) are used instead.
-  bool tiled(const Layer& L, int64_t T) const {
+  // Profiling of the tile tasks: time since t into times[i] (tile 0's task only), t restarted.
+  static void lap(double* times, int i, clock::time_point& t) {
+    if (times) times[i] += us(t), t = clock::now();
+  }
+
+  // The rows of `tile`: x = LayerNorm(x + res) (res may be null), quantised for `next` when given (into xq(), as
+  // add_ln does), then the tile's q, k, v of `qkv_next` (transposed into qkv_ with row stride ldq) when given.
+  int tile_tail(int64_t tile, int64_t T, int64_t tp, const float* res, const std::vector<float>& w,
+                const std::vector<float>& b, const Linear* next, const Linear* qkv_next, int64_t ldq, double* times,
+                int ln_slot, clock::time_point& t) {
+    const int64_t H = h_;
+    ek_add_layer_norm_avx512(x_.data(), res, tile * 64, std::min(T, tile * 64 + 64), H, w.data(), b.data(), eps_);
+    int rc = next ? ek_quantize_u8_t_tile(x_.data(), T, H, H, next->x_scale, next->x_zp, xq(), tp, tile) : 0;
+    lap(times, ln_slot, t);
+    if (qkv_next && !rc) {
+      const Linear& l = *qkv_next;
+      const ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), 0, 0, 1.f, 0};
+      rc = ek_gemm_u8s8_t_tile(l.w.get(), xq(), T, tp, &ep, qkv_.data(), ldq, 1, tile);
+      lap(times, 4, t);
+    }
+    return rc;
+  }
+
+  // Whether the tiles of T tokens share out over the threads evenly enough for one task per tile (2 tiles on 2
+  // threads at batch 1 x 128 tokens); with fewer tiles than threads, or a remainder that would leave a thread
+  // idle for a large share of the work, the whole-GEMM calls (split by output channels) are used instead.
+  bool tiles_share_out(int64_t T) const {
     const int64_t tiles = ek_padded_m(T) / 64;
     return tile_fusion && chain_t_ && quant_t_ && ek_active_isa() == EK_ISA_AVX512_VNNI && h_ % 16 == 0 &&
-           L.o.int8 && L.ffn_in.int8 && L.ffn_out.int8 && tiles >= threads_ &&
-           (tiles % threads_ == 0 || tiles >= 4 * threads_);
+           tiles >= threads_ && (tiles % threads_ == 0 || tiles >= 4 * threads_);
+  }
+
+  // Whether layer L's fused QKV writes q, k, v transposed for attention (see forward).
+  bool qkv_transposed(const Layer& L) const {
+    const int64_t d = h_ / heads_;
+    return L.fused && L.qkv.int8 && chain_t_ && quant_t_ && !attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 &&
+           d % 16 == 0 && d <= 128;
+  }
+
+  // Whether layer L runs tile by tile after attention (run_tile) on T tokens: every Linear after attention
+  // sparse int8 and the tiles sharing out over the threads.
+  bool tiled(const Layer& L, int64_t T) const {
+    return tiles_share_out(T) && L.o.int8 && L.ffn_in.int8 && L.ffn_out.int8;
   }
 
   int threads_;
   bool chain_t_ = false, attn_bf16_ = false, quant_t_ = false;
   const Linear* pre_q_ = nullptr;  // the Linear whose input add_ln left quantised in xq(), for rows pre_q_x_[0, T)
+  const Layer* qkv_done_ = nullptr;  // the layer whose q, k, v the previous layer's tiles already computed
   const float* pre_q_x_ = nullptr;
   int64_t pre_q_t_ = 0;
   int64_t h_, heads_, nl_, inter_, vocab_, maxpos_, labels_ = 0;
@@ -738,7 +799,10 @@ class Encoder {
 };
 void tile_task(int64_t tile, void* p) {
   TileCtx& c = *static_cast<TileCtx*>(p);
-  if (int rc = c.e->run_tile(*c.L, c.next, c.T, c.tp, tile, tile == 0 ? c.times : nullptr)) c.rc = rc;
+  double* times = tile == 0 ? c.times : nullptr;
+  if (int rc = c.L ? c.e->run_tile(*c.L, c.next, c.qkv_next, c.ldq, c.T, c.tp, tile, times)
+                   : c.e->embed_tile(c.next, c.qkv_next, c.ldq, c.T, c.tp, tile, times))
+    c.rc = rc;
 }
 }  // namespace
 

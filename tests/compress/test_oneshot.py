@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 
+from edgekit.compress.distill import num_layers
 from edgekit.compress.oneshot import oneshot_prune, refit
 from edgekit.compress.prune import encoder_linears, is_4x1, mask_for
 
@@ -78,11 +80,58 @@ def test_oneshot_prune_tiny_bert(refit_weights):
     assert torch.isfinite(cos).all() and float(cos.mean()) > 0.0
 
 
+def test_layerwise_reconstruction_moves_each_layer_towards_the_teacher():
+    """After one-shot pruning, reconstruct_layers lowers every layer's error against the teacher's output of
+    that layer (from the reconstructed layers' outputs below), keeps the pruned weights at zero, and brings the
+    sentence embedding closer to the teacher's."""
+    from edgekit.compress.oneshot import _additive_mask, _run_layer, reconstruct_layers
+    from edgekit.data import load_dataset, tokenize
+    from edgekit.zoo import load_torch, resolve
+
+    teacher, tok = load_torch(resolve("tiny-bert"))
+    teacher.eval()
+    student = copy.deepcopy(teacher)
+    f = tokenize(tok, load_dataset("bbc-news", "train").texts[:48], max_length=48)
+    ids, mask = torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"])
+    lins = encoder_linears(student)
+    masks = oneshot_prune(student, lins, 0.8, "4x1", [(ids[:16], mask[:16])], refit_weights=False)
+    with torch.no_grad():
+        hid = teacher.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        before = teacher(ids, mask), student(ids, mask)
+    layers = list(student.encoder.encoder.layer)
+    real, ext = mask.bool(), _additive_mask(mask)
+
+    def errors():  # each layer's error on the input the student layers below give it
+        out, h = [], hid[0]
+        with torch.no_grad():
+            for i, layer in enumerate(layers):
+                h = _run_layer(layer.eval(), h, ext)
+                out.append(float(((h - hid[i + 1])[real] ** 2).mean()))
+        return out
+
+    e0 = errors()
+    wmasks = [{lins[n]: masks[n] for n in lins if n.startswith(f"layers.{i}.")} for i in range(len(layers))]
+    seen = []
+    final = reconstruct_layers(layers, hid[0], list(hid[1:]), mask, wmasks, steps=30, lr=1e-3, batch=8,
+                               progress=seen.append)
+    e1 = errors()
+    assert len(final) == len(layers) == len(seen) and all(math.isfinite(x) for x in final)
+    assert all(a < b for a, b in zip(e1, e0)), (e0, e1)
+    for n, lin in lins.items():
+        assert (lin.weight.detach()[masks[n] == 0] == 0).all(), n
+    cos = torch.nn.functional.cosine_similarity
+    with torch.no_grad():
+        after = student.eval()(ids, mask)
+    assert float(cos(after, before[0], dim=-1).mean()) > float(cos(before[1], before[0], dim=-1).mean())
+
+
 # ------------------------------------------------------------------------------------------- prune stage
 @pytest.mark.parametrize("stage, match", [
     ({"type": "prune", "pattern": "head", "oneshot": True}, "prune.oneshot: applies to patterns 4x1, unstructured"),
     ({"type": "prune", "criterion": "movement", "oneshot": True}, "prune.oneshot: uses its own criterion"),
     ({"type": "prune", "oneshot": True, "oneshot_samples": 0}, "oneshot_samples"),
+    ({"type": "prune", "layerwise_steps": 10}, "prune.layerwise_steps: applies after one-shot pruning only"),
+    ({"type": "prune", "oneshot": True, "layerwise_steps": 10, "layerwise_samples": 4}, "layerwise_samples"),
 ])
 def test_oneshot_config_errors_name_the_field(stage, match):
     from edgekit.compress.config import recipe_from_dict
@@ -92,8 +141,10 @@ def test_oneshot_config_errors_name_the_field(stage, match):
         recipe_from_dict({"stages": [stage]})
 
 
-def test_prune_stage_oneshot_then_fixed_masks(tmp_path):
-    """The prune stage with oneshot: final 4x1 masks before the first step, unchanged by training."""
+@pytest.mark.parametrize("layerwise", [0, 4])
+def test_prune_stage_oneshot_then_fixed_masks(tmp_path, layerwise):
+    """The prune stage with oneshot (and layer-wise reconstruction): final 4x1 masks before the first step,
+    unchanged by training."""
     from edgekit.compress.config import recipe_from_dict
     from edgekit.compress.pipeline import Run, run_prune
     from edgekit.zoo import load_torch, resolve
@@ -101,7 +152,8 @@ def test_prune_stage_oneshot_then_fixed_masks(tmp_path):
     teacher, tok = load_torch(resolve("tiny-bert"))
     teacher.eval()
     rec = recipe_from_dict({"batch": 4, "max_length": 32, "stages": [
-        {"type": "distill"}, {"type": "prune", "sparsity": 0.8, "steps": 3, "oneshot": True, "oneshot_samples": 20}]})
+        {"type": "distill"}, {"type": "prune", "sparsity": 0.8, "steps": 3, "oneshot": True, "oneshot_samples": 20,
+                              "layerwise_steps": layerwise, "layerwise_samples": 24}]})
     run = Run(rec, teacher, copy.deepcopy(teacher), tok, "feature-extraction", "bbc-news", None, tmp_path / "ckpt",
               progress=False)
     seen = []
@@ -115,6 +167,11 @@ def test_prune_stage_oneshot_then_fixed_masks(tmp_path):
     out = run_prune(run, rec.stage("prune"))
     assert out["oneshot"]["samples"] == 20 and abs(out["oneshot"]["sparsity"] - 0.8) < 0.02
     assert abs(out["sparsity"] - 0.8) < 0.02 and out["steps"] == 3
+    if layerwise:
+        lw = out["oneshot"]["layerwise"]
+        assert lw["samples"] == 24 and lw["steps"] == 4 and len(lw["final_loss"]) == num_layers(run.student)
+    else:
+        assert "layerwise" not in out["oneshot"]
     lins = encoder_linears(run.student)
     for n, lin in lins.items():
         assert torch.equal(run.pruner.masks[n], seen[0][n]), n  # the one-shot masks are the final ones
