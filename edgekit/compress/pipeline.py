@@ -270,8 +270,45 @@ def _oneshot(run: Run, cfg: PruneConfig, linears, allocation) -> dict:
                               progress=lambda _msg: bar.update(1))
     run.pruner.masks.update(masks)
     run.pruner.apply()
-    return {"oneshot": {"samples": n, "seconds": round(time.perf_counter() - t0, 1),
-                        "sparsity": total_sparsity(linears)}}
+    out = {"samples": n, "seconds": round(time.perf_counter() - t0, 1), "sparsity": total_sparsity(linears)}
+    if cfg.layerwise_steps:
+        out["layerwise"] = _layerwise(run, cfg, linears, masks)
+        run.pruner.apply()
+    return {"oneshot": out}
+
+
+def _layerwise(run: Run, cfg: PruneConfig, linears, masks) -> dict:
+    """Layer-wise reconstruction (edgekit.compress.oneshot.reconstruct_layers) on the teacher's hidden states
+    of ``layerwise_samples`` training texts; student layer i learns teacher layer layer_map[i]'s output."""
+    from tqdm.auto import tqdm
+
+    from .distill import _bert
+    from .oneshot import reconstruct_layers
+
+    t0 = time.perf_counter()
+    steps = run.steps(cfg.layerwise_steps)
+    n = min(cfg.layerwise_samples, len(run.ids))
+    pick = torch.randperm(len(run.ids), generator=torch.Generator().manual_seed(run.recipe.seed))[:n]
+    ids, mask = run.ids[pick], run.mask[pick]
+    s_bert, t_bert = _bert(run.student), _bert(run.teacher)
+    was_training = run.student.training
+    run.student.eval()
+    with torch.inference_mode():
+        hid = [torch.cat(h) for h in zip(*[
+            t_bert(input_ids=ids[i:i + 64], attention_mask=mask[i:i + 64], output_hidden_states=True).hidden_states
+            for i in range(0, n, 64)])]
+        student_in = torch.cat([s_bert.embeddings(input_ids=ids[i:i + 64]) for i in range(0, n, 64)])
+    run.student.train(was_training)
+    targets = [hid[j + 1].clone() for j in run.distiller.layer_map]  # inference tensors -> ordinary ones
+    del hid
+    layers = list(s_bert.encoder.layer)
+    wmasks = [{linears[k]: masks[k] for k in masks if k.startswith(f"layers.{i}.")} for i in range(len(layers))]
+    with tqdm(total=len(layers), desc="layer-wise reconstruction", disable=not run.progress, unit="layer") as bar:
+        losses = reconstruct_layers(layers, student_in.clone(), targets, mask, wmasks, steps,
+                                    lr=cfg.layerwise_lr, batch=run.recipe.batch, seed=run.recipe.seed,
+                                    progress=lambda _msg: bar.update(1))
+    return {"samples": n, "steps": steps, "final_loss": [round(x, 4) for x in losses],
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _global_allocation(linears, sparsity: float, pattern: str, heads: int | None = None,
