@@ -55,9 +55,9 @@ class NativeRuntime:
         cfg, tensors = read_native(artifact.path("native"))
         if cfg["task"] != artifact.task:
             raise InputError(f"native model task {cfg['task']} differs from the artifact's {artifact.task}")
-        attention = {None: DEFAULT_ATTENTION, "fp32": "fp32", "f32": "fp32", "bf16": "bf16"}.get(precision)
+        attention = {None: DEFAULT_ATTENTION, "fp32": "fp32", "f32": "fp32", "bf16": "bf16", "int8": "int8"}.get(precision)
         if attention is None:
-            raise InputError(f"unknown native precision hint {precision!r}; allowed: fp32, bf16")
+            raise InputError(f"unknown native precision hint {precision!r}; allowed: fp32, bf16, int8")
         if attention == "bf16" and not _engine.has_bf16():
             raise InputError("native precision bf16 needs a CPU with AVX512_BF16")
         try:
@@ -65,6 +65,6 @@ class NativeRuntime:
         except ValueError as exc:
             raise EdgekitError(f"native engine could not load {artifact.path('native')}: {exc}") from None
         prec = cfg["precision"] + ("-sparse" if cfg["pattern"] == "4x1" else "") + (
-            "+bf16-attention" if attention == "bf16" else "")
+            f"+{attention}-attention" if attention != "fp32" else "")
         max_len = min(int(cfg["max_position"]), artifact.manifest.max_sequence_length)
         return NativeSession(enc, artifact.task, threads, prec, max_len)

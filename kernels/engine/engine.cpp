@@ -29,6 +29,8 @@ void ek_attention_head_avx512(const float* q, const float* k, const float* v, in
                               float* ctx, int64_t ldc, int64_t nq);
 void ek_attention_head_avx512_t(const float* q, const float* k, const float* v, int64_t ldt, int64_t n, int64_t d,
                                 float* ctx, int64_t ldc, int64_t nq);
+void ek_attention_head_vnni_t(const float* q, const float* k, const float* v, int64_t ldt, int64_t n, int64_t d,
+                              float* ctx, int64_t ldc, int64_t nq);
 void ek_attention_head_bf16(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
                             float* ctx, int64_t ldc, int64_t nq);
 bool ek_cpu_has_avx512_bf16();
@@ -215,6 +217,7 @@ struct AttnCtx {
   bool avx512, bf16, avx2;
   bool first_only;  // only the first query row of each sequence (CLS pooling in the last layer)
   bool qkv_t = false;  // q, k, v transposed (the 4x1 kernel's transposed output); AVX-512 path only
+  bool int8_qk = false;  // with qkv_t: scores Q K^T in int8 (attention='int8', AVX-512 VNNI)
 };
 
 void attn_task(int64_t task, void* p) {
@@ -222,7 +225,7 @@ void attn_task(int64_t task, void* p) {
   const int64_t b = task / c.heads, hd = task % c.heads;
   const int64_t t0 = c.seq_start[b], n = c.seq_len[b], d = c.d;
   if (c.qkv_t) {
-    ek_attention_head_avx512_t(c.qkv + (c.qo + hd * d) * c.ld + t0, c.qkv + (c.ko + hd * d) * c.ld + t0,
+    (c.int8_qk ? ek_attention_head_vnni_t : ek_attention_head_avx512_t)(c.qkv + (c.qo + hd * d) * c.ld + t0, c.qkv + (c.ko + hd * d) * c.ld + t0,
                                c.qkv + (c.vo + hd * d) * c.ld + t0, c.ld, n, d, c.ctx + t0 * c.h + hd * d, c.h,
                                c.first_only ? 1 : n);
     return;
@@ -295,8 +298,11 @@ class Encoder {
     if (attention == "bf16") {
       if (!ek_cpu_has_avx512_bf16()) bad("attention='bf16' needs a CPU with AVX512_BF16");
       attn_bf16_ = true;
+    } else if (attention == "int8") {
+      if (ek_active_isa() != EK_ISA_AVX512_VNNI) bad("attention='int8' needs the AVX-512 VNNI kernel path");
+      attn_int8_ = true;
     } else if (attention != "fp32") {
-      bad("attention must be 'fp32' or 'bf16', not '" + attention + "'");
+      bad("attention must be 'fp32', 'bf16' or 'int8', not '" + attention + "'");
     }
     threads_ = threads;
     h_ = cfg["hidden"].cast<int64_t>();
@@ -336,6 +342,10 @@ class Encoder {
       L.ln2_b = take<float>(t, p + "ffn_ln.bias", {h_});
       layers_.push_back(std::move(L));
     }
+    const int64_t hd = h_ / heads_;
+    if (attn_int8_ && !(chain_t_ && layers_[0].fused && layers_[0].qkv.int8 && hd % 16 == 0 && hd <= 128))
+      bad("attention='int8' runs on the transposed q, k, v of a 4x1 sparse int8 model with a head size that is a "
+          "multiple of 16 (up to 128)");
     if (cls_) {
       labels_ = cfg["num_labels"].cast<int64_t>();
       pooler_ = load_linear(t, "pooler", h_, h_, EK_DENSE);
@@ -356,7 +366,7 @@ class Encoder {
       }
     return {names.begin(), names.end()};
   }
-  std::string attention() const { return attn_bf16_ ? "bf16" : "fp32"; }
+  std::string attention() const { return attn_bf16_ ? "bf16" : attn_int8_ ? "int8" : "fp32"; }
   bool tile_fusion = true;  // run each layer's steps after attention tile by tile when that applies (run_tile)
   int64_t tile_fused_layers = 0;  // layers of the last run that went through run_tile
 
@@ -619,7 +629,8 @@ class Encoder {
                    heads_, d, H,
                    ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
                    attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
-                   ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only, qkv_t};
+                   ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only, qkv_t,
+                   qkv_t && attn_int8_ && ek_active_isa() == EK_ISA_AVX512_VNNI};
         ek_parallel_for((b1 - b0) * heads_, attn_task, &ac);
         if (prof) (*prof)["attention"] += us(t);
       }
@@ -763,7 +774,7 @@ class Encoder {
   }
 
   int threads_;
-  bool chain_t_ = false, attn_bf16_ = false, quant_t_ = false;
+  bool chain_t_ = false, attn_bf16_ = false, attn_int8_ = false, quant_t_ = false;
   const Linear* pre_q_ = nullptr;  // the Linear whose input add_ln left quantised in xq(), for rows pre_q_x_[0, T)
   const Layer* qkv_done_ = nullptr;  // the layer whose q, k, v the previous layer's tiles already computed
   const float* pre_q_x_ = nullptr;
@@ -826,7 +837,8 @@ PYBIND11_MODULE(_engine, m) {
       "attention_head",
       [](py::array_t<float, py::array::c_style | py::array::forcecast> q,
          py::array_t<float, py::array::c_style | py::array::forcecast> k,
-         py::array_t<float, py::array::c_style | py::array::forcecast> v, int64_t nq, bool bf16, bool transposed) {
+         py::array_t<float, py::array::c_style | py::array::forcecast> v, int64_t nq, bool bf16, bool transposed,
+         bool int8) {
         if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2) bad("q, k, v must be [n, d]");
         const int64_t n = q.shape(0), d = q.shape(1);
         if (n < 1 || d < 1 || k.shape(0) != n || v.shape(0) != n || k.shape(1) != d || v.shape(1) != d)
@@ -834,9 +846,11 @@ PYBIND11_MODULE(_engine, m) {
         if (nq != 1 && nq != n) bad("nq must be 1 (first query row only) or n");
         if (bf16 && !ek_cpu_has_avx512_bf16()) bad("bf16 attention needs AVX512_BF16");
         const ek_isa isa = ek_active_isa();
+        if (int8 && (!transposed || isa != EK_ISA_AVX512_VNNI))
+          bad("int8 attention is the transposed path on AVX-512 VNNI only");
         if (transposed) {  // the engine's transposed layout: [3d][padded n], 16 finite columns past the end
           if (bf16 || isa < EK_ISA_AVX512 || d % 16 || d > 128)
-            bad("transposed attention is the AVX-512 fp32 path only (d a multiple of 16, <= 128)");
+            bad("transposed attention is the AVX-512 path only (d a multiple of 16, <= 128)");
           const int64_t ldt = ek_padded_m(n) + 16;
           std::vector<float> qkv(3 * d * ldt + 64, 7.0f);  // padding columns: finite garbage
           for (int64_t i = 0; i < n; ++i)
@@ -849,7 +863,7 @@ PYBIND11_MODULE(_engine, m) {
           std::memset(out.mutable_data(), 0, n * d * 4);
           const int64_t start = 0, len = n;
           AttnCtx ac{qkv.data(), ldt, 0, d, 2 * d, out.mutable_data(), &start, &len, 1, 1, d, d, true, false, true,
-                     nq == 1, true};
+                     nq == 1, true, int8};
           attn_task(0, &ac);
           return out;
         }
@@ -868,6 +882,7 @@ PYBIND11_MODULE(_engine, m) {
         attn_task(0, &ac);
         return out;
       },
-      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("nq"), py::arg("bf16") = false, py::arg("transposed") = false);
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("nq"), py::arg("bf16") = false, py::arg("transposed") = false,
+      py::arg("int8") = false);
   m.def("has_bf16", &ek_cpu_has_avx512_bf16, "whether the CPU has AVX512_BF16 (for attention='bf16')");
 }

@@ -177,8 +177,34 @@ def test_bf16_attention_is_close_and_reported(quick_cls_artifact):
     assert not np.array_equal(a, b)  # really a different code path
     np.testing.assert_allclose(b, a, atol=2e-2 * np.abs(a).max())
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
-    with pytest.raises(InputError, match="allowed: fp32, bf16"):
+    with pytest.raises(InputError, match="allowed: fp32, bf16, int8"):
         load(art, "native", threads=1, precision="int4")
+
+
+@pytest.mark.parametrize("which", ["quick_fe_artifact", "quick_cls_artifact"])
+def test_int8_attention_is_close_and_reported(request, which):
+    """attention='int8' (Q K^T on vpdpbusd): outputs within the rounding of q and k of the fp32-attention ones,
+    reported in the precision; refused where it cannot run (other ISAs, a model that is not sparse int8)."""
+    from edgekit import _engine
+    from edgekit.errors import EdgekitError
+
+    art, _ = request.getfixturevalue(which)
+    if _engine.isa() != "avx512_vnni":
+        with pytest.raises(EdgekitError, match="needs the AVX-512 VNNI kernel path"):
+            load(art, "native", threads=1, precision="int8")
+        return
+    f = _feeds(art)
+    s32, s8 = load(art, "native", threads=2), load(art, "native", threads=2, precision="int8")
+    assert s8.precision == "int8-sparse+int8-attention"
+    a, b = s32.run(f), s8.run(f)
+    assert not np.array_equal(a, b)  # really a different code path
+    assert _cos(a, b).min() >= 0.999
+    if which == "quick_cls_artifact":
+        assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+    ns: dict = {}
+    exec(FP32_MODEL_SCRIPT.split("lens =")[0], ns)  # its random dense fp32 encoder
+    with pytest.raises(ValueError, match="4x1 sparse int8 model"):
+        _engine.Encoder(*ns["model"](128, 4, False), 1, "int8")
 
 
 def test_engine_breakdown_bench_runs(quick_cls_artifact, tmp_path):
@@ -269,6 +295,23 @@ for n in (1, 7, 8, 9, 16, 17, 33, 130):
                 err_t = np.abs(got_t[:nq] - want[:nq]).max()
                 assert err_t < 2e-5 and (got_t[nq:] == 0).all(), (n, d, nq, err_t)
                 transposed += 1
+                if _engine.isa() == "avx512_vnni":  # int8 scores: exact up to fp32 rounding once q, k are rounded
+                    f32 = np.float32
+                    sq, sk = f32(np.abs(q[:nq]).max()) / f32(127), f32(np.abs(k).max()) / f32(127)
+                    qi = np.clip(np.round(q * (f32(1) / sq)), -127, 127).astype(np.int64)
+                    ki = np.clip(np.round(k * (f32(1) / sk)), -127, 127).astype(np.int64)
+                    s8 = (qi @ ki.T) * (float(sq) * float(sk) / np.sqrt(d))
+                    p8 = np.exp(s8 - s8.max(1, keepdims=True)); want8 = (p8 / p8.sum(1, keepdims=True)) @ v
+                    got8 = _engine.attention_head(q, k, v, nq, transposed=True, int8=True)
+                    err8 = np.abs(got8[:nq] - want8[:nq]).max()
+                    assert err8 < 2e-5 and (got8[nq:] == 0).all(), (n, d, nq, err8)
+                    transposed += 1
+                else:
+                    try:
+                        _engine.attention_head(q, k, v, nq, transposed=True, int8=True)
+                        raise SystemExit("int8 attention accepted off the VNNI path")
+                    except ValueError:
+                        pass
             elif d % 16 == 0:
                 try:
                     _engine.attention_head(q, k, v, nq, transposed=True)
@@ -280,8 +323,9 @@ print(_engine.isa(), worst, transposed)
 
 
 def test_attention_every_isa_path_matches_numpy_at_odd_shapes():
-    """Each ISA's attention (scalar, AVX2, AVX-512) vs float64 numpy: sequence lengths that are not multiples of
-    the 8/16-key tiles, head sizes 8..128, every query row and the CLS-only (first row) case."""
+    """Each ISA's attention (scalar, AVX2, AVX-512; on VNNI also int8 Q K^T against numpy on the same rounded q
+    and k) vs float64 numpy: sequence lengths that are not multiples of the 8/16-key tiles, head sizes 8..128,
+    every query row and the CLS-only (first row) case."""
     from edgekit import kernels
 
     seen = {}

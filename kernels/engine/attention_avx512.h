@@ -1,0 +1,188 @@
+// AVX-512 attention building blocks for one (sequence, head), shared by attention_avx512.cpp (fp32 scores) and
+// attention_vnni.cpp (int8 scores): include only from files compiled with AVX-512 flags. Internal linkage on
+// purpose: each unit keeps its own copy, compiled for its own flags.
+//
+// Queries go in blocks of R rows: scores for R rows x 32 keys are 2R independent chains over d (one K load per
+// 16 keys, one broadcast per row), softmax runs on each row with a polynomial exp, then P V for R rows x d
+// uses R*DV accumulators with one V load per 16 features and one broadcast of p per row. Independent chains keep
+// both FMA pipes busy, where one row at a time would wait on FMA latency.
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "../src/avx512_math.h"
+
+using ek::exp512;
+
+namespace {
+
+// The scores operand A of rows / head / run_head is a QK (fp32 q and K^T) or, in the VNNI unit, a QK8 (int8 q and
+// K; attention_vnni.cpp), each with its own scores<R>(a, ...).
+//
+// Query element e of row i is q[i * qi + e * qe] (row-major q: qi = row stride, qe = 1; transposed: the other
+// way round). Key j's element e is kt[e * ldk + j] (ldk >= np; keys n..np-1 are masked, so any finite values).
+struct QK {
+  const float* q;
+  int64_t qi, qe;
+  const float* kt;
+  int64_t ldk;
+};
+
+// Scores of rows i0..i0+R-1 against all keys into sc[R][np], scaled and masked, and each row's maximum into
+// rmax[R] (kept in registers on the way, so softmax needs no separate pass for it).
+template <int R>
+inline void scores(const QK& a, int64_t i0, int64_t np, int64_t n, int64_t d, float scale, float* sc, float* rmax) {
+  const float* kt = a.kt;
+  const int64_t ldk = a.ldk;
+  const __m512 vscale = _mm512_set1_ps(scale), neg = _mm512_set1_ps(-1e30f);
+  __m512 mx[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) mx[r] = neg;
+  for (int64_t j = 0; j < np; j += 32) {
+    const bool two = j + 16 < np;
+    __m512 a0[R], a1[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
+    for (int64_t e = 0; e < d; ++e) {
+      const __m512 k0 = _mm512_loadu_ps(kt + e * ldk + j);
+      const __m512 k1 = two ? _mm512_loadu_ps(kt + e * ldk + j + 16) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512 qv = _mm512_set1_ps(a.q[(i0 + r) * a.qi + e * a.qe]);
+        a0[r] = _mm512_fmadd_ps(qv, k0, a0[r]);
+        if (two) a1[r] = _mm512_fmadd_ps(qv, k1, a1[r]);
+      }
+    }
+    const __mmask16 m0 = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+    const __mmask16 m1 = n - j - 16 >= 16 ? (__mmask16)0xffff
+                         : n - j - 16 > 0 ? (__mmask16)((1u << (n - j - 16)) - 1)
+                                          : (__mmask16)0;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 v0 = _mm512_mask_blend_ps(m0, neg, _mm512_mul_ps(a0[r], vscale));
+      _mm512_storeu_ps(sc + r * np + j, v0);
+      mx[r] = _mm512_max_ps(mx[r], v0);
+      if (two) {
+        const __m512 v1 = _mm512_mask_blend_ps(m1, neg, _mm512_mul_ps(a1[r], vscale));
+        _mm512_storeu_ps(sc + r * np + j + 16, v1);
+        mx[r] = _mm512_max_ps(mx[r], v1);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) rmax[r] = _mm512_reduce_max_ps(mx[r]);
+}
+
+// In place: row <- exp(row - max) for the row's maximum rmax; returns 1 / sum.
+inline float softmax_row(float* row, int64_t np, float rmax) {
+  const __m512 m = _mm512_set1_ps(rmax);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < np; j += 16) {
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(row + j), m));
+    _mm512_storeu_ps(row + j, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  return 1.0f / _mm512_reduce_add_ps(sum);
+}
+
+// ctx rows i0..i0+R-1 = P V / rowsum for d = 16*DV features.
+template <int R, int DV>
+inline void pv(const float* sc, int64_t np, const float* inv, const float* v, int64_t ld, int64_t n, float* ctx,
+               int64_t ldc, int64_t i0) {
+  __m512 acc[R][DV];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < DV; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    __m512 vv[DV];
+#pragma GCC unroll 8
+    for (int c = 0; c < DV; ++c) vv[c] = _mm512_loadu_ps(v + j * ld + 16 * c);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 p = _mm512_set1_ps(sc[r * np + j]);
+#pragma GCC unroll 8
+      for (int c = 0; c < DV; ++c) acc[r][c] = _mm512_fmadd_ps(p, vv[c], acc[r][c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < DV; ++c)
+      _mm512_storeu_ps(ctx + (i0 + r) * ldc + 16 * c, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inv[r])));
+}
+
+template <int R, int DV, class A>
+void rows(const A& a, const float* v, int64_t ldv, int64_t i0, int64_t np, int64_t n, int64_t d, float scale,
+          float* sc, float* ctx, int64_t ldc) {
+  float inv[R], rmax[R];
+  scores<R>(a, i0, np, n, d, scale, sc, rmax);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) inv[r] = softmax_row(sc + r * np, np, rmax[r]);
+  pv<R, DV>(sc, np, inv, v, ldv, n, ctx, ldc, i0);
+}
+
+// Rows in blocks of RB (8 or fewer when DV is large), then the tail one block size at a time.
+template <int RB, int DV, class A>
+void head(const A& a, const float* v, int64_t ldv, int64_t np, int64_t n, int64_t d, float scale, float* sc,
+          float* ctx, int64_t ldc, int64_t nq) {
+  int64_t i = 0;
+  for (; i + RB <= nq; i += RB) rows<RB, DV>(a, v, ldv, i, np, n, d, scale, sc, ctx, ldc);
+  for (; i + 4 <= nq && RB > 4; i += 4) rows<4, DV>(a, v, ldv, i, np, n, d, scale, sc, ctx, ldc);
+  for (; i < nq; ++i) rows<1, DV>(a, v, ldv, i, np, n, d, scale, sc, ctx, ldc);
+}
+
+// Head sizes 16..128 in steps of 16 (8 query rows per block while the accumulators fit).
+template <class A>
+void run_head(const A& a, const float* v, int64_t ldv, int64_t np, int64_t n, int64_t d, float* sc, float* ctx,
+              int64_t ldc, int64_t nq) {
+  const float scale = 1.0f / std::sqrt((float)d);
+  switch (d / 16) {
+    case 1: head<8, 1>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 2: head<8, 2>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 3: head<4, 3>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 4: head<4, 4>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 5: head<2, 5>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 6: head<2, 6>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 7: head<2, 7>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    default: head<2, 8>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+  }
+}
+
+// dst[c * ldd + r] = src[r * lds + c] for r, c < 16, rows r >= nrows read as zeros: one 16 x 16 transpose in
+// registers (unpack ps, unpack pd, then two rounds of 128-bit block shuffles).
+inline void transpose16(const float* src, int64_t lds, int64_t nrows, float* dst, int64_t ldd) {
+  __m512 r[16], t[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = i < nrows ? _mm512_loadu_ps(src + i * lds) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // r[4g + c], 128-bit block L: column 4L + c of rows 4g..4g+3
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) {
+    const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]),
+                  c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+    r[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    const __m512 s0 = _mm512_shuffle_f32x4(r[c], r[4 + c], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 s1 = _mm512_shuffle_f32x4(r[c], r[4 + c], _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512 s2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 s3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], _MM_SHUFFLE(3, 1, 3, 1));
+    _mm512_storeu_ps(dst + (c + 0) * ldd, _mm512_shuffle_f32x4(s0, s2, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm512_storeu_ps(dst + (c + 4) * ldd, _mm512_shuffle_f32x4(s1, s3, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm512_storeu_ps(dst + (c + 8) * ldd, _mm512_shuffle_f32x4(s0, s2, _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm512_storeu_ps(dst + (c + 12) * ldd, _mm512_shuffle_f32x4(s1, s3, _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+}
+}  // namespace
