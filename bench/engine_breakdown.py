@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--threads", type=int, default=None, help="default: physical cores")
-    p.add_argument("--attention", default="fp32", help="comma-separated attention precisions: fp32, bf16")
+    p.add_argument("--attention", default="fp32", help="comma-separated attention precisions: fp32, bf16, int8 "
+                                                         "(int8 Q K^T; its floor is taken as fp32's)")
     p.add_argument("--runs", type=int, default=200, help="profiled runs per precision (spread over --rounds)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--json", type=Path, help="write one JSON object per (precision, stage)")
