@@ -14,10 +14,12 @@ namespace {
 // 16x16 byte transpose of registers: dst[c][r] = a[r][c], in four unpack stages (8, 16, 32, 64 bits).
 inline void transpose16x16_regs(__m128i* a, uint8_t* dst, int64_t lddst) {
   __m128i b[16];
+#pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
     b[2 * i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
     b[2 * i + 1] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
   }
+#pragma GCC unroll 4
   for (int q = 0; q < 4; ++q) {  // groups of 4 rows: (b0,b2) (b1,b3) within each
     const int o = 4 * q;
     a[o] = _mm_unpacklo_epi16(b[o], b[o + 2]);
@@ -25,13 +27,16 @@ inline void transpose16x16_regs(__m128i* a, uint8_t* dst, int64_t lddst) {
     a[o + 2] = _mm_unpacklo_epi16(b[o + 1], b[o + 3]);
     a[o + 3] = _mm_unpackhi_epi16(b[o + 1], b[o + 3]);
   }
+#pragma GCC unroll 2
   for (int h = 0; h < 2; ++h) {  // groups of 8 rows: pair q with q+4
     const int o = 8 * h;
+#pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
       b[o + 2 * i] = _mm_unpacklo_epi32(a[o + i], a[o + 4 + i]);
       b[o + 2 * i + 1] = _mm_unpackhi_epi32(a[o + i], a[o + 4 + i]);
     }
   }
+#pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i) * lddst), _mm_unpacklo_epi64(b[i], b[8 + i]));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i + 1) * lddst), _mm_unpackhi_epi64(b[i], b[8 + i]));
@@ -67,6 +72,7 @@ inline void transpose_span(int64_t task, int64_t m, int64_t mp, int64_t k, uint8
       const int64_t k1 = std::min(kend, k0 + 16);
       if (k1 - k0 == 16) {
         __m128i a[16];
+#pragma GCC unroll 16
         for (int i = 0; i < 16; ++i) a[i] = m0 + i < m ? rows(m0 + i, k0) : _mm_setzero_si128();
         transpose16x16_regs(a, xt + k0 * ldxt + m0, ldxt);
         continue;
