@@ -5,6 +5,9 @@
 // quantise -> O GEMM -> add + LayerNorm -> quantise -> FFN-in GEMM with GELU and u8 requantisation fused
 // in its epilogue -> FFN-out GEMM -> add + LayerNorm; then mean pooling + L2 norm, or BERT pooler +
 // classifier. Buffers grow once to the largest shape seen and are reused. One call per run, GIL released.
+// On the 4x1 VNNI path the work is split so that data stays on the core that made it: each attention task
+// computes its own head's q, k, v rows (attn_task), and the steps after attention run one 64-token tile per
+// task (run_tile), so a layer is two parallel regions.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -218,11 +221,15 @@ struct AttnCtx {
   bool first_only;  // only the first query row of each sequence (CLS pooling in the last layer)
   bool qkv_t = false;  // q, k, v transposed (the 4x1 kernel's transposed output); AVX-512 path only
   bool int8_qk = false;  // with qkv_t: scores Q K^T in int8 (attention='int8', AVX-512 VNNI)
+  // With qkv_l: one task per head (over every sequence of the chunk) that first computes the head's q, k, v rows
+  // (transposed, into qkv) from qkv_x (the chunk's quantised input, transposed, stride qkv_ldx, cn tokens).
+  const Linear* qkv_l = nullptr;
+  const uint8_t* qkv_x = nullptr;
+  int64_t qkv_ldx = 0, cn = 0;
+  int rc = 0;
 };
 
-void attn_task(int64_t task, void* p) {
-  AttnCtx& c = *static_cast<AttnCtx*>(p);
-  const int64_t b = task / c.heads, hd = task % c.heads;
+void attn_one(AttnCtx& c, int64_t b, int64_t hd) {
   const int64_t t0 = c.seq_start[b], n = c.seq_len[b], d = c.d;
   if (c.qkv_t) {
     (c.int8_qk ? ek_attention_head_vnni_t : ek_attention_head_avx512_t)(c.qkv + (c.qo + hd * d) * c.ld + t0, c.qkv + (c.ko + hd * d) * c.ld + t0,
@@ -279,14 +286,35 @@ void attn_task(int64_t task, void* p) {
   }
 }
 
+void attn_task(int64_t task, void* p) {
+  AttnCtx& c = *static_cast<AttnCtx*>(p);
+  if (!c.qkv_l) {
+    attn_one(c, task / c.heads, task % c.heads);
+    return;
+  }
+  // The head's q, k and v rows first, on this thread, so attention reads them from this core's cache (computed
+  // tile by tile or split by all output channels, half of every head's q, k, v came from the other core).
+  const Linear& l = *c.qkv_l;
+  const int64_t hd = task, d = c.d;
+  const ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), 0, 0, 1.f, 0};
+  for (const int64_t part : {c.qo, c.ko, c.vo}) {
+    const int64_t n0 = part + hd * d;
+    if (int rc = ek_gemm_u8s8_t_part(l.w.get(), c.qkv_x, c.cn, c.qkv_ldx, &ep, const_cast<float*>(c.qkv), c.ld, 1, 0,
+                                     ek_padded_m(c.cn) / 64, n0, n0 + d)) {
+      c.rc = rc;
+      return;
+    }
+  }
+  for (int64_t b = 0; b < c.nseq; ++b) attn_one(c, b, hd);
+}
+
 class Encoder;
 struct TileCtx {
   Encoder* e;
   const Layer* L;  // null: the embeddings (embed_tile)
   const Linear* next;  // the Linear that reads the layer's output next (its input is quantised here), or null
-  const Linear* qkv_next;  // the next layer's QKV when it runs here too (see run_tile), or null
-  int64_t ldq, T, tp;
-  double* times;  // tile 0's step times (o_proj, add_ln, ffn_in, ffn_out, qkv, embeddings) when profiling, else null
+  int64_t T, tp;
+  double* times;  // tile 0's step times (o_proj, add_ln, ffn_in, ffn_out, embeddings) when profiling, else null
   int rc;
 };
 void tile_task(int64_t tile, void* p);
@@ -376,10 +404,7 @@ class Encoder {
   // tiles run in parallel, one task each, with no hand-off between the steps: a tile's activations stay in
   // one core's caches (split by output channels, as the whole-GEMM calls are, each GEMM's output went from
   // both cores to the next step's tasks) and a layer has one parallel region after attention instead of six.
-  // With `qkv_next` (the next layer's fused QKV, whose input `next` is), the tile's q, k, v for it as well,
-  // transposed into qkv_ (row stride ldq), as the next layer's QKV step would write them.
-  int run_tile(const Layer& L, const Linear* next, const Linear* qkv_next, int64_t ldq, int64_t T, int64_t tp,
-               int64_t tile, double* times) {
+  int run_tile(const Layer& L, const Linear* next, int64_t T, int64_t tp, int64_t tile, double* times) {
     const int64_t H = h_;
     uint8_t* xq = this->xq();
     int rc = 0;
@@ -389,21 +414,20 @@ class Encoder {
     const ek_epilogue ep_o{o.x_scale, o.x_zp, o.w_scale.data(), o.bias.data(), 0, 0, 1.f, 0};
     rc = rc ? rc : ek_gemm_u8s8_t_tile(o.w.get(), xq, T, tp, &ep_o, tmp_.data(), H, 0, tile);
     lap(times, 0, t);
-    rc = rc ? rc : tile_tail(tile, T, tp, tmp_.data(), L.ln1_w, L.ln1_b, &fi, nullptr, 0, times, 1, t);
+    rc = rc ? rc : tile_tail(tile, T, tp, tmp_.data(), L.ln1_w, L.ln1_b, &fi, times, 1, t);
     const ek_epilogue ep_in{fi.x_scale, fi.x_zp, fi.w_scale.data(), fi.bias.data(), 1, 1, fo.x_scale, fo.x_zp};
     rc = rc ? rc : ek_gemm_u8s8_t_tile(fi.w.get(), xq, T, tp, &ep_in, hq(), tp, 1, tile);
     lap(times, 2, t);
     const ek_epilogue ep_out{fo.x_scale, fo.x_zp, fo.w_scale.data(), fo.bias.data(), 0, 0, 1.f, 0};
     rc = rc ? rc : ek_gemm_u8s8_t_tile(fo.w.get(), hq(), T, tp, &ep_out, tmp_.data(), H, 0, tile);
     lap(times, 3, t);
-    return rc ? rc : tile_tail(tile, T, tp, tmp_.data(), L.ln2_w, L.ln2_b, next, qkv_next, ldq, times, 1, t);
+    return rc ? rc : tile_tail(tile, T, tp, tmp_.data(), L.ln2_w, L.ln2_b, next, times, 1, t);
   }
 
   // The embeddings of one tile's tokens (word + position + token type 0, LayerNorm), quantised for `next` and
-  // projected by `qkv_next` as in run_tile: the first layer's input, tile by tile. (The word rows come from a
+  // as in run_tile: the first layer's input, tile by tile. (The word rows come from a
   // 47 MB table for BERT's vocabulary, mostly cache misses: two threads overlap twice as many.)
-  int embed_tile(const Linear* next, const Linear* qkv_next, int64_t ldq, int64_t T, int64_t tp, int64_t tile,
-                 double* times) {
+  int embed_tile(const Linear* next, int64_t T, int64_t tp, int64_t tile, double* times) {
     const int64_t H = h_, r1 = std::min(T, tile * 64 + 64);
     auto t = clock::now();
     for (int64_t i = tile * 64; i < r1; ++i) {
@@ -412,7 +436,7 @@ class Encoder {
       float* xi = x_.data() + i * H;
       for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + type0_[e];
     }
-    return tile_tail(tile, T, tp, nullptr, eln_w_, eln_b_, next, qkv_next, ldq, times, 5, t);
+    return tile_tail(tile, T, tp, nullptr, eln_w_, eln_b_, next, times, 4, t);
   }
 
   py::array_t<float> run(py::array_t<int64_t, py::array::c_style> ids, py::array_t<int64_t, py::array::c_style> mask,
@@ -548,34 +572,28 @@ class Encoder {
     xq_.resize(std::max(T * std::max(H, inter_), tp * H) + 64);  // + 64: see xq()
     hq_.resize(tp * inter_ + 64);
     tile_fused_layers = 0;
-    qkv_done_ = nullptr;
+
     auto t = clock::now();
     // the first layer's fused QKV reads all T rows at once when there is a single chunk
     auto qkv_reader = [&](size_t li) -> const Linear* {
       return li < layers_.size() && layers_[li].fused && chunks_.size() == 1 ? &layers_[li].qkv : nullptr;
     };
-    // Runs the tile tasks (c.L: a layer after attention; null: the embeddings) and notes what they left done: the
-    // next layer's q, k, v when `next` is its fused QKV and it writes them transposed, else next's quantised input.
-    auto run_tiles = [&](const Layer* L, const Layer* nl, const Linear* next) {
-      const bool with_qkv = next && nl && qkv_transposed(*nl);
-      double times[6] = {0, 0, 0, 0, 0, 0};
-      TileCtx c{this, L, next, with_qkv ? &nl->qkv : nullptr, ek_padded_m(T), T, tp, prof ? times : nullptr, 0};
+    // Runs the tile tasks (c.L: a layer after attention; null: the embeddings); `next`'s input is then quantised.
+    auto run_tiles = [&](const Layer* L, const Linear* next) {
+      double times[5] = {0, 0, 0, 0, 0};
+      TileCtx c{this, L, next, T, tp, prof ? times : nullptr, 0};
       ek_parallel_for(ek_padded_m(T) / 64, tile_task, &c);
       check(c.rc);
-      if (with_qkv) {
-        qkv_done_ = nl;
-      } else {
-        pre_q_ = next;
-        pre_q_x_ = x_.data();
-        pre_q_t_ = T;
-      }
+      pre_q_ = next;
+      pre_q_x_ = x_.data();
+      pre_q_t_ = T;
       if (prof) {
-        const char* names[6] = {"o_proj", "add_ln", "ffn_in", "ffn_out", "qkv", "embeddings"};
-        for (int i = 0; i < 6; ++i) (*prof)[names[i]] += times[i];
+        const char* names[5] = {"o_proj", "add_ln", "ffn_in", "ffn_out", "embeddings"};
+        for (int i = 0; i < 5; ++i) (*prof)[names[i]] += times[i];
       }
     };
     if (tiles_share_out(T)) {
-      run_tiles(nullptr, layers_.data(), qkv_reader(0));
+      run_tiles(nullptr, qkv_reader(0));
     } else {
       for (int64_t i = 0; i < T; ++i) {
         const float* w = word_.data() + tok_id_[i] * H;
@@ -604,8 +622,11 @@ class Encoder {
         // stores per block of 4 outputs; attention uses K^T as it is and transposes V per head instead of K.
         const bool qkv_t = qkv_transposed(L);
         const int64_t ldq = qkv_t ? ek_padded_m(cn) : ld;
-        if (qkv_done_ == &L) {  // the previous layer's tiles computed it (run_tile)
-          qkv_done_ = nullptr;
+        // On the VNNI path only the input is quantised here: each attention task computes its head's q, k, v.
+        const bool head_qkv = qkv_t && ek_active_isa() == EK_ISA_AVX512_VNNI;
+        int64_t head_ldx = 0;
+        if (head_qkv) {
+          head_ldx = quant(xc, cn, L.qkv).first;
         } else if (qkv_t) {
           const Linear& l = L.qkv;
           const auto [ldx, x_t] = quant(xc, cn, l);
@@ -631,7 +652,14 @@ class Encoder {
                    attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
                    ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only, qkv_t,
                    qkv_t && attn_int8_ && ek_active_isa() == EK_ISA_AVX512_VNNI};
-        ek_parallel_for((b1 - b0) * heads_, attn_task, &ac);
+        if (head_qkv) {
+          ac.qkv_l = &L.qkv;
+          ac.qkv_x = xq();
+          ac.qkv_ldx = head_ldx;
+          ac.cn = cn;
+        }
+        ek_parallel_for(head_qkv ? heads_ : (b1 - b0) * heads_, attn_task, &ac);
+        check(ac.rc);
         if (prof) (*prof)["attention"] += us(t);
       }
       t = clock::now();
@@ -645,8 +673,8 @@ class Encoder {
       }
       if (prof) (*prof)["attention"] += us(t);
       const Linear* next = qkv_reader(&L - layers_.data() + 1);
-      if (tiled(L, T)) {  // the next layer's QKV joins the tiles when it reads this layer's output as a whole
-        run_tiles(&L, next ? &L + 1 : nullptr, next);
+      if (tiled(L, T)) {
+        run_tiles(&L, next);
         ++tile_fused_layers;
         continue;
       }
@@ -734,20 +762,13 @@ class Encoder {
   }
 
   // The rows of `tile`: x = LayerNorm(x + res) (res may be null), quantised for `next` when given (into xq(), as
-  // add_ln does), then the tile's q, k, v of `qkv_next` (transposed into qkv_ with row stride ldq) when given.
+  // add_ln does).
   int tile_tail(int64_t tile, int64_t T, int64_t tp, const float* res, const std::vector<float>& w,
-                const std::vector<float>& b, const Linear* next, const Linear* qkv_next, int64_t ldq, double* times,
-                int ln_slot, clock::time_point& t) {
+                const std::vector<float>& b, const Linear* next, double* times, int ln_slot, clock::time_point& t) {
     const int64_t H = h_;
     ek_add_layer_norm_avx512(x_.data(), res, tile * 64, std::min(T, tile * 64 + 64), H, w.data(), b.data(), eps_);
-    int rc = next ? ek_quantize_u8_t_tile(x_.data(), T, H, H, next->x_scale, next->x_zp, xq(), tp, tile) : 0;
+    const int rc = next ? ek_quantize_u8_t_tile(x_.data(), T, H, H, next->x_scale, next->x_zp, xq(), tp, tile) : 0;
     lap(times, ln_slot, t);
-    if (qkv_next && !rc) {
-      const Linear& l = *qkv_next;
-      const ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), 0, 0, 1.f, 0};
-      rc = ek_gemm_u8s8_t_tile(l.w.get(), xq(), T, tp, &ep, qkv_.data(), ldq, 1, tile);
-      lap(times, 4, t);
-    }
     return rc;
   }
 
@@ -776,7 +797,6 @@ class Encoder {
   int threads_;
   bool chain_t_ = false, attn_bf16_ = false, attn_int8_ = false, quant_t_ = false;
   const Linear* pre_q_ = nullptr;  // the Linear whose input add_ln left quantised in xq(), for rows pre_q_x_[0, T)
-  const Layer* qkv_done_ = nullptr;  // the layer whose q, k, v the previous layer's tiles already computed
   const float* pre_q_x_ = nullptr;
   int64_t pre_q_t_ = 0;
   int64_t h_, heads_, nl_, inter_, vocab_, maxpos_, labels_ = 0;
@@ -811,8 +831,8 @@ class Encoder {
 void tile_task(int64_t tile, void* p) {
   TileCtx& c = *static_cast<TileCtx*>(p);
   double* times = tile == 0 ? c.times : nullptr;
-  if (int rc = c.L ? c.e->run_tile(*c.L, c.next, c.qkv_next, c.ldq, c.T, c.tp, tile, times)
-                   : c.e->embed_tile(c.next, c.qkv_next, c.ldq, c.T, c.tp, tile, times))
+  if (int rc = c.L ? c.e->run_tile(*c.L, c.next, c.T, c.tp, tile, times)
+                   : c.e->embed_tile(c.next, c.T, c.tp, tile, times))
     c.rc = rc;
 }
 }  // namespace

@@ -179,7 +179,7 @@ PYBIND11_MODULE(_kernels, m) {
       "gemm_u8s8_t",
       [](const Packed& w, const py::handle& x, int64_t m_, bool x_transposed, bool y_transposed, float x_scale, int x_zp,
          const py::handle& w_scale, const py::handle& bias, bool gelu, bool out_u8, float out_scale,
-         int out_zp, int64_t tile) -> py::array {
+         int out_zp, int64_t tile, int64_t n0, int64_t n1) -> py::array {
         auto xa = require<uint8_t>(x, "x", "uint8", 2);
         const auto i = w.info();
         if (tile >= 0 && !x_transposed) bad("tile needs x_transposed (ek_gemm_u8s8_t_tile reads a transposed x)");
@@ -207,8 +207,8 @@ PYBIND11_MODULE(_kernels, m) {
         int rc;
         {
           py::gil_scoped_release nogil;
-          rc = tile >= 0 ? ek_gemm_u8s8_t_tile(w.p.get(), xa.data(), m_, xa.shape(1), &ep, out.mutable_data(), cols,
-                                               y_transposed, tile)
+          rc = tile >= 0 ? ek_gemm_u8s8_t_part(w.p.get(), xa.data(), m_, xa.shape(1), &ep, out.mutable_data(), cols,
+                                               y_transposed, tile, tile + 1, n0, n1 < 0 ? i.n : n1)
                          : ek_gemm_u8s8_t(w.p.get(), xa.data(), m_, xa.shape(1), x_transposed, &ep, out.mutable_data(),
                                           cols, y_transposed);
         }
@@ -218,8 +218,9 @@ PYBIND11_MODULE(_kernels, m) {
       py::arg("w"), py::arg("x"), py::arg("m"), py::arg("x_transposed"), py::arg("y_transposed"), py::arg("x_scale"),
       py::arg("x_zp"), py::arg("w_scale"), py::arg("bias") = py::none(), py::arg("gelu") = false,
       py::arg("out_u8") = false, py::arg("out_scale") = 1.0f, py::arg("out_zp") = 0, py::arg("tile") = -1,
-      "tile >= 0: only the 64 tokens of that tile (ek_gemm_u8s8_t_tile; x transposed, 4x1 on AVX-512 VNNI), the "
-      "rest of the output left zero.");
+      py::arg("n0") = 0, py::arg("n1") = -1,
+      "tile >= 0: only the 64 tokens of that tile and outputs n0..n1 (default all; ek_gemm_u8s8_t_part, x "
+      "transposed, 4x1 on AVX-512 VNNI), the rest of the output left zero.");
   m.def("padded_m", &ek_padded_m, py::arg("m"));
 
   m.def(

@@ -303,21 +303,28 @@ void ek_quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t*
   }
 }
 
-int ek_gemm_u8s8_t_tile(const ek_packed* w, const uint8_t* xt, int64_t m, int64_t ldxt, const ek_epilogue* ep,
-                        void* y, int64_t ldy, int32_t y_t, int64_t tile) {
+int ek_gemm_u8s8_t_part(const ek_packed* w, const uint8_t* xt, int64_t m, int64_t ldxt, const ek_epilogue* ep,
+                        void* y, int64_t ldy, int32_t y_t, int64_t tile0, int64_t tile1, int64_t n0, int64_t n1) {
   if (int rc = check_common(w, EK_W_S8)) return rc;
-  const int64_t mp = ek_padded_m(m);
-  if (!xt || !ep || !y || !ep->w_scale || m <= 0 || ldxt < mp || (y_t ? ldy < mp : ldy < w->info.n) || tile < 0 ||
-      tile * ek::vnni::kTokenTile >= mp)
-    return ek::fail(EK_EINVAL, "gemm_u8s8_t_tile: bad pointers, strides or tile");
-  if (ep->out_u8 && !(ep->out_scale > 0.f)) return ek::fail(EK_EINVAL, "gemm_u8s8_t_tile: out_scale must be positive");
+  const int64_t mp = ek_padded_m(m), n = w->info.n;
+  if (!xt || !ep || !y || !ep->w_scale || m <= 0 || ldxt < mp || (y_t ? ldy < mp : ldy < n) || tile0 < 0 ||
+      tile1 <= tile0 || tile1 * ek::vnni::kTokenTile > mp || n0 < 0 || n1 <= n0 || n1 > n || n0 % 4 ||
+      (n1 % 4 && n1 != n))
+    return ek::fail(EK_EINVAL, "gemm_u8s8_t_part: bad pointers, strides, tiles or output range");
+  if (ep->out_u8 && !(ep->out_scale > 0.f)) return ek::fail(EK_EINVAL, "gemm_u8s8_t_part: out_scale must be positive");
   if (ek_active_isa() != EK_ISA_AVX512_VNNI || w->info.pattern != EK_BLOCK_4X1)
-    return ek::fail(EK_EUNSUPPORTED, "gemm_u8s8_t_tile: 4x1 sparse weights on the AVX-512 VNNI path only");
+    return ek::fail(EK_EUNSUPPORTED, "gemm_u8s8_t_part: 4x1 sparse weights on the AVX-512 VNNI path only");
   ek::Gemm g{w, xt, m, ldxt, ep, y, ldy, ep->x_zp, nullptr};
   g.x_t = true;
   g.y_t = y_t != 0;
-  ek::vnni::gemm_u8s8_t_tile(g, tile);
+  ek::vnni::gemm_u8s8_t_part(g, tile0, tile1, n0 / 4, (n1 + 3) / 4);
   return EK_OK;
+}
+
+int ek_gemm_u8s8_t_tile(const ek_packed* w, const uint8_t* xt, int64_t m, int64_t ldxt, const ek_epilogue* ep,
+                        void* y, int64_t ldy, int32_t y_t, int64_t tile) {
+  if (!w) return ek::fail(EK_EINVAL, "null packed weight");
+  return ek_gemm_u8s8_t_part(w, xt, m, ldxt, ep, y, ldy, y_t, tile, tile + 1, 0, w->info.n);
 }
 
 int ek_quantize_u8_t_tile(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,

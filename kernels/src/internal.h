@@ -97,8 +97,8 @@ void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scal
                    int64_t ldxt);
 void quantize_u8_t_tile(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
                         int64_t ldxt, int64_t tile);
-// Every block-row of a 4x1 GEMM for the 64 tokens of one tile, on the calling thread (g.x transposed).
-void gemm_u8s8_t_tile(const Gemm& g, int64_t tile);
+// Block-rows [r0, r1) of a 4x1 GEMM for token tiles [tile0, tile1), on the calling thread (g.x transposed).
+void gemm_u8s8_t_part(const Gemm& g, int64_t tile0, int64_t tile1, int64_t r0, int64_t r1);
 }
 float gelu_ref(float y);
 // Scalar epilogue for one value (reference semantics; vector paths must match it).

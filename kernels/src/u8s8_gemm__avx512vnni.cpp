@@ -524,8 +524,9 @@ void quantize_u8_t_tile(const float* x, int64_t m, int64_t k, int64_t ldx, float
   for (int64_t kc = 0; kc < kchunks; ++kc) quant_t_task(tile * kchunks + kc, &c);
 }
 
-void gemm_u8s8_t_tile(const Gemm& g, int64_t tile) {
-  for (int64_t r = 0; r < g.w->nb; ++r) sparse_tile(g, g.x, g.ldx, r, tile * TM);
+void gemm_u8s8_t_part(const Gemm& g, int64_t tile0, int64_t tile1, int64_t r0, int64_t r1) {
+  for (int64_t t = tile0; t < tile1; ++t)
+    for (int64_t r = r0; r < r1; ++r) sparse_tile(g, g.x, g.ldx, r, t * TM);
 }
 
 void gemm_u8s8(const Gemm& g) {

@@ -340,7 +340,8 @@ def test_transposed_layouts_match_plain_gemm(isa, m, k, n, pattern, sparsity, ge
 @pytest.mark.parametrize("gelu,out_u8,y_t", [(False, False, False), (True, True, True), (False, False, True)])
 def test_tile_by_tile_gemm_matches_whole(isa, m, k, n, gelu, out_u8, y_t):
     """ek_gemm_u8s8_t_tile, run for each 64-token tile, gives the whole GEMM's values and writes nothing outside
-    its tile (the engine runs tiles on different threads into one buffer); other paths refuse it."""
+    its tile (the engine runs tiles on different threads into one buffer); ek_gemm_u8s8_t_part likewise for a
+    range of outputs; other paths refuse them."""
     w = prune_4x1(rand_w((n, k)), 0.8)
     p = K.pack_s8(w, "4x1")
     mp = K.padded_m(m)
@@ -365,6 +366,16 @@ def test_tile_by_tile_gemm_matches_whole(isa, m, k, n, gelu, out_u8, y_t):
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="tile"):
         K.gemm_u8s8_t(p, xt, m, True, y_t, tile=mp // 64, **kw)
+    # an output range (the engine's one attention head of q, k or v): those outputs only, the same values
+    n0, n1 = 4, n - (n % 4 or 4) if n > 8 else n
+    part = K.gemm_u8s8_t(p, xt, m, True, y_t, tile=0, n0=n0, n1=n1, **kw)
+    full = K.gemm_u8s8_t(p, xt, m, True, y_t, tile=0, **kw)
+    sel = (slice(n0, n1), slice(0, min(m, 64))) if y_t else (slice(0, min(m, 64)), slice(n0, n1))
+    np.testing.assert_array_equal(part[sel], full[sel])
+    part[(slice(n0, n1), slice(0, 64)) if y_t else sel] = 0  # (a transposed y's padding tokens: any value)
+    assert not part.any(), "wrote outside its outputs"
+    with pytest.raises(ValueError, match="output range"):
+        K.gemm_u8s8_t(p, xt, m, True, y_t, tile=0, n0=2, n1=n, **kw)
 
 
 def test_peak_macs_measures_the_active_path():

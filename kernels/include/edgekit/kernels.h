@@ -85,6 +85,10 @@ int ek_gemm_u8s8_t(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx,
  * only; EK_EUNSUPPORTED elsewhere. */
 int ek_gemm_u8s8_t_tile(const ek_packed* w, const uint8_t* xt, int64_t m, int64_t ldxt, const ek_epilogue* ep,
                         void* y, int64_t ldy, int32_t y_t, int64_t tile);
+/* The same for token tiles [tile0, tile1) and outputs [n0, n1) only (n0 a multiple of 4; n1 too, or n): the
+ * engine computes one attention head's q, k and v rows in the task that then runs that head. */
+int ek_gemm_u8s8_t_part(const ek_packed* w, const uint8_t* xt, int64_t m, int64_t ldxt, const ek_epilogue* ep,
+                        void* y, int64_t ldy, int32_t y_t, int64_t tile0, int64_t tile1, int64_t n0, int64_t n1);
 /* Integer accumulators only (zero point applied): acc[m,n] = sum_k (x[m,k] - x_zp) * W[n,k]; for bit-exact tests. */
 int ek_gemm_u8s8_acc(const ek_packed* w, const uint8_t* x, int64_t m, int32_t x_zp, int32_t* acc);
 /* fp32: y[m,n] = sum_k x[m,k] W[n,k] + bias[n] (then GELU). */
