@@ -575,8 +575,15 @@ class Encoder {
 
     auto t = clock::now();
     // the first layer's fused QKV reads all T rows at once when there is a single chunk
+    // With several chunks that all start on a 64-token tile (batches of 128-token sequences), the head tasks read
+    // the whole-batch quantised input at the chunk's columns, so it can be made in the same pass too.
+    bool aligned = true;
+    for (const auto& ch : chunks_) aligned = aligned && seq_start_[ch.first] % 64 == 0;
     auto qkv_reader = [&](size_t li) -> const Linear* {
-      return li < layers_.size() && layers_[li].fused && chunks_.size() == 1 ? &layers_[li].qkv : nullptr;
+      if (li >= layers_.size() || !layers_[li].fused) return nullptr;
+      const bool whole = chunks_.size() == 1 ||
+                         (aligned && qkv_transposed(layers_[li]) && ek_active_isa() == EK_ISA_AVX512_VNNI);
+      return whole ? &layers_[li].qkv : nullptr;
     };
     // Runs the tile tasks (c.L: a layer after attention; null: the embeddings); `next`'s input is then quantised.
     auto run_tiles = [&](const Layer* L, const Linear* next) {
@@ -625,7 +632,11 @@ class Encoder {
         // On the VNNI path only the input is quantised here: each attention task computes its head's q, k, v.
         const bool head_qkv = qkv_t && ek_active_isa() == EK_ISA_AVX512_VNNI;
         int64_t head_ldx = 0;
-        if (head_qkv) {
+        const uint8_t* head_x = xq();
+        if (head_qkv && pre_q_ == &L.qkv && pre_q_x_ == x_.data() && pre_q_t_ == T && c0 % 64 == 0) {
+          head_x = xq() + c0;  // the whole batch's input, quantised by the previous step: this chunk's columns
+          head_ldx = t_stride(T);
+        } else if (head_qkv) {
           head_ldx = quant(xc, cn, L.qkv).first;
         } else if (qkv_t) {
           const Linear& l = L.qkv;
@@ -654,7 +665,7 @@ class Encoder {
                    qkv_t && attn_int8_ && ek_active_isa() == EK_ISA_AVX512_VNNI};
         if (head_qkv) {
           ac.qkv_l = &L.qkv;
-          ac.qkv_x = xq();
+          ac.qkv_x = head_x;
           ac.qkv_ldx = head_ldx;
           ac.cn = cn;
         }
