@@ -227,6 +227,7 @@ struct AttnCtx {
   const uint8_t* qkv_x = nullptr;
   int64_t qkv_ldx = 0, cn = 0;
   int rc = 0;
+  double* qkv_us = nullptr;  // profiling: each head task's q, k, v time (microseconds), one slot per head
 };
 
 void attn_one(AttnCtx& c, int64_t b, int64_t hd) {
@@ -297,6 +298,7 @@ void attn_task(int64_t task, void* p) {
   const Linear& l = *c.qkv_l;
   const int64_t hd = task, d = c.d;
   const ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), 0, 0, 1.f, 0};
+  const auto t0 = std::chrono::steady_clock::now();
   for (const int64_t part : {c.qo, c.ko, c.vo}) {
     const int64_t n0 = part + hd * d;
     if (int rc = ek_gemm_u8s8_t_part(l.w.get(), c.qkv_x, c.cn, c.qkv_ldx, &ep, const_cast<float*>(c.qkv), c.ld, 1, 0,
@@ -305,6 +307,7 @@ void attn_task(int64_t task, void* p) {
       return;
     }
   }
+  if (c.qkv_us) c.qkv_us[hd] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
   for (int64_t b = 0; b < c.nseq; ++b) attn_one(c, b, hd);
 }
 
@@ -669,9 +672,17 @@ class Encoder {
           ac.qkv_ldx = head_ldx;
           ac.cn = cn;
         }
+        head_us_.assign(heads_, 0.0);
+        if (prof && head_qkv) ac.qkv_us = head_us_.data();
         ek_parallel_for(head_qkv ? heads_ : (b1 - b0) * heads_, attn_task, &ac);
         check(ac.rc);
-        if (prof) (*prof)["attention"] += us(t);
+        if (prof) {
+          // head tasks: the q, k, v share of the region, estimated as the tasks' q, k, v time over the threads
+          double q = 0;
+          for (double v : head_us_) q += v / threads_;
+          (*prof)["qkv"] += q;
+          (*prof)["attention"] += us(t) - q;
+        }
       }
       t = clock::now();
       if (cls_only) {
@@ -822,6 +833,7 @@ class Encoder {
   // plus the other's share of what attention reads; larger chunks measured slower at batch 8 (bench/native_ab.py).
   static constexpr int64_t kChunkTokens = 128;
   std::vector<float> x_, qkv_, ctx_, tmp_, ffn_hidden_;
+  std::vector<double> head_us_;  // profiling of the head tasks (AttnCtx::qkv_us)
   std::vector<uint8_t> xq_, hq_;
   // The u8 activation buffers start on a cache line: a transposed operand's 64-token rows then each fill
   // exactly one line, which the sparse kernels' gathers touch (misaligned, every row spanned two).
