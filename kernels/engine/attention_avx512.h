@@ -31,6 +31,11 @@ struct QK {
   int64_t ldk;
 };
 
+// Lanes of the 16 keys j..j+15 that are real (< n): all, the first n - j, or none.
+inline __mmask16 key_mask(int64_t n, int64_t j) {
+  return n - j >= 16 ? (__mmask16)0xffff : n - j > 0 ? (__mmask16)((1u << (n - j)) - 1) : (__mmask16)0;
+}
+
 // Scores of rows i0..i0+R-1 against all keys into sc[R][np], scaled and masked, and each row's maximum into
 // rmax[R] (kept in registers on the way, so softmax needs no separate pass for it).
 template <int R>
@@ -56,10 +61,7 @@ inline void scores(const QK& a, int64_t i0, int64_t np, int64_t n, int64_t d, fl
         if (two) a1[r] = _mm512_fmadd_ps(qv, k1, a1[r]);
       }
     }
-    const __mmask16 m0 = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
-    const __mmask16 m1 = n - j - 16 >= 16 ? (__mmask16)0xffff
-                         : n - j - 16 > 0 ? (__mmask16)((1u << (n - j - 16)) - 1)
-                                          : (__mmask16)0;
+    const __mmask16 m0 = key_mask(n, j), m1 = key_mask(n, j + 16);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m512 v0 = _mm512_mask_blend_ps(m0, neg, _mm512_mul_ps(a0[r], vscale));

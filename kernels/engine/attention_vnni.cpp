@@ -54,10 +54,7 @@ inline void scores(const QK8& a, int64_t i0, int64_t np, int64_t n, int64_t d, f
         if (two) a1[r] = _mm512_dpbusd_epi32(a1[r], qv, k1);
       }
     }
-    const __mmask16 m0 = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
-    const __mmask16 m1 = n - j - 16 >= 16 ? (__mmask16)0xffff
-                         : n - j - 16 > 0 ? (__mmask16)((1u << (n - j - 16)) - 1)
-                                          : (__mmask16)0;
+    const __mmask16 m0 = key_mask(n, j), m1 = key_mask(n, j + 16);
     const __m512i c0 = _mm512_loadu_si512(a.corr + j);
     const __m512i c1 = two ? _mm512_loadu_si512(a.corr + j + 16) : _mm512_setzero_si512();
 #pragma GCC unroll 8
