@@ -577,9 +577,9 @@ class Encoder {
     tile_fused_layers = 0;
 
     auto t = clock::now();
-    // the first layer's fused QKV reads all T rows at once when there is a single chunk
-    // With several chunks that all start on a 64-token tile (batches of 128-token sequences), the head tasks read
-    // the whole-batch quantised input at the chunk's columns, so it can be made in the same pass too.
+    // qkv_reader(i): layer i's fused QKV when its input can be quantised for all T rows at once by the step that
+    // makes them (add_ln, the tile tasks): with a single chunk, or with several that all start on a 64-token tile
+    // (batches of 128-token sequences), whose head tasks then read their chunk's columns of it.
     bool aligned = true;
     for (const auto& ch : chunks_) aligned = aligned && seq_start_[ch.first] % 64 == 0;
     auto qkv_reader = [&](size_t li) -> const Linear* {
@@ -672,14 +672,16 @@ class Encoder {
           ac.qkv_ldx = head_ldx;
           ac.cn = cn;
         }
-        head_us_.assign(heads_, 0.0);
-        if (prof && head_qkv) ac.qkv_us = head_us_.data();
+        if (prof && head_qkv) {
+          head_us_.assign(heads_, 0.0);
+          ac.qkv_us = head_us_.data();
+        }
         ek_parallel_for(head_qkv ? heads_ : (b1 - b0) * heads_, attn_task, &ac);
         check(ac.rc);
         if (prof) {
           // head tasks: the q, k, v share of the region, estimated as the tasks' q, k, v time over the threads
           double q = 0;
-          for (double v : head_us_) q += v / threads_;
+          for (double v : head_us_) q += head_qkv ? v / threads_ : 0.0;
           (*prof)["qkv"] += q;
           (*prof)["attention"] += us(t) - q;
         }
