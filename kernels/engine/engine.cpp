@@ -584,8 +584,7 @@ class Encoder {
     for (const auto& ch : chunks_) aligned = aligned && seq_start_[ch.first] % 64 == 0;
     auto qkv_reader = [&](size_t li) -> const Linear* {
       if (li >= layers_.size() || !layers_[li].fused) return nullptr;
-      const bool whole = chunks_.size() == 1 ||
-                         (aligned && qkv_transposed(layers_[li]) && ek_active_isa() == EK_ISA_AVX512_VNNI);
+      const bool whole = chunks_.size() == 1 || (aligned && qkv_transposed(layers_[li]));
       return whole ? &layers_[li].qkv : nullptr;
     };
     // Runs the tile tasks (c.L: a layer after attention; null: the embeddings); `next`'s input is then quantised.
@@ -627,25 +626,19 @@ class Encoder {
         t = clock::now();
         const int64_t c0 = seq_start_[b0], cn = seq_start_[b1 - 1] + seq_len_[b1 - 1] - c0;
         const float* xc = x_.data() + c0 * H;
-        // With a sparse int8 QKV on the AVX-512 attention path, q, k and v come out transposed ([3H][tokens]):
+        // With a sparse int8 QKV on the VNNI path (qkv_transposed), q, k and v come out transposed ([3H][tokens]):
         // the 4x1 kernel writes whole 64-byte rows then, where row-major output costs it 64 scattered 16-byte
         // stores per block of 4 outputs; attention uses K^T as it is and transposes V per head instead of K.
+        // Only the input is quantised here: each attention task computes its own head's q, k, v (attn_task).
         const bool qkv_t = qkv_transposed(L);
         const int64_t ldq = qkv_t ? ek_padded_m(cn) : ld;
-        // On the VNNI path only the input is quantised here: each attention task computes its head's q, k, v.
-        const bool head_qkv = qkv_t && ek_active_isa() == EK_ISA_AVX512_VNNI;
         int64_t head_ldx = 0;
         const uint8_t* head_x = xq();
-        if (head_qkv && pre_q_ == &L.qkv && pre_q_x_ == x_.data() && pre_q_t_ == T && c0 % 64 == 0) {
+        if (qkv_t && pre_q_ == &L.qkv && pre_q_x_ == x_.data() && pre_q_t_ == T && c0 % 64 == 0) {
           head_x = xq() + c0;  // the whole batch's input, quantised by the previous step: this chunk's columns
           head_ldx = t_stride(T);
-        } else if (head_qkv) {
-          head_ldx = quant(xc, cn, L.qkv).first;
         } else if (qkv_t) {
-          const Linear& l = L.qkv;
-          const auto [ldx, x_t] = quant(xc, cn, l);
-          const ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), 0, 0, 1.f, 0};
-          check(ek_gemm_u8s8_t(l.w.get(), xq(), cn, ldx, x_t, &ep, qkv_.data(), ldq, 1));
+          head_ldx = quant(xc, cn, L.qkv).first;
         } else if (L.fused) {
           linear(L.qkv, xc, cn, qkv_.data());
         } else {  // separate q, k, v written side by side
@@ -664,24 +657,23 @@ class Encoder {
                    heads_, d, H,
                    ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
                    attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
-                   ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only, qkv_t,
-                   qkv_t && attn_int8_ && ek_active_isa() == EK_ISA_AVX512_VNNI};
-        if (head_qkv) {
+                   ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only, qkv_t, qkv_t && attn_int8_};
+        if (qkv_t) {
           ac.qkv_l = &L.qkv;
           ac.qkv_x = head_x;
           ac.qkv_ldx = head_ldx;
           ac.cn = cn;
         }
-        if (prof && head_qkv) {
+        if (prof && qkv_t) {
           head_us_.assign(heads_, 0.0);
           ac.qkv_us = head_us_.data();
         }
-        ek_parallel_for(head_qkv ? heads_ : (b1 - b0) * heads_, attn_task, &ac);
+        ek_parallel_for(qkv_t ? heads_ : (b1 - b0) * heads_, attn_task, &ac);
         check(ac.rc);
         if (prof) {
           // head tasks: the q, k, v share of the region, estimated as the tasks' q, k, v time over the threads
           double q = 0;
-          for (double v : head_us_) q += head_qkv ? v / threads_ : 0.0;
+          for (double v : head_us_) q += qkv_t ? v / threads_ : 0.0;
           (*prof)["qkv"] += q;
           (*prof)["attention"] += us(t) - q;
         }
@@ -805,10 +797,11 @@ class Encoder {
            tiles >= threads_ && (tiles % threads_ == 0 || tiles >= 4 * threads_);
   }
 
-  // Whether layer L's fused QKV writes q, k, v transposed for attention (see forward).
+  // Whether layer L's fused QKV runs in the attention tasks and writes q, k, v transposed (see forward): a
+  // sparse int8 QKV on the VNNI path with the AVX-512 fp32 (or int8) attention.
   bool qkv_transposed(const Layer& L) const {
     const int64_t d = h_ / heads_;
-    return L.fused && L.qkv.int8 && chain_t_ && quant_t_ && !attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 &&
+    return L.fused && L.qkv.int8 && chain_t_ && !attn_bf16_ && ek_active_isa() == EK_ISA_AVX512_VNNI &&
            d % 16 == 0 && d <= 128;
   }
 
