@@ -33,6 +33,7 @@ for f in "$here"/engine/attention_*.cpp; do
   case "$(basename "$f")" in
     attention_avx2.cpp) isa_unit "engine/$(basename "$f")" -mavx2 -mfma ;;
     attention_avx512.cpp) isa_unit "engine/$(basename "$f")" -mavx512f -mavx512dq -mfma ;;
+    attention_vnni.cpp) isa_unit "engine/$(basename "$f")" -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx512vnni -mfma ;;
     attention_bf16.cpp) isa_unit "engine/$(basename "$f")" -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx512bf16 -mfma ;;
     *) echo "sanitize.sh: no ISA flags known for $f; add it here"; weak_fail=1 ;;
   esac
