@@ -8,6 +8,8 @@ per sequence) on a noisy machine. Never asserts.
 
     python bench/native_ab.py out/bbc8 out/bbc --seq 128
     python bench/native_ab.py out/bbc --batch 1,8
+    python bench/native_ab.py out/bbc --batch 1,8 --whole-gemm         # tile-by-tile layers vs whole GEMMs
+    python bench/native_ab.py out/bbc --batch 1,8 --precision fp32,int8  # fp32 vs int8 Q K^T attention
 """
 from __future__ import annotations
 
@@ -26,24 +28,35 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", default="1", help="comma-separated batch sizes (each is a variant)")
+    ap.add_argument("--precision", default="fp32", help="comma-separated native attention precisions (variants)")
+    ap.add_argument("--whole-gemm", action="store_true",
+                    help="also each variant with the layers after attention as whole GEMMs (Encoder.tile_fusion off)")
     a = ap.parse_args(argv)
     from edgekit.runtimes import load
 
     batches = [int(b) for b in a.batch.split(",")]
-    sessions = {p: load(p, "native", threads=a.threads) for p in a.artifacts}
+    precisions = [x.strip() for x in a.precision.split(",") if x.strip()]
+    tiles = [True, False] if a.whole_gemm else [True]
     rng = np.random.default_rng(0)
-    variants = []  # (artifact, batch, session, feeds)
+    variants = []  # (label, batch, session, feeds, tile_fusion)
     for p in a.artifacts:
-        for b in batches:
-            feeds = {"input_ids": rng.integers(1000, 20000, (b, a.seq)).astype(np.int64),
-                     "attention_mask": np.ones((b, a.seq), np.int64), "token_type_ids": np.zeros((b, a.seq), np.int64)}
-            variants.append((p, b, sessions[p], feeds))
-    for _, _, s, feeds in variants:
+        for pr in precisions:
+            sess = load(p, "native", threads=a.threads, precision=pr)
+            for tf in tiles:
+                label = p + ("" if precisions == ["fp32"] else f" {pr}") + ("" if tf else " whole-GEMM")
+                for b in batches:
+                    feeds = {"input_ids": rng.integers(1000, 20000, (b, a.seq)).astype(np.int64),
+                             "attention_mask": np.ones((b, a.seq), np.int64),
+                             "token_type_ids": np.zeros((b, a.seq), np.int64)}
+                    variants.append((label, b, sess, feeds, tf))
+    for _, _, s, feeds, tf in variants:
+        s._enc.tile_fusion = tf
         for _ in range(3):
             s.run(feeds)
     best = [[] for _ in variants]
     for _ in range(a.rounds):
-        for i, (_, b, s, feeds) in enumerate(variants):
+        for i, (_, b, s, feeds, tf) in enumerate(variants):
+            s._enc.tile_fusion = tf
             ts = []
             for _ in range(a.runs):
                 t = time.perf_counter()
@@ -51,9 +64,9 @@ def main(argv=None) -> int:
                 ts.append(time.perf_counter() - t)
             best[i].append(min(ts) * 1e3 / b)
     first = f"{variants[0][0]} b{variants[0][1]}"
-    print(f"| artifact | batch | kernels | ms per sequence (median of per-round best) | {first} / this |\n"
+    print(f"| variant | batch | kernels | ms per sequence (median of per-round best) | {first} / this |\n"
           "|---|---:|---|---:|---:|")
-    for (p, b, s, _), t in zip(variants, best):
+    for (p, b, s, _, _), t in zip(variants, best):
         ratio = statistics.median(x / y for x, y in zip(best[0], t))
         print(f"| {p} | {b} | {', '.join(s.kernels)} | {statistics.median(t):.2f} | {ratio:.2f} |")
     return 0
