@@ -21,6 +21,7 @@ RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 class Pattern(str, Enum):
     block_4x1 = "4x1"
+    block_4x4 = "4x4"  # four 4x1 blocks side by side, kept or pruned together (runs as 4x1)
     unstructured = "unstructured"
     n_m = "2:4"
     head = "head"  # whole attention heads: their q/k/v rows (+ bias) and attention-output columns
@@ -84,7 +85,7 @@ class PruneConfig(_Stage):
     def _oneshot_fits(cls, v, info: ValidationInfo):
         # the one-shot scores are per weight (summed over a 4x1 block); heads / neurons and movement have none
         if v and info.data.get("pattern") in STRUCTURED:
-            raise ValueError(f"applies to patterns 4x1, unstructured and 2:4, not {info.data.get('pattern')!r}")
+            raise ValueError(f"applies to patterns 4x1, 4x4, unstructured and 2:4, not {info.data.get('pattern')!r}")
         if v and info.data.get("criterion") == "movement":
             raise ValueError("uses its own criterion (|W| x input RMS); set criterion: magnitude")
         return v

@@ -1,7 +1,9 @@
 """Pruning masks for encoder Linear weights.
 
 Patterns: ``4x1`` (4 consecutive output channels x 1 input channel: the layout edgekit's sparse kernels
-pack), ``unstructured`` and ``2:4`` (2 kept of every 4 consecutive inputs). Criteria: ``magnitude``
+pack), ``4x4`` (4 outputs x 4 consecutive, aligned inputs: four 4x1 blocks kept or pruned together, so it packs
+and runs as 4x1 everywhere; a candidate for kernels that skip the 4x1 step's byte interleave, measured for its
+accuracy cost first), ``unstructured`` and ``2:4`` (2 kept of every 4 consecutive inputs). Criteria: ``magnitude``
 (block L2 norm) and ``movement`` (-w * dL/dw accumulated over steps, Sanh et al. 2020). Sparsity
 follows a cubic schedule (Zhu & Gupta 2017) from 0 to the target over ``ramp * steps``; the masks are
 then fixed for the rest of the stage.
@@ -52,18 +54,23 @@ def cubic_sparsity(step: int, total: int, final: float) -> float:
 
 
 def unit_scores(score: torch.Tensor, pattern: str, criterion: str = "magnitude") -> torch.Tensor:
-    """Scores of the units a pattern keeps or prunes whole: 4x1 -> [ceil(N/4), K] (magnitude: L2 over
-    the block; movement: sum over the block); otherwise one unit per weight."""
-    if pattern == "4x1":
+    """Scores of the units a pattern keeps or prunes whole: 4x1 -> [ceil(N/4), K], 4x4 -> [ceil(N/4),
+    ceil(K/4)] (magnitude: L2 over the block; movement: sum over the block); otherwise one unit per weight."""
+    if pattern in ("4x1", "4x4"):
         n, k = score.shape
         s = torch.nn.functional.pad(score, (0, 0, 0, (-n) % 4)).reshape(-1, 4, k)
-        return s.pow(2).sum(1).sqrt() if criterion == "magnitude" else s.sum(1)
+        s = s.pow(2).sum(1) if criterion == "magnitude" else s.sum(1)
+        if pattern == "4x4":
+            s = torch.nn.functional.pad(s, (0, (-k) % 4)).reshape(s.shape[0], -1, 4).sum(2)
+        return s.sqrt() if criterion == "magnitude" else s
     return score.abs() if criterion == "magnitude" else score
 
 
 def expand(keep: torch.Tensor, shape, pattern: str) -> torch.Tensor:
     if pattern == "4x1":
         return keep.repeat_interleave(4, dim=0)[: shape[0]]
+    if pattern == "4x4":
+        return keep.repeat_interleave(4, dim=0)[: shape[0]].repeat_interleave(4, dim=1)[:, : shape[1]]
     return keep
 
 

@@ -58,6 +58,24 @@ def test_masks_hit_target_and_pattern(pattern):
         assert w.abs()[m > 0].min() >= w.abs()[m == 0].max()
 
 
+@pytest.mark.parametrize("shape", [(64, 48), (66, 50)])  # 50 inputs, 66 outputs: partial blocks at the edges
+def test_four_by_four_blocks(shape):
+    torch.manual_seed(0)
+    w = torch.randn(*shape)
+    m = mask_for(w, 0.8, "4x4")
+    n, k = shape
+    mp = torch.nn.functional.pad(m, (0, (-k) % 4, 0, (-n) % 4))
+    blocks = mp.reshape(mp.shape[0] // 4, 4, mp.shape[1] // 4, 4)
+    # every 4x4 block (cut at the edges) all kept or all pruned, and a 4x4 mask is a valid 4x1 mask
+    kept = blocks.amax((1, 3)) > 0
+    assert torch.equal(m, kept.float().repeat_interleave(4, 0).repeat_interleave(4, 1)[:n, :k])
+    assert is_4x1(w * m) and not is_4x1(w * mask_for(w, 0.8, "unstructured"))
+    assert (1 - m.mean()).item() == pytest.approx(0.8, abs=0.03)
+    # magnitude: every kept block's L2 norm >= every pruned one's (whole blocks only)
+    norms = torch.nn.functional.pad(w, (0, (-k) % 4, 0, (-n) % 4)).reshape(blocks.shape).pow(2).sum((1, 3))
+    assert norms[kept].min() >= norms[~kept].max()
+
+
 def test_two_four_pattern():
     w = torch.randn(8, 16)
     m = mask_for(w, 0.5, "2:4")
