@@ -46,6 +46,26 @@ inline __mmask16 key_mask(int64_t n, int64_t j) {
   return n - j >= 16 ? (__mmask16)0xffff : n - j > 0 ? (__mmask16)((1u << (n - j)) - 1) : (__mmask16)0;
 }
 
+// The end of a block of scores: rows' dot products a0 (keys j..j+15) and a1 (j+16..j+31, if two) scaled, keys >= n
+// masked to -1e30, stored to sc[R][np] and folded into the running row maxima mx.
+template <int R>
+inline void block_out(const __m512 (&a0)[R], const __m512 (&a1)[R], bool two, int64_t j, int64_t n, int64_t np,
+                      __m512 vscale, float* sc, __m512 (&mx)[R]) {
+  const __m512 neg = _mm512_set1_ps(-1e30f);
+  const __mmask16 m0 = key_mask(n, j), m1 = key_mask(n, j + 16);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const __m512 v0 = _mm512_mask_blend_ps(m0, neg, _mm512_mul_ps(a0[r], vscale));
+    _mm512_storeu_ps(sc + r * np + j, v0);
+    mx[r] = _mm512_max_ps(mx[r], v0);
+    if (two) {
+      const __m512 v1 = _mm512_mask_blend_ps(m1, neg, _mm512_mul_ps(a1[r], vscale));
+      _mm512_storeu_ps(sc + r * np + j + 16, v1);
+      mx[r] = _mm512_max_ps(mx[r], v1);
+    }
+  }
+}
+
 // Scores of rows i0..i0+R-1 against all keys into sc[R][np], scaled and masked, and each row's maximum into
 // rmax[R] (kept in registers on the way, so softmax needs no separate pass for it).
 template <int R>
@@ -71,18 +91,7 @@ inline void scores(const QK& a, int64_t i0, int64_t np, int64_t n, int64_t d, fl
         if (two) a1[r] = _mm512_fmadd_ps(qv, k1, a1[r]);
       }
     }
-    const __mmask16 m0 = key_mask(n, j), m1 = key_mask(n, j + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 v0 = _mm512_mask_blend_ps(m0, neg, _mm512_mul_ps(a0[r], vscale));
-      _mm512_storeu_ps(sc + r * np + j, v0);
-      mx[r] = _mm512_max_ps(mx[r], v0);
-      if (two) {
-        const __m512 v1 = _mm512_mask_blend_ps(m1, neg, _mm512_mul_ps(a1[r], vscale));
-        _mm512_storeu_ps(sc + r * np + j + 16, v1);
-        mx[r] = _mm512_max_ps(mx[r], v1);
-      }
-    }
+    block_out<R>(a0, a1, two, j, n, np, vscale, sc, mx);
   }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) rmax[r] = _mm512_reduce_max_ps(mx[r]);
@@ -120,18 +129,7 @@ inline void scores(const QKT& a, int64_t i0, int64_t np, int64_t n, int64_t d, f
         for (int r = 0; r < R; ++r) a0[r] = _mm512_fmadd_ps(_mm512_set1_ps(qp[r]), k0, a0[r]);
       }
     }
-    const __mmask16 m0 = key_mask(n, j), m1 = key_mask(n, j + 16);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 v0 = _mm512_mask_blend_ps(m0, neg, _mm512_mul_ps(a0[r], vscale));
-      _mm512_storeu_ps(sc + r * np + j, v0);
-      mx[r] = _mm512_max_ps(mx[r], v0);
-      if (two) {
-        const __m512 v1 = _mm512_mask_blend_ps(m1, neg, _mm512_mul_ps(a1[r], vscale));
-        _mm512_storeu_ps(sc + r * np + j + 16, v1);
-        mx[r] = _mm512_max_ps(mx[r], v1);
-      }
-    }
+    block_out<R>(a0, a1, two, j, n, np, vscale, sc, mx);
   }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) rmax[r] = _mm512_reduce_max_ps(mx[r]);
@@ -139,7 +137,7 @@ inline void scores(const QKT& a, int64_t i0, int64_t np, int64_t n, int64_t d, f
 
 // In place, for R rows at once: row r <- exp(row r - rmax[r]), inv[r] = 1 / its sum. 16 keys of every row per step,
 // so R exp polynomials and sums run side by side (a row at a time, their latency chains left the pipes idle: one
-// head, n = 128, d = 32, one thread, with the QKT scores below: 0.95x the time).
+// head, n = 128, d = 32, one thread, with the QKT scores: 0.95x the time).
 template <int R>
 inline void softmax_rows(float* sc, int64_t np, const float* rmax, float* inv) {
   __m512 m[R], sum[R];

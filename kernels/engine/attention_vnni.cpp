@@ -54,22 +54,15 @@ inline void scores(const QK8& a, int64_t i0, int64_t np, int64_t n, int64_t d, f
         if (two) a1[r] = _mm512_dpbusd_epi32(a1[r], qv, k1);
       }
     }
-    const __mmask16 m0 = key_mask(n, j), m1 = key_mask(n, j + 16);
     const __m512i c0 = _mm512_loadu_si512(a.corr + j);
     const __m512i c1 = two ? _mm512_loadu_si512(a.corr + j + 16) : _mm512_setzero_si512();
+    __m512 f0[R], f1[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const __m512 v0 =
-          _mm512_mask_blend_ps(m0, neg, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a0[r], c0)), vmul));
-      _mm512_storeu_ps(sc + r * np + j, v0);
-      mx[r] = _mm512_max_ps(mx[r], v0);
-      if (two) {
-        const __m512 v1 =
-            _mm512_mask_blend_ps(m1, neg, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a1[r], c1)), vmul));
-        _mm512_storeu_ps(sc + r * np + j + 16, v1);
-        mx[r] = _mm512_max_ps(mx[r], v1);
-      }
+      f0[r] = _mm512_cvtepi32_ps(_mm512_sub_epi32(a0[r], c0));
+      f1[r] = _mm512_cvtepi32_ps(_mm512_sub_epi32(a1[r], c1));
     }
+    block_out<R>(f0, f1, two, j, n, np, vmul, sc, mx);
   }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) rmax[r] = _mm512_reduce_max_ps(mx[r]);
