@@ -14,7 +14,7 @@ from edgekit.errors import InputError
 
 
 @pytest.mark.parametrize("data, match", [
-    ({"stages": [{"type": "prune", "pattern": "3x3"}]}, "pattern: Input should be '4x1', 'unstructured', '2:4', 'head', 'neuron' or 'head\\+neuron'"),
+    ({"stages": [{"type": "prune", "pattern": "3x3"}]}, "pattern: Input should be '4x1', '4x4', 'unstructured', '2:4', 'head', 'neuron' or 'head\\+neuron'"),
     ({"stages": [{"type": "frobnicate"}]}, "unknown stage type 'frobnicate'; allowed: prune, distill, quantize"),
     ({"stages": [{"type": "prune", "sparsity": 1.5}]}, "sparsity"),
     ({"stages": [{"type": "quantize"}, {"type": "prune"}]}, "quantize stage must be last"),

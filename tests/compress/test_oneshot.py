@@ -127,7 +127,7 @@ def test_layerwise_reconstruction_moves_each_layer_towards_the_teacher():
 
 # ------------------------------------------------------------------------------------------- prune stage
 @pytest.mark.parametrize("stage, match", [
-    ({"type": "prune", "pattern": "head", "oneshot": True}, "prune.oneshot: applies to patterns 4x1, unstructured"),
+    ({"type": "prune", "pattern": "head", "oneshot": True}, "prune.oneshot: applies to patterns 4x1, 4x4, unstructured"),
     ({"type": "prune", "criterion": "movement", "oneshot": True}, "prune.oneshot: uses its own criterion"),
     ({"type": "prune", "oneshot": True, "oneshot_samples": 0}, "oneshot_samples"),
     ({"type": "prune", "layerwise_steps": 10}, "prune.layerwise_steps: applies after one-shot pruning only"),
