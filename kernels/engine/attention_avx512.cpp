@@ -42,7 +42,7 @@ void ek_attention_head_avx512_t(const float* q, const float* k, const float* v, 
   float* vc = static_cast<float*>(ek_scratch(4, np * d * sizeof(float)));
   for (int64_t j0 = 0; j0 < np; j0 += 16)
     for (int64_t e0 = 0; e0 < d; e0 += 16) transpose16(v + e0 * ldt + j0, ldt, 16, vc + j0 * d + e0, d);
-  run_head(QKT{q, ldt, k, ldt}, vc, d, np, n, d, sc, ctx, ldc, nq);
+  run_head(QK{q, 1, ldt, k, ldt}, vc, d, np, n, d, sc, ctx, ldc, nq);
 }
 
 // x[r] = LayerNorm(x[r] + res[r]) * w + b for rows r0..r1 (res may be null); h % 16 == 0. Two passes over

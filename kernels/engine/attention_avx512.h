@@ -31,16 +31,6 @@ struct QK {
   int64_t ldk;
 };
 
-// The same with q transposed (element e of row i at q[e * ldq + i]), the head tasks' layout: the rows of a block are
-// adjacent floats, so a block's broadcasts come from one pointer at fixed offsets (with QK's run-time row stride,
-// GCC kept a register per row and spilled loop state to the stack; QKT: 0.95x the time per head).
-struct QKT {
-  const float* q;
-  int64_t ldq;
-  const float* kt;
-  int64_t ldk;
-};
-
 // Lanes of the 16 keys j..j+15 that are real (< n): all, the first n - j, or none.
 inline __mmask16 key_mask(int64_t n, int64_t j) {
   return n - j >= 16 ? (__mmask16)0xffff : n - j > 0 ? (__mmask16)((1u << (n - j)) - 1) : (__mmask16)0;
@@ -67,39 +57,14 @@ inline void block_out(const __m512 (&a0)[R], const __m512 (&a1)[R], bool two, in
 }
 
 // Scores of rows i0..i0+R-1 against all keys into sc[R][np], scaled and masked, and each row's maximum into
-// rmax[R] (kept in registers on the way, so softmax needs no separate pass for it).
-template <int R>
-inline void scores(const QK& a, int64_t i0, int64_t np, int64_t n, int64_t d, float scale, float* sc, float* rmax) {
-  const float* kt = a.kt;
-  const int64_t ldk = a.ldk;
-  const __m512 vscale = _mm512_set1_ps(scale), neg = _mm512_set1_ps(-1e30f);
-  __m512 mx[R];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) mx[r] = neg;
-  for (int64_t j = 0; j < np; j += 32) {
-    const bool two = j + 16 < np;
-    __m512 a0[R], a1[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
-    for (int64_t e = 0; e < d; ++e) {
-      const __m512 k0 = _mm512_loadu_ps(kt + e * ldk + j);
-      const __m512 k1 = two ? _mm512_loadu_ps(kt + e * ldk + j + 16) : _mm512_setzero_ps();
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m512 qv = _mm512_set1_ps(a.q[(i0 + r) * a.qi + e * a.qe]);
-        a0[r] = _mm512_fmadd_ps(qv, k0, a0[r]);
-        if (two) a1[r] = _mm512_fmadd_ps(qv, k1, a1[r]);
-      }
-    }
-    block_out<R>(a0, a1, two, j, n, np, vscale, sc, mx);
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) rmax[r] = _mm512_reduce_max_ps(mx[r]);
-}
-
-template <int R>
-inline void scores(const QKT& a, int64_t i0, int64_t np, int64_t n, int64_t d, float scale, float* sc, float* rmax) {
-  const int64_t ldk = a.ldk, ldq = a.ldq;
+// rmax[R] (kept in registers on the way, so softmax needs no separate pass for it). ADJ: q transposed (qi = 1, the
+// head tasks' layout), so a block's R query values are adjacent floats read from one pointer at fixed offsets; with
+// the run-time row stride GCC kept a register per row and spilled loop state to the stack (ADJ: 0.95x the time per
+// head).
+template <int R, bool ADJ>
+inline void scores_qk(const QK& a, int64_t i0, int64_t np, int64_t n, int64_t d, float scale, float* sc,
+                      float* rmax) {
+  const int64_t ldk = a.ldk, qe = a.qe, qi = ADJ ? 1 : a.qi;
   const __m512 vscale = _mm512_set1_ps(scale), neg = _mm512_set1_ps(-1e30f);
   __m512 mx[R];
 #pragma GCC unroll 8
@@ -110,23 +75,23 @@ inline void scores(const QKT& a, int64_t i0, int64_t np, int64_t n, int64_t d, f
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
     const float* kp = a.kt + j;
-    const float* qp = a.q + i0;
+    const float* qp = a.q + i0 * qi;
     if (two) {
 #pragma GCC unroll 2
-      for (int64_t e = 0; e < d; ++e, kp += ldk, qp += ldq) {
+      for (int64_t e = 0; e < d; ++e, kp += ldk, qp += qe) {
         const __m512 k0 = _mm512_loadu_ps(kp), k1 = _mm512_loadu_ps(kp + 16);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
-          const __m512 qv = _mm512_set1_ps(qp[r]);
+          const __m512 qv = _mm512_set1_ps(qp[r * qi]);
           a0[r] = _mm512_fmadd_ps(qv, k0, a0[r]);
           a1[r] = _mm512_fmadd_ps(qv, k1, a1[r]);
         }
       }
     } else {
-      for (int64_t e = 0; e < d; ++e, kp += ldk, qp += ldq) {
+      for (int64_t e = 0; e < d; ++e, kp += ldk, qp += qe) {
         const __m512 k0 = _mm512_loadu_ps(kp);
 #pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) a0[r] = _mm512_fmadd_ps(_mm512_set1_ps(qp[r]), k0, a0[r]);
+        for (int r = 0; r < R; ++r) a0[r] = _mm512_fmadd_ps(_mm512_set1_ps(qp[r * qi]), k0, a0[r]);
       }
     }
     block_out<R>(a0, a1, two, j, n, np, vscale, sc, mx);
@@ -135,9 +100,17 @@ inline void scores(const QKT& a, int64_t i0, int64_t np, int64_t n, int64_t d, f
   for (int r = 0; r < R; ++r) rmax[r] = _mm512_reduce_max_ps(mx[r]);
 }
 
+template <int R>
+inline void scores(const QK& a, int64_t i0, int64_t np, int64_t n, int64_t d, float scale, float* sc, float* rmax) {
+  if (a.qi == 1)
+    scores_qk<R, true>(a, i0, np, n, d, scale, sc, rmax);
+  else
+    scores_qk<R, false>(a, i0, np, n, d, scale, sc, rmax);
+}
+
 // In place, for R rows at once: row r <- exp(row r - rmax[r]), inv[r] = 1 / its sum. 16 keys of every row per step,
 // so R exp polynomials and sums run side by side (a row at a time, their latency chains left the pipes idle: one
-// head, n = 128, d = 32, one thread, with the QKT scores: 0.95x the time).
+// head, n = 128, d = 32, one thread, with the ADJ scores: 0.95x the time).
 template <int R>
 inline void softmax_rows(float* sc, int64_t np, const float* rmax, float* inv) {
   __m512 m[R], sum[R];
