@@ -287,9 +287,9 @@ struct SparseCtx {
 // once, into locals (stores through y may alias anything the compiler cannot prove otherwise).
 // nl = 1 when the GEMM has at most 16 tokens (the engine's last layer runs on the CLS rows only: one token per
 // sequence): fp32 GELU then runs on block 0 only; the other blocks hold padding tokens, stored without it.
-inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r, int64_t m0, int nl) {
+// Output 4r + i's 64 tokens go to y0 + i * ldy (elements of the output type): g.y's rows, or a staging buffer.
+inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r, int nl, void* y0, int64_t ldy) {
   const ek_epilogue* ep = g.ep;
-  const int64_t ldy = g.ldy;
   const bool gelu = ep->gelu, out_u8 = ep->out_u8;
   const float inv_out = out_u8 ? 1.0f / ep->out_scale : 0.f;
   const int32_t out_zp = ep->out_zp;
@@ -310,7 +310,7 @@ inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r
         q[gq] = requant_i32(v, inv_out, out_zp);
       }
       const __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]));
-      _mm512_storeu_si512(static_cast<uint8_t*>(g.y) + j * ldy + m0, b);
+      _mm512_storeu_si512(static_cast<uint8_t*>(y0) + i * ldy, b);
     }
     return;
   }
@@ -335,7 +335,7 @@ inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r
 #pragma GCC unroll 4
       for (int L = 0; L < 4; ++L) v[L] = gelu512(v[L]);
     }
-    float* y = static_cast<float*>(g.y) + j * ldy + m0;
+    float* y = static_cast<float*>(y0) + i * ldy;
 #pragma GCC unroll 4
     for (int L = 0; L < 4; ++L) _mm512_storeu_ps(y + 16 * L, v[L]);
   }
@@ -405,7 +405,24 @@ inline void tile_epilogue_rowf32(const Gemm& g, const __m512i (&acc)[4][4], int6
       : [u0] "v"(u0), [u1] "v"(u1), [u2] "v"(u2), [u3] "v"(u3), [w] "r"(wq + 4 * q)                          \
       : "xmm0", "memory")
 
-void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_t m0) {
+// Row-major y through a staging buffer (sparse_task): 4 block-rows (16 outputs x 64 tokens) are written there in
+// their transposed layout, then to y in 16 x 16 register transposes, a token's 16 outputs per store. Always for u8
+// (else the block-row's bytes go out one token at a time from a buffer anyway); for fp32 when the tokens' rows
+// would crowd L1 sets: stored straight from the registers (tile_epilogue_rowf32), the 64 tokens' 16-byte pieces
+// land ldy * 4 bytes apart, and with N = 1536 that is 6 KB, so the 64 rows share 2 of the 64 sets (the sets repeat
+// every 4 KB). M = 128, K = 384, N = 1536, 80%, 2 threads, old and new build in alternating processes (11 pairs,
+// a noisy phase): fp32 rows ~0.9x the time (137-151 -> 135-137 us, medians), u8 rows 0.53-0.92x (146-172 ->
+// 104-116 us); with N = 384 (8 rows a set) fp32 staging was slower (1.00-1.40x), so it is not used there.
+inline bool stage_rows(const Gemm& g) {
+  if (!g.ep || g.y_t) return false;
+  if (g.ep->out_u8) return true;
+  int64_t a = g.ldy * 4, b = 4096;  // rows per set = 64 * gcd(row stride, 4096) / 4096
+  while (b) std::swap(a %= b, b);
+  return 64 * a / 4096 > 8;
+}
+
+// stage (row-major y only): a [4][TM] buffer of the output type that takes the block-row transposed (see sparse_task).
+void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_t m0, void* stage = nullptr) {
   const ek_packed* w = g.w;
   __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00,
           a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
@@ -440,8 +457,14 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
 #undef EK_QUAD_OUT
   const __m512i acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
   if (g.ep && 4 * r + 4 <= w->info.n) {  // full block-row: epilogue from the registers
+    const int nl = g.m <= 16 ? 1 : 4;
     if (g.y_t) {
-      tile_epilogue_t(g, acc, r, m0, g.m <= 16 ? 1 : 4);
+      const int64_t es = g.ep->out_u8 ? 1 : 4;
+      tile_epilogue_t(g, acc, r, nl, static_cast<char*>(g.y) + (4 * r * g.ldy + m0) * es, g.ldy);
+      return;
+    }
+    if (stage) {
+      tile_epilogue_t(g, acc, r, nl, stage, TM);
       return;
     }
     if (!g.ep->out_u8) {
@@ -542,7 +565,36 @@ void sparse_task(int64_t task, void* p) {
   const int64_t chunks = (nb + c.rows_per_task - 1) / c.rows_per_task;
   const int64_t mt = task / chunks, ch = task % chunks;
   const int64_t r0 = ch * c.rows_per_task, r1 = std::min(nb, r0 + c.rows_per_task);
-  for (int64_t r = r0; r < r1; ++r) sparse_tile(*c.g, c.xt, c.mp, r, mt * TM);
+  const Gemm& g = *c.g;
+  const int64_t m0 = mt * TM, n = g.w->info.n;
+  int64_t r = r0;
+  if (stage_rows(g)) {
+    alignas(64) float stage[16][TM];  // as bytes for u8 y
+    uint8_t* stage8 = reinterpret_cast<uint8_t*>(stage);
+    const bool u8 = g.ep->out_u8;
+    const int64_t mend = std::min<int64_t>(TM, g.m - m0), ldy = g.ldy;
+    for (; r + 4 <= r1 && 4 * r + 16 <= n; r += 4) {
+      for (int i = 0; i < 4; ++i) sparse_tile(g, c.xt, c.mp, r + i, m0, u8 ? (void*)(stage8 + 4 * i * TM) : stage[4 * i]);
+      int64_t t = 0;
+      if (u8) {
+        uint8_t* y = static_cast<uint8_t*>(g.y) + m0 * ldy + 4 * r;
+        for (; t + 16 <= mend; t += 16) {
+          __m128i a[16];
+#pragma GCC unroll 16
+          for (int o = 0; o < 16; ++o) a[o] = _mm_load_si128(reinterpret_cast<const __m128i*>(stage8 + o * TM + t));
+          transpose16x16_regs(a, y + t * ldy, ldy);
+        }
+        for (; t < mend; ++t)
+          for (int o = 0; o < 16; ++o) y[t * ldy + o] = stage8[o * TM + t];
+      } else {
+        float* y = static_cast<float*>(g.y) + m0 * ldy + 4 * r;
+        for (; t + 16 <= mend; t += 16) transpose16(stage[0] + t, TM, 16, y + t * ldy, ldy);
+        for (; t < mend; ++t)
+          for (int o = 0; o < 16; ++o) y[t * ldy + o] = stage[o][t];
+      }
+    }
+  }
+  for (; r < r1; ++r) sparse_tile(g, c.xt, c.mp, r, m0);
 }
 
 void sparse(const Gemm& g) {
@@ -560,7 +612,8 @@ void sparse(const Gemm& g) {
   const int64_t mtiles = mp / TM;
   const int nt = num_threads();
   // Enough tasks per thread to balance block-rows of uneven density.
-  const int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (8 * nt));
+  int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (8 * nt));
+  if (stage_rows(g)) rows = (rows + 3) / 4 * 4;  // whole groups of 4 block-rows for the staging
   SparseCtx c{&g, xt, ldxt, mtiles, rows};
   parallel_for(mtiles * ((w->nb + rows - 1) / rows), sparse_task, &c);
 }
