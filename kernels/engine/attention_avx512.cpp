@@ -29,7 +29,7 @@ void ek_attention_head_avx512(const float* q, const float* k, const float* v, in
   // standalone C++ loop; the K transpose went from scalar to 16 x 16 register blocks in the same change).
   for (int64_t j = 0; j < n; ++j)
     for (int64_t e = 0; e < d; e += 16) _mm512_storeu_ps(vc + j * d + e, _mm512_loadu_ps(v + j * ld + e));
-  run_head(QK{q, ld, 1, kt, np}, vc, d, np, n, d, sc, ctx, ldc, nq);
+  run_head(QK{q, ld, 1, kt, np}, VF{vc, d}, np, n, d, sc, ctx, ldc, nq);
 }
 
 // The same on transposed q, k, v: element e of token j at q[e * ldt + j] (the 4x1 kernels' transposed fp32 output;
@@ -42,7 +42,7 @@ void ek_attention_head_avx512_t(const float* q, const float* k, const float* v, 
   float* vc = static_cast<float*>(ek_scratch(4, np * d * sizeof(float)));
   for (int64_t j0 = 0; j0 < np; j0 += 16)
     for (int64_t e0 = 0; e0 < d; e0 += 16) transpose16(v + e0 * ldt + j0, ldt, 16, vc + j0 * d + e0, d);
-  run_head(QK{q, 1, ldt, k, ldt}, vc, d, np, n, d, sc, ctx, ldc, nq);
+  run_head(QK{q, 1, ldt, k, ldt}, VF{vc, d}, np, n, d, sc, ctx, ldc, nq);
 }
 
 // x[r] = LayerNorm(x[r] + res[r]) * w + b for rows r0..r1 (res may be null); h % 16 == 0. Two passes over

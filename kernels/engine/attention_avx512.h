@@ -159,39 +159,57 @@ inline void pv(const float* sc, int64_t np, const float* inv, const float* v, in
       _mm512_storeu_ps(ctx + (i0 + r) * ldc + 16 * c, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inv[r])));
 }
 
-template <int R, int DV, class A>
-void rows(const A& a, const float* v, int64_t ldv, int64_t i0, int64_t np, int64_t n, int64_t d, float scale,
-          float* sc, float* ctx, int64_t ldc) {
+// The values operand V of rows / head / run_head: a VF (fp32 rows, pv above) or, in the VNNI unit, a V8 (int8, with
+// its own softmax_for and pv_rows there, found by argument-dependent lookup when a block is instantiated).
+struct VF {
+  const float* v;
+  int64_t ld;
+};
+
+template <int R>
+inline void softmax_for(const VF&, float* sc, int64_t np, const float* rmax, float* inv) {
+  softmax_rows<R>(sc, np, rmax, inv);
+}
+
+template <int R, int DV>
+inline void pv_rows(const VF& v, const float* sc, int64_t np, const float* inv, int64_t n, float* ctx, int64_t ldc,
+                    int64_t i0) {
+  pv<R, DV>(sc, np, inv, v.v, v.ld, n, ctx, ldc, i0);
+}
+
+template <int R, int DV, class A, class V>
+void rows(const A& a, const V& v, int64_t i0, int64_t np, int64_t n, int64_t d, float scale, float* sc, float* ctx,
+          int64_t ldc) {
   float inv[R], rmax[R];
   scores<R>(a, i0, np, n, d, scale, sc, rmax);
-  softmax_rows<R>(sc, np, rmax, inv);
-  pv<R, DV>(sc, np, inv, v, ldv, n, ctx, ldc, i0);
+  softmax_for<R>(v, sc, np, rmax, inv);
+  pv_rows<R, DV>(v, sc, np, inv, n, ctx, ldc, i0);
 }
 
 // Rows in blocks of RB (8 or fewer when DV is large), then the tail one block size at a time.
-template <int RB, int DV, class A>
-void head(const A& a, const float* v, int64_t ldv, int64_t np, int64_t n, int64_t d, float scale, float* sc,
-          float* ctx, int64_t ldc, int64_t nq) {
+template <int RB, int DV, class A, class V>
+void head(const A& a, const V& v, int64_t np, int64_t n, int64_t d, float scale, float* sc, float* ctx, int64_t ldc,
+          int64_t nq) {
   int64_t i = 0;
-  for (; i + RB <= nq; i += RB) rows<RB, DV>(a, v, ldv, i, np, n, d, scale, sc, ctx, ldc);
-  for (; i + 4 <= nq && RB > 4; i += 4) rows<4, DV>(a, v, ldv, i, np, n, d, scale, sc, ctx, ldc);
-  for (; i < nq; ++i) rows<1, DV>(a, v, ldv, i, np, n, d, scale, sc, ctx, ldc);
+  for (; i + RB <= nq; i += RB) rows<RB, DV>(a, v, i, np, n, d, scale, sc, ctx, ldc);
+  for (; i + 4 <= nq && RB > 4; i += 4) rows<4, DV>(a, v, i, np, n, d, scale, sc, ctx, ldc);
+  for (; i < nq; ++i) rows<1, DV>(a, v, i, np, n, d, scale, sc, ctx, ldc);
 }
 
 // Head sizes 16..128 in steps of 16 (8 query rows per block while the accumulators fit).
-template <class A>
-void run_head(const A& a, const float* v, int64_t ldv, int64_t np, int64_t n, int64_t d, float* sc, float* ctx,
-              int64_t ldc, int64_t nq) {
+template <class A, class V>
+void run_head(const A& a, const V& v, int64_t np, int64_t n, int64_t d, float* sc, float* ctx, int64_t ldc,
+              int64_t nq) {
   const float scale = 1.0f / std::sqrt((float)d);
   switch (d / 16) {
-    case 1: head<8, 1>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 2: head<8, 2>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 3: head<4, 3>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 4: head<4, 4>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 5: head<2, 5>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 6: head<2, 6>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
-    case 7: head<2, 7>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
-    default: head<2, 8>(a, v, ldv, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 1: head<8, 1>(a, v, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 2: head<8, 2>(a, v, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 3: head<4, 3>(a, v, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 4: head<4, 4>(a, v, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 5: head<2, 5>(a, v, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 6: head<2, 6>(a, v, np, n, d, scale, sc, ctx, ldc, nq); break;
+    case 7: head<2, 7>(a, v, np, n, d, scale, sc, ctx, ldc, nq); break;
+    default: head<2, 8>(a, v, np, n, d, scale, sc, ctx, ldc, nq); break;
   }
 }
 

@@ -90,10 +90,6 @@ inline __m512 gelu512(__m512 y) {
   return _mm512_mul_ps(y, p);
 }
 
-// acc += u8 x s8 dot products of 4-byte groups. Inline asm instead of _mm512_dpbusd_epi32: with the
-// intrinsic, GCC 12 copies every accumulator to a scratch register and to the stack around each
-// vpdpbusd (48 extra moves per 24 vpdpbusd in the dense tile); tying acc to the instruction avoids that.
-inline void dpbusd(__m512i& acc, __m512i u8, __m512i s8) { asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8)); }
 
 // Requantise 16 fp32 values to u8: round(v / out_scale) + zp clamped to [0, 255], with the division as a
 // multiply by the reciprocal (may differ from the reference by 1 where v / out_scale is within an ulp of a
