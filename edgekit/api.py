@@ -101,7 +101,8 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     ``baseline``: a second model (typically the dense fp32 original of a compressed MODEL) run on the
     same stock runtimes in the same interleaved rounds, as contenders named ``<runtime>-fp32``, so
     the compressed model's speedup over its original comes from one run. ``precision`` is the
-    OpenVINO hint; ``native_precision`` the native engine's attention precision (fp32 or bf16).
+    OpenVINO hint; ``native_precision`` the native engine's attention precision (fp32, bf16 or int8; None: the
+    runtime's default, int8 for classifiers on AVX-512 VNNI, else fp32).
     Returns the JSON rows (one per runtime x batch x seq) and the printed table."""
     from edgekit import bench as _bench
     from edgekit.runtimes import default_threads, load, load_tokenizer

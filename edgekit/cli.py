@@ -124,8 +124,8 @@ def eval_(model, runtime, data, reference, threads, precision, as_json) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for every runtime (default: physical cores).")
 @click.option("--precision", default=None, help="OpenVINO precision hint: f32 (default) or bf16.")
 @click.option("--native-precision", default=None,
-              help="Native engine attention precision: fp32 (default), bf16 (AVX512_BF16 CPUs) or int8 "
-                   "(Q K^T on AVX-512 VNNI).")
+              help="Native engine attention precision: fp32, bf16 (AVX512_BF16 CPUs) or int8 (Q K^T and P V on "
+                   "AVX-512 VNNI). Default: int8 for classifiers where it runs, else fp32.")
 @click.option("--baseline", default=None, metavar="MODEL",
               help="Also run MODEL (e.g. the fp32 original: minilm-l6-bbc) on the listed stock runtimes, "
                    "as contenders named RUNTIME-fp32, interleaved in the same rounds.")
