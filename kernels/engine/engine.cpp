@@ -228,6 +228,10 @@ struct AttnCtx {
   int64_t qkv_ldx = 0, cn = 0;
   int rc = 0;
   double* qkv_us = nullptr;  // profiling: each head task's q, k, v time (microseconds), one slot per head
+  // With qkv_l: q, k, v go to a buffer of the calling thread (qkv_floats floats, laid out as qkv would be)
+  // instead of qkv, so that head tasks of several chunks can share one parallel region (merged_attn_task).
+  bool qkv_private = false;
+  int64_t qkv_floats = 0;
 };
 
 void attn_one(AttnCtx& c, int64_t b, int64_t hd) {
@@ -299,16 +303,32 @@ void attn_task(int64_t task, void* p) {
   const int64_t hd = task, d = c.d;
   const ek_epilogue ep{l.x_scale, l.x_zp, l.w_scale.data(), l.bias.data(), 0, 0, 1.f, 0};
   const auto t0 = std::chrono::steady_clock::now();
+  AttnCtx lc = c;
+  if (c.qkv_private) {
+    thread_local std::vector<float> buf;  // zeros when grown, finite ever after (read past the last token, masked)
+    if ((int64_t)buf.size() < c.qkv_floats) buf.resize(c.qkv_floats);
+    lc.qkv = buf.data();
+  }
   for (const int64_t part : {c.qo, c.ko, c.vo}) {
     const int64_t n0 = part + hd * d;
-    if (int rc = ek_gemm_u8s8_t_part(l.w.get(), c.qkv_x, c.cn, c.qkv_ldx, &ep, const_cast<float*>(c.qkv), c.ld, 1, 0,
+    if (int rc = ek_gemm_u8s8_t_part(l.w.get(), c.qkv_x, c.cn, c.qkv_ldx, &ep, const_cast<float*>(lc.qkv), c.ld, 1, 0,
                                      ek_padded_m(c.cn) / 64, n0, n0 + d)) {
       c.rc = rc;
       return;
     }
   }
   if (c.qkv_us) c.qkv_us[hd] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-  for (int64_t b = 0; b < c.nseq; ++b) attn_one(c, b, hd);
+  for (int64_t b = 0; b < c.nseq; ++b) attn_one(lc, b, hd);
+}
+
+// The head tasks of several chunks in one parallel region: task = chunk * heads + head.
+struct MergedAttn {
+  AttnCtx* chunks;
+  int64_t heads;
+};
+void merged_attn_task(int64_t task, void* p) {
+  const MergedAttn& m = *static_cast<MergedAttn*>(p);
+  attn_task(task % m.heads, &m.chunks[task / m.heads]);
 }
 
 class Encoder;
@@ -398,6 +418,7 @@ class Encoder {
     return {names.begin(), names.end()};
   }
   std::string attention() const { return attn_bf16_ ? "bf16" : attn_int8_ ? "int8" : "fp32"; }
+  bool merge_chunks = true;  // head tasks of several 64-aligned chunks in one region (forward); False: one per chunk
   bool tile_fusion = true;  // run each layer's steps after attention tile by tile when that applies (run_tile)
   int64_t tile_fused_layers = 0;  // layers of the last run that went through run_tile
 
@@ -622,7 +643,54 @@ class Encoder {
       // QKV projection and attention run chunk by chunk of whole sequences (see chunks_), so the chunk's q, k, v
       // are still in L2 when attention reads them: with the whole batch at once (8 x 128 tokens: 4.7 MB of fp32
       // q, k, v) they came back from L3 and attention took ~30% longer per sequence than at batch 1.
+      // Chunks whose QKV input the previous step quantised for the whole batch (64-aligned chunks) need no step
+      // of their own before attention: their head tasks then run in one parallel region, each task's q, k, v in
+      // its thread's buffer (AttnCtx::qkv_private), where a region per chunk put a barrier after every chunk.
+      const bool qkv_t = qkv_transposed(L);
+      const bool pre = qkv_t && pre_q_ == &L.qkv && pre_q_x_ == x_.data() && pre_q_t_ == T;
+      const bool merged = pre && aligned && chunks_.size() > 1 && merge_chunks;
+      // AVX-512 when d % 16 == 0; otherwise the AVX2 kernels (also on AVX-512 CPUs: head sizes that are a
+      // multiple of 8 but not 16 would else fall to the scalar loop); scalar last.
+      auto chunk_ctx = [&](int64_t b0, int64_t b1, int64_t ldq) {
+        const int64_t c0 = seq_start_[b0];
+        for (int64_t b = b0; b < b1; ++b) chunk_start_[b] = seq_start_[b] - c0;
+        return AttnCtx{qkv_.data(), ldq, qo, ko, vo, ctx_.data() + c0 * H, chunk_start_.data() + b0,
+                       seq_len_.data() + b0, b1 - b0, heads_, d, H,
+                       ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
+                       attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
+                       ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only, qkv_t,
+                       qkv_t && attn_int8_};
+      };
+      if (merged) {
+        t = clock::now();
+        merged_.clear();
+        for (const auto& [b0, b1] : chunks_) {
+          const int64_t c0 = seq_start_[b0], cn = seq_start_[b1 - 1] + seq_len_[b1 - 1] - c0;
+          AttnCtx ac = chunk_ctx(b0, b1, ek_padded_m(cn));
+          ac.qkv_l = &L.qkv;
+          ac.qkv_x = xq() + c0;  // the whole batch's input, quantised by the previous step: this chunk's columns
+          ac.qkv_ldx = t_stride(T);
+          ac.cn = cn;
+          ac.qkv_private = true;
+          ac.qkv_floats = 3 * H * ac.ld + 64;  // + 64: whole 16-key blocks are read past the last token
+          merged_.push_back(ac);
+        }
+        if (prof) {
+          head_us_.assign(merged_.size() * heads_, 0.0);
+          for (size_t ci = 0; ci < merged_.size(); ++ci) merged_[ci].qkv_us = head_us_.data() + ci * heads_;
+        }
+        MergedAttn m{merged_.data(), heads_};
+        ek_parallel_for((int64_t)merged_.size() * heads_, merged_attn_task, &m);
+        for (const auto& ac : merged_) check(ac.rc);
+        if (prof) {
+          double q = 0;
+          for (double v : head_us_) q += v / threads_;
+          (*prof)["qkv"] += q;
+          (*prof)["attention"] += us(t) - q;
+        }
+      }
       for (const auto& [b0, b1] : chunks_) {
+        if (merged) break;
         t = clock::now();
         const int64_t c0 = seq_start_[b0], cn = seq_start_[b1 - 1] + seq_len_[b1 - 1] - c0;
         const float* xc = x_.data() + c0 * H;
@@ -630,11 +698,10 @@ class Encoder {
         // the 4x1 kernel writes whole 64-byte rows then, where row-major output costs it 64 scattered 16-byte
         // stores per block of 4 outputs; attention uses K^T as it is and transposes V per head instead of K.
         // Only the input is quantised here: each attention task computes its own head's q, k, v (attn_task).
-        const bool qkv_t = qkv_transposed(L);
         const int64_t ldq = qkv_t ? ek_padded_m(cn) : ld;
         int64_t head_ldx = 0;
         const uint8_t* head_x = xq();
-        if (qkv_t && pre_q_ == &L.qkv && pre_q_x_ == x_.data() && pre_q_t_ == T && c0 % 64 == 0) {
+        if (pre && c0 % 64 == 0) {
           head_x = xq() + c0;  // the whole batch's input, quantised by the previous step: this chunk's columns
           head_ldx = t_stride(T);
         } else if (qkv_t) {
@@ -650,14 +717,7 @@ class Encoder {
         }
         if (prof) (*prof)["qkv"] += us(t);
         t = clock::now();
-        for (int64_t b = b0; b < b1; ++b) chunk_start_[b - b0] = seq_start_[b] - c0;
-        // AVX-512 when d % 16 == 0; otherwise the AVX2 kernels (also on AVX-512 CPUs: head sizes that are a
-        // multiple of 8 but not 16 would else fall to the scalar loop); scalar last.
-        AttnCtx ac{qkv_.data(), ldq, qo, ko, vo, ctx_.data() + c0 * H, chunk_start_.data(), seq_len_.data() + b0, b1 - b0,
-                   heads_, d, H,
-                   ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
-                   attn_bf16_ && ek_active_isa() >= EK_ISA_AVX512 && d % 16 == 0 && d <= 128,
-                   ek_active_isa() >= EK_ISA_AVX2 && d % 8 == 0 && d <= 128, cls_only, qkv_t, qkv_t && attn_int8_};
+        AttnCtx ac = chunk_ctx(b0, b1, ldq);
         if (qkv_t) {
           ac.qkv_l = &L.qkv;
           ac.qkv_x = head_x;
@@ -829,6 +889,7 @@ class Encoder {
   static constexpr int64_t kChunkTokens = 128;
   std::vector<float> x_, qkv_, ctx_, tmp_, ffn_hidden_;
   std::vector<double> head_us_;  // profiling of the head tasks (AttnCtx::qkv_us)
+  std::vector<AttnCtx> merged_;  // the chunks' contexts of a merged head-task region
   std::vector<uint8_t> xq_, hq_;
   // The u8 activation buffers start on a cache line: a transposed operand's 64-token rows then each fill
   // exactly one line, which the sparse kernels' gathers touch (misaligned, every row spanned two).
@@ -867,6 +928,9 @@ PYBIND11_MODULE(_engine, m) {
       .def_property_readonly("kernels", &Encoder::kernels)
       .def_readwrite("tile_fusion", &Encoder::tile_fusion,
                      "run each layer's steps after attention one 64-token tile per task when that applies "
+                     "(results are identical either way; False is for comparisons)")
+      .def_readwrite("merge_chunks", &Encoder::merge_chunks,
+                     "run the attention head tasks of a batch's 64-aligned chunks in one parallel region "
                      "(results are identical either way; False is for comparisons)")
       .def_readonly("tile_fused_layers", &Encoder::tile_fused_layers, "layers of the last run that ran tile by tile");
   m.def("isa", [] { return std::string(ek_isa_name(ek_active_isa())); });

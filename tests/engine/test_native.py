@@ -111,6 +111,31 @@ def test_tile_by_tile_layers_give_the_same_bits(request, which):
         assert n_tiled == 0
 
 
+@pytest.mark.parametrize("which", ["quick_fe_artifact", "quick_cls_artifact"])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_merged_chunk_region_gives_the_same_bits(request, which, precision):
+    """The head tasks of a batch's 64-aligned chunks run in one parallel region, q, k, v in per-thread buffers
+    (merge_chunks), or one region per chunk: the same values to the bit, for whole and mixed-length batches."""
+    from edgekit import _engine
+
+    art, _ = request.getfixturevalue(which)
+    if precision == "int8" and _engine.isa() != "avx512_vnni":
+        pytest.skip("int8 attention runs on AVX-512 VNNI only")
+    sess = load(art, "native", threads=2, precision=precision)
+    enc = sess._enc
+    for n, seq, cut in ((3, 128, None), (8, 32, None), (6, 64, 40)):
+        f = _feeds(art, n=n, seq=seq)
+        if cut is None:  # _feeds cuts row 1 to 40 tokens; here every row is whole
+            f = {k: v.copy() for k, v in f.items()}
+            f["attention_mask"][1] = 1
+        enc.merge_chunks = True
+        a = sess.run(f)
+        enc.merge_chunks = False
+        b = sess.run(f)
+        enc.merge_chunks = True
+        np.testing.assert_array_equal(a, b, err_msg=f"n={n} seq={seq}")
+
+
 def test_fp32_native_model_matches_torch(tmp_path):
     """A native folder written without quantisation runs on the fp32 kernels."""
     from edgekit.artifact import load_artifact
