@@ -9,7 +9,8 @@ per sequence) on a noisy machine. Never asserts.
     python bench/native_ab.py out/bbc8 out/bbc --seq 128
     python bench/native_ab.py out/bbc --batch 1,8
     python bench/native_ab.py out/bbc --batch 1,8 --whole-gemm         # tile-by-tile layers vs whole GEMMs
-    python bench/native_ab.py out/bbc --batch 1,8 --precision fp32,int8  # fp32 vs int8 Q K^T attention
+    python bench/native_ab.py out/bbc --batch 1,8 --precision fp32,int8  # fp32 vs int8 attention
+    python bench/native_ab.py out/bbc --batch 1,8 --per-chunk           # one head-task region per chunk vs merged
 """
 from __future__ import annotations
 
@@ -31,32 +32,44 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="fp32", help="comma-separated native attention precisions (variants)")
     ap.add_argument("--whole-gemm", action="store_true",
                     help="also each variant with the layers after attention as whole GEMMs (Encoder.tile_fusion off)")
+    ap.add_argument("--per-chunk", action="store_true",
+                    help="also each variant with one attention region per chunk (Encoder.merge_chunks off)")
     a = ap.parse_args(argv)
     from edgekit.runtimes import load
 
     batches = [int(b) for b in a.batch.split(",")]
     precisions = [x.strip() for x in a.precision.split(",") if x.strip()]
-    tiles = [True, False] if a.whole_gemm else [True]
+    # Encoder switches per variant (attribute -> value) and their labels
+    switches = [({}, "")]
+    if a.whole_gemm:
+        switches.append(({"tile_fusion": False}, " whole-GEMM"))
+    if a.per_chunk:
+        switches.append(({"merge_chunks": False}, " per-chunk"))
     rng = np.random.default_rng(0)
-    variants = []  # (label, batch, session, feeds, tile_fusion)
+    variants = []  # (label, batch, session, feeds, switches)
     for p in a.artifacts:
         for pr in precisions:
             sess = load(p, "native", threads=a.threads, precision=pr)
-            for tf in tiles:
-                label = p + ("" if precisions == ["fp32"] else f" {pr}") + ("" if tf else " whole-GEMM")
+            for sw, tag in switches:
+                label = p + ("" if precisions == ["fp32"] else f" {pr}") + tag
                 for b in batches:
                     feeds = {"input_ids": rng.integers(1000, 20000, (b, a.seq)).astype(np.int64),
                              "attention_mask": np.ones((b, a.seq), np.int64),
                              "token_type_ids": np.zeros((b, a.seq), np.int64)}
-                    variants.append((label, b, sess, feeds, tf))
-    for _, _, s, feeds, tf in variants:
-        s._enc.tile_fusion = tf
+                    variants.append((label, b, sess, feeds, sw))
+
+    def apply(s, sw):
+        s._enc.tile_fusion = sw.get("tile_fusion", True)
+        s._enc.merge_chunks = sw.get("merge_chunks", True)
+
+    for _, _, s, feeds, sw in variants:
+        apply(s, sw)
         for _ in range(3):
             s.run(feeds)
     best = [[] for _ in variants]
     for _ in range(a.rounds):
-        for i, (_, b, s, feeds, tf) in enumerate(variants):
-            s._enc.tile_fusion = tf
+        for i, (_, b, s, feeds, sw) in enumerate(variants):
+            apply(s, sw)
             ts = []
             for _ in range(a.runs):
                 t = time.perf_counter()
