@@ -689,8 +689,8 @@ class Encoder {
           (*prof)["attention"] += us(t) - q;
         }
       }
-      for (const auto& [b0, b1] : chunks_) {
-        if (merged) break;
+      for (size_t ci = 0; !merged && ci < chunks_.size(); ++ci) {
+        const auto [b0, b1] = chunks_[ci];
         t = clock::now();
         const int64_t c0 = seq_start_[b0], cn = seq_start_[b1 - 1] + seq_len_[b1 - 1] - c0;
         const float* xc = x_.data() + c0 * H;
