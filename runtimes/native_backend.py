@@ -58,23 +58,18 @@ class NativeRuntime:
         cfg, tensors = read_native(artifact.path("native"))
         if cfg["task"] != artifact.task:
             raise InputError(f"native model task {cfg['task']} differs from the artifact's {artifact.task}")
-        attention = {None: None, "fp32": "fp32", "f32": "fp32", "bf16": "bf16", "int8": "int8"}.get(precision, "?")
-        if attention == "?":
+        hints = {"fp32": "fp32", "f32": "fp32", "bf16": "bf16", "int8": "int8"}
+        if precision is not None and precision not in hints:
             raise InputError(f"unknown native precision hint {precision!r}; allowed: fp32, bf16, int8")
-        if attention == "bf16" and not _engine.has_bf16():
+        if precision == "bf16" and not _engine.has_bf16():
             raise InputError("native precision bf16 needs a CPU with AVX512_BF16")
-        enc = None
-        if attention is None:  # the default: int8 where it applies (see DEFAULT_ATTENTION), fp32 otherwise
-            attention = "fp32"
-            if DEFAULT_ATTENTION.get(artifact.task) == "int8" and _engine.isa() == "avx512_vnni":
-                try:
-                    enc, attention = _engine.Encoder(cfg, tensors, threads, "int8"), "int8"
-                except ValueError:  # not a 4x1 sparse int8 model (or an odd head size): fp32 attention
-                    pass
+        # no hint: the engine's "auto" (int8 where it runs, else fp32) for the tasks DEFAULT_ATTENTION names
+        attention = hints[precision] if precision is not None else ("auto" if DEFAULT_ATTENTION.get(artifact.task) else "fp32")
         try:
-            enc = enc or _engine.Encoder(cfg, tensors, threads, attention)
+            enc = _engine.Encoder(cfg, tensors, threads, attention)
         except ValueError as exc:
             raise EdgekitError(f"native engine could not load {artifact.path('native')}: {exc}") from None
+        attention = enc.attention
         prec = cfg["precision"] + ("-sparse" if cfg["pattern"] == "4x1" else "") + (
             f"+{attention}-attention" if attention != "fp32" else "")
         max_len = min(int(cfg["max_position"]), artifact.manifest.max_sequence_length)

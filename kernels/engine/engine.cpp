@@ -352,8 +352,8 @@ class Encoder {
     } else if (attention == "int8") {
       if (ek_active_isa() != EK_ISA_AVX512_VNNI) bad("attention='int8' needs the AVX-512 VNNI kernel path");
       attn_int8_ = true;
-    } else if (attention != "fp32") {
-      bad("attention must be 'fp32', 'bf16' or 'int8', not '" + attention + "'");
+    } else if (attention != "fp32" && attention != "auto") {
+      bad("attention must be 'fp32', 'bf16', 'int8' or 'auto', not '" + attention + "'");
     }
     threads_ = threads;
     h_ = cfg["hidden"].cast<int64_t>();
@@ -394,7 +394,10 @@ class Encoder {
       layers_.push_back(std::move(L));
     }
     const int64_t hd = h_ / heads_;
-    if (attn_int8_ && !(chain_t_ && layers_[0].fused && layers_[0].qkv.int8 && hd % 16 == 0 && hd <= 128))
+    const bool int8_runs = ek_active_isa() == EK_ISA_AVX512_VNNI && chain_t_ && layers_[0].fused &&
+                           layers_[0].qkv.int8 && hd % 16 == 0 && hd <= 128;
+    if (attention == "auto") attn_int8_ = int8_runs;  // int8 where it runs, else fp32 (see the attention property)
+    if (attn_int8_ && !int8_runs)
       bad("attention='int8' runs on the transposed q, k, v of a 4x1 sparse int8 model with a head size that is a "
           "multiple of 16 (up to 128)");
     if (cls_) {
