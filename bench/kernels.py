@@ -98,6 +98,8 @@ def time_interleaved(fns: dict, min_s: float, rounds: int) -> dict[str, list[flo
     for _ in range(rounds):
         for name, fn in fns.items():
             ts = []
+            for _ in range(3):  # untimed: the previous contender's threads go quiet, this one's data comes into cache
+                fn()
             for _ in range(per[name]):
                 t = time.perf_counter()
                 fn()

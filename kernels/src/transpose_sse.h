@@ -83,18 +83,25 @@ inline void transpose_span(int64_t task, int64_t m, int64_t mp, int64_t k, uint8
   }
 }
 
-// XT[k][mp] = X[m][k] transposed, tokens m..mp-1 zero.
+// Row stride for an XT the kernels build themselves: mp plus one cache line when mp is an even number of lines.
+// The 4x1 kernels gather one 64-byte line per kept column per 64-token tile; at a stride of 2^j lines those lines
+// fall into 1/2^j of L1's 64 sets (mp = 128: half of them, 24 KB of a 48 KB L1 for K = 384), so a tile's rows
+// evict each other. (The native engine's transposed buffers use the same rule.)
+inline int64_t xt_stride(int64_t mp) { return (mp / 64) % 2 == 0 ? mp + 64 : mp; }
+
+// XT[k][ldxt] = X[m][k] transposed, tokens m..mp-1 zero (ldxt >= mp).
 struct TransposeCtx {
   const uint8_t* x;
   int64_t ldx, m, k, mp;
   uint8_t* xt;
+  int64_t ldxt;
   int64_t tasks() const { return transpose_tasks(mp, k); }
 };
 
 inline void transpose_task(int64_t task, void* p) {
   const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
   transpose_span(
-      task, c.m, c.mp, c.k, c.xt, c.mp,
+      task, c.m, c.mp, c.k, c.xt, c.ldxt,
       [&](int64_t i, int64_t col) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.x + i * c.ldx + col)); },
       [&](int64_t i, int64_t col) { return c.x[i * c.ldx + col]; });
 }

@@ -316,12 +316,12 @@ void dense_rows(const Gemm& g, const int16_t* x16, int64_t ldx16, int64_t m0, in
 struct DenseCtx {
   const Gemm* g;
   const int16_t* x16;
-  int64_t ldx16, mtile, npanels, panel_blocks;
+  int64_t ldx16, mtile, npanels, panel_blocks, mtiles;
 };
 
 void dense_task(int64_t task, void* p) {
   const DenseCtx& c = *static_cast<DenseCtx*>(p);
-  const int64_t panel = task % c.npanels, mt = task / c.npanels;
+  const int64_t mt = task % c.mtiles, panel = task / c.mtiles;  // panel-major, as the VNNI dense_task
   const int64_t m0 = mt * c.mtile, m1 = std::min(c.g->m, m0 + c.mtile);
   const int64_t jb0 = panel * c.panel_blocks, jb1 = std::min(c.g->w->n8, jb0 + c.panel_blocks);
   for (int64_t j8 = jb0; j8 < jb1; j8 += kNB) {
@@ -363,8 +363,8 @@ void dense(const Gemm& g) {
   DenseCtx c{&g, x16, ldx16, 0, 0, 8};
   c.npanels = (w->n8 + c.panel_blocks - 1) / c.panel_blocks;
   c.mtile = std::max<int64_t>(kMR, std::min<int64_t>(48, (g.m + kMR - 1) / kMR * kMR));
-  const int64_t mtiles = (g.m + c.mtile - 1) / c.mtile;
-  parallel_for(mtiles * c.npanels, dense_task, &c);
+  c.mtiles = (g.m + c.mtile - 1) / c.mtile;
+  parallel_for(c.mtiles * c.npanels, dense_task, &c);
 }
 
 // ---------------------------------------------------------------- sparse 4x1
@@ -511,11 +511,11 @@ void sparse(const Gemm& g) {
   const uint8_t* xt = g.x;
   int64_t ldxt = g.ldx;
   if (!g.x_t) {
-    uint8_t* xt_buf = static_cast<uint8_t*>(scratch(1, k * mp));
-    TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt_buf};
+    ldxt = xt_stride(mp);
+    uint8_t* xt_buf = static_cast<uint8_t*>(scratch(1, k * ldxt));
+    TransposeCtx tc{g.x, g.ldx, g.m, k, mp, xt_buf, ldxt};
     parallel_for(tc.tasks(), transpose_task, &tc);
     xt = xt_buf;
-    ldxt = mp;
   }
   const int64_t mtiles = mp / TM;
   const int nt = num_threads();
@@ -615,12 +615,12 @@ void dense7_tile6(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int6
 struct Dense7Ctx {
   const Gemm* g;
   const uint8_t* x;
-  int64_t ldx, mtile, npanels, panel_blocks;
+  int64_t ldx, mtile, npanels, panel_blocks, mtiles;
 };
 
 void dense7_task(int64_t task, void* p) {
   const Dense7Ctx& c = *static_cast<Dense7Ctx*>(p);
-  const int64_t panel = task % c.npanels, mt = task / c.npanels;
+  const int64_t mt = task % c.mtiles, panel = task / c.mtiles;  // panel-major, as the VNNI dense_task
   const int64_t m0 = mt * c.mtile, m1 = std::min(c.g->m, m0 + c.mtile);
   const int64_t jb0 = panel * c.panel_blocks, jb1 = std::min(c.g->w->n16, jb0 + c.panel_blocks);
   for (int64_t j16 = jb0; j16 < jb1; ++j16) {
@@ -660,8 +660,8 @@ void dense7(const Gemm& g) {
   Dense7Ctx c{&g, x, ldx, 0, 0, 4};  // panels of 64 outputs, row tiles of up to 48 (as the 8-bit kernel)
   c.npanels = (w->n16 + c.panel_blocks - 1) / c.panel_blocks;
   c.mtile = std::max<int64_t>(6, std::min<int64_t>(48, (g.m + 5) / 6 * 6));
-  const int64_t mtiles = (g.m + c.mtile - 1) / c.mtile;
-  parallel_for(mtiles * c.npanels, dense7_task, &c);
+  c.mtiles = (g.m + c.mtile - 1) / c.mtile;
+  parallel_for(c.mtiles * c.npanels, dense7_task, &c);
 }
 
 // 16 tokens of XT rows c0..c3 as two ymm of (x[t,c0], x[t,c1], x[t,c2], x[t,c3]) bytes per 32-bit lane:
