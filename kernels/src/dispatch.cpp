@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "internal.h"
+#include "transpose_sse.h"
 
 namespace {
 thread_local std::string g_error;
@@ -223,6 +225,16 @@ void ek_set_num_threads(int n) { pool().resize(n); }
 int ek_get_num_threads(void) { return pool().size(); }
 void ek_parallel_for(int64_t n, void (*fn)(int64_t, void*), void* ctx) { pool().run(n, fn, ctx); }
 
+// The 4x1 VNNI kernel addresses XT rows with 32-bit byte offsets (column x row stride): a transposed X, given or
+// built from X, must stay below 2 GiB.
+static int check_xt(const ek_packed* w, int64_t m, int64_t ldxt, const char* fn) {
+  if (w->info.pattern != EK_BLOCK_4X1) return EK_OK;
+  if (ldxt < 0) ldxt = ek::xt_stride(ek_padded_m(m));
+  if (w->info.k * ldxt > INT32_MAX)
+    return ek::fail(EK_EINVAL, std::string(fn) + ": x too large for the 4x1 kernels (k x padded m must be < 2^31)");
+  return EK_OK;
+}
+
 static int run_u8s8(const ek::Gemm& g) {
   switch (ek_active_isa()) {
     case EK_ISA_AVX512_VNNI: ek::vnni::gemm_u8s8(g); break;
@@ -240,6 +252,7 @@ int ek_gemm_u8s8(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx, c
     return ek::fail(EK_EINVAL, "gemm_u8s8: bad pointers or strides");
   if (ep->out_u8 && !(ep->out_scale > 0.f)) return ek::fail(EK_EINVAL, "gemm_u8s8: out_scale must be positive");
   if (m == 0) return EK_OK;
+  if (int rc = check_xt(w, m, -1, "gemm_u8s8")) return rc;
   ek::Gemm g{w, x, m, ldx, ep, y, ldy, ep->x_zp, nullptr};
   return run_u8s8(g);
 }
@@ -255,6 +268,7 @@ int ek_gemm_u8s8_t(const ek_packed* w, const uint8_t* x, int64_t m, int64_t ldx,
   if (y_t ? ldy < mp : ldy < n) return ek::fail(EK_EINVAL, "gemm_u8s8_t: y stride too small for its layout");
   if (ep->out_u8 && !(ep->out_scale > 0.f)) return ek::fail(EK_EINVAL, "gemm_u8s8_t: out_scale must be positive");
   if (m == 0) return EK_OK;
+  if (int rc = check_xt(w, m, x_t ? ldx : -1, "gemm_u8s8_t")) return rc;
   ek::Gemm g{w, x, m, ldx, ep, y, ldy, ep->x_zp, nullptr};
   const ek_isa isa = ek_active_isa();
   if ((isa == EK_ISA_AVX512_VNNI || isa == EK_ISA_AVX2) && w->info.pattern == EK_BLOCK_4X1) {
@@ -290,6 +304,7 @@ int ek_gemm_u8s8_acc(const ek_packed* w, const uint8_t* x, int64_t m, int32_t x_
   if (int rc = check_common(w, EK_W_S8)) return rc;
   if (!x || !acc || m < 0) return ek::fail(EK_EINVAL, "gemm_u8s8_acc: bad pointers");
   if (m == 0) return EK_OK;
+  if (int rc = check_xt(w, m, -1, "gemm_u8s8_acc")) return rc;
   ek::Gemm g{w, x, m, w->info.k, nullptr, nullptr, 0, x_zp, acc};
   return run_u8s8(g);
 }
@@ -331,6 +346,7 @@ int ek_gemm_u8s8_t_part(const ek_packed* w, const uint8_t* xt, int64_t m, int64_
   if (ep->out_u8 && !(ep->out_scale > 0.f)) return ek::fail(EK_EINVAL, "gemm_u8s8_t_part: out_scale must be positive");
   if (ek_active_isa() != EK_ISA_AVX512_VNNI || w->info.pattern != EK_BLOCK_4X1)
     return ek::fail(EK_EUNSUPPORTED, "gemm_u8s8_t_part: 4x1 sparse weights on the AVX-512 VNNI path only");
+  if (int rc = check_xt(w, m, ldxt, "gemm_u8s8_t_part")) return rc;
   ek::Gemm g{w, xt, m, ldxt, ep, y, ldy, ep->x_zp, nullptr};
   g.x_t = true;
   g.y_t = y_t != 0;

@@ -428,21 +428,23 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
   const int32_t* cols = w->quad_cols.data();
   const int32_t* wq = reinterpret_cast<const int32_t*>(w->quad_w.data());
   const uint8_t* x0 = xt + m0;
-  // The quads' XT row offsets (column x stride, in bytes) for this call's stride, kChunk quads at a time, 8 per
-  // vpmuludq: multiplied inside the loop, 4 imul per quad sat on the address path of the loads (standalone copy of
-  // the loop, one thread, K = 384, 80%, XT in L1: 6.1 -> 5.1 ns per quad; K = 1536: 9.1 -> 7.5).
+  // The quads' XT row offsets (column x stride, in bytes; below 2^31, checked at the entry) for this call's stride,
+  // kChunk quads at a time, 16 per vpmulld: multiplied inside the loop, 4 imul per quad sat on the address path of
+  // the loads (standalone copy of the loop, one thread, K = 384, 80%, XT in L1: 6.1 -> 5.1 ns per quad).
   constexpr int64_t kChunk = 64;
-  alignas(64) int64_t offs[4 * kChunk];
-  const __m512i stride = _mm512_set1_epi64(mp);
+  alignas(64) int32_t offs[4 * kChunk];
+  const __m512i stride = _mm512_set1_epi32((int32_t)mp);
   for (int64_t qc = q0; qc < q1; qc += kChunk) {
-    const int64_t qe = std::min(q1, qc + kChunk);
-    for (int64_t i = 0; i < 4 * (qe - qc); i += 8) {
-      const __mmask8 mk = 4 * (qe - qc) - i >= 8 ? (__mmask8)0xff : (__mmask8)((1u << (4 * (qe - qc) - i)) - 1);
-      const __m512i c = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(mk, cols + 4 * qc + i));
-      _mm512_store_si512(offs + i, _mm512_mul_epu32(c, stride));
+    const int64_t qe = std::min(q1, qc + kChunk), nc = 4 * (qe - qc);
+    int64_t i = 0;
+    for (; i + 16 <= nc; i += 16)
+      _mm512_store_si512(offs + i, _mm512_mullo_epi32(_mm512_loadu_si512(cols + 4 * qc + i), stride));
+    if (i < nc) {
+      const __mmask16 mk = (__mmask16)((1u << (nc - i)) - 1);
+      _mm512_store_si512(offs + i, _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mk, cols + 4 * qc + i), stride));
     }
     for (int64_t q = qc; q < qe; ++q) {
-      const int64_t* c = offs + 4 * (q - qc);
+      const int32_t* c = offs + 4 * (q - qc);
       // u_gq holds tokens 4gq + 0..3 of each 16-token block (the lane permutation the epilogues undo)
       __m512i u0, u1, u2, u3;
       asm("vmovdqu64 (%[x0], %[o0]), %[u0]\n\t"
@@ -458,7 +460,8 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
           "vpunpcklwd %%zmm3, %%zmm1, %[u2]\n\t"  // u2 = lo16(t1, t3)
           "vpunpckhwd %%zmm3, %%zmm1, %[u3]"       // u3 = hi16(t1, t3)
           : [u0] "=&v"(u0), [u1] "=&v"(u1), [u2] "=&v"(u2), [u3] "=&v"(u3)
-          : [x0] "r"(x0), [o0] "r"(c[0]), [o1] "r"(c[1]), [o2] "r"(c[2]), [o3] "r"(c[3])
+          : [x0] "r"(x0), [o0] "r"((int64_t)c[0]), [o1] "r"((int64_t)c[1]), [o2] "r"((int64_t)c[2]),
+            [o3] "r"((int64_t)c[3])
           : "xmm0", "xmm1", "xmm2", "xmm3", "memory");
       EK_QUAD_OUTS(0, 1);
       EK_QUAD_OUTS(2, 3);
