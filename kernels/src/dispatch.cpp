@@ -93,7 +93,6 @@ class Pool {
     std::lock_guard<std::mutex> serial(run_mu_);  // one job at a time
     fn_ = fn;
     ctx_ = ctx;
-    n_ = n;
     for (int t = 0; t < nthreads_; ++t) {
       ranges_[t].next.store(n * t / nthreads_, std::memory_order_relaxed);
       ranges_[t].end = n * (t + 1) / nthreads_;
@@ -156,7 +155,6 @@ class Pool {
   std::condition_variable cv_;
   void (*fn_)(int64_t, void*) = nullptr;
   void* ctx_ = nullptr;
-  int64_t n_ = 0;
   struct alignas(64) Range {  // one cache line each: the counters are hot in different cores
     std::atomic<int64_t> next{0};
     int64_t end = 0;

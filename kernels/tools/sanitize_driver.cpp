@@ -1,5 +1,6 @@
 // ASan + UBSan check of the kernels through the C ABI: every ISA path vs the reference path on edge
 // and random shapes (int32 accumulators bit-exact), plus the fused epilogue and fp32 GEMMs.
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -16,7 +17,29 @@ static void check(bool ok, const char* what, long m, long k, long n, int isa) {
   }
 }
 
+// The pool runs every task index exactly once, for any number of tasks against threads (each thread's own range
+// first, then the others').
+static void check_pool() {
+  const int before = ek_get_num_threads();
+  for (int threads : {1, 2, 3, 5}) {
+    ek_set_num_threads(threads);
+    for (long n : {0L, 1L, 2L, 3L, 4L, 7L, 100L, 1001L}) {
+      for (int rep = 0; rep < 20; ++rep) {
+        std::vector<std::atomic<int>> hits(n);
+        for (auto& h : hits) h.store(0);
+        ek_parallel_for(n, [](int64_t i, void* c) { (*static_cast<std::vector<std::atomic<int>>*>(c))[i]++; }, &hits);
+        bool once = true;
+        for (auto& h : hits) once = once && h.load() == 1;
+        check(once, "parallel_for runs each task once", n, threads, rep, 0);
+        ++extra_checks;
+      }
+    }
+  }
+  ek_set_num_threads(before);
+}
+
 int main() {
+  check_pool();
   std::mt19937 rng(7);
   const int best = ek_best_isa();
   const long shapes[][3] = {{1, 1, 1}, {1, 3, 4}, {2, 4, 5}, {6, 16, 16}, {7, 17, 15}, {65, 65, 67}, {130, 100, 20}};
