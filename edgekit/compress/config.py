@@ -72,6 +72,10 @@ class PruneConfig(_Stage):
                                                             "states are held in memory (1,024 x 128 tokens x 384: "
                                                             "~1.4 GB for a 6-layer MiniLM)")
     layerwise_lr: float = Field(1e-3, gt=0.0)
+    kind_sparsity: dict[str, float] | None = Field(
+        None, description="scope per-layer, unstructured / block patterns: final sparsity of some Linear kinds (q, k, "
+                          "v, o, ffn_in, ffn_out) in every layer; the kinds left out share what remains of "
+                          "`sparsity` over all encoder Linears")
 
     @field_validator("head_sparsity")
     @classmethod
@@ -95,6 +99,25 @@ class PruneConfig(_Stage):
     def _layerwise_needs_oneshot(cls, v, info: ValidationInfo):
         if v and not info.data.get("oneshot"):
             raise ValueError("applies after one-shot pruning only; set oneshot: true")
+        return v
+
+    @field_validator("kind_sparsity")
+    @classmethod
+    def _kinds_known(cls, v, info: ValidationInfo):
+        if v is None:
+            return v
+        if info.data.get("pattern") in STRUCTURED:
+            raise ValueError(f"applies to patterns 4x1, 4x4, unstructured and 2:4, not {info.data.get('pattern')!r}")
+        if info.data.get("scope") != "per-layer":
+            raise ValueError(f"applies with scope 'per-layer' only (scope is {info.data.get('scope')!r})")
+        bad = sorted(set(v) - set(LINEAR_KINDS))
+        if bad:
+            raise ValueError(f"unknown kind(s) {', '.join(map(repr, bad))}; allowed: {', '.join(LINEAR_KINDS)}")
+        if set(v) == set(LINEAR_KINDS):
+            raise ValueError("lists every kind; leave at least one out to take the rest of `sparsity`")
+        for kind, sp in v.items():
+            if not 0.0 <= sp < 1.0:
+                raise ValueError(f"{kind}: {sp} is not in [0, 1)")
         return v
 
     @field_validator("scope")

@@ -225,6 +225,8 @@ def run_prune(run: Run, cfg: PruneConfig) -> dict:
             allocation = allocate(linears, cfg.sparsity, cfg.target_speedup, bits)
         elif cfg.scope == "global":
             allocation = _global_allocation(linears, cfg.sparsity, cfg.pattern, heads, cfg.head_sparsity)
+        elif cfg.kind_sparsity:
+            allocation = _kind_allocation(linears, cfg.sparsity, cfg.kind_sparsity)
         run.pruner = Pruner(linears, cfg.pattern, cfg.criterion, allocation, heads, cfg.head_sparsity)
     except ValueError as exc:
         raise InputError(f"prune.pattern {cfg.pattern!r} does not fit this model: {exc}") from None
@@ -309,6 +311,20 @@ def _layerwise(run: Run, cfg: PruneConfig, linears, masks) -> dict:
                                     progress=lambda _msg: bar.update(1))
     return {"samples": n, "steps": steps, "final_loss": [round(x, 4) for x in losses],
             "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _kind_allocation(linears, sparsity: float, kinds: dict[str, float]) -> dict[str, float]:
+    """Per-layer sparsities with the kinds in ``kinds`` fixed in every layer and the others sharing one value
+    chosen so that the zeros over all encoder Linears come to ``sparsity``."""
+    size = {n: m.weight.numel() for n, m in linears.items()}
+    kind = {n: n.rsplit(".", 1)[1] for n in linears}
+    fixed = sum(kinds[kind[n]] * size[n] for n in linears if kind[n] in kinds)
+    free = sum(size[n] for n in linears if kind[n] not in kinds)
+    rest = (sparsity * sum(size.values()) - fixed) / free
+    if not 0.0 <= rest < 1.0:
+        raise InputError(f"prune.kind_sparsity {kinds} leaves {rest:.3f} for the other kinds to reach sparsity "
+                         f"{sparsity}; it must be in [0, 1): lower or raise the listed values")
+    return {n: kinds.get(kind[n], rest) for n in linears}
 
 
 def _global_allocation(linears, sparsity: float, pattern: str, heads: int | None = None,

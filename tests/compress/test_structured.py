@@ -38,6 +38,12 @@ def _cos(a, b):
     ({"type": "prune", "pattern": "head", "head_sparsity": 0.3}, "prune.head_sparsity: applies to pattern 'head\\+neuron'"),
     ({"type": "prune", "pattern": "neuron", "scope": "hardware-aware"}, "prune.scope: 'hardware-aware' does not apply"),
     ({"type": "distill", "student_layers": [2, 0]}, "distill.student_layers: must be sorted and without repeats"),
+    ({"type": "prune", "kind_sparsity": {"qk": 0.9}}, "prune.kind_sparsity: unknown kind\\(s\\) 'qk'; allowed: q, k, v"),
+    ({"type": "prune", "kind_sparsity": {"q": 1.0}}, "prune.kind_sparsity: q: 1.0 is not in \\[0, 1\\)"),
+    ({"type": "prune", "scope": "global", "kind_sparsity": {"q": 0.9}}, "prune.kind_sparsity: applies with scope 'per-layer'"),
+    ({"type": "prune", "pattern": "neuron", "kind_sparsity": {"q": 0.9}}, "prune.kind_sparsity: applies to patterns 4x1"),
+    ({"type": "prune", "kind_sparsity": dict.fromkeys(["q", "k", "v", "o", "ffn_in", "ffn_out"], 0.8)},
+     "prune.kind_sparsity: lists every kind"),
     ({"type": "distill", "student_layers": [1, 1]}, "distill.student_layers: must be sorted and without repeats"),
     ({"type": "distill", "student_layers": []}, "distill.student_layers: must list at least one"),
     ({"type": "distill", "student_layers": [-1, 0]}, "distill.student_layers: layer indices start at 0"),
@@ -143,6 +149,25 @@ def test_global_structured_allocation_one_threshold_across_layers():
     p = Pruner(lin, "neuron", allocation=alloc, heads=4)
     p.update(1.0, 0.5)
     assert p.kept()["neurons"]["kept"] == [128, 4]  # capped: a layer keeps at least one block of 4 neurons
+
+
+def test_kind_allocation_fixes_the_listed_kinds_and_meets_the_total():
+    from edgekit.compress.pipeline import _kind_allocation
+    from edgekit.compress.prune import Pruner, total_sparsity
+
+    model, _ = _tiny()
+    lin = encoder_linears(model)
+    alloc = _kind_allocation(lin, 0.8, {"q": 0.95, "k": 0.95})
+    assert all(alloc[n] == 0.95 for n in lin if n.endswith((".q", ".k")))
+    rest = {alloc[n] for n in lin if not n.endswith((".q", ".k"))}
+    assert len(rest) == 1 and 0.7 < rest.pop() < 0.8  # the others give up the q, k surplus
+    p = Pruner(lin, "4x1", allocation=alloc)
+    p.update(1.0, 0.8)
+    p.apply()
+    assert total_sparsity(lin) == pytest.approx(0.8, abs=0.01)
+    assert float((lin["layers.0.q"].weight == 0).float().mean()) == pytest.approx(0.95, abs=0.01)
+    with pytest.raises(InputError, match="prune.kind_sparsity .* leaves 1.600 for the other kinds .* must be in \\[0, 1\\)"):
+        _kind_allocation(lin, 0.8, {"q": 0.0, "k": 0.0, "v": 0.0, "o": 0.0})  # FFN alone cannot reach 80%
 
 
 def _remove_head(attn_self, attn_out, head: int, heads: int):
