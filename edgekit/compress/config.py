@@ -43,6 +43,12 @@ class _Stage(BaseModel):
     version: int = 1
 
 
+def _weight_pattern_only(info: ValidationInfo) -> None:
+    """For prune options that work on individual weights or blocks, not on whole heads / neurons."""
+    if info.data.get("pattern") in STRUCTURED:
+        raise ValueError(f"applies to patterns 4x1, 4x4, unstructured and 2:4, not {info.data.get('pattern')!r}")
+
+
 class PruneConfig(_Stage):
     """Gradual pruning of every encoder Linear (q, k, v, attention out, FFN in, FFN out), or of whole
     attention heads / FFN neurons (structured patterns)."""
@@ -88,8 +94,8 @@ class PruneConfig(_Stage):
     @classmethod
     def _oneshot_fits(cls, v, info: ValidationInfo):
         # the one-shot scores are per weight (summed over a 4x1 block); heads / neurons and movement have none
-        if v and info.data.get("pattern") in STRUCTURED:
-            raise ValueError(f"applies to patterns 4x1, 4x4, unstructured and 2:4, not {info.data.get('pattern')!r}")
+        if v:
+            _weight_pattern_only(info)
         if v and info.data.get("criterion") == "movement":
             raise ValueError("uses its own criterion (|W| x input RMS); set criterion: magnitude")
         return v
@@ -106,8 +112,7 @@ class PruneConfig(_Stage):
     def _kinds_known(cls, v, info: ValidationInfo):
         if v is None:
             return v
-        if info.data.get("pattern") in STRUCTURED:
-            raise ValueError(f"applies to patterns 4x1, 4x4, unstructured and 2:4, not {info.data.get('pattern')!r}")
+        _weight_pattern_only(info)
         if info.data.get("scope") != "per-layer":
             raise ValueError(f"applies with scope 'per-layer' only (scope is {info.data.get('scope')!r})")
         bad = sorted(set(v) - set(LINEAR_KINDS))

@@ -30,7 +30,10 @@ static void check_pool() {
         ek_parallel_for(n, [](int64_t i, void* c) { (*static_cast<std::vector<std::atomic<int>>*>(c))[i]++; }, &hits);
         bool once = true;
         for (auto& h : hits) once = once && h.load() == 1;
-        check(once, "parallel_for runs each task once", n, threads, rep, 0);
+        if (!once) {
+          std::printf("FAIL parallel_for ran a task other than once: %ld tasks, %d threads\n", n, threads);
+          ++failures;
+        }
         ++extra_checks;
       }
     }
