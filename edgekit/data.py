@@ -122,3 +122,26 @@ def tokenize(tokenizer, texts, max_length: int = 128, pad_to_max: bool = True) -
     )
     feeds = {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
     return feeds
+
+
+def tokenize_windows(tokenizer, texts, max_length: int = 128, windows: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Up to ``windows`` consecutive ``max_length``-token windows of each text (each with its own [CLS] and
+    [SEP], no overlap), as extra training rows. Returns (feeds, source) where ``source[r]`` is the text row r
+    came from. Rows are window-major: the first ``len(texts)`` rows are the texts' first windows in order
+    (the same rows :func:`tokenize` gives), then the second windows of the texts that have one, and so on.
+    """
+    if windows == 1:
+        return tokenize(tokenizer, texts, max_length), np.arange(len(texts))
+    enc = tokenizer(list(texts), max_length=max_length, truncation=True, padding="max_length",
+                    return_overflowing_tokens=True, stride=0, return_tensors="np")
+    source = np.asarray(enc["overflow_to_sample_mapping"])
+    nth = np.zeros(len(source), dtype=np.int64)  # which window of its text each row is
+    for r in range(1, len(source)):
+        nth[r] = nth[r - 1] + 1 if source[r] == source[r - 1] else 0
+    keep = np.flatnonzero(nth < windows)
+    keep = keep[np.lexsort((source[keep], nth[keep]))]  # window-major, then text order
+    # a last window can be a handful of tokens; keep it (attention masks make it a short text)
+    feeds = {"input_ids": enc["input_ids"][keep].astype(np.int64),
+             "attention_mask": enc["attention_mask"][keep].astype(np.int64)}
+    return feeds, source[keep]
+

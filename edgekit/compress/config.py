@@ -225,6 +225,9 @@ class Recipe(BaseModel):
     version: int = 1
     batch: int = Field(16, ge=1)
     max_length: int = Field(128, ge=8, le=512)
+    # training rows per text: its first ``train_windows`` consecutive max_length-token windows (1 = the
+    # first window only, which is what evaluation sees; BBC articles hold ~4 windows of 128 tokens)
+    train_windows: int = Field(1, ge=1, le=64)
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
     stages: list[Stage]

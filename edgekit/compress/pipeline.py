@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from edgekit.data import calibration_texts, load_dataset, tokenize
+from edgekit.data import calibration_texts, load_dataset, tokenize, tokenize_windows
 from edgekit.errors import InputError
 
 from . import distributed as D
@@ -41,9 +41,9 @@ class Run:
         self.recipe, self.teacher, self.student, self.tok, self.task = recipe, teacher, student, tok, task
         self.data, self.max_steps, self.ckpt, self.progress = data, max_steps, ckpt, progress
         train = load_dataset(data, "train")
-        feeds = tokenize(tok, train.texts, max_length=recipe.max_length)
+        feeds, source = tokenize_windows(tok, train.texts, recipe.max_length, recipe.train_windows)
         self.ids, self.mask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
-        self.labels = torch.tensor(train.labels)
+        self.labels = torch.tensor(train.labels)[torch.from_numpy(source)]  # a window keeps its article's label
         self.gen = torch.Generator().manual_seed(recipe.seed)
         self.order: list[int] = []
         self.global_step = 0

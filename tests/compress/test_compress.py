@@ -19,6 +19,7 @@ from edgekit.errors import InputError
     ({"stages": [{"type": "prune", "sparsity": 1.5}]}, "sparsity"),
     ({"stages": [{"type": "quantize"}, {"type": "prune"}]}, "quantize stage must be last"),
     ({"stages": [{"type": "prune", "bogus": 1}]}, "bogus: unknown field"),
+    ({"train_windows": 0, "stages": []}, "train_windows: Input should be greater than or equal to 1"),
 ])
 def test_recipe_errors_name_the_field(data, match):
     with pytest.raises(InputError, match=match):
