@@ -62,6 +62,30 @@ std::vector<T> take(const py::dict& t, const std::string& name, std::vector<int6
   return std::vector<T>(c.data(), c.data() + n);
 }
 
+// A growable byte buffer from ek_alloc_buffer (2 MB pages when large: the 4x1 kernels gather a line per kept
+// column from rows a stride apart, and with 4 KB pages those gathers miss the TLB at K = 1,536). Grows only;
+// contents are zero after growing and kept otherwise, as std::vector's resize would leave them here.
+class ByteBuffer {
+ public:
+  ByteBuffer() = default;
+  ByteBuffer(const ByteBuffer&) = delete;
+  ByteBuffer& operator=(const ByteBuffer&) = delete;
+  ~ByteBuffer() { ek_free_buffer(p_); }
+  void resize(size_t n) {
+    if (n <= cap_) return;
+    void* q = ek_alloc_buffer(n);
+    if (!q) throw std::bad_alloc();
+    ek_free_buffer(p_);
+    p_ = static_cast<uint8_t*>(q);
+    cap_ = n;
+  }
+  uint8_t* data() { return p_; }
+
+ private:
+  uint8_t* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
 struct Linear {
   bool int8 = false;
   std::shared_ptr<ek_packed> w;
@@ -596,8 +620,8 @@ class Encoder {
     tmp_.resize(T * std::max(H, inter_));
     int64_t tp = t_stride(T);  // row stride of the transposed u8 buffers
     quant_t_ = chain_t_ && (ek_active_isa() == EK_ISA_AVX512_VNNI || ek_active_isa() == EK_ISA_AVX2);
-    xq_.resize(std::max(T * std::max(H, inter_), tp * H) + 64);  // + 64: see xq()
-    hq_.resize(tp * inter_ + 64);
+    xq_.resize(std::max(T * std::max(H, inter_), tp * H));
+    hq_.resize(tp * inter_);
     tile_fused_layers = 0;
 
     auto t = clock::now();
@@ -893,13 +917,10 @@ class Encoder {
   std::vector<float> x_, qkv_, ctx_, tmp_, ffn_hidden_;
   std::vector<double> head_us_;  // profiling of the head tasks (AttnCtx::qkv_us)
   std::vector<AttnCtx> merged_;  // the chunks' contexts of a merged head-task region
-  std::vector<uint8_t> xq_, hq_;
-  // The u8 activation buffers start on a cache line: a transposed operand's 64-token rows then each fill
-  // exactly one line, which the sparse kernels' gathers touch (misaligned, every row spanned two).
-  static uint8_t* align64(std::vector<uint8_t>& v) {
-    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(v.data()) + 63) & ~uintptr_t(63));
-  }
-  uint8_t* xq() { return align64(xq_); }
+  // The u8 activation buffers start on a cache line (ek_alloc_buffer): a transposed operand's 64-token rows then
+  // each fill exactly one line, which the sparse kernels' gathers touch (misaligned, every row spanned two).
+  ByteBuffer xq_, hq_;
+  uint8_t* xq() { return xq_.data(); }
   // Row stride of the transposed u8 operands ([k][stride], tokens along a row): T padded to 64 tokens, plus one
   // more cache line when that is an even number of lines. The sparse kernels gather one 64-byte line per kept
   // column per 64-token tile; at a stride of 2^j lines those lines fall into 1/2^j of the cache sets (at batch
@@ -908,7 +929,7 @@ class Encoder {
     const int64_t tp = ek_padded_m(T);
     return (tp / 64) % 2 == 0 ? tp + 64 : tp;
   }
-  uint8_t* hq() { return align64(hq_); }
+  uint8_t* hq() { return hq_.data(); }
 };
 void tile_task(int64_t tile, void* p) {
   TileCtx& c = *static_cast<TileCtx*>(p);

@@ -1,5 +1,6 @@
 // CPU feature detection (cpuid + xgetbv, once), the ISA selector, the thread pool and the C ABI.
 #include <cpuid.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -192,12 +194,24 @@ int fail(int code, const std::string& msg) {
 }
 void parallel_for(int64_t n, void (*fn)(int64_t, void*), void* ctx) { pool().run(n, fn, ctx); }
 int num_threads() { return pool().size(); }
+// Per-thread buffers from ek_alloc_buffer (64-byte aligned, so that transposed operands' 64-token rows fill whole
+// cache lines; huge pages when large: the 4x1 kernels' gathers).
 void* scratch(int slot, size_t bytes) {
-  static thread_local std::vector<unsigned char> bufs[8];
-  std::vector<unsigned char>& b = bufs[slot & 7];
-  if (b.size() < bytes + 64) b.resize(bytes + 64);
-  // 64-byte aligned, so that transposed operands' 64-token rows fill whole cache lines
-  return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(b.data()) + 63) & ~uintptr_t(63));
+  struct Buf {
+    void* p = nullptr;
+    size_t size = 0;
+    ~Buf() { ek_free_buffer(p); }
+  };
+  static thread_local Buf bufs[8];
+  Buf& b = bufs[slot & 7];
+  if (b.size < bytes + 64) {
+    ek_free_buffer(b.p);
+    b.size = 0;
+    b.p = ek_alloc_buffer(bytes + 64);
+    if (!b.p) throw std::bad_alloc();
+    b.size = bytes + 64;
+  }
+  return b.p;
 }
 }  // namespace ek
 
@@ -391,6 +405,20 @@ int ek_quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float sc
 }
 
 void* ek_scratch(int slot, size_t bytes) { return ek::scratch(slot, bytes); }
+
+void* ek_alloc_buffer(size_t bytes) {
+  constexpr size_t kHuge = size_t(2) << 20, kLarge = size_t(64) << 10;
+  const bool large = bytes >= kLarge;
+  const size_t size = large ? (bytes + kHuge - 1) / kHuge * kHuge : std::max<size_t>(bytes, 64);
+  void* p = nullptr;
+  if (posix_memalign(&p, large ? kHuge : 64, size) != 0) return nullptr;
+#ifdef MADV_HUGEPAGE
+  if (large) madvise(p, size, MADV_HUGEPAGE);  // advice only: without THP the buffer simply has 4 KB pages
+#endif
+  std::memset(p, 0, size);
+  return p;
+}
+void ek_free_buffer(void* p) { free(p); }
 
 double ek_peak_macs(double seconds) {
   switch (ek_active_isa()) {

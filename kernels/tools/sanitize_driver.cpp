@@ -2,7 +2,9 @@
 // and random shapes (int32 accumulators bit-exact), plus the fused epilogue and fp32 GEMMs.
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -41,8 +43,27 @@ static void check_pool() {
   ek_set_num_threads(before);
 }
 
+// ek_alloc_buffer: zeroed, 64-byte aligned, 2 MB aligned from 64 KB up, whole buffer writable (ASan sees any
+// overrun), NULL only when memory runs out.
+static void check_buffers() {
+  for (size_t bytes : {size_t(0), size_t(1), size_t(100), size_t(65535), size_t(65536), size_t(300000), size_t(5) << 20}) {
+    auto* p = static_cast<unsigned char*>(ek_alloc_buffer(bytes));
+    bool ok = p != nullptr && reinterpret_cast<uintptr_t>(p) % (bytes >= 65536 ? (2u << 20) : 64u) == 0;
+    for (size_t i = 0; ok && i < bytes; ++i) ok = p[i] == 0;
+    if (ok && bytes) std::memset(p, 0xab, bytes);
+    ek_free_buffer(p);
+    if (!ok) {
+      std::printf("FAIL ek_alloc_buffer(%zu): null, misaligned or not zeroed\n", bytes);
+      ++failures;
+    }
+    ++extra_checks;
+  }
+  ek_free_buffer(nullptr);
+}
+
 int main() {
   check_pool();
+  check_buffers();
   std::mt19937 rng(7);
   const int best = ek_best_isa();
   const long shapes[][3] = {{1, 1, 1}, {1, 3, 4}, {2, 4, 5}, {6, 16, 16}, {7, 17, 15}, {65, 65, 67}, {130, 100, 20}};

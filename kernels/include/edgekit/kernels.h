@@ -113,6 +113,12 @@ double ek_peak_macs(double seconds);
 /* Per-thread scratch memory (64-byte slack, contents unspecified once grown) for code compiled with ISA flags,
  * which must not instantiate std containers (see kernels/src/internal.h). Slots 2..7 are free for callers. */
 void* ek_scratch(int slot, size_t bytes);
+/* Memory for activation buffers, 64-byte aligned; from 64 KB up it is also 2 MB aligned, rounded up to 2 MB and
+ * (Linux) advised for transparent huge pages: the 4x1 kernels gather one 64-byte line per kept column from a
+ * transposed operand whose rows lie a stride apart, i.e. a different 4 KB page per column, and with 4 KB pages
+ * those gathers miss the TLB once K is large. Contents are zero. NULL when out of memory; free with ek_free_buffer. */
+void* ek_alloc_buffer(size_t bytes);
+void ek_free_buffer(void* p);
 
 #ifdef __cplusplus
 }
