@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Build xt_pages.cpp against the kernels at release flags and run it on the FFN shapes, 1 and 2 threads: the 4x1
+# kernel reading its transposed X from 4 KB pages vs ek_alloc_buffer's 2 MB pages, interleaved in one process.
+# Needs an AVX-512 VNNI CPU and transparent huge pages in "madvise" or "always" mode. Usage: kernels/tools/xt_pages.sh
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+out="${TMPDIR:-/tmp}/edgekit-xt-pages"
+mkdir -p "$out"
+f=(-std=c++17 -O3 -fno-math-errno -fopenmp-simd -I"$here/include" -I"$here/src")
+objs=()
+c() { g++ "${f[@]}" "${@:2}" -c "$here/src/$1" -o "$out/${1%.*}.o"; objs+=("$out/${1%.*}.o"); }
+c dispatch.cpp
+c pack.cpp
+c ref.cpp
+c u8s8_gemm__avx2.cpp -mavx2 -mfma -mf16c
+c u8s8_gemm__avx2int8.cpp -mavx2 -mfma -ffp-contract=off
+c u8s8_gemm__avx512.cpp -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma
+c u8s8_gemm__avx512vnni.cpp -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma
+g++ "${f[@]}" "$here/tools/xt_pages.cpp" "${objs[@]}" -lpthread -o "$out/xt_pages"
+echo "transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown)"
+for threads in 1 2; do
+  echo "== $threads thread(s)"
+  for shape in "1536 384" "384 1536"; do "$out/xt_pages" $shape $threads; done
+done
