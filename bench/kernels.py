@@ -9,8 +9,16 @@ really ran is read from the compiled model and reported). The peak is measured i
 active path's multiply loop (vpdpbusd on AVX-512 VNNI; on AVX2 vpmaddubsw + vpmaddwd + vpaddd, exact with
 7-bit weights). On AVX2 edgekit runs twice per shape by default: with full-range s8 weights (exact vpmaddwd
 kernels) and with 7-bit weights in [-64, 64] (vpmaddubsw kernels, what `weight_bits: 7` recipes produce); the
-stock runtimes get the full-range weights (their speed does not depend on the values). Writes JSON lines
-(CONTRACT.md fields), a Markdown table and a speedup plot. Never asserts.
+stock runtimes get the full-range weights (their speed does not depend on the values).
+
+Two layouts of edgekit's GEMMs, each with its own dense baseline (`x dense` compares within a layout):
+- `plain`: what a caller of `gemm_u8s8` gets: X [M,K] in, fp32 Y [M,N] out (the 4x1 kernel transposes X into
+  its own buffer on every call and writes fp32 rows through register transposes);
+- `engine`: what the native engine runs: the 4x1 kernel reads X already transposed ([K, padded M] at the
+  engine's stride, in `buffer_u8` memory) and writes u8 transposed ([N, padded M]), i.e. requantised for the
+  next layer; its dense baseline is the dense kernel with u8 output, its natural form.
+ONNX Runtime and OpenVINO run their own layouts in both comparisons. Writes JSON lines (CONTRACT.md fields, plus
+`layout`), a Markdown table and a speedup plot. Never asserts.
 
     python bench/kernels.py --quick --json out/kernels.jsonl --md out/kernels.md --plot out/kernels.png
 """
@@ -147,6 +155,10 @@ def main(argv=None) -> int:
             ws = np.full(n, 1e-2, np.float32)
             fns, meta = {}, {}
             kernels = {}
+            mp = K.padded_m(m)
+            xt = K.buffer_u8(k, mp + 64 if (mp // 64) % 2 == 0 else mp)  # the engine's stride: an odd number of lines
+            xt[:, :m] = x.T
+            u8 = dict(out_u8=True, out_scale=0.1, out_zp=128)
             for b in wbits:
                 wb = w if b == 8 else (w.astype(np.int16) // 2).astype(np.int8)  # [-64, 63]
                 for s in sps:
@@ -154,40 +166,45 @@ def main(argv=None) -> int:
                     p = K.pack_s8(ww, "dense" if s == 0 else "4x1")
                     kernels[(b, s)] = p.info.get("kernel", "")
                     fns[("edgekit", b, s)] = (lambda p=p: K.gemm_u8s8(p, x, 0.02, 3, ws))
+                    fns[("edgekit-engine", b, s)] = (
+                        (lambda p=p: K.gemm_u8s8(p, x, 0.02, 3, ws, **u8)) if s == 0 else
+                        (lambda p=p: K.gemm_u8s8_t(p, xt, m, True, True, 0.02, 3, ws, **u8)))
             ort_fn, _ = ort_runner(w, x, threads)
             ov_fn, ov_prec = ov_runner(w, x, threads)
             fns[("onnxruntime", 0.0)], fns[("openvino", 0.0)] = ort_fn, ov_fn
             res = time_interleaved(fns, a.min_time, a.rounds)
             ortr, ovr = np.asarray(res[("onnxruntime", 0.0)]), np.asarray(res[("openvino", 0.0)])
-            for b in wbits:
-                dense = np.asarray(res[("edgekit", b, 0.0)])
-                for s in sps:
-                    mine = np.asarray(res[("edgekit", b, s)])
-                    t = float(np.median(mine))
-                    macs = m * k * n
-                    rows.append({
-                        "op": "dense" if s == 0 else "sparse", "dtype": "int8", "M": m, "K": k, "N": n, "sparsity": s,
-                        "pattern": "dense" if s == 0 else "4x1", "threads": threads, "isa": isa, "time_us": t,
-                        "weight_bits": b, "kernel": kernels[(b, s)],
-                        "gops_effective": 2 * macs * (1 - s) / t / 1e3, "gops_dense_equiv": 2 * macs / t / 1e3,
-                        "peak_fraction": (macs * (1 - s) / (t * 1e-6)) / peak if peak else None,
-                        "speedup_vs_dense": float(np.median(dense / mine)),
-                        "speedup_vs_onnxruntime": float(np.median(ortr / mine)),
-                        "speedup_vs_openvino": float(np.median(ovr / mine)),
-                        "onnxruntime_time_us": float(np.median(ortr)), "openvino_time_us": float(np.median(ovr)),
-                        "openvino_precision": ov_prec, "peak_gmacs": peak / 1e9, "rounds": a.rounds,
-                    })
-                    r = rows[-1]
-                    print(f"M={m} K={k} N={n} w{b} s={s:.1f}: {t:8.1f} us  {r['gops_effective']:6.1f} GOPS eff  "
-                          f"peak {100 * (r['peak_fraction'] or 0):4.0f}%  x{r['speedup_vs_dense']:.2f} dense  "
-                          f"x{r['speedup_vs_onnxruntime']:.2f} ORT  x{r['speedup_vs_openvino']:.2f} OV({ov_prec})",
-                          file=sys.stderr)
+            for b, layout, s in ((b, layout, s) for layout in ("plain", "engine") for b in wbits for s in sps):
+                key = "edgekit" if layout == "plain" else "edgekit-engine"
+                dense = np.asarray(res[(key, b, 0.0)])
+                mine = np.asarray(res[(key, b, s)])
+                t = float(np.median(mine))
+                macs = m * k * n
+                rows.append({
+                    "op": "dense" if s == 0 else "sparse", "dtype": "int8", "layout": layout,
+                    "M": m, "K": k, "N": n, "sparsity": s,
+                    "pattern": "dense" if s == 0 else "4x1", "threads": threads, "isa": isa, "time_us": t,
+                    "weight_bits": b, "kernel": kernels[(b, s)],
+                    "gops_effective": 2 * macs * (1 - s) / t / 1e3, "gops_dense_equiv": 2 * macs / t / 1e3,
+                    "peak_fraction": (macs * (1 - s) / (t * 1e-6)) / peak if peak else None,
+                    "speedup_vs_dense": float(np.median(dense / mine)),
+                    "speedup_vs_onnxruntime": float(np.median(ortr / mine)),
+                    "speedup_vs_openvino": float(np.median(ovr / mine)),
+                    "onnxruntime_time_us": float(np.median(ortr)), "openvino_time_us": float(np.median(ovr)),
+                    "openvino_precision": ov_prec, "peak_gmacs": peak / 1e9, "rounds": a.rounds,
+                })
+                r = rows[-1]
+                print(f"{layout:6s} M={m} K={k} N={n} w{b} s={s:.1f}: {t:8.1f} us  {r['gops_effective']:6.1f} GOPS eff  "
+                      f"peak {100 * (r['peak_fraction'] or 0):4.0f}%  x{r['speedup_vs_dense']:.2f} dense  "
+                      f"x{r['speedup_vs_onnxruntime']:.2f} ORT  x{r['speedup_vs_openvino']:.2f} OV({ov_prec})",
+                      file=sys.stderr)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
     if a.md:
-        head = "| M | K | N | weights | sparsity | time us | GOPS eff | % peak | x dense | x ORT int8 | x OpenVINO int8 |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
-        body = "".join(f"| {r['M']} | {r['K']} | {r['N']} | s{r['weight_bits']} | {r['sparsity']:.1f} | {r['time_us']:.1f} | "
+        head = ("| layout | M | K | N | weights | sparsity | time us | GOPS eff | % peak | x dense | x ORT int8 | "
+                "x OpenVINO int8 |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+        body = "".join(f"| {r['layout']} | {r['M']} | {r['K']} | {r['N']} | s{r['weight_bits']} | {r['sparsity']:.1f} | {r['time_us']:.1f} | "
                        f"{r['gops_effective']:.1f} | {100 * (r['peak_fraction'] or 0):.0f}% | {r['speedup_vs_dense']:.2f} | "
                        f"{r['speedup_vs_onnxruntime']:.2f} | {r['speedup_vs_openvino']:.2f} |\n" for r in rows)
         a.md.parent.mkdir(parents=True, exist_ok=True)
@@ -199,9 +216,9 @@ def main(argv=None) -> int:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4))
-        for key in sorted({(r["M"], r["K"], r["N"], r["weight_bits"]) for r in rows}):
-            pts = [r for r in rows if (r["M"], r["K"], r["N"], r["weight_bits"]) == key]
-            lab = f"M{key[0]} K{key[1]} N{key[2]} s{key[3]}"
+        for key in sorted({(r["M"], r["K"], r["N"], r["weight_bits"], r["layout"]) for r in rows}):
+            pts = [r for r in rows if (r["M"], r["K"], r["N"], r["weight_bits"], r["layout"]) == key]
+            lab = f"M{key[0]} K{key[1]} N{key[2]} s{key[3]} {key[4]}"
             ax.plot([p["sparsity"] for p in pts], [p["speedup_vs_openvino"] for p in pts], "o-", label=f"{lab} vs OpenVINO")
             ax.plot([p["sparsity"] for p in pts], [p["speedup_vs_onnxruntime"] for p in pts], "x--", label=f"{lab} vs ORT")
         ax.axhline(1, color="grey", lw=0.8)

@@ -17,6 +17,7 @@ from typing import Iterator
 from edgekit._kernels import (  # noqa: F401  (re-exported API)
     PACK_VERSION,
     PackedWeight,
+    buffer_u8,
     cpu_info,
     gemm_f32,
     gemm_u8s8,

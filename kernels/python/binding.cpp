@@ -203,7 +203,7 @@ PYBIND11_MODULE(_kernels, m) {
         ek_epilogue ep{x_scale, x_zp, ws.data(), bias.is_none() ? nullptr : b.data(), gelu, out_u8, out_scale, out_zp};
         const int64_t rows = y_transposed ? i.n : m_, cols = y_transposed ? mp : i.n;
         py::array out = out_u8 ? (py::array)arr<uint8_t>({rows, cols}) : (py::array)arr<float>({rows, cols});
-        std::memset(out.mutable_data(), 0, out.nbytes());
+        if (tile >= 0 || (y_transposed && m_ < mp)) std::memset(out.mutable_data(), 0, out.nbytes());  // unwritten parts
         int rc;
         {
           py::gil_scoped_release nogil;
@@ -222,6 +222,19 @@ PYBIND11_MODULE(_kernels, m) {
       "tile >= 0: only the 64 tokens of that tile and outputs n0..n1 (default all; ek_gemm_u8s8_t_part, x "
       "transposed, 4x1 on AVX-512 VNNI), the rest of the output left zero.");
   m.def("padded_m", &ek_padded_m, py::arg("m"));
+
+  m.def(
+      "buffer_u8",
+      [](int64_t rows, int64_t cols) {
+        if (rows < 0 || cols < 0) bad("buffer_u8: rows and cols must be >= 0");
+        void* p = ek_alloc_buffer((size_t)(rows * cols));
+        if (!p) throw std::bad_alloc();
+        py::capsule owner(p, [](void* q) { ek_free_buffer(q); });
+        return py::array_t<uint8_t>({rows, cols}, {cols, (int64_t)1}, static_cast<uint8_t*>(p), owner);
+      },
+      py::arg("rows"), py::arg("cols"),
+      "A zeroed uint8 [rows, cols] array in kernel-allocated memory (ek_alloc_buffer: 2 MB pages from 64 KB up), "
+      "e.g. for the x_transposed operand of gemm_u8s8_t, whose 4x1 gathers miss the TLB on 4 KB pages at large k.");
 
   m.def(
       "gemm_u8s8_acc",

@@ -407,3 +407,23 @@ def test_peak_macs_measures_the_active_path():
                 assert peak > 1e9, (isa, peak)  # any x86 core of the last decade does > 1 G int8 MAC/s
             else:
                 assert peak == 0.0, (isa, peak)
+
+
+@pytest.mark.parametrize("k", [40, 1536])
+def test_buffer_u8_is_zeroed_aligned_and_feeds_the_transposed_gemm(isa, k):
+    """buffer_u8: kernel memory (2 MB aligned from 64 KB up) that works as gemm_u8s8_t's transposed x, here with a
+    stride of an odd number of cache lines as the engine uses."""
+    m, n = 128, 64
+    mp = K.padded_m(m)
+    buf = K.buffer_u8(k, mp + 64)
+    assert buf.shape == (k, mp + 64) and buf.dtype == np.uint8 and not buf.any()
+    align = 2 << 20 if buf.nbytes >= 64 << 10 else 64
+    assert buf.ctypes.data % align == 0
+    w = prune_4x1(rand_w((n, k), 8), 0.8)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    buf[:, :m] = x.T
+    p = K.pack_s8(w, "4x1")
+    kw = dict(x_scale=0.02, x_zp=7, w_scale=np.full(n, 0.01, np.float32), out_u8=True, out_scale=0.05, out_zp=20)
+    np.testing.assert_array_equal(K.gemm_u8s8_t(p, buf, m, True, False, **kw), K.gemm_u8s8(p, x, **kw))
+    with pytest.raises(ValueError, match="rows and cols must be >= 0"):
+        K.buffer_u8(-1, 4)
