@@ -67,8 +67,10 @@ inline void transpose_span(int64_t task, int64_t m, int64_t mp, int64_t k, uint8
   const int64_t kchunks = (k + kTransposeCols - 1) / kTransposeCols;
   const int64_t mbeg = task / kchunks * 64, mend = std::min(mp, mbeg + 64);
   const int64_t kbeg = task % kchunks * kTransposeCols, kend = std::min(k, kbeg + kTransposeCols);
-  for (int64_t m0 = mbeg; m0 < mend; m0 += 16) {
-    for (int64_t k0 = kbeg; k0 < kend; k0 += 16) {
+  // Columns outer, tokens inner: the 4 transposes of a 16-column strip fill their 16 XT lines (64 tokens) one
+  // after the other, so each line is complete while it is in L1, and the 16 row addresses stay in registers.
+  for (int64_t k0 = kbeg; k0 < kend; k0 += 16) {
+    for (int64_t m0 = mbeg; m0 < mend; m0 += 16) {
       const int64_t k1 = std::min(kend, k0 + 16);
       if (k1 - k0 == 16) {
         __m128i a[16];
