@@ -120,6 +120,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="M=128 on (384,1536) and (1536,384) at sparsity 0/0.8/0.9")
     ap.add_argument("--smoke", action="store_true", help="tiny run for tests")
+    ap.add_argument("--m", default=None, help="comma list of M (tokens) instead of the preset's")
+    ap.add_argument("--sparsity", default=None, help="comma list of 4x1 sparsities instead of the preset's (0 = dense)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds per contender per shape")
     ap.add_argument("--rounds", type=int, default=10)
@@ -140,6 +142,15 @@ def main(argv=None) -> int:
         ms, kns, sps = [128], [(384, 1536), (1536, 384)], [0.0, 0.8, 0.9]
     else:
         ms, kns, sps = MS, SHAPES_KN, SPARSITIES
+    try:
+        if a.m:
+            ms = [int(v) for v in a.m.split(",")]
+        if a.sparsity:
+            sps = sorted({0.0} | {float(v) for v in a.sparsity.split(",")})  # dense is every ratio's baseline
+    except ValueError:
+        ap.error("--m and --sparsity take comma-separated numbers")
+    if not all(v >= 1 for v in ms) or not all(0 <= v < 1 for v in sps):
+        ap.error("--m values must be >= 1 and --sparsity values in [0, 1)")
     wbits = [int(b) for b in (a.weight_bits or ("8,7" if isa == "avx2" else "8")).split(",")]
     if not set(wbits) <= {7, 8}:
         ap.error(f"--weight-bits: {a.weight_bits!r}; allowed: 8, 7 or 8,7")
