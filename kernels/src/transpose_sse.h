@@ -11,31 +11,49 @@ namespace ek {
 // Internal linkage on purpose: TUs built with different target flags each keep their own copy (an inline
 // function with external linkage could be merged with a copy compiled for a wider ISA).
 namespace {
-// 16x16 byte transpose of registers: dst[c][r] = a[r][c], in four unpack stages (8, 16, 32, 64 bits).
-inline void transpose16x16_regs(__m128i* a, uint8_t* dst, int64_t lddst) {
-  __m128i b[16];
+// The first three stages of a 16 x 16 byte transpose in registers (unpacks of 8, 16 and 32 bits), for any vector
+// type whose unpacks work within 128-bit lanes (every lane is transposed on its own): U supplies the unpacks of
+// that type. a[r] holds row r; afterwards the unpack of 64 bits of b[i] and b[8 + i] gives, low half then high
+// half, columns 2i and 2i + 1 (the last stage, done by the callers where they store). a is clobbered.
+template <class U, class V>
+inline void transpose16x16_stages(V* a, V* b) {
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
-    b[2 * i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
-    b[2 * i + 1] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
+    b[2 * i] = U::lo8(a[2 * i], a[2 * i + 1]);
+    b[2 * i + 1] = U::hi8(a[2 * i], a[2 * i + 1]);
   }
 #pragma GCC unroll 4
   for (int q = 0; q < 4; ++q) {  // groups of 4 rows: (b0,b2) (b1,b3) within each
     const int o = 4 * q;
-    a[o] = _mm_unpacklo_epi16(b[o], b[o + 2]);
-    a[o + 1] = _mm_unpackhi_epi16(b[o], b[o + 2]);
-    a[o + 2] = _mm_unpacklo_epi16(b[o + 1], b[o + 3]);
-    a[o + 3] = _mm_unpackhi_epi16(b[o + 1], b[o + 3]);
+    a[o] = U::lo16(b[o], b[o + 2]);
+    a[o + 1] = U::hi16(b[o], b[o + 2]);
+    a[o + 2] = U::lo16(b[o + 1], b[o + 3]);
+    a[o + 3] = U::hi16(b[o + 1], b[o + 3]);
   }
 #pragma GCC unroll 2
   for (int h = 0; h < 2; ++h) {  // groups of 8 rows: pair q with q+4
     const int o = 8 * h;
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
-      b[o + 2 * i] = _mm_unpacklo_epi32(a[o + i], a[o + 4 + i]);
-      b[o + 2 * i + 1] = _mm_unpackhi_epi32(a[o + i], a[o + 4 + i]);
+      b[o + 2 * i] = U::lo32(a[o + i], a[o + 4 + i]);
+      b[o + 2 * i + 1] = U::hi32(a[o + i], a[o + 4 + i]);
     }
   }
+}
+
+struct SseUnpack {
+  static __m128i lo8(__m128i a, __m128i b) { return _mm_unpacklo_epi8(a, b); }
+  static __m128i hi8(__m128i a, __m128i b) { return _mm_unpackhi_epi8(a, b); }
+  static __m128i lo16(__m128i a, __m128i b) { return _mm_unpacklo_epi16(a, b); }
+  static __m128i hi16(__m128i a, __m128i b) { return _mm_unpackhi_epi16(a, b); }
+  static __m128i lo32(__m128i a, __m128i b) { return _mm_unpacklo_epi32(a, b); }
+  static __m128i hi32(__m128i a, __m128i b) { return _mm_unpackhi_epi32(a, b); }
+};
+
+// 16x16 byte transpose of registers: dst[c][r] = a[r][c].
+inline void transpose16x16_regs(__m128i* a, uint8_t* dst, int64_t lddst) {
+  __m128i b[16];
+  transpose16x16_stages<SseUnpack>(a, b);
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + (2 * i) * lddst), _mm_unpacklo_epi64(b[i], b[8 + i]));

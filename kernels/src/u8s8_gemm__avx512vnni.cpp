@@ -619,6 +619,15 @@ void sparse_task(int64_t task, void* p) {
 // a column's 64 tokens in one register, stored as one cache line of XT. Tiles with padding tokens and column
 // tails go through transpose_task. (The SSE transposes wrote each XT line in four 16-byte pieces, with the 16
 // row addresses spilled to the stack: ~30% of a plain 4x1 call at K = 1,536, N = 384, 80%.)
+struct ZmmUnpack {  // the unpacks of transpose16x16_stages on 512-bit registers (four 128-bit lanes side by side)
+  static __m512i lo8(__m512i a, __m512i b) { return _mm512_unpacklo_epi8(a, b); }
+  static __m512i hi8(__m512i a, __m512i b) { return _mm512_unpackhi_epi8(a, b); }
+  static __m512i lo16(__m512i a, __m512i b) { return _mm512_unpacklo_epi16(a, b); }
+  static __m512i hi16(__m512i a, __m512i b) { return _mm512_unpackhi_epi16(a, b); }
+  static __m512i lo32(__m512i a, __m512i b) { return _mm512_unpacklo_epi32(a, b); }
+  static __m512i hi32(__m512i a, __m512i b) { return _mm512_unpackhi_epi32(a, b); }
+};
+
 void transpose_task_512(int64_t task, void* p) {
   const TransposeCtx& c = *static_cast<TransposeCtx*>(p);
   const int64_t kchunks = (c.k + kTransposeCols - 1) / kTransposeCols;
@@ -639,28 +648,7 @@ void transpose_task_512(int64_t task, void* p) {
       v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 32 * ldx)), 2);
       a[i] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r + 48 * ldx)), 3);
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) {
-      b[2 * i] = _mm512_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
-      b[2 * i + 1] = _mm512_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
-    }
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) {
-      const int o = 4 * q;
-      a[o] = _mm512_unpacklo_epi16(b[o], b[o + 2]);
-      a[o + 1] = _mm512_unpackhi_epi16(b[o], b[o + 2]);
-      a[o + 2] = _mm512_unpacklo_epi16(b[o + 1], b[o + 3]);
-      a[o + 3] = _mm512_unpackhi_epi16(b[o + 1], b[o + 3]);
-    }
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
-      const int o = 8 * h;
-#pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) {
-        b[o + 2 * i] = _mm512_unpacklo_epi32(a[o + i], a[o + 4 + i]);
-        b[o + 2 * i + 1] = _mm512_unpackhi_epi32(a[o + i], a[o + 4 + i]);
-      }
-    }
+    transpose16x16_stages<ZmmUnpack>(a, b);
     uint8_t* y = c.xt + k0 * c.ldxt + m0;
 #pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) {

@@ -6,16 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 out="${TMPDIR:-/tmp}/edgekit-xt-pages"
 mkdir -p "$out"
-f=(-std=c++17 -O3 -fno-math-errno -fopenmp-simd -I"$here/include" -I"$here/src")
-objs=()
-c() { g++ "${f[@]}" "${@:2}" -c "$here/src/$1" -o "$out/${1%.*}.o"; objs+=("$out/${1%.*}.o"); }
-c dispatch.cpp
-c pack.cpp
-c ref.cpp
-c u8s8_gemm__avx2.cpp -mavx2 -mfma -mf16c
-c u8s8_gemm__avx2int8.cpp -mavx2 -mfma -ffp-contract=off
-c u8s8_gemm__avx512.cpp -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma
-c u8s8_gemm__avx512vnni.cpp -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma
+. "$here/tools/release_objs.sh"
 g++ "${f[@]}" "$here/tools/xt_pages.cpp" "${objs[@]}" -lpthread -o "$out/xt_pages"
 echo "transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown)"
 for threads in 1 2; do
