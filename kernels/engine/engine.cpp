@@ -63,8 +63,8 @@ std::vector<T> take(const py::dict& t, const std::string& name, std::vector<int6
 }
 
 // A growable byte buffer from ek_alloc_buffer (2 MB pages when large: the 4x1 kernels gather a line per kept
-// column from rows a stride apart, and with 4 KB pages those gathers miss the TLB at K = 1,536). Grows only;
-// contents are zero after growing and kept otherwise, as std::vector's resize would leave them here.
+// column from rows a stride apart, and with 4 KB pages those gathers miss the TLB at K = 1,536). Grows only; all
+// zero after growing (old contents are dropped: each forward writes what it reads), unchanged otherwise.
 class ByteBuffer {
  public:
   ByteBuffer() = default;
