@@ -30,7 +30,11 @@ def test_builtin_recipes_load_and_unknown_is_clear(tmp_path):
     r = load_recipe()
     assert r.name == "fast-distilbert" and r.stage("prune").sparsity == 0.8 and r.stage("prune").pattern == "4x1"
     assert load_recipe("quick").stage("quantize").qat_steps == 2
-    with pytest.raises(InputError, match="unknown recipe 'nope'; built-in: fast-distilbert, quick, structured"):
+    fe = load_recipe("feature-extraction")  # the best-measured feature-extraction recipe (README)
+    assert fe.train_windows == 4 and fe.stage("distill").embedding_weight == 4.0
+    assert fe.stage("prune").kind_sparsity == {"q": 0.95, "k": 0.95, "v": 0.85, "o": 0.85}
+    with pytest.raises(InputError, match="unknown recipe 'nope'; built-in: fast-distilbert, feature-extraction, quick, "
+                                         "structured"):
         load_recipe("nope")
     bad = tmp_path / "r.yaml"
     bad.write_text("stages: [")
