@@ -25,6 +25,7 @@ ONNX Runtime and OpenVINO run their own layouts in both comparisons. Writes JSON
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
             fns[("onnxruntime", 0.0)], fns[("openvino", 0.0)] = ort_fn, ov_fn
             res = time_interleaved(fns, a.min_time, a.rounds)
             ortr, ovr = np.asarray(res[("onnxruntime", 0.0)]), np.asarray(res[("openvino", 0.0)])
-            for b, layout, s in ((b, layout, s) for layout in ("plain", "engine") for b in wbits for s in sps):
+            for layout, b, s in itertools.product(("plain", "engine"), wbits, sps):
                 key = "edgekit" if layout == "plain" else "edgekit-engine"
                 dense = np.asarray(res[(key, b, 0.0)])
                 mine = np.asarray(res[(key, b, s)])
