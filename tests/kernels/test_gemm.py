@@ -427,3 +427,23 @@ def test_buffer_u8_is_zeroed_aligned_and_feeds_the_transposed_gemm(isa, k):
     np.testing.assert_array_equal(K.gemm_u8s8_t(p, buf, m, True, False, **kw), K.gemm_u8s8(p, x, **kw))
     with pytest.raises(ValueError, match="rows and cols must be >= 0"):
         K.buffer_u8(-1, 4)
+
+
+def test_gemm_outputs_start_on_a_cache_line():
+    """The GEMM bindings return outputs whose data start on a 64-byte boundary (as the engine's buffers do), so a
+    transposed output's 64-token rows are whole cache lines; the arrays own their memory and are writable."""
+    m, k, n = 100, 72, 40
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = prune_4x1(rand_w((n, k), 8), 0.5)
+    kw = dict(x_scale=0.02, x_zp=7, w_scale=np.full(n, 0.01, np.float32))
+    for pattern in ("dense", "4x1"):
+        p = K.pack_s8(w, pattern)
+        outs = [K.gemm_u8s8(p, x, **kw), K.gemm_u8s8(p, x, **kw, out_u8=True, out_scale=0.05, out_zp=20),
+                K.gemm_u8s8_t(p, x, m, False, True, **kw)]
+        for y in outs:
+            assert y.ctypes.data % 64 == 0 and y.flags.c_contiguous and y.flags.writeable
+        np.testing.assert_array_equal(outs[2][:, :m].T, outs[0])
+        del p
+    y = K.gemm_u8s8(K.pack_s8(w, "dense"), x, **kw)
+    y[:] = 1.0  # the view keeps its buffer alive after the call
+    assert float(y.sum()) == m * n
