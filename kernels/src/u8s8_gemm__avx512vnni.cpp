@@ -91,18 +91,16 @@ inline __m512 gelu512(__m512 y) {
 }
 
 
-// Requantise 16 fp32 values to u8: round(v / out_scale) + zp clamped to [0, 255], with the division as a
-// multiply by the reciprocal (may differ from the reference by 1 where v / out_scale is within an ulp of a
-// .5 boundary). requant_i32 gives the value before the clamp: cvtps rounds to nearest even like nearbyint, and
-// the upper clamp before it keeps huge values from converting to INT_MIN. requant512 clamps below with a max and
-// above with vpmovusdb's saturation; the transposed epilogue clamps with saturating packs instead (same bits).
-inline __m512i requant_i32(__m512 v, float inv_scale, int32_t zp) {
-  const __m512 q = _mm512_min_ps(_mm512_mul_ps(v, _mm512_set1_ps(inv_scale)), _mm512_set1_ps(1024.f));
-  return _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(zp));
-}
-inline __m128i requant512(__m512 v, float inv_scale, int32_t zp) {
-  return _mm512_cvtusepi32_epi8(_mm512_max_epi32(requant_i32(v, inv_scale, zp), _mm512_setzero_si512()));
-}
+// Requantise to u8: round(y / out_scale) + zp clamped to [0, 255], with the division as a multiply by the
+// reciprocal and the zero point added before the rounding, in one FMA: fma(y, 1/out_scale, zp). (This may differ
+// from the reference by 1 where y / out_scale is within an ulp of a .5 boundary, or exactly on one when zp is odd.)
+// Without GELU the dequantisation folds in too: y = a * scale + bias, so y / out_scale + zp = a * qa + qb with
+// qa = scale / out_scale and qb = fma(bias, 1/out_scale, zp) per output: one FMA from the corrected accumulator
+// a (exact int32) to the rounded value, instead of an FMA, a multiply and an integer add. cvtps rounds to nearest
+// even like nearbyint; the upper clamp before it keeps huge values from converting to INT_MIN (the lower clamp comes
+// after: requant512's max and vpmovusdb's saturation, or the transposed epilogue's saturating packs; same bits).
+inline __m512i round_clamp_hi(__m512 q) { return _mm512_cvtps_epi32(_mm512_min_ps(q, _mm512_set1_ps(1024.f))); }
+inline __m128i clamp_u8(__m512i q) { return _mm512_cvtusepi32_epi8(_mm512_max_epi32(q, _mm512_setzero_si512())); }
 
 // Dequantise: (acc - zero-point correction) * scale + bias in one rounding (a fused multiply-add), the same
 // in every epilogue so that every layout gives the same bits.
@@ -110,15 +108,27 @@ inline __m512 dequant512(__m512i acc, __m512i corr, __m512 scale, __m512 bias) {
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, corr)), scale, bias);
 }
 
-// Per-output constants of output j, broadcast: zero-point correction, scale and bias.
+// Per-output constants of output j, broadcast: zero-point correction, scale and bias; for a u8 output without
+// GELU, scale and bias are the folded qa and qb above (computed in this order in every layout).
 struct RowConsts {
   __m512i corr;
   __m512 scale, bias;
 };
 inline RowConsts row_consts(const Gemm& g, int64_t j) {
   const ek_epilogue* ep = g.ep;
-  return {_mm512_set1_epi32(ep->x_zp * g.w->rowsum[j]), _mm512_set1_ps(ep->x_scale * ep->w_scale[j]),
-          _mm512_set1_ps(ep->bias ? ep->bias[j] : 0.f)};
+  const float scale = ep->x_scale * ep->w_scale[j], bias = ep->bias ? ep->bias[j] : 0.f;
+  const __m512i corr = _mm512_set1_epi32(ep->x_zp * g.w->rowsum[j]);
+  if (ep->out_u8 && !ep->gelu) {
+    const float inv = 1.0f / ep->out_scale;
+    return {corr, _mm512_set1_ps(scale * inv), _mm512_set1_ps(std::fmaf(bias, inv, (float)ep->out_zp))};
+  }
+  return {corr, _mm512_set1_ps(scale), _mm512_set1_ps(bias)};
+}
+
+// The u8 value (before the lower clamp) of an output's accumulators under its RowConsts.
+inline __m512i quant_u8(const Gemm& g, __m512i acc, const RowConsts& c, __m512 inv, __m512 zpf) {
+  if (!g.ep->gelu) return round_clamp_hi(dequant512(acc, c.corr, c.scale, c.bias));  // the folded constants
+  return round_clamp_hi(_mm512_fmadd_ps(gelu512(dequant512(acc, c.corr, c.scale, c.bias)), inv, zpf));
 }
 
 // ---------------------------------------------------------------- dense
@@ -168,8 +178,7 @@ void dense_tile(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int64_
   // epilogue's fields read into locals once (stores through y may alias them as far as the compiler knows).
   const ek_epilogue* ep = g.ep;
   const bool gelu = ep->gelu, out_u8 = ep->out_u8;
-  const float inv_out = out_u8 ? 1.0f / ep->out_scale : 0.f;
-  const int32_t out_zp = ep->out_zp;
+  const __m512 inv = _mm512_set1_ps(out_u8 ? 1.0f / ep->out_scale : 0.f), zpf = _mm512_set1_ps((float)ep->out_zp);
   const __m512i zp = _mm512_set1_epi32(ep->x_zp);
   const __m512 xs = _mm512_set1_ps(ep->x_scale);
   const int64_t ldy = g.ldy;
@@ -177,17 +186,20 @@ void dense_tile(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int64_
   for (int b = 0; b < NB; ++b) {
     const int64_t n0 = (j16 + b) * 16;
     const __mmask16 mask = n - n0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - n0)) - 1);
-    const __m512i corr = _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask, w->rowsum.data() + n0), zp);
-    const __m512 scale = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep->w_scale + n0));
-    const __m512 bias = ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + n0) : _mm512_setzero_ps();
+    RowConsts c{_mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask, w->rowsum.data() + n0), zp),
+                _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep->w_scale + n0)),
+                ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + n0) : _mm512_setzero_ps()};
+    if (out_u8 && !gelu) c = {c.corr, _mm512_mul_ps(c.scale, inv), _mm512_fmadd_ps(c.bias, inv, zpf)};  // row_consts' fold
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      __m512 v = dequant512(acc[r][b], corr, scale, bias);
+      if (out_u8) {
+        _mm_mask_storeu_epi8(static_cast<uint8_t*>(g.y) + (m0 + r) * ldy + n0, mask,
+                             clamp_u8(quant_u8(g, acc[r][b], c, inv, zpf)));
+        continue;
+      }
+      __m512 v = dequant512(acc[r][b], c.corr, c.scale, c.bias);
       if (gelu) v = gelu512(v);
-      if (out_u8)
-        _mm_mask_storeu_epi8(static_cast<uint8_t*>(g.y) + (m0 + r) * ldy + n0, mask, requant512(v, inv_out, out_zp));
-      else
-        _mm512_mask_storeu_ps(static_cast<float*>(g.y) + (m0 + r) * ldy + n0, mask, v);
+      _mm512_mask_storeu_ps(static_cast<float*>(g.y) + (m0 + r) * ldy + n0, mask, v);
     }
   }
 }
@@ -289,9 +301,8 @@ struct SparseCtx {
 inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r, int nl, void* y0, int64_t ldy) {
   const ek_epilogue* ep = g.ep;
   const bool gelu = ep->gelu, out_u8 = ep->out_u8;
-  const float inv_out = out_u8 ? 1.0f / ep->out_scale : 0.f;
-  const int32_t out_zp = ep->out_zp;
   if (out_u8) {
+    const __m512 inv = _mm512_set1_ps(1.0f / ep->out_scale), zpf = _mm512_set1_ps((float)ep->out_zp);
     // u8: the accumulators are requantised in their lane order, then two rounds of saturating packs (per 128-bit
     // block L: gq 0, 1 and 2, 3 to 16-bit words, then those to bytes) leave tokens 16L .. 16L + 15 in order and
     // clamp to 0..255 on the way: 3 shuffles for 64 tokens of an output, where the reordering below and
@@ -302,11 +313,7 @@ inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r
       const RowConsts c = row_consts(g, j);
       __m512i q[4];
 #pragma GCC unroll 4
-      for (int gq = 0; gq < 4; ++gq) {
-        __m512 v = dequant512(acc[i][gq], c.corr, c.scale, c.bias);
-        if (gelu) v = gelu512(v);
-        q[gq] = requant_i32(v, inv_out, out_zp);
-      }
+      for (int gq = 0; gq < 4; ++gq) q[gq] = quant_u8(g, acc[i][gq], c, inv, zpf);
       const __m512i b = _mm512_packus_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]));
       _mm512_storeu_si512(static_cast<uint8_t*>(y0) + i * ldy, b);
     }
@@ -500,7 +507,8 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
   alignas(64) float out[4][TM];
   const int64_t n = w->info.n, mend = std::min<int64_t>(TM, g.m - m0);
   const int32_t zp = g.ep ? g.ep->x_zp : g.x_zp;
-  const float inv_out = g.ep && g.ep->out_u8 ? 1.0f / g.ep->out_scale : 0.f;
+  const __m512 inv = _mm512_set1_ps(g.ep && g.ep->out_u8 ? 1.0f / g.ep->out_scale : 0.f),
+               zpf = _mm512_set1_ps(g.ep ? (float)g.ep->out_zp : 0.f);
   for (int i = 0; i < 4; ++i) {
     const int64_t j = 4 * r + i;
     if (j >= n) break;
@@ -522,15 +530,17 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
         continue;
       }
       const RowConsts c = row_consts(g, j);
-      __m512 v = dequant512(a, _mm512_setzero_si512(), c.scale, c.bias);  // a: correction applied above
-      if (g.ep->gelu) v = gelu512(v);
       if (g.ep->out_u8) {
-        const __m128i qb = requant512(v, inv_out, g.ep->out_zp);
+        const __m128i qb = clamp_u8(quant_u8(g, ordered[L], c, inv, zpf));
         if (g.y_t)  // 16 tokens of output j are contiguous in a transposed y
           _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(g.y) + j * g.ldy + m0 + 16 * L), qb);
         else
           _mm512_store_si512(tile[i] + 16 * L, _mm512_cvtepu8_epi32(qb));
-      } else if (g.y_t) {
+        continue;
+      }
+      __m512 v = dequant512(a, _mm512_setzero_si512(), c.scale, c.bias);  // a: correction applied above
+      if (g.ep->gelu) v = gelu512(v);
+      if (g.y_t) {
         _mm512_storeu_ps(static_cast<float*>(g.y) + j * g.ldy + m0 + 16 * L, v);
       } else {
         _mm512_store_ps(out[i] + 16 * L, v);
