@@ -82,6 +82,10 @@ class PruneConfig(_Stage):
         None, description="scope per-layer, unstructured / block patterns: final sparsity of some Linear kinds (q, k, "
                           "v, o, ffn_in, ffn_out) in every layer; the kinds left out share what remains of "
                           "`sparsity` over all encoder Linears")
+    layer_sparsity: dict[int, float] | None = Field(
+        None, description="scope per-layer, unstructured / block patterns: final sparsity of every Linear of some "
+                          "encoder layers (by index from 0; over kind_sparsity there); the other Linears share what "
+                          "remains of `sparsity`")
 
     @field_validator("head_sparsity")
     @classmethod
@@ -123,6 +127,21 @@ class PruneConfig(_Stage):
         for kind, sp in v.items():
             if not 0.0 <= sp < 1.0:
                 raise ValueError(f"{kind}: {sp} is not in [0, 1)")
+        return v
+
+    @field_validator("layer_sparsity")
+    @classmethod
+    def _layers_valid(cls, v, info: ValidationInfo):
+        if v is None:
+            return v
+        _weight_pattern_only(info)
+        if info.data.get("scope") != "per-layer":
+            raise ValueError(f"applies with scope 'per-layer' only (scope is {info.data.get('scope')!r})")
+        for layer, sp in v.items():
+            if layer < 0:
+                raise ValueError(f"layer {layer}: layer indices start at 0")
+            if not 0.0 <= sp < 1.0:
+                raise ValueError(f"layer {layer}: {sp} is not in [0, 1)")
         return v
 
     @field_validator("scope")

@@ -225,8 +225,8 @@ def run_prune(run: Run, cfg: PruneConfig) -> dict:
             allocation = allocate(linears, cfg.sparsity, cfg.target_speedup, bits)
         elif cfg.scope == "global":
             allocation = _global_allocation(linears, cfg.sparsity, cfg.pattern, heads, cfg.head_sparsity)
-        elif cfg.kind_sparsity:
-            allocation = _kind_allocation(linears, cfg.sparsity, cfg.kind_sparsity)
+        elif cfg.kind_sparsity or cfg.layer_sparsity:
+            allocation = _kind_allocation(linears, cfg.sparsity, cfg.kind_sparsity or {}, cfg.layer_sparsity or {})
         run.pruner = Pruner(linears, cfg.pattern, cfg.criterion, allocation, heads, cfg.head_sparsity)
     except ValueError as exc:
         raise InputError(f"prune.pattern {cfg.pattern!r} does not fit this model: {exc}") from None
@@ -313,18 +313,30 @@ def _layerwise(run: Run, cfg: PruneConfig, linears, masks) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _kind_allocation(linears, sparsity: float, kinds: dict[str, float]) -> dict[str, float]:
-    """Per-layer sparsities with the kinds in ``kinds`` fixed in every layer and the others sharing one value
-    chosen so that the zeros over all encoder Linears come to ``sparsity``."""
+def _kind_allocation(linears, sparsity: float, kinds: dict[str, float],
+                     layers: dict[int, float] | None = None) -> dict[str, float]:
+    """Per-layer sparsities with the Linears of the encoder layers in ``layers`` and then the kinds in ``kinds``
+    fixed (a layer's value wins over its kinds'), the others sharing one value chosen so that the zeros over all
+    encoder Linears come to ``sparsity``."""
+    layers = layers or {}
     size = {n: m.weight.numel() for n, m in linears.items()}
     kind = {n: n.rsplit(".", 1)[1] for n in linears}
-    fixed = sum(kinds[kind[n]] * size[n] for n in linears if kind[n] in kinds)
-    free = sum(size[n] for n in linears if kind[n] not in kinds)
+    index = {n: int(n.split(".")[1]) for n in linears}  # names are layers.<i>.<kind>
+    depth = max(index.values()) + 1
+    if any(i >= depth for i in layers):
+        raise InputError(f"prune.layer_sparsity names layer(s) {sorted(i for i in layers if i >= depth)}; "
+                         f"this model's encoder layers are 0..{depth - 1}")
+    fixed_of = {n: layers[index[n]] if index[n] in layers else kinds.get(kind[n]) for n in linears}
+    free = sum(size[n] for n in linears if fixed_of[n] is None)
+    what = " and ".join(f"prune.{k} {v}" for k, v in (("layer_sparsity", layers), ("kind_sparsity", kinds)) if v)
+    if not free:
+        raise InputError(f"{what} fix every encoder Linear; leave some free to take the rest of sparsity {sparsity}")
+    fixed = sum(fixed_of[n] * size[n] for n in linears if fixed_of[n] is not None)
     rest = (sparsity * sum(size.values()) - fixed) / free
     if not 0.0 <= rest < 1.0:
-        raise InputError(f"prune.kind_sparsity {kinds} leaves {rest:.3f} for the other kinds to reach sparsity "
-                         f"{sparsity}; it must be in [0, 1): lower or raise the listed values")
-    return {n: kinds.get(kind[n], rest) for n in linears}
+        raise InputError(f"{what} leave {rest:.3f} for the other Linears to reach sparsity {sparsity}; it must be "
+                         f"in [0, 1): lower or raise the listed values")
+    return {n: rest if fixed_of[n] is None else fixed_of[n] for n in linears}
 
 
 def _global_allocation(linears, sparsity: float, pattern: str, heads: int | None = None,

@@ -44,6 +44,10 @@ def _cos(a, b):
     ({"type": "prune", "pattern": "neuron", "kind_sparsity": {"q": 0.9}}, "prune.kind_sparsity: applies to patterns 4x1"),
     ({"type": "prune", "kind_sparsity": dict.fromkeys(["q", "k", "v", "o", "ffn_in", "ffn_out"], 0.8)},
      "prune.kind_sparsity: lists every kind"),
+    ({"type": "prune", "layer_sparsity": {-1: 0.5}}, "prune.layer_sparsity: layer -1: layer indices start at 0"),
+    ({"type": "prune", "layer_sparsity": {5: 1.0}}, "prune.layer_sparsity: layer 5: 1.0 is not in \\[0, 1\\)"),
+    ({"type": "prune", "scope": "global", "layer_sparsity": {5: 0.5}}, "prune.layer_sparsity: applies with scope 'per-layer'"),
+    ({"type": "prune", "pattern": "head", "layer_sparsity": {5: 0.5}}, "prune.layer_sparsity: applies to patterns 4x1"),
     ({"type": "distill", "student_layers": [1, 1]}, "distill.student_layers: must be sorted and without repeats"),
     ({"type": "distill", "student_layers": []}, "distill.student_layers: must list at least one"),
     ({"type": "distill", "student_layers": [-1, 0]}, "distill.student_layers: layer indices start at 0"),
@@ -166,8 +170,32 @@ def test_kind_allocation_fixes_the_listed_kinds_and_meets_the_total():
     p.apply()
     assert total_sparsity(lin) == pytest.approx(0.8, abs=0.01)
     assert float((lin["layers.0.q"].weight == 0).float().mean()) == pytest.approx(0.95, abs=0.01)
-    with pytest.raises(InputError, match="prune.kind_sparsity .* leaves 1.600 for the other kinds .* must be in \\[0, 1\\)"):
+    with pytest.raises(InputError, match="prune.kind_sparsity .* leave 1.600 for the other Linears .* must be in \\[0, 1\\)"):
         _kind_allocation(lin, 0.8, {"q": 0.0, "k": 0.0, "v": 0.0, "o": 0.0})  # FFN alone cannot reach 80%
+
+
+def test_layer_sparsity_fixes_whole_layers_over_kinds_and_meets_the_total():
+    from edgekit.compress.pipeline import _kind_allocation
+    from edgekit.compress.prune import Pruner, total_sparsity
+
+    model, _ = _tiny()
+    lin = encoder_linears(model)
+    last = max(int(n.split(".")[1]) for n in lin)
+    alloc = _kind_allocation(lin, 0.6, {"q": 0.9}, {last: 0.4})
+    assert all(alloc[n] == 0.4 for n in lin if n.startswith(f"layers.{last}."))  # the layer's value wins over q's
+    assert all(alloc[n] == 0.9 for n in lin if n.endswith(".q") and not n.startswith(f"layers.{last}."))
+    rest = {alloc[n] for n in lin if not n.startswith(f"layers.{last}.") and not n.endswith(".q")}
+    assert len(rest) == 1 and rest.pop() > 0.6
+    p = Pruner(lin, "4x1", allocation=alloc)
+    p.update(1.0, 0.6)
+    p.apply()
+    assert total_sparsity(lin) == pytest.approx(0.6, abs=0.01)
+    assert float((lin[f"layers.{last}.ffn_in"].weight == 0).float().mean()) == pytest.approx(0.4, abs=0.01)
+    with pytest.raises(InputError, match=f"prune.layer_sparsity names layer\\(s\\) \\[{last + 1}\\]; this model's encoder "
+                                         f"layers are 0..{last}"):
+        _kind_allocation(lin, 0.8, {}, {last + 1: 0.5})
+    with pytest.raises(InputError, match="fix every encoder Linear"):
+        _kind_allocation(lin, 0.8, {}, dict.fromkeys(range(last + 1), 0.8))
 
 
 def _remove_head(attn_self, attn_out, head: int, heads: int):
