@@ -43,6 +43,16 @@ class _Stage(BaseModel):
     version: int = 1
 
 
+def _fixed_sparsities(v: dict, info: ValidationInfo, what: str) -> None:
+    """Common checks of kind_sparsity / layer_sparsity: per-layer scope, weight patterns, values in [0, 1)."""
+    _weight_pattern_only(info)
+    if info.data.get("scope") != "per-layer":
+        raise ValueError(f"applies with scope 'per-layer' only (scope is {info.data.get('scope')!r})")
+    for key, sp in v.items():
+        if not 0.0 <= sp < 1.0:
+            raise ValueError(f"{what}{key}: {sp} is not in [0, 1)")
+
+
 def _weight_pattern_only(info: ValidationInfo) -> None:
     """For prune options that work on individual weights or blocks, not on whole heads / neurons."""
     if info.data.get("pattern") in STRUCTURED:
@@ -116,17 +126,12 @@ class PruneConfig(_Stage):
     def _kinds_known(cls, v, info: ValidationInfo):
         if v is None:
             return v
-        _weight_pattern_only(info)
-        if info.data.get("scope") != "per-layer":
-            raise ValueError(f"applies with scope 'per-layer' only (scope is {info.data.get('scope')!r})")
+        _fixed_sparsities(v, info, "")
         bad = sorted(set(v) - set(LINEAR_KINDS))
         if bad:
             raise ValueError(f"unknown kind(s) {', '.join(map(repr, bad))}; allowed: {', '.join(LINEAR_KINDS)}")
         if set(v) == set(LINEAR_KINDS):
             raise ValueError("lists every kind; leave at least one out to take the rest of `sparsity`")
-        for kind, sp in v.items():
-            if not 0.0 <= sp < 1.0:
-                raise ValueError(f"{kind}: {sp} is not in [0, 1)")
         return v
 
     @field_validator("layer_sparsity")
@@ -134,14 +139,9 @@ class PruneConfig(_Stage):
     def _layers_valid(cls, v, info: ValidationInfo):
         if v is None:
             return v
-        _weight_pattern_only(info)
-        if info.data.get("scope") != "per-layer":
-            raise ValueError(f"applies with scope 'per-layer' only (scope is {info.data.get('scope')!r})")
-        for layer, sp in v.items():
-            if layer < 0:
-                raise ValueError(f"layer {layer}: layer indices start at 0")
-            if not 0.0 <= sp < 1.0:
-                raise ValueError(f"layer {layer}: {sp} is not in [0, 1)")
+        if any(layer < 0 for layer in v):
+            raise ValueError(f"layer {min(v)}: layer indices start at 0")
+        _fixed_sparsities(v, info, "layer ")
         return v
 
     @field_validator("scope")
