@@ -79,6 +79,29 @@ def test_int32_accumulators_bit_exact(isa, shape, pattern, sparsity, wbits):
     np.testing.assert_array_equal(K.gemm_u8s8_acc(p, x, zp), ref_acc(x, w, zp))
 
 
+
+@pytest.mark.parametrize("out_zp", [0, 7, 128, 255])
+def test_requantised_u8_output_with_bias_no_gelu(isa, out_zp):
+    """u8 output without GELU (the AVX-512 VNNI epilogue folds scale, bias and zero point into one FMA) against
+    round(fp32 output / out_scale) + zp: off by at most 1, and only near a rounding tie; both clamps reached."""
+    m, k, n = 70, 200, 36
+    w = prune_4x1(rng.integers(-128, 128, (n, k), dtype=np.int8), 0.6)
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    ws = rng.uniform(1e-4, 3e-3, n).astype(np.float32)
+    bias = rng.normal(0, 2, n).astype(np.float32)
+    for pattern in ("dense", "4x1"):
+        p = K.pack_s8(w, pattern)
+        yf = K.gemm_u8s8(p, x, 0.02, 9, ws, bias)
+        yq = K.gemm_u8s8(p, x, 0.02, 9, ws, bias, out_u8=True, out_scale=0.02, out_zp=out_zp)
+        exact = yf.astype(np.float64) / np.float32(0.02) + out_zp
+        expect = np.clip(np.round(exact), 0, 255)
+        diff = np.abs(yq.astype(int) - expect)
+        assert diff.max() <= 1, (pattern, diff.max())
+        near_tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-3
+        assert not (diff > 0)[~near_tie].any(), pattern
+        assert (yq == 0).any() and (yq == 255).any()  # the clamps are exercised
+
+
 @pytest.mark.parametrize("pattern", ["dense", "4x1"])
 def test_extreme_values(isa, pattern):
     """255 x -128 everywhere: the largest |products|; vpmaddubsw would saturate here, we must not. 255 x +-64:
