@@ -98,7 +98,7 @@ inline __m512 gelu512(__m512 y) {
 // qa = scale / out_scale and qb = fma(bias, 1/out_scale, zp) per output: one FMA from the corrected accumulator
 // a (exact int32) to the rounded value, instead of an FMA, a multiply and an integer add. cvtps rounds to nearest
 // even like nearbyint; the upper clamp before it keeps huge values from converting to INT_MIN (the lower clamp comes
-// after: requant512's max and vpmovusdb's saturation, or the transposed epilogue's saturating packs; same bits).
+// after: clamp_u8's max and vpmovusdb's saturation, or the transposed epilogue's saturating packs; same bits).
 inline __m512i round_clamp_hi(__m512 q) { return _mm512_cvtps_epi32(_mm512_min_ps(q, _mm512_set1_ps(1024.f))); }
 inline __m128i clamp_u8(__m512i q) { return _mm512_cvtusepi32_epi8(_mm512_max_epi32(q, _mm512_setzero_si512())); }
 
