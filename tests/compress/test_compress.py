@@ -33,7 +33,7 @@ def test_builtin_recipes_load_and_unknown_is_clear(tmp_path):
     fe = load_recipe("feature-extraction")  # the best-measured feature-extraction recipe (README)
     assert fe.train_windows == 4 and fe.stage("distill").embedding_weight == 4.0
     assert fe.stage("prune").kind_sparsity == {"q": 0.95, "k": 0.95, "v": 0.85, "o": 0.85}
-    assert fe.stage("prune").layer_sparsity == {5: 0.7} and fe.stage("prune").lr == 6e-4
+    assert fe.stage("prune").layer_sparsity == {5: 0.5} and fe.stage("prune").lr == 6e-4
     with pytest.raises(InputError, match="unknown recipe 'nope'; built-in: fast-distilbert, feature-extraction, quick, "
                                          "structured"):
         load_recipe("nope")
