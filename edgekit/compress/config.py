@@ -168,6 +168,9 @@ class DistillConfig(_Stage):
                                                                    "the intermediate one when the student is shallower")
     student_layers: list[int] | None = Field(None, description="teacher layers the student keeps (layer dropping): "
                                                                 "student layer i starts as teacher layer student_layers[i]")
+    freeze_embeddings: bool = Field(False, description="keep the student's embedding layer (token, position and "
+                                                      "type embeddings, their LayerNorm) at the teacher's values: "
+                                                      "training updates the encoder layers only")
 
     @field_validator("student_layers")
     @classmethod

@@ -50,6 +50,14 @@ def drop_layers(wrapper: nn.Module, keep: list[int]) -> nn.Module:
     return wrapper
 
 
+def freeze_embeddings(wrapper: nn.Module) -> nn.Module:
+    """Stop training the embedding layer (token, position and type embeddings and their LayerNorm), in place:
+    the encoder layers then see the teacher's input representation on every text, seen in training or not."""
+    for p in _bert(wrapper).embeddings.parameters():
+        p.requires_grad_(False)
+    return wrapper
+
+
 def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relation_layer: int | None):
     """Run once; return (output, hidden_states tuple, (q, k, v) of ``relation_layer`` or None)."""
     captured: dict[str, torch.Tensor] = {}

@@ -25,7 +25,7 @@ from edgekit.errors import InputError
 from . import distributed as D
 from . import quantize as Q
 from .config import DistillConfig, PruneConfig, QuantizeConfig, Recipe, load_recipe, resolve_weight_bits
-from .distill import Distiller
+from .distill import Distiller, freeze_embeddings
 from .finetune import seed_everything
 from .prune import LINEAR_NAMES, STRUCTURED, Pruner, cubic_sparsity, encoder_linears, total_sparsity
 
@@ -55,6 +55,8 @@ class Run:
         dcfg = recipe.stage("distill") or DistillConfig(logits_weight=0, hidden_weight=0, relation_weight=0,
                                                          label_weight=1.0)
         self.distiller = Distiller(teacher, student, dcfg, task)
+        if dcfg.freeze_embeddings:
+            freeze_embeddings(student)
         if self.dist.active:
             # dropout: each shard draws its own masks, as the rows of one batch do in a single process
             torch.manual_seed(recipe.seed + self.dist.rank)

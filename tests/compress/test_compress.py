@@ -289,3 +289,28 @@ def test_float_outside_linears_rewires_residuals(tmp_path):
     g = onnx.load(str(path)).graph
     by_out = {n.output[0]: n for n in g.node}
     assert list(by_out["out"].input) == ["x", "y"] and list(by_out["y"].input) == ["xd", "wd"]
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_embeddings_keeps_the_teachers_input_layer(freeze, tmp_path):
+    """distill.freeze_embeddings: training steps leave the student's embedding layer at the teacher's values
+    (and still train the encoder); without it the embeddings move."""
+    import copy
+
+    from edgekit.compress.distill import _bert
+    from edgekit.compress.pipeline import Run
+    from edgekit.zoo import load_torch, resolve
+
+    data = load_recipe("quick").model_dump()
+    data["stages"][0]["freeze_embeddings"] = freeze
+    rec = recipe_from_dict(data)
+    ref = resolve("tiny-bert")
+    teacher, tok = load_torch(ref)
+    student = copy.deepcopy(teacher)
+    run = Run(rec, teacher, student, tok, ref.task, "bbc-news", None, tmp_path / "ckpt", False)
+    run.train(3, 1e-2, "test")
+    t_emb, s_emb = _bert(teacher).embeddings.state_dict(), _bert(student).embeddings.state_dict()
+    moved = [n for n in t_emb if not torch.equal(t_emb[n], s_emb[n])]
+    assert (moved == []) if freeze else ("word_embeddings.weight" in moved), moved
+    t_enc, s_enc = _bert(teacher).encoder.state_dict(), _bert(student).encoder.state_dict()
+    assert any(not torch.equal(t_enc[n], s_enc[n]) for n in t_enc)
