@@ -340,7 +340,6 @@ inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r
     row_consts4(g, r, c4);
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
-      const int64_t j = 4 * r + i;
       const RowConsts c = c4.at(i);
       __m512i q[4];
 #pragma GCC unroll 4
@@ -354,7 +353,6 @@ inline void tile_epilogue_t(const Gemm& g, const __m512i (&acc)[4][4], int64_t r
   row_consts4(g, r, c4);
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i) {
-    const int64_t j = 4 * r + i;
     const __m512i t0 = _mm512_shuffle_i32x4(acc[i][0], acc[i][1], _MM_SHUFFLE(1, 0, 1, 0));
     const __m512i t1 = _mm512_shuffle_i32x4(acc[i][2], acc[i][3], _MM_SHUFFLE(1, 0, 1, 0));
     const __m512i t2 = _mm512_shuffle_i32x4(acc[i][0], acc[i][1], _MM_SHUFFLE(3, 2, 3, 2));
