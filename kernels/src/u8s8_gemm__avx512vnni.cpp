@@ -108,26 +108,16 @@ inline __m512 dequant512(__m512i acc, __m512i corr, __m512 scale, __m512 bias) {
   return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, corr)), scale, bias);
 }
 
-// Per-output constants of output j, broadcast: zero-point correction, scale and bias; for a u8 output without
-// GELU, scale and bias are the folded qa and qb above (computed in this order in every layout).
+// Per-output constants, broadcast: zero-point correction, scale and bias; for a u8 output without GELU, scale and
+// bias are the folded qa and qb above (computed in this order in every layout).
 struct RowConsts {
   __m512i corr;
   __m512 scale, bias;
 };
-inline RowConsts row_consts(const Gemm& g, int64_t j) {
-  const ek_epilogue* ep = g.ep;
-  const float scale = ep->x_scale * ep->w_scale[j], bias = ep->bias ? ep->bias[j] : 0.f;
-  const __m512i corr = _mm512_set1_epi32(ep->x_zp * g.w->rowsum[j]);
-  if (ep->out_u8 && !ep->gelu) {
-    const float inv = 1.0f / ep->out_scale;
-    return {corr, _mm512_set1_ps(scale * inv), _mm512_set1_ps(std::fmaf(bias, inv, (float)ep->out_zp))};
-  }
-  return {corr, _mm512_set1_ps(scale), _mm512_set1_ps(bias)};
-}
 
-// The constants of the 4 outputs of a full block-row r at once, for the epilogues from registers: row_consts' IEEE
-// operations in 4 lanes, stored so that each output's value is broadcast from memory (a load, no shuffle, no scalar
-// division per output). In-process A/B (2 threads, M 128, 6-16 interleaved rounds, engine layout, u8 out): the
+// The RowConsts of block-row r's outputs 4r..4r+3 (those below n), from one set of 4-lane operations stored so that
+// each output's value is broadcast from memory (a load, no shuffle, no scalar division per output). It replaced a
+// per-output scalar version; in-process A/B (2 threads, M 128, 6-16 interleaved rounds, engine layout, u8 out): the
 // all-zero weight (the epilogue alone) 0.89-0.98x the time, 80% 0.96-0.99x; fp32 outputs 0.93-1.03x.
 struct RowConsts4 {
   alignas(16) int32_t corr[4];
@@ -139,11 +129,11 @@ struct RowConsts4 {
 };
 inline void row_consts4(const Gemm& g, int64_t r, RowConsts4& c) {
   const ek_epilogue* ep = g.ep;
-  const int64_t j = 4 * r;
-  __m128 scale = _mm_mul_ps(_mm_set1_ps(ep->x_scale), _mm_loadu_ps(ep->w_scale + j));
-  __m128 bias = ep->bias ? _mm_loadu_ps(ep->bias + j) : _mm_setzero_ps();
-  const __m128i corr = _mm_mullo_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g.w->rowsum.data() + j)),
-                                       _mm_set1_epi32(ep->x_zp));
+  const int64_t j = 4 * r, left = g.w->info.n - j;
+  const __mmask8 k = left >= 4 ? (__mmask8)0xf : (__mmask8)((1u << left) - 1);
+  __m128 scale = _mm_mul_ps(_mm_set1_ps(ep->x_scale), _mm_maskz_loadu_ps(k, ep->w_scale + j));
+  __m128 bias = ep->bias ? _mm_maskz_loadu_ps(k, ep->bias + j) : _mm_setzero_ps();
+  const __m128i corr = _mm_mullo_epi32(_mm_maskz_loadu_epi32(k, g.w->rowsum.data() + j), _mm_set1_epi32(ep->x_zp));
   if (ep->out_u8 && !ep->gelu) {
     const __m128 inv = _mm_set1_ps(1.0f / ep->out_scale);
     scale = _mm_mul_ps(scale, inv);
@@ -218,7 +208,7 @@ void dense_tile(const Gemm& g, const uint8_t* x, int64_t ldx, int64_t m0, int64_
     RowConsts c{_mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mask, w->rowsum.data() + n0), zp),
                 _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep->w_scale + n0)),
                 ep->bias ? _mm512_maskz_loadu_ps(mask, ep->bias + n0) : _mm512_setzero_ps()};
-    if (out_u8 && !gelu) c = {c.corr, _mm512_mul_ps(c.scale, inv), _mm512_fmadd_ps(c.bias, inv, zpf)};  // row_consts' fold
+    if (out_u8 && !gelu) c = {c.corr, _mm512_mul_ps(c.scale, inv), _mm512_fmadd_ps(c.bias, inv, zpf)};  // row_consts4's fold
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       if (out_u8) {
@@ -542,6 +532,8 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
   const int32_t zp = g.ep ? g.ep->x_zp : g.x_zp;
   const __m512 inv = _mm512_set1_ps(g.ep && g.ep->out_u8 ? 1.0f / g.ep->out_scale : 0.f),
                zpf = _mm512_set1_ps(g.ep ? (float)g.ep->out_zp : 0.f);
+  RowConsts4 c4;
+  if (g.ep) row_consts4(g, r, c4);
   for (int i = 0; i < 4; ++i) {
     const int64_t j = 4 * r + i;
     if (j >= n) break;
@@ -562,7 +554,7 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
         _mm512_store_si512(tile[i] + 16 * L, a);
         continue;
       }
-      const RowConsts c = row_consts(g, j);
+      const RowConsts c = c4.at(i);
       if (g.ep->out_u8) {
         const __m128i qb = clamp_u8(quant_u8(g, ordered[L], c, inv, zpf));
         if (g.y_t)  // 16 tokens of output j are contiguous in a transposed y
