@@ -171,6 +171,11 @@ class DistillConfig(_Stage):
     freeze_embeddings: bool = Field(False, description="keep the student's embedding layer (token, position and "
                                                       "type embeddings, their LayerNorm) at the teacher's values: "
                                                       "training updates the encoder layers only")
+    tail_weight: float = Field(0.0, ge=0.0, description="the student's hidden state after one layer run through the "
+                                                        "teacher's remaining layers and head, against the teacher's "
+                                                        "output (1 - cosine, or the logits' KL); 0 = off")
+    tail_layers: list[int] | None = Field(None, description="student layers whose output feeds the teacher's tail, one "
+                                                             "per step in turn; default: every layer but the last")
 
     @field_validator("student_layers")
     @classmethod

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekit.errors import InputError
 from edgekit.models import SequenceClassifier, mean_pool
 
 
@@ -127,6 +128,33 @@ class Distiller:
         self.t_rel = cfg.relation_teacher_layer if cfg.relation_teacher_layer is not None else \
             default_relation_layer(t_layers, s_layers)
         self.s_rel = s_layers - 1
+        self.tail_layers = self._tail_layers(cfg, s_layers)
+        self.step = 0  # the training loop sets it; picks this step's tail layer
+
+    @staticmethod
+    def _tail_layers(cfg, s_layers: int) -> list[int]:
+        if not getattr(cfg, "tail_weight", 0):
+            return []
+        layers = list(range(s_layers - 1)) if cfg.tail_layers is None else list(cfg.tail_layers)
+        bad = [i for i in layers if not 0 <= i < s_layers - 1]
+        if bad or not layers:
+            raise InputError(f"distill.tail_layers must name student layers 0..{s_layers - 2} (the last layer's "
+                             f"tail is the output itself); got {cfg.tail_layers}")
+        return layers
+
+    def _tail(self, h: torch.Tensor, mask: torch.Tensor, student_layer: int) -> torch.Tensor:
+        """The teacher's output (embedding or logits) computed from ``h``, the student's hidden state after
+        ``student_layer``, by the teacher's layers after the one that layer maps to, then its head."""
+        from .oneshot import _additive_mask, _run_layer
+
+        bert = _bert(self.teacher)
+        ext = _additive_mask(mask)
+        for layer in bert.encoder.layer[self.layer_map[student_layer] + 1:]:
+            h = _run_layer(layer, h, ext)
+        if self.task != "text-classification":
+            return mean_pool(h, mask)
+        hf = _hf(self.teacher)  # BERT-style head: pooler on [CLS], then the classifier (dropout off in eval)
+        return hf.classifier(bert.pooler(h))
 
     def loss(self, ids, mask, labels=None, tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted sum of the enabled losses and their values. ``tokens``: denominator of the token
@@ -153,6 +181,15 @@ class Distiller:
             n_tok = m.sum() if tokens is None else tokens
             mse = sum(((s_hid[i] - t_hid[j]) ** 2 * m).sum() / (n_tok * s_hid[i].shape[-1]) for i, j in pairs)
             parts["hidden"] = c.hidden_weight * mse / len(pairs)
+        if self.tail_layers:
+            li = self.tail_layers[self.step % len(self.tail_layers)]
+            tail = self._tail(s_hid[li + 1], mask, li)
+            if self.task == "text-classification":
+                T = c.temperature
+                parts["tail"] = c.tail_weight * F.kl_div(F.log_softmax(tail / T, -1), F.softmax(t_out / T, -1),
+                                                         reduction="batchmean") * T * T
+            else:
+                parts["tail"] = c.tail_weight * (1 - F.cosine_similarity(tail, t_out, dim=-1)).mean()
         if need_rel:
             parts["relation"] = c.relation_weight * relation_loss(t_qkv, s_qkv, self.heads, mask, tokens)
         total = sum(parts.values())

@@ -91,6 +91,7 @@ class Run:
                     on_step(step)
                     checked = self._check_masks(checked)
                 ids, mask, labels = self.batch()
+                self.distiller.step = self.global_step
                 if ddp is None:
                     loss, parts = self.distiller.loss(ids, mask, labels)
                 else:

@@ -314,3 +314,49 @@ def test_freeze_embeddings_keeps_the_teachers_input_layer(freeze, tmp_path):
     assert (moved == []) if freeze else ("word_embeddings.weight" in moved), moved
     t_enc, s_enc = _bert(teacher).encoder.state_dict(), _bert(student).encoder.state_dict()
     assert any(not torch.equal(t_enc[n], s_enc[n]) for n in t_enc)
+
+
+@pytest.mark.parametrize("model", ["tiny-bert", "tiny-bert-cls"])
+def test_tail_loss_judges_a_layer_by_the_teachers_remaining_layers(model):
+    """distill.tail_weight: the student's state after layer 0, through the teacher's layer 1 and head. A change to
+    the student's layer 1 alone leaves that tail at zero (the teacher's layer 1 replaces it) while the output
+    losses see it; with both layers changed, the tail equals the output loss of a model made of the student's layer 0
+    and the teacher's rest, not the student's own."""
+    import copy
+
+    from edgekit.compress.config import DistillConfig
+    from edgekit.compress.distill import Distiller, _bert
+    from edgekit.errors import InputError
+    from edgekit.zoo import load_torch, resolve
+
+    teacher, _ = load_torch(resolve(model))
+    task = "text-classification" if model.endswith("cls") else "feature-extraction"
+    out_key = "logits" if task == "text-classification" else "embedding"
+    cfg = DistillConfig(logits_weight=1, label_weight=0, embedding_weight=1, hidden_weight=0, relation_weight=0,
+                        tail_weight=1.0)
+    ids = torch.randint(1000, 5000, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, 8:] = 0
+
+    def perturb(student, layer):
+        with torch.no_grad():
+            for p in _bert(student).encoder.layer[layer].parameters():
+                p.add_(torch.randn_like(p) * 0.2)
+
+    student = copy.deepcopy(teacher)
+    perturb(student, 1)
+    _, parts = Distiller(teacher, student, cfg, task).loss(ids, mask)
+    assert parts[out_key] > 1e-4 and abs(parts["tail"]) < 1e-6, parts
+
+    student = copy.deepcopy(teacher)
+    perturb(student, 0)
+    perturb(student, 1)
+    _, parts = Distiller(teacher, student, cfg, task).loss(ids, mask)
+    hybrid = copy.deepcopy(teacher)
+    _bert(hybrid).encoder.layer[0] = _bert(student).encoder.layer[0]
+    _, want = Distiller(teacher, hybrid, cfg, task).loss(ids, mask)
+    assert parts["tail"] > 1e-4 and parts["tail"] == pytest.approx(want[out_key], rel=1e-4), (parts, want)
+    assert abs(parts[out_key] - want[out_key]) > 1e-4, (parts, want)
+
+    with pytest.raises(InputError, match="tail_layers must name student layers 0..0"):
+        Distiller(teacher, copy.deepcopy(teacher), cfg.model_copy(update={"tail_layers": [1]}), task)
