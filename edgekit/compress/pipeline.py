@@ -613,11 +613,14 @@ def _runtime_scores(art, task: str, data: str, teacher_out, tok) -> dict:
 
 
 def _write_reports(root: Path, report: dict) -> None:
-    """Add report.json/report.md to a finished artifact and re-hash its manifest (atomic replace)."""
+    """Add report.json/report.md/report.png to a finished artifact and re-hash its manifest (atomic replace)."""
     from edgekit.artifact import finalize_manifest, load_artifact
+
+    from edgekit.plots import plot_compression
 
     (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (root / "report.md").write_text(report_markdown(report))
+    plot_compression(report, root / "report.png")
     art = load_artifact(root, verify=False)
     finalize_manifest(root, art.manifest)
 
@@ -656,5 +659,6 @@ def report_markdown(r: dict) -> str:
     lines += ["", "Exported model per runtime:", ""]
     for rt, v in r.get("runtimes", {}).items():
         lines.append(f"- {rt} ({v['precision']}): " + ", ".join(f"{k} {x:.4f}" for k, x in v.items() if k != "precision"))
-    lines += ["", "Size on disk (MB): " + ", ".join(f"{k} {v}" for k, v in r.get("size_mb", {}).items()), ""]
+    lines += ["", "Size on disk (MB): " + ", ".join(f"{k} {v}" for k, v in r.get("size_mb", {}).items()), "",
+              "![sparsity per encoder Linear and the metric per stage](report.png)", ""]
     return "\n".join(lines) + "\n"

@@ -157,6 +157,8 @@ def test_compress_end_to_end_report_and_artifact(quick_cls_artifact):
     art = load_artifact(out)  # checksums verify, report included
     assert {"torch", "onnx", "openvino", "native"} <= set(art.manifest.formats)
     assert "report.json" in art.manifest.files and (out / "report.md").is_file()
+    assert "report.png" in art.manifest.files and (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](report.png)" in (out / "report.md").read_text()
     assert not out.with_name(out.name + ".ckpt").exists()
     # the three runtimes agree on the compressed model's predictions
     rts = saved["runtimes"]
