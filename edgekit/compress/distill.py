@@ -129,6 +129,10 @@ class Distiller:
             default_relation_layer(t_layers, s_layers)
         self.s_rel = s_layers - 1
         self.tail_layers = self._tail_layers(cfg, s_layers)
+        if self.tail_layers and task == "text-classification" and not (
+                getattr(_bert(teacher), "pooler", None) is not None and hasattr(_hf(teacher), "classifier")):
+            raise InputError("distill.tail_weight: this classifier has no BERT-style head (pooler, then classifier) "
+                             "for the teacher's tail to end in; set tail_weight: 0")
         self.step = 0  # the training loop sets it; picks this step's tail layer
 
     @staticmethod
