@@ -15,10 +15,7 @@ def plot_latency(rows: Sequence[dict], path) -> Path:
     Each bar is labelled with the median per-round speedup over the reference runtime (from
     ``ratio_vs``), the number to quote on a noisy machine. Returns the PNG path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
     from matplotlib.ticker import FuncFormatter
 
@@ -56,12 +53,7 @@ def plot_latency(rows: Sequence[dict], path) -> Path:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3, which="both")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=120)
 
 
 def plot_compression(report: dict, path) -> Path:
@@ -69,10 +61,7 @@ def plot_compression(report: dict, path) -> Path:
     each cell labelled); right, the stage metric (accuracy, or embedding cosine to the teacher) from the
     baseline through the stages to the compressed model, with each exported runtime's score. Returns the PNG path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
 
     layers = report["sparsity"]["layers"]  # {"layers.<i>.<kind>": fraction of zero weights}
@@ -122,9 +111,23 @@ def plot_compression(report: dict, path) -> Path:
     ax1.set_title(title, fontsize=9)
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=7, loc="lower left")
+    return _save(plt, fig, path, dpi=110)
+
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, path, dpi: int) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
