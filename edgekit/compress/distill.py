@@ -137,7 +137,7 @@ class Distiller:
 
     @staticmethod
     def _tail_layers(cfg, s_layers: int) -> list[int]:
-        if not getattr(cfg, "tail_weight", 0):
+        if not cfg.tail_weight:
             return []
         layers = list(range(s_layers - 1)) if cfg.tail_layers is None else list(cfg.tail_layers)
         bad = [i for i in layers if not 0 <= i < s_layers - 1]

@@ -615,7 +615,6 @@ def _runtime_scores(art, task: str, data: str, teacher_out, tok) -> dict:
 def _write_reports(root: Path, report: dict) -> None:
     """Add report.json/report.md/report.png to a finished artifact and re-hash its manifest (atomic replace)."""
     from edgekit.artifact import finalize_manifest, load_artifact
-
     from edgekit.plots import plot_compression
 
     (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
