@@ -91,6 +91,34 @@ def ov_runner(w, x, threads):
     return lambda: req.infer({0: xf}), prec
 
 
+def engine_call(p, x, xt, m, ws, dense):
+    """The engine's form of the call (u8 out, requantised; the 4x1 kernel on transposed X and Y), as a closure.
+
+    Positional arguments only: pybind11 matches keyword arguments by name on every call, which cost 1.6-2.8 us
+    more than the same call positionally (16 outputs, m = 1 or 64, 20,000 calls x 7: 2.4-3.7 us vs 0.8 us),
+    i.e. 10-15% of a 16 us GEMM, spent in the binding rather than the kernel.
+    """
+    if dense:  # gemm_u8s8(w, x, x_scale, x_zp, w_scale, bias, gelu, out_u8, out_scale, out_zp)
+        return lambda: K.gemm_u8s8(p, x, 0.02, 3, ws, None, False, True, 0.1, 128)
+    # gemm_u8s8_t(w, x, m, x_transposed, y_transposed, x_scale, x_zp, w_scale, bias, gelu, out_u8, out_scale, out_zp)
+    return lambda: K.gemm_u8s8_t(p, xt, m, True, True, 0.02, 3, ws, None, False, True, 0.1, 128)
+
+
+def call_floor(threads: int, rounds: int) -> dict[str, float]:
+    """Per-call time (us) of each contender on a 1 x 64 x 16 GEMM: the cost of a call that does almost no work
+    (binding or session overhead, thread wake-up), to read the small shapes' times against."""
+    rng = np.random.default_rng(1)
+    w = rng.integers(-128, 128, (16, 64), dtype=np.int8)
+    x = rng.integers(0, 256, (1, 64), dtype=np.uint8)
+    ws = np.full(16, 1e-2, np.float32)
+    xt = K.buffer_u8(64, K.padded_m(1))
+    xt[:, :1] = x.T
+    fns = {"edgekit-dense": engine_call(K.pack_s8(w, "dense"), x, xt, 1, ws, dense=True),
+           "edgekit-4x1": engine_call(K.pack_s8(prune_4x1(w, 0.8, rng), "4x1"), x, xt, 1, ws, dense=False),
+           "onnxruntime": ort_runner(w, x, threads)[0], "openvino": ov_runner(w, x, threads)[0]}
+    return {name: float(np.median(ts)) for name, ts in time_interleaved(fns, 0.2, rounds).items()}
+
+
 def time_interleaved(fns: dict, min_s: float, rounds: int) -> dict[str, list[float]]:
     """Median time (us) of each contender per round, contenders interleaved round by round."""
     per = {}
@@ -158,6 +186,8 @@ def main(argv=None) -> int:
     peak = max(K.peak_macs(0.3) for _ in range(5))  # best of 5: a shared VM's noise only ever lowers it
     loop = {"avx512_vnni": "vpdpbusd", "avx2": "vpmaddubsw+vpmaddwd+vpaddd"}.get(isa, "no")
     print(f"isa {isa}, {threads} threads, measured {loop} peak {peak / 1e9:.1f} G MAC/s", file=sys.stderr)
+    floor = call_floor(threads, a.rounds)
+    print("per-call floor (1 x 64 x 16): " + ", ".join(f"{k} {v:.1f} us" for k, v in floor.items()), file=sys.stderr)
     rng = np.random.default_rng(0)
     rows = []
     for m in ms:
@@ -170,7 +200,6 @@ def main(argv=None) -> int:
             mp = K.padded_m(m)
             xt = K.buffer_u8(k, mp + 64 if (mp // 64) % 2 == 0 else mp)  # the engine's stride: an odd number of lines
             xt[:, :m] = x.T
-            u8 = dict(out_u8=True, out_scale=0.1, out_zp=128)
             for b in wbits:
                 wb = w if b == 8 else (w.astype(np.int16) // 2).astype(np.int8)  # [-64, 63]
                 for s in sps:
@@ -178,9 +207,7 @@ def main(argv=None) -> int:
                     p = K.pack_s8(ww, "dense" if s == 0 else "4x1")
                     kernels[(b, s)] = p.info.get("kernel", "")
                     fns[("edgekit", b, s)] = (lambda p=p: K.gemm_u8s8(p, x, 0.02, 3, ws))
-                    fns[("edgekit-engine", b, s)] = (
-                        (lambda p=p: K.gemm_u8s8(p, x, 0.02, 3, ws, **u8)) if s == 0 else
-                        (lambda p=p: K.gemm_u8s8_t(p, xt, m, True, True, 0.02, 3, ws, **u8)))
+                    fns[("edgekit-engine", b, s)] = engine_call(p, x, xt, m, ws, dense=s == 0)
             ort_fn, _ = ort_runner(w, x, threads)
             ov_fn, ov_prec = ov_runner(w, x, threads)
             fns[("onnxruntime", 0.0)], fns[("openvino", 0.0)] = ort_fn, ov_fn
@@ -204,6 +231,7 @@ def main(argv=None) -> int:
                     "speedup_vs_openvino": float(np.median(ovr / mine)),
                     "onnxruntime_time_us": float(np.median(ortr)), "openvino_time_us": float(np.median(ovr)),
                     "openvino_precision": ov_prec, "peak_gmacs": peak / 1e9, "rounds": a.rounds,
+                    "call_floor_us": floor,
                 })
                 r = rows[-1]
                 print(f"{layout:6s} M={m} K={k} N={n} w{b} s={s:.1f}: {t:8.1f} us  {r['gops_effective']:6.1f} GOPS eff  "
@@ -220,7 +248,9 @@ def main(argv=None) -> int:
                        f"{r['gops_effective']:.1f} | {100 * (r['peak_fraction'] or 0):.0f}% | {r['speedup_vs_dense']:.2f} | "
                        f"{r['speedup_vs_onnxruntime']:.2f} | {r['speedup_vs_openvino']:.2f} |\n" for r in rows)
         a.md.parent.mkdir(parents=True, exist_ok=True)
-        a.md.write_text(head + body)
+        note = ("\nPer-call floor (the same calls on a 1 x 64 x 16 GEMM, median us): "
+                + ", ".join(f"{k} {v:.1f}" for k, v in floor.items()) + ". Every time above includes its contender's.\n")
+        a.md.write_text(head + body + note)
     if a.plot:
         import matplotlib
 

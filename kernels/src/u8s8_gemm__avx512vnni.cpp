@@ -115,17 +115,16 @@ struct RowConsts {
   __m512 scale, bias;
 };
 
-// The RowConsts of block-row r's outputs 4r..4r+3 (those below n), from one set of 4-lane operations stored so that
-// each output's value is broadcast from memory (a load, no shuffle, no scalar division per output). It replaced a
-// per-output scalar version; in-process A/B (2 threads, M 128, 6-16 interleaved rounds, engine layout, u8 out): the
-// all-zero weight (the epilogue alone) 0.89-0.98x the time, 80% 0.96-0.99x; fp32 outputs 0.93-1.03x.
+// The RowConsts of block-row r's outputs 4r..4r+3 (those below n) for the 4x1 kernel, from one set of 4-lane
+// operations stored so that each output's value is broadcast from memory (a load, no shuffle, no scalar division
+// per output). It replaced a per-output scalar version; in-process A/B (2 threads, M 128, 6-16 interleaved rounds,
+// engine layout, u8 out): the all-zero weight (the epilogue alone) 0.89-0.98x the time, 80% 0.96-0.99x; fp32
+// outputs 0.93-1.03x. The zero-point correction is a constant 0: the 4x1 kernel's accumulators start at minus the
+// correction (sparse_tile), so the subtraction folds away at compile time.
 struct RowConsts4 {
-  alignas(16) int32_t corr[4];
   alignas(16) float scale[4];
   alignas(16) float bias[4];
-  RowConsts at(int i) const {
-    return {_mm512_set1_epi32(corr[i]), _mm512_set1_ps(scale[i]), _mm512_set1_ps(bias[i])};
-  }
+  RowConsts at(int i) const { return {_mm512_setzero_si512(), _mm512_set1_ps(scale[i]), _mm512_set1_ps(bias[i])}; }
 };
 inline void row_consts4(const Gemm& g, int64_t r, RowConsts4& c) {
   const ek_epilogue* ep = g.ep;
@@ -133,13 +132,11 @@ inline void row_consts4(const Gemm& g, int64_t r, RowConsts4& c) {
   const __mmask8 k = left >= 4 ? (__mmask8)0xf : (__mmask8)((1u << left) - 1);
   __m128 scale = _mm_mul_ps(_mm_set1_ps(ep->x_scale), _mm_maskz_loadu_ps(k, ep->w_scale + j));
   __m128 bias = ep->bias ? _mm_maskz_loadu_ps(k, ep->bias + j) : _mm_setzero_ps();
-  const __m128i corr = _mm_mullo_epi32(_mm_maskz_loadu_epi32(k, g.w->rowsum.data() + j), _mm_set1_epi32(ep->x_zp));
   if (ep->out_u8 && !ep->gelu) {
     const __m128 inv = _mm_set1_ps(1.0f / ep->out_scale);
     scale = _mm_mul_ps(scale, inv);
     bias = _mm_fmadd_ps(bias, inv, _mm_set1_ps((float)ep->out_zp));
   }
-  _mm_store_si128(reinterpret_cast<__m128i*>(c.corr), corr);
   _mm_store_ps(c.scale, scale);
   _mm_store_ps(c.bias, bias);
 }
@@ -450,10 +447,17 @@ inline bool stage_rows(const Gemm& g) {
 }
 
 // stage (row-major y only): a [4][TM] buffer of the output type that takes the block-row transposed (see sparse_task).
+// Output 4r + i's accumulators start at minus its zero-point correction, x_zp * rowsum, so that they end as the
+// corrected sums (the same int32 values) and no epilogue subtracts it: 16 vpsubd fewer per block-row and tile.
 void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_t m0, void* stage = nullptr) {
   const ek_packed* w = g.w;
-  __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00,
-          a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+  const int32_t zp = g.ep ? g.ep->x_zp : g.x_zp;
+  const int64_t left = w->info.n - 4 * r;
+  const int32_t* rs = w->rowsum.data() + 4 * r;
+  __m512i a00 = _mm512_set1_epi32(-zp * rs[0]), a01 = a00, a02 = a00, a03 = a00;
+  __m512i a10 = _mm512_set1_epi32(left > 1 ? -zp * rs[1] : 0), a11 = a10, a12 = a10, a13 = a10;
+  __m512i a20 = _mm512_set1_epi32(left > 2 ? -zp * rs[2] : 0), a21 = a20, a22 = a20, a23 = a20;
+  __m512i a30 = _mm512_set1_epi32(left > 3 ? -zp * rs[3] : 0), a31 = a30, a32 = a30, a33 = a30;
   const int64_t q0 = w->row_ptr[r], q1 = w->row_ptr[r + 1];
   const int32_t* cols = w->quad_cols.data();
   const int32_t* wq = reinterpret_cast<const int32_t*>(w->quad_w.data());
@@ -529,7 +533,6 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
   alignas(64) int32_t tile[4][TM];
   alignas(64) float out[4][TM];
   const int64_t n = w->info.n, mend = std::min<int64_t>(TM, g.m - m0);
-  const int32_t zp = g.ep ? g.ep->x_zp : g.x_zp;
   const __m512 inv = _mm512_set1_ps(g.ep && g.ep->out_u8 ? 1.0f / g.ep->out_scale : 0.f),
                zpf = _mm512_set1_ps(g.ep ? (float)g.ep->out_zp : 0.f);
   RowConsts4 c4;
@@ -547,9 +550,8 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
                                 _mm512_shuffle_i32x4(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)),
                                 _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(2, 0, 2, 0)),
                                 _mm512_shuffle_i32x4(t2, t3, _MM_SHUFFLE(3, 1, 3, 1))};
-    const __m512i corr = _mm512_set1_epi32(zp * w->rowsum[j]);
     for (int L = 0; L < 4; ++L) {
-      const __m512i a = _mm512_sub_epi32(ordered[L], corr);
+      const __m512i a = ordered[L];  // corrected already
       if (!g.ep) {
         _mm512_store_si512(tile[i] + 16 * L, a);
         continue;
@@ -563,7 +565,7 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
           _mm512_store_si512(tile[i] + 16 * L, _mm512_cvtepu8_epi32(qb));
         continue;
       }
-      __m512 v = dequant512(a, _mm512_setzero_si512(), c.scale, c.bias);  // a: correction applied above
+      __m512 v = dequant512(a, c.corr, c.scale, c.bias);
       if (g.ep->gelu) v = gelu512(v);
       if (g.y_t) {
         _mm512_storeu_ps(static_cast<float*>(g.y) + j * g.ldy + m0 + 16 * L, v);
@@ -708,7 +710,7 @@ void sparse(const Gemm& g) {
   const int64_t mtiles = mp / TM;
   const int nt = num_threads();
   // Enough tasks per thread to balance block-rows of uneven density.
-  int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (8 * nt));
+  int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (32 * nt));
   if (stage_rows(g)) rows = (rows + 3) / 4 * 4;  // whole groups of 4 block-rows for the staging
   SparseCtx c{&g, xt, ldxt, mtiles, rows};
   parallel_for(mtiles * ((w->nb + rows - 1) / rows), sparse_task, &c);
