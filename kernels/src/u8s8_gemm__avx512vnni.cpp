@@ -710,7 +710,7 @@ void sparse(const Gemm& g) {
   const int64_t mtiles = mp / TM;
   const int nt = num_threads();
   // Enough tasks per thread to balance block-rows of uneven density.
-  int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (32 * nt));
+  int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (8 * nt));
   if (stage_rows(g)) rows = (rows + 3) / 4 * 4;  // whole groups of 4 block-rows for the staging
   SparseCtx c{&g, xt, ldxt, mtiles, rows};
   parallel_for(mtiles * ((w->nb + rows - 1) / rows), sparse_task, &c);
