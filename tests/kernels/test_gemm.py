@@ -103,6 +103,28 @@ def test_requantised_u8_output_with_bias_no_gelu(isa, out_zp):
 
 
 @pytest.mark.parametrize("pattern", ["dense", "4x1"])
+def test_u8_output_saturates_beyond_the_int32_range(isa, pattern):
+    """Requantised values far above 2^31 (out_scale 1e-6) still give 255, below -2^31 give 0: the 4x1 kernel drops
+    its upper clamp only when no value can get there, which it cannot show here."""
+    m, k, n = 70, 96, 40
+    w = prune_4x1(rng.integers(-128, 128, (n, k), dtype=np.int8), 0.5) if pattern == "4x1" else \
+        rng.integers(-128, 128, (n, k), dtype=np.int8)
+    w[3] = 0  # an output that is exactly the zero point
+    x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    p = K.pack_s8(w, pattern)
+    kw = dict(x_scale=1.0, x_zp=5, w_scale=np.ones(n, np.float32), out_u8=True, out_scale=1e-6, out_zp=17)
+    acc = ref_acc(x, w, 5)
+    want = np.where(acc > 0, 255, np.where(acc < 0, 0, 17)).astype(np.uint8)
+    assert np.abs(acc).max() * 1e6 > 2**31 and (want == 255).any() and (want == 0).any()
+    np.testing.assert_array_equal(K.gemm_u8s8(p, x, **kw), want)
+    mp = K.padded_m(m)
+    xt = np.zeros((k, mp), np.uint8)
+    xt[:, :m] = x.T
+    if pattern == "4x1":  # the engine's form: X and Y transposed
+        np.testing.assert_array_equal(K.gemm_u8s8_t(p, xt, m, True, True, **kw)[:, :m].T, want)
+
+
+@pytest.mark.parametrize("pattern", ["dense", "4x1"])
 def test_extreme_values(isa, pattern):
     """255 x -128 everywhere: the largest |products|; vpmaddubsw would saturate here, we must not. 255 x +-64:
     the largest a 7-bit weight gives (vpmaddubsw pair sums of +-32640, just inside int16)."""
