@@ -255,6 +255,10 @@ class Recipe(BaseModel):
     # training rows per text: its first ``train_windows`` consecutive max_length-token windows (1 = the
     # first window only, which is what evaluation sees; BBC articles hold ~4 windows of 128 tokens)
     train_windows: int = Field(1, ge=1, le=64)
+    # fraction of each training window's text tokens replaced, afresh every step, by tokens drawn at random
+    # from the training text (0 = off). Teacher and student see the same altered window, so distillation
+    # gets new inputs near the data instead of the same ~6,000 windows again (see Recipes in the README).
+    augment_tokens: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
     stages: list[Stage]

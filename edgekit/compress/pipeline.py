@@ -31,6 +31,17 @@ from .prune import LINEAR_NAMES, STRUCTURED, Pruner, cubic_sparsity, encoder_lin
 
 
 # --------------------------------------------------------------------------------------------- state
+def replace_tokens(ids: torch.Tensor, text: torch.Tensor, pool: torch.Tensor, fraction: float,
+                   gen: torch.Generator) -> torch.Tensor:
+    """A copy of ``ids`` with each text token (``text`` True) replaced, with probability ``fraction``, by a token
+    drawn uniformly from ``pool`` (the training text's tokens, so by their frequency). Padding and special tokens
+    stay. Draws from ``gen`` only, so a run stays seeded and resumable."""
+    pick = (torch.rand(ids.shape, generator=gen) < fraction) & text
+    out = ids.clone()
+    out[pick] = pool[torch.randint(len(pool), (int(pick.sum()),), generator=gen)]
+    return out
+
+
 class Run:
     """Everything the stage handlers share."""
 
@@ -44,6 +55,9 @@ class Run:
         feeds, source = tokenize_windows(tok, train.texts, recipe.max_length, recipe.train_windows)
         self.ids, self.mask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
         self.labels = torch.tensor(train.labels)[torch.from_numpy(source)]  # a window keeps its article's label
+        # text tokens (not padding, not [CLS] / [SEP] / other specials): what augment_tokens replaces and draws from
+        self.text = (self.mask > 0) & ~torch.isin(self.ids, torch.tensor(sorted(set(tok.all_special_ids))))
+        self.pool = self.ids[self.text]
         self.gen = torch.Generator().manual_seed(recipe.seed)
         self.order: list[int] = []
         self.global_step = 0
@@ -67,7 +81,10 @@ class Run:
             self.order += torch.randperm(len(self.labels), generator=self.gen).tolist()
         idx = torch.tensor(self.order[: self.recipe.batch])
         del self.order[: self.recipe.batch]
-        return self.ids[idx], self.mask[idx], self.labels[idx]
+        ids = self.ids[idx]
+        if self.recipe.augment_tokens > 0:
+            ids = replace_tokens(ids, self.text[idx], self.pool, self.recipe.augment_tokens, self.gen)
+        return ids, self.mask[idx], self.labels[idx]
 
     def steps(self, n: int) -> int:
         return n if self.max_steps is None else min(n, self.max_steps)

@@ -20,6 +20,7 @@ from edgekit.errors import InputError
     ({"stages": [{"type": "quantize"}, {"type": "prune"}]}, "quantize stage must be last"),
     ({"stages": [{"type": "prune", "bogus": 1}]}, "bogus: unknown field"),
     ({"train_windows": 0, "stages": []}, "train_windows: Input should be greater than or equal to 1"),
+    ({"augment_tokens": 1.0, "stages": []}, "augment_tokens: Input should be less than 1"),
 ])
 def test_recipe_errors_name_the_field(data, match):
     with pytest.raises(InputError, match=match):
@@ -362,3 +363,25 @@ def test_tail_loss_judges_a_layer_by_the_teachers_remaining_layers(model):
 
     with pytest.raises(InputError, match="tail_layers must name student layers 0..0"):
         Distiller(teacher, copy.deepcopy(teacher), cfg.model_copy(update={"tail_layers": [1]}), task)
+
+
+def test_token_replacement_touches_text_tokens_only_and_follows_the_seed():
+    """augment_tokens: about the asked fraction of text tokens replaced by tokens of the pool; padding and special
+    tokens never; the same generator state gives the same batch (a resumed run sees what the first run saw)."""
+    from edgekit.compress.pipeline import replace_tokens
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 2000, (64, 128), generator=gen)
+    ids[:, 0], ids[:, 100], ids[:, 101:] = 101, 102, 0  # [CLS] text [SEP] padding
+    text = torch.zeros_like(ids, dtype=torch.bool)
+    text[:, 1:100] = True
+    pool = torch.arange(5000, 5100)
+    state = gen.get_state()
+    out = replace_tokens(ids, text, pool, 0.25, gen)
+    changed = out != ids
+    assert not changed[~text].any()  # [CLS], [SEP], padding untouched
+    assert 0.22 < changed[text].float().mean() < 0.28
+    assert torch.isin(out[changed], pool).all() and torch.equal(out[~changed], ids[~changed])
+    gen.set_state(state)
+    assert torch.equal(replace_tokens(ids, text, pool, 0.25, gen), out)
+    assert torch.equal(replace_tokens(ids, text, pool, 0.0, gen), ids)
