@@ -17,8 +17,10 @@ Two layouts of edgekit's GEMMs, each with its own dense baseline (`x dense` comp
 - `engine`: what the native engine runs: the 4x1 kernel reads X already transposed ([K, padded M] at the
   engine's stride, in `buffer_u8` memory) and writes u8 transposed ([N, padded M]), i.e. requantised for the
   next layer; its dense baseline is the dense kernel with u8 output, its natural form.
-ONNX Runtime and OpenVINO run their own layouts in both comparisons. Writes JSON lines (CONTRACT.md fields, plus
-`layout`), a Markdown table and a speedup plot. Never asserts.
+ONNX Runtime and OpenVINO run their own layouts in both comparisons. Every time includes its contender's per-call
+cost (binding or session overhead, thread wake-up), which the run also measures on a 1 x 64 x 16 GEMM and writes
+as `call_floor_us` (and under the Markdown table). Writes JSON lines (CONTRACT.md fields, plus `layout`), a
+Markdown table and a speedup plot. Never asserts.
 
     python bench/kernels.py --quick --json out/kernels.jsonl --md out/kernels.md --plot out/kernels.png
 """
