@@ -305,6 +305,7 @@ struct SparseCtx {
   const Gemm* g;
   const uint8_t* xt;
   int64_t mp, mtiles, rows_per_task;
+  bool by_rows;  // tasks ordered block-row range major (see sparse_task), else token tile major
 };
 
 // Epilogue of a full block-row (outputs 4r..4r+3) into a transposed y, from the accumulators in registers:
@@ -615,9 +616,10 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
 void sparse_task(int64_t task, void* p) {
   const SparseCtx& c = *static_cast<SparseCtx*>(p);
   const int64_t nb = c.g->w->nb;
-  // tile-major: a core's contiguous range of tasks (see parallel_for) is the token tiles whose XT it transposed
+  // A core's contiguous range of tasks (see parallel_for) is whole token tiles (those whose XT it transposed, and
+  // only those tiles' XT in its caches), or with by_rows whole ranges of block-rows over all tiles (see sparse()).
   const int64_t chunks = (nb + c.rows_per_task - 1) / c.rows_per_task;
-  const int64_t mt = task / chunks, ch = task % chunks;
+  const int64_t mt = c.by_rows ? task % c.mtiles : task / chunks, ch = c.by_rows ? task / c.mtiles : task % chunks;
   const int64_t r0 = ch * c.rows_per_task, r1 = std::min(nb, r0 + c.rows_per_task);
   const Gemm& g = *c.g;
   const int64_t m0 = mt * TM, n = g.w->info.n;
@@ -712,7 +714,14 @@ void sparse(const Gemm& g) {
   // Enough tasks per thread to balance block-rows of uneven density.
   int64_t rows = std::max<int64_t>(1, w->nb * mtiles / (8 * nt));
   if (stage_rows(g)) rows = (rows + 3) / 4 * 4;  // whole groups of 4 block-rows for the staging
-  SparseCtx c{&g, xt, ldxt, mtiles, rows};
+  // Split by token tiles, a transposed y shares 128-byte line pairs between cores when a core's first tile is odd
+  // (M = 128 on 2 threads: core 0 writes the first 64 bytes of every output's row, core 1 the second), and the
+  // pair goes back and forth (the adjacent-line prefetch): with all-zero weights (the epilogue alone) 2 threads
+  // took 1.3-1.4x the time of 1. Then the split is by block-rows over all tiles, as long as every core's XT (all
+  // tiles) stays small: in-process A/B (kernels/tools/ab_builds.py, M 128, 2 threads, 21 rounds) 0.90-0.98x the
+  // time at K = 384 and 768, but 1.02-1.03x at K = 3,072 (each core then reads 384 KB of XT instead of 192 KB).
+  const bool by_rows = g.y_t && mtiles < 2 * nt && k * mp <= (128 << 10);
+  SparseCtx c{&g, xt, ldxt, mtiles, rows, by_rows};
   parallel_for(mtiles * ((w->nb + rows - 1) / rows), sparse_task, &c);
 }
 }  // namespace
