@@ -96,9 +96,9 @@ def ov_runner(w, x, threads):
 def engine_call(p, x, xt, m, ws, dense):
     """The engine's form of the call (u8 out, requantised; the 4x1 kernel on transposed X and Y), as a closure.
 
-    Positional arguments only: pybind11 matches keyword arguments by name on every call, which cost 1.6-2.8 us
-    more than the same call positionally (16 outputs, m = 1 or 64, 20,000 calls x 7: 2.4-3.7 us vs 0.8 us),
-    i.e. 10-15% of a 16 us GEMM, spent in the binding rather than the kernel.
+    Positional arguments only: pybind11 matches keyword arguments by name on every call, which cost 1.3-2.6 us
+    more than the same call positionally (`python bench/binding_overhead.py`), 8-16% of a 16 us GEMM, spent in
+    the binding rather than the kernel.
     """
     if dense:  # gemm_u8s8(w, x, x_scale, x_zp, w_scale, bias, gelu, out_u8, out_scale, out_zp)
         return lambda: K.gemm_u8s8(p, x, 0.02, 3, ws, None, False, True, 0.1, 128)
