@@ -56,8 +56,10 @@ class Run:
         self.ids, self.mask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
         self.labels = torch.tensor(train.labels)[torch.from_numpy(source)]  # a window keeps its article's label
         # text tokens (not padding, not [CLS] / [SEP] / other specials): what augment_tokens replaces and draws from
-        self.text = (self.mask > 0) & ~torch.isin(self.ids, torch.tensor(sorted(set(tok.all_special_ids))))
-        self.pool = self.ids[self.text]
+        self.text = self.pool = None
+        if recipe.augment_tokens > 0:
+            self.text = (self.mask > 0) & ~torch.isin(self.ids, torch.tensor(sorted(set(tok.all_special_ids))))
+            self.pool = self.ids[self.text]
         self.gen = torch.Generator().manual_seed(recipe.seed)
         self.order: list[int] = []
         self.global_step = 0
@@ -82,7 +84,7 @@ class Run:
         idx = torch.tensor(self.order[: self.recipe.batch])
         del self.order[: self.recipe.batch]
         ids = self.ids[idx]
-        if self.recipe.augment_tokens > 0:
+        if self.pool is not None:
             ids = replace_tokens(ids, self.text[idx], self.pool, self.recipe.augment_tokens, self.gen)
         return ids, self.mask[idx], self.labels[idx]
 
