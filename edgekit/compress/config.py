@@ -227,7 +227,7 @@ def resolve_weight_bits(setting: int | str) -> int:
     kernels run their AVX2 path (no AVX-512): its fast int8 kernels use ``vpmaddubsw``, whose int16 pair sums
     are exact only for |q_w| <= 64. On AVX-512 (VNNI or not) 7 bits buy no speed, so auto is 8 there. The ISA
     is the one the kernels run (``EDGEKIT_ISA`` can force a lower one); without built kernels, /proc/cpuinfo.
-    On the AVX2 host of 2026-11-25 the default recipe scored the same with 7 and 8 bits (README, Results)."""
+    On the AVX2 host of 2026-11-25 the default recipe scored the same with 7 and 8 bits (docs/results-history.md)."""
     if setting != "auto":
         return int(setting)
     return 7 if _avx2_kernels() else 8

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Standalone measurements behind the README's "where the sparse time goes" (second night session of 2026-11-28):
+# Standalone measurements behind "Where the sparse time goes" in docs/results-history.md (second night session of 2026-11-28):
 # the quad step's port limit, the 4x1 quad loop with and without offsets multiplied in the loop, with random and
 # L1-resident columns, and 1x4 blocks. One thread each; needs an AVX-512 VNNI CPU. Usage: kernels/tools/proto_quad.sh
 set -euo pipefail
