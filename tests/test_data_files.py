@@ -435,3 +435,19 @@ def test_bad_spec_options():
         DataSpec("x.csv", text_column="a", label_column="a")
     with pytest.raises(InputError, match="unknown data option 'text_col'; allowed: source, text_column"):
         DataSpec.from_dict({"source": "x.csv", "text_col": "a"})
+
+
+def test_registered_text_source_is_read_like_plain_text(monkeypatch):
+    from edgekit.data import TEXT_SOURCES, register_text_source
+
+    monkeypatch.setattr("edgekit.data.unlabelled.TEXT_SOURCES", dict(TEXT_SOURCES))
+    register_text_source("tiny-corpus", lambda: ["one two three\n\nfour five six", "seven eight nine"], "test only")
+    assert load_texts("tiny-corpus", min_words=3, max_words=10) == ["one two three", "four five six",
+                                                                    "seven eight nine"]
+    register_text_source("absent-corpus", lambda: [])
+    with pytest.raises(InputError, match="no text in absent-corpus"):
+        load_texts("absent-corpus")
+    with pytest.raises(InputError, match="allowed: bbc-news, absent-corpus, tiny-corpus, plain text"):
+        load_texts("unknown-corpus")
+    with pytest.raises(InputError, match="plain name other than bbc-news"):
+        register_text_source("bbc-news", lambda: [])

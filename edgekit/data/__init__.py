@@ -15,6 +15,8 @@ Token classification::
 Unlabelled text for distillation / calibration (``--distill-data``)::
 
     extra = load_texts(["notes.txt", "docs/"], exclude=load_dataset(spec, "test").texts)
+    register_text_source("my-corpus", lambda: ["document one ...", "document two ..."], "what, size, licence")
+    extra = load_texts("my-corpus")   # a registered name works wherever a path does
 
 Formats, splits, label ids and errors are described in :mod:`edgekit.data.files` and
 :mod:`edgekit.data.labelled`; every bad input is one :class:`~edgekit.errors.InputError` line.
@@ -23,13 +25,13 @@ from .feeds import tokenize, tokenize_windows, tokenize_words
 from .files import FORMATS, TABLE_SUFFIXES
 from .labelled import calibration_texts, dataset_splits, load_dataset, load_token_dataset, stratified_split
 from .spec import BUILTIN, SPLIT_FRACTIONS, SPLITS, DataSpec, TextDataset, TokenDataset, as_spec
-from .unlabelled import TEXT_SUFFIXES, load_texts, split_passages
+from .unlabelled import TEXT_SOURCES, TEXT_SUFFIXES, TextSource, load_texts, register_text_source, split_passages
 
 DATASETS = BUILTIN  # the name earlier releases exported
 
 __all__ = [
-    "BUILTIN", "DATASETS", "FORMATS", "SPLITS", "SPLIT_FRACTIONS", "TABLE_SUFFIXES", "TEXT_SUFFIXES",
-    "DataSpec", "TextDataset", "TokenDataset", "as_spec", "calibration_texts", "dataset_splits", "load_dataset",
-    "load_texts", "load_token_dataset", "split_passages", "stratified_split", "tokenize", "tokenize_windows",
-    "tokenize_words",
+    "BUILTIN", "DATASETS", "FORMATS", "SPLITS", "SPLIT_FRACTIONS", "TABLE_SUFFIXES", "TEXT_SOURCES", "TEXT_SUFFIXES",
+    "DataSpec", "TextDataset", "TextSource", "TokenDataset", "as_spec", "calibration_texts", "dataset_splits",
+    "load_dataset", "load_texts", "load_token_dataset", "register_text_source", "split_passages", "stratified_split",
+    "tokenize", "tokenize_windows", "tokenize_words",
 ]

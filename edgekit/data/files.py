@@ -236,7 +236,7 @@ def _table(ds, origin: str, roles: dict[str, str]) -> Table:
             raise InputError(f"data {origin}: no column {col!r} ({option}); its columns: {', '.join(have)}")
     if len(ds) == 0:
         raise InputError(f"data {origin}: no rows")
-    columns = {role: ds.data.column(col).to_pylist() for role, col in roles.items()}
+    columns = {role: ds[col][:] for role, col in roles.items()}  # decoded (a mixed JSON column arrives as Json)
     names = {}
     for role, col in roles.items():
         feature = ds.features[col]

@@ -47,7 +47,7 @@ def load_dataset(name: "str | os.PathLike | DataSpec" = "bbc-news", split: str =
 def dataset_splits(data: "str | os.PathLike | DataSpec" = "bbc-news", seed: int = 0) -> dict[str, TextDataset]:
     """All three splits at once: ``{"train": ..., "validation": ..., "test": ...}`` (read once, cached)."""
     spec = as_spec(data)
-    return _text_splits(spec, seed, _stamp(spec))
+    return dict(_text_splits(spec, seed, _stamp(spec)))  # a copy: the cached dict stays as read
 
 
 def load_token_dataset(data: "str | os.PathLike | DataSpec", split: str = "test", seed: int = 0) -> TokenDataset:

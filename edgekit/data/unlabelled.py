@@ -1,6 +1,6 @@
 """Unlabelled text for distillation and calibration (``--distill-data``): the teacher labels it.
 
-A source is a built-in name (its train split), a table (CSV / TSV / JSON Lines / Parquet / a
+A source is a built-in name (its train split), a registered text source (:func:`register_text_source`), a table (CSV / TSV / JSON Lines / Parquet / a
 ``save_to_disk`` folder / a folder of split files: its text column; of data with splits only the train
 split, so validation and test text never leaks into training), or plain text: a ``.txt`` (``.text``,
 ``.md``, ``.rst``) file or a folder holding such files at any depth (a folder of class sub-folders
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import InputError
@@ -22,6 +23,33 @@ from .spec import BUILTIN, DataSpec, as_spec
 
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst")
 ON_BAD_FILE = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """A named corpus of unlabelled text (e.g. one that a package installs): ``documents()`` yields its
+    documents as strings (an empty iterable when it is not installed here); ``about`` says what it is,
+    its size and licence, for help texts and the README."""
+
+    name: str
+    documents: Callable[[], Iterable[str]]
+    about: str = ""
+
+
+TEXT_SOURCES: dict[str, TextSource] = {}
+
+
+def register_text_source(name: str, documents: Callable[[], Iterable[str]], about: str = "") -> TextSource:
+    """Make ``name`` usable wherever :func:`load_texts` takes a source (``--distill-data NAME``); its
+    documents are cut into passages like plain-text files.
+
+    >>> register_text_source("gensim-lee", lambda: lee_documents(), "Lee news corpus, 300 docs, LGPL")  # doctest: +SKIP
+    >>> load_texts("gensim-lee")  # doctest: +SKIP
+    """
+    if not name or name in BUILTIN or os.sep in name or "/" in name:
+        raise InputError(f"a text source name must be a plain name other than {', '.join(BUILTIN)}, not {name!r}")
+    TEXT_SOURCES[name] = TextSource(name, documents, about)
+    return TEXT_SOURCES[name]
 
 
 def load_texts(source: "str | os.PathLike | DataSpec | Sequence[str | os.PathLike | DataSpec]", *,
@@ -70,8 +98,12 @@ def _texts_of(spec: DataSpec, min_words: int, max_words: int, suffixes: tuple[st
 
         return list(load_dataset(spec, "train", seed).texts)
     path = Path(spec.source)
+    if spec.source in TEXT_SOURCES and not path.exists():
+        docs = TEXT_SOURCES[spec.source].documents()
+        return [p for d in docs for p in split_passages(d, min_words, max_words)]
     if not path.exists():
-        raise InputError(f"distillation data {spec.source}: no such file or folder; allowed: {', '.join(BUILTIN)}, "
+        names = ", ".join(list(BUILTIN) + sorted(TEXT_SOURCES))
+        raise InputError(f"distillation data {spec.source}: no such file or folder; allowed: {names}, "
                          f"plain text ({', '.join(suffixes)}) or {FORMATS}")
     if path.is_file() and path.suffix.lower() in suffixes:
         return _passages_of_file(path, min_words, max_words, on_bad_file)
