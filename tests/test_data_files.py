@@ -298,11 +298,14 @@ def test_unlabelled_bad_files_raise_or_are_skipped(tmp_path):
 # ---------------------------------------------------------------- bad input: one line, nothing written
 
 def _error(source, **kw) -> str:
+    """The one-line InputError that reading ``source`` raises; the data's folder is left as it was."""
+    folder = Path(source).parent
+    before = _snapshot(folder)
     with pytest.raises(InputError) as info:
-        spec = source if isinstance(source, DataSpec) else DataSpec(str(source), **kw)
-        dataset_splits(spec)
+        dataset_splits(DataSpec(str(source), **kw))
     msg = str(info.value)
     assert "\n" not in msg and info.value.exit_code == 2
+    assert _snapshot(folder) == before
     return msg
 
 
@@ -310,26 +313,31 @@ def _snapshot(folder: Path) -> set:
     return {(p, p.stat().st_size) for p in folder.rglob("*")}
 
 
-@pytest.fixture
-def nothing_written(tmp_path):
-    """The reader creates no file, in the data's folder or in the datasets cache."""
+@pytest.fixture(autouse=True)
+def _reading_writes_nothing():
+    """No test here leaves a file in the datasets cache or a scratch folder behind (reads and errors alike)."""
     import datasets
 
     cache = Path(datasets.config.HF_DATASETS_CACHE)
     scratch = Path(tempfile.gettempdir())
     before = (_snapshot(cache) if cache.exists() else set(), set(scratch.glob("edgekit-data-*")))
-    yield tmp_path
+    yield
     after = (_snapshot(cache) if cache.exists() else set(), set(scratch.glob("edgekit-data-*")))
     assert after == before
 
 
+@pytest.fixture
+def nothing_written(tmp_path):
+    """The data folder of a bad-input test (tests compare its contents before and after where it matters)."""
+    return tmp_path
+
+
 def test_missing_column_names_the_columns_that_exist(nothing_written):
     path = _write_csv(nothing_written / "t.csv", ["body", "queue"], _tickets())
-    before = _snapshot(nothing_written)
-    msg = _error(path)
-    assert msg == f"data {path}: no column 'text' (--text-column); its columns: body, queue"
+    assert _error(path) == f"data {path}: no column 'text' (--text-column); its columns: body, queue"
     assert "no column 'label' (--label-column); its columns: body, queue" in _error(path, text_column="body")
-    assert _snapshot(nothing_written) == before
+    assert "no column 'premise' (--text-pair-column)" in _error(path, text_column="body", label_column="queue",
+                                                                text_pair_column="premise")
 
 
 def test_empty_files_and_files_without_rows(nothing_written):
