@@ -133,10 +133,10 @@ class _Call:
         self.fn()
 
 
-#: Untimed calls before each contender's timed block in a round (the harness's default is 1). A GEMM is short
-#: enough that the previous contender's threads may still be spinning and its data still filling the caches
-#: after one call: with one, our dense GEMM right after OpenVINO measured 52% / 40% of the peak, with three
-#: 61% / 66%, ONNX Runtime's and OpenVINO's own times unchanged.
+#: Untimed calls before each contender's timed block in a round (the harness's default is 1). A GEMM is short,
+#: and the previous contender's threads may still be spinning and its data filling the caches: without lead-in
+#: calls our dense GEMM right after OpenVINO measured 52% / 40% of the peak, with three 61% / 66% (ONNX Runtime's
+#: and OpenVINO's own times unchanged). The kernel figures in the README were measured with three.
 LEAD_IN_CALLS = 3
 
 
