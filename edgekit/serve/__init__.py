@@ -14,6 +14,6 @@ Modules: :mod:`.config` (the validated settings), :mod:`.model` (artifact -> ses
 from __future__ import annotations
 
 from .config import ServeConfig
-from .server import serve
+from .server import build_app, serve
 
-__all__ = ["ServeConfig", "serve"]
+__all__ = ["ServeConfig", "build_app", "serve"]

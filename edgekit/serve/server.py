@@ -31,6 +31,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def build_app(cfg: ServeConfig):
+    """Load the model and return the ASGI app, for running it under another server (Ray Serve, gunicorn, ...).
+
+    The app's lifespan starts the batcher; its shutdown lets the batcher finish its queue.
+
+    >>> app = build_app(ServeConfig(artifact="out/minilm"))       # doctest: +SKIP
+    >>> app.state.model.task                                      # doctest: +SKIP
+    'feature-extraction'
+    """
+    from .app import create_app
+    from .model import ServedModel
+
+    return create_app(ServedModel.load(cfg), cfg)
+
+
 def serve(cfg: ServeConfig, log_level: str = "info") -> None:
     """Serve ``cfg.artifact`` until stopped. Blocks.
 
@@ -38,13 +53,10 @@ def serve(cfg: ServeConfig, log_level: str = "info") -> None:
     """
     import uvicorn
 
-    from .app import create_app
-    from .model import ServedModel
-
     sock = bind(cfg.host, cfg.port)  # before loading: a busy port should not cost a model load
     try:
-        model = ServedModel.load(cfg)
-        app = create_app(model, cfg)
+        app = build_app(cfg)
+        model = app.state.model
         host, port = sock.getsockname()[:2]
         print(f"edgekit serve: {model.name} ({model.task}, {model.runtime} {model.precision}, up to "
               f"{model.max_length} tokens) on http://{host}:{port}", file=sys.stderr, flush=True)

@@ -41,17 +41,15 @@ class Running:
 def _start(artifact, **overrides):
     import uvicorn
 
-    from edgekit.serve import ServeConfig
-    from edgekit.serve.app import create_app
-    from edgekit.serve.model import ServedModel
+    from edgekit.serve import ServeConfig, build_app
 
     opts = dict(artifact=artifact, runtime="onnxruntime", threads=1, max_batch=8, max_wait_ms=50.0,
                 max_inputs=MAX_INPUTS, max_length=MAX_LENGTH)
     cfg = ServeConfig.create(**{**opts, **overrides})
-    model = ServedModel.load(cfg)
+    app = build_app(cfg)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(model, cfg), log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -59,7 +57,7 @@ def _start(artifact, **overrides):
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
-    return server, thread, Running(f"http://127.0.0.1:{sock.getsockname()[1]}", model, cfg)
+    return server, thread, Running(f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.model, cfg)
 
 
 @pytest.fixture(scope="module")
