@@ -140,7 +140,12 @@ class Batcher:
                 self._take(nxt)
                 batch.append(nxt)
                 rows += len(nxt.rows)
-            self._run(batch)
+            try:
+                self._run(batch)
+            except BaseException as exc:  # noqa: BLE001 - never leave a request waiting on a dead worker
+                log.exception("the batcher failed")
+                for job in batch:
+                    _reply(job, error=exc)
 
     def _run(self, batch: list[_Job]) -> None:
         rows = [r for job in batch for r in job.rows]
