@@ -20,6 +20,8 @@ from .schemas import ServeError
 
 log = logging.getLogger("edgekit.serve")
 
+TASKS = ("feature-extraction", "text-classification")  #: what the routes know how to answer
+
 
 @dataclass
 class ServedModel:
@@ -44,6 +46,8 @@ class ServedModel:
         from edgekit.runtimes import load, load_tokenizer
 
         art = load_artifact(cfg.artifact, verify=False)  # cheap look first: a wrong --runtime fails before hashing
+        if art.task not in TASKS:
+            raise InputError(f"edgekit serve runs {' and '.join(TASKS)} artifacts; {cfg.artifact} is {art.task}")
         runtime = pick_runtime(art.manifest.formats, cfg.runtime)
         art = load_artifact(cfg.artifact)
         session = load(art, runtime, cfg.threads)
