@@ -155,6 +155,41 @@ def bench(model, runtimes, batch, seq, threads, precision, native_precision, bas
     click.echo(text)
 
 
+@cli.command()
+@click.argument("artifact", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="TCP port (0: any free port).")
+@click.option("--runtime", default=None,
+              help="torch, onnxruntime, openvino or native (default: the first of native, onnxruntime, openvino, "
+                   "torch that the artifact has).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads of the session (default: physical cores).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Most inputs in one session run; inputs from concurrent requests share a run.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 10_000), default=2.0, show_default=True,
+              help="How long a batch waits for more inputs before it runs.")
+@click.option("--max-inputs", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Most inputs one request may carry (more: 413).")
+@click.option("--max-length", type=click.IntRange(min=2), default=None,
+              help="Tokens per input (default: the model's maximum).")
+@click.option("--auto-truncate/--no-auto-truncate", default=False, show_default=True,
+              help="Cut inputs longer than --max-length instead of answering 413 (a request's \"truncate\" overrides).")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+def serve(artifact, host, port, runtime, threads, max_batch, max_wait_ms, max_inputs, max_length, auto_truncate,
+          access_log) -> None:
+    """Serve ARTIFACT over HTTP with dynamic batching until SIGTERM or Ctrl-C.
+
+    \b
+    Routes: POST /embed, POST /predict (Hugging Face text-embeddings-inference),
+    POST /v1/embeddings (OpenAI), GET /health, GET /info, GET /metrics (Prometheus).
+    SIGTERM lets requests in flight finish, then exits 0."""
+    from .serve import ServeConfig
+    from .serve import serve as run_server
+
+    run_server(ServeConfig.create(artifact=artifact, host=host, port=port, runtime=runtime, threads=threads,
+                                  max_batch=max_batch, max_wait_ms=max_wait_ms, max_inputs=max_inputs,
+                                  max_length=max_length, auto_truncate=auto_truncate, access_log=access_log))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (also used in-process by the tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
