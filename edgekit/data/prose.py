@@ -38,12 +38,12 @@ def is_prose(text: str, min_words: int = 4, min_word_share: float = 0.8) -> bool
     toks = text.split()
     if len(toks) < min_words:
         return False
-    words = sum(1 for t in toks if _WORDLIKE.fullmatch(t.lstrip(_LEAD).rstrip(_TRAIL)))
-    if words < min_word_share * len(toks):
+    words = [w for w in (t.lstrip(_LEAD).rstrip(_TRAIL) for t in toks) if _WORDLIKE.fullmatch(w)]
+    if len(words) < min_word_share * len(toks) or sum(not w.isdigit() for w in words) < 0.5 * len(toks):
         return False
     code = sum(1 for c in text if c in _CODE_CHARS)
     foreign = sum(1 for c in text if ord(c) > 0x2FF)  # beyond Latin: another script
-    return code <= 0.01 * len(text) and foreign <= 0.01 * len(text) and any(t.islower() for t in toks)
+    return code <= 0.02 * len(text) and foreign <= 0.01 * len(text) and any(t.islower() for t in toks)
 
 
 def _keep(paragraphs, min_words: int = 4) -> list[str]:
@@ -228,7 +228,8 @@ def wiki_paragraphs(wikitext: str) -> list[str]:
         text, n = _WIKI_LINK.subn(_wiki_link, text)
         if not n:
             break
-    text = _WIKI_EXTERNAL.sub(r"\1", text)
+    text = re.sub(r"\[\[(?:File|Image):[^\n]*", "", text)  # a file link left unbalanced
+    text = _WIKI_EXTERNAL.sub(r"\1", text).replace("[[", "").replace("]]", "")
     text = re.sub(r"(?:https?|ftp)://\S+", "", text)
     text = re.sub(r"'{2,}", "", text)
     text = re.sub(r"</?[a-zA-Z][^>]*>", "", text)
@@ -327,7 +328,7 @@ def gcide_entries(text: str) -> list[str]:
             continue  # WordNet's senses are a source of their own
         word = head.group(1).strip()
         body = record[head.end():]
-        body = _GCIDE_SOURCE.sub("", body)
+        body = re.sub(r"\\[^\\\n]{1,80}\\", "", _GCIDE_SOURCE.sub("", body))  # further headwords' pronunciations
         body = "\n".join(_GCIDE_AUTHOR.sub("", line) for line in body.splitlines())
         body = collapse(body)
         while True:
@@ -376,5 +377,5 @@ def fortune_paragraphs(text: str) -> list[str]:
     out = []
     for entry in re.split(r"^%\s*$", text, flags=re.M):
         lines = [ln for ln in entry.splitlines() if not re.match(r"\s*(--|―|~~)\s*\S", ln)]
-        out.append(" ".join(lines))
+        out.append(" ".join(lines).replace("``", '"').replace("''", '"'))  # TeX-style quotes
     return _keep(out)
