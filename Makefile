@@ -13,7 +13,7 @@ DEMO_DIR ?= out/demo
 
 # One set-up target; a no-op once done. torch==2.13.0 (CPU build) goes in FIRST so that no other
 # package can make pip resolve a different (CUDA) torch.
-.venv: .venv/.built
+.venv: .venv/.built .venv/.text
 
 .venv/.deps: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -30,6 +30,18 @@ DEMO_DIR ?= out/demo
 .venv/.built: .venv/.deps $(KERNEL_SOURCES)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $@
+
+# English text for distillation (README, "Text sources"): Debian packages, installed only when run as
+# root (CI is); otherwise edgekit uses the gensim corpora alone. Never fails the set-up.
+DEBIAN_TEXT := linux-doc python3-doc dict-gcide wordnet-base fortunes
+.venv/.text:
+	@mkdir -p .venv
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  export DEBIAN_FRONTEND=noninteractive; apt="apt-get install -y -q --no-install-recommends $(DEBIAN_TEXT)"; \
+	  $$apt >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && $$apt >/dev/null 2>&1; } \
+	  || echo "text sources: apt-get install $(DEBIAN_TEXT) failed; those sources are skipped"; \
+	else echo "text sources: Debian packages $(DEBIAN_TEXT) need root; skipped (the gensim corpora remain)"; fi
+	@touch $@
 
 demo: .venv
 	$(PY) -m edgekit.demo --out $(DEMO_DIR)

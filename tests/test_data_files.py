@@ -446,9 +446,9 @@ def test_bad_spec_options():
 
 
 def test_registered_text_source_is_read_like_plain_text(monkeypatch):
-    from edgekit.data import TEXT_SOURCES, register_text_source
+    from edgekit.data import register_text_source
 
-    monkeypatch.setattr("edgekit.data.unlabelled.TEXT_SOURCES", dict(TEXT_SOURCES))
+    monkeypatch.setattr("edgekit.data.unlabelled.TEXT_SOURCES", {})  # without the installed corpora
     register_text_source("tiny-corpus", lambda: ["one two three\n\nfour five six", "seven eight nine"], "test only")
     assert load_texts("tiny-corpus", min_words=3, max_words=10) == ["one two three", "four five six",
                                                                     "seven eight nine"]

@@ -26,6 +26,7 @@ from .files import FORMATS, TABLE_SUFFIXES
 from .labelled import calibration_texts, dataset_splits, load_dataset, load_token_dataset, stratified_split
 from .spec import BUILTIN, SPLIT_FRACTIONS, SPLITS, DataSpec, TextDataset, TokenDataset, as_spec
 from .unlabelled import TEXT_SOURCES, TEXT_SUFFIXES, TextSource, load_texts, register_text_source, split_passages
+from . import corpora  # noqa: F401  registers the installed English text sources (gensim-lee, linux-doc, english-mix, ...)
 
 DATASETS = BUILTIN  # the name earlier releases exported
 
