@@ -100,12 +100,12 @@ def _unsafe_rel(rel: object) -> str | None:
 
 
 def check_entry(root: Path, entry: str, rel: object, want: str = "file") -> Path:
-    """The path of manifest entry ``entry`` (e.g. ``formats.onnx``), checked without reading anything:
+    """The path ``rel`` of manifest entry ``entry`` (e.g. ``formats.onnx = 'onnx/model.onnx'``), checked without reading anything:
     relative, no ``..``, resolving (through any symbolic links) inside ``root``, and an existing regular
     file (``want="file"``) or a regular file or folder (``want="any"``). Raises :class:`ArtifactError`
     naming the entry and the reason."""
     def bad(why: str) -> ArtifactError:
-        return ArtifactError(f"artifact {root}: manifest entry {entry} = {rel!r} {why}; every path in a "
+        return ArtifactError(f"artifact {root}: manifest entry {entry} {why}; every path in a "
                              "manifest must name a file inside the artifact folder")
 
     why = _unsafe_rel(rel)
@@ -116,7 +116,7 @@ def check_entry(root: Path, entry: str, rel: object, want: str = "file") -> Path
         root_real = os.path.realpath(root)
         real = os.path.realpath(path)
         if not _inside(root_real, real):
-            raise bad(f"leads outside the artifact folder (a symbolic link to {real})")
+            raise bad(f"leads to {real}, outside the artifact folder (through a symbolic link)")
         st = os.stat(path)
     except FileNotFoundError:
         raise bad("is missing") from None
@@ -194,7 +194,7 @@ def is_artifact(path: str | os.PathLike) -> bool:
 
 
 def _read_manifest(root: Path) -> Manifest:
-    mpath = check_entry(root, "manifest.json", MANIFEST) if (root / MANIFEST).exists() or (root / MANIFEST).is_symlink() \
+    mpath = check_entry(root, MANIFEST, MANIFEST) if (root / MANIFEST).exists() or (root / MANIFEST).is_symlink() \
         else None
     if mpath is None:
         raise ArtifactError(f"{root} is not an edgekit artifact (no {MANIFEST})")
@@ -243,9 +243,9 @@ def load_artifact(path: str | os.PathLike, verify: bool = True) -> Artifact:
     for rel in manifest.files:
         check_entry(root, f"files[{rel!r}]", rel)
     for fmt, rel in manifest.formats.items():
-        check_entry(root, f"formats.{fmt}", rel, want="any")
+        check_entry(root, f"formats.{fmt} = {rel!r}", rel, want="any")
     if manifest.tokenizer is not None:
-        check_entry(root, "tokenizer", manifest.tokenizer, want="any")
+        check_entry(root, f"tokenizer = {manifest.tokenizer!r}", manifest.tokenizer, want="any")
     present = _walk(root)  # refuses FIFOs, devices and symbolic links leading outside, anywhere in the folder
     if verify:
         extra = sorted(set(present) - set(manifest.files))
