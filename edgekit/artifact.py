@@ -159,6 +159,36 @@ def _all_files(root: Path) -> list[str]:
     return _walk(root)
 
 
+def check_safetensors(path: Path, error: type[Exception] = InputError) -> None:
+    """Refuse an empty, truncated or garbled ``.safetensors`` file with one line naming it (the library's own
+    errors say "header too small" and nothing about which file). Reads the header only: 8 bytes of length,
+    then that many bytes of JSON whose tensors' byte ranges must fit the file."""
+    def bad(why: str) -> Exception:
+        return error(f"{path} is not a valid safetensors file: {why}")
+
+    size = path.stat().st_size
+    if size < 8:
+        raise bad("it is empty" if size == 0 else f"it has only {size} bytes")
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n > size - 8 or n > 100 << 20:
+            raise bad(f"its header claims {n} bytes but the file has {size}")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise bad("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    data = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= data):
+            raise bad(f"tensor {name!r} lies outside the file (truncated?)")
+
+
 class Artifact:
     """A loaded, verified artifact folder."""
 
@@ -260,6 +290,9 @@ def load_artifact(path: str | os.PathLike, verify: bool = True) -> Artifact:
         for rel, digest in manifest.files.items():
             if sha256_file(root / rel) != digest:
                 raise ArtifactError(f"checksum mismatch for {rel} in {root}: the file was modified or corrupted")
+        for rel in manifest.files:
+            if rel.endswith(".safetensors"):
+                check_safetensors(root / rel, ArtifactError)
     return Artifact(root, manifest)
 
 
