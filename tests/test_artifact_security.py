@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from edgekit.artifact import FORMAT_VERSION, Manifest, TensorSpec, finalize_manifest, load_artifact
+from edgekit.artifact import FORMAT_VERSION, load_artifact
 from edgekit.cli import main
 from edgekit.errors import ArtifactError, EdgekitError
 
@@ -54,21 +54,9 @@ def _outside(seen: list[str], root: Path) -> list[str]:
 # ----------------------------------------------------------------------------------------- a small artifact
 def _make(root: Path) -> Path:
     """A structurally complete artifact with stand-in file contents (nothing here runs a model)."""
-    (root / "torch").mkdir(parents=True)
-    (root / "torch" / "config.json").write_text("{}")
-    (root / "torch" / "model.safetensors").write_bytes(b"weights")
-    (root / "onnx").mkdir()
-    (root / "onnx" / "model.onnx").write_bytes(b"onnx bytes")
-    (root / "tokenizer").mkdir()
-    (root / "tokenizer" / "vocab.txt").write_text("[PAD]\n")
-    manifest = Manifest(
-        format_version=FORMAT_VERSION, edgekit_version="0", task="feature-extraction", model="stand-in",
-        inputs=[TensorSpec(name="input_ids", dtype="int64", shape=["batch", "sequence"])],
-        outputs=[TensorSpec(name="embeddings", dtype="float32", shape=["batch", 4])],
-        formats={"torch": "torch", "onnx": "onnx/model.onnx"}, precision={"torch": "fp32", "onnx": "fp32"},
-    )
-    finalize_manifest(root, manifest)
-    return root
+    from conftest import make_standin_artifact
+
+    return make_standin_artifact(root)
 
 
 @pytest.fixture()
