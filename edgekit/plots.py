@@ -193,6 +193,7 @@ def compression_figure(report: dict):
         pad = max(0.0, 0.05 - (hi - lo)) / 2 + 0.1 * (hi - lo)
         ax1.set_ylim(lo - pad, min(hi + pad + 0.01, 1.0 + 0.2 * pad) if hi <= 1.0 else hi + pad)
     ax1.set_xticks(x, names)
+    ax1.set_xlim(-0.5, x[-1] + 0.5)  # room for the first and last labels and the runtime markers
     ax1.set_ylabel(label + " (axis not from 0)")
     title = f"{report['model']} ({report['recipe']}): {label} per stage"
     probe = (report["baseline"].get("accuracy"), report["compressed"].get("accuracy"))
