@@ -143,6 +143,7 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
 
     from .status import say
 
+    progress = progress and os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
     if not print_recipe:
         if out_dir is None:
             raise InputError("compress needs an output folder (-o DIR)")

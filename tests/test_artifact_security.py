@@ -352,3 +352,12 @@ def test_fuzz_fixture_really_contains_the_traps(fuzz_roots):
     load_artifact(fuzz_roots["clean"], verify=False)
     with pytest.raises(ArtifactError, match="is a (FIFO|symbolic link)"):
         load_artifact(fuzz_roots["traps"], verify=False)
+
+
+def test_empty_safetensors_in_an_artifact_is_exit_2_and_names_the_file(capsys, art):
+    """Even re-hashed (so the checksum matches), an empty weights file is refused as bad input, by name."""
+    weights = art / "torch" / "model.safetensors"
+    weights.write_bytes(b"")
+    _rehash(art, "torch/model.safetensors")
+    assert main(["eval", str(art)]) == 2
+    assert f"{weights} is not a valid safetensors file: it is empty" in _one_line_error(capsys)
