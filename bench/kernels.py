@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Kernel benchmark: edgekit int8 GEMMs (dense and 4x1 block-sparse) vs ONNX Runtime and OpenVINO int8.
 
-For each shape Y[M,N] = X[M,K] W[N,K]^T it times, interleaved round by round in one process with the
-same threads: edgekit dense int8, edgekit 4x1 sparse int8 at each sparsity, ONNX Runtime (one
+For each shape Y[M,N] = X[M,K] W[N,K]^T it times, on the shared interleaved timer of `edgekit.bench` (warm-up,
+then every contender in turn each round after untimed lead-in calls; medians per round, ratios per round), in one
+process with the same threads: edgekit dense int8, edgekit 4x1 sparse int8 at each sparsity, ONNX Runtime (one
 MatMulInteger node: u8 x s8 -> int32, no epilogue) and OpenVINO (u8 FakeQuantize -> MatMul with int8
 weights dequantised per channel, which the CPU plugin runs as an int8 FullyConnected; the precision it
 really ran is read from the compiled model and reported). The peak is measured in the same run with the
@@ -19,8 +20,10 @@ Two layouts of edgekit's GEMMs, each with its own dense baseline (`x dense` comp
   next layer; its dense baseline is the dense kernel with u8 output, its natural form.
 ONNX Runtime and OpenVINO run their own layouts in both comparisons. Every time includes its contender's per-call
 cost (binding or session overhead, thread wake-up), which the run also measures on a 1 x 64 x 16 GEMM and writes
-as `call_floor_us` (and under the Markdown table). Writes JSON lines (CONTRACT.md fields, plus `layout`), a
-Markdown table and a speedup plot. Never asserts.
+as `call_floor_us` (and under the Markdown table). Writes JSON lines (one object per layout x weights x shape x
+sparsity: op, dtype, M, K, N, sparsity, pattern, threads, isa, time_us, gops_effective, peak_fraction,
+speedup_vs_dense, speedup_vs_onnxruntime, speedup_vs_openvino, plus layout, kernel and the stock runtimes'
+times), a Markdown table and a speedup plot. Never asserts.
 
     python bench/kernels.py --quick --json out/kernels.jsonl --md out/kernels.md --plot out/kernels.png
 """
@@ -31,7 +34,6 @@ import itertools
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -97,8 +99,8 @@ def engine_call(p, x, xt, m, ws, dense):
     """The engine's form of the call (u8 out, requantised; the 4x1 kernel on transposed X and Y), as a closure.
 
     Positional arguments only: pybind11 matches keyword arguments by name on every call, which cost 1.3-2.6 us
-    more than the same call positionally (`python bench/binding_overhead.py`), 8-16% of a 16 us GEMM, spent in
-    the binding rather than the kernel.
+    more than the same call made positionally (measured on a 16-output engine-form call), 8-16% of a 16 us GEMM,
+    spent in the binding rather than the kernel.
     """
     if dense:  # gemm_u8s8(w, x, x_scale, x_zp, w_scale, bias, gelu, out_u8, out_scale, out_zp)
         return lambda: K.gemm_u8s8(p, x, 0.02, 3, ws, None, False, True, 0.1, 128)
@@ -121,30 +123,36 @@ def call_floor(threads: int, rounds: int) -> dict[str, float]:
     return {name: float(np.median(ts)) for name, ts in time_interleaved(fns, 0.2, rounds).items()}
 
 
-def time_interleaved(fns: dict, min_s: float, rounds: int) -> dict[str, list[float]]:
-    """Median time (us) of each contender per round, contenders interleaved round by round."""
-    per = {}
-    for name, fn in fns.items():  # warm-up and calibration of runs per round
-        for _ in range(5):
-            fn()
-        t = time.perf_counter()
-        n = 0
-        while time.perf_counter() - t < 0.1:
-            fn()
-            n += 1
-        per[name] = max(3, int(n * (min_s / rounds) / 0.1))
-    out = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            ts = []
-            for _ in range(3):  # untimed: the previous contender's threads go quiet, this one's data comes into cache
-                fn()
-            for _ in range(per[name]):
-                t = time.perf_counter()
-                fn()
-                ts.append((time.perf_counter() - t) * 1e6)
-            out[name].append(statistics.median(ts))
-    return out
+class _Call:
+    """A zero-argument call as a Session (``run(feeds)``), so the shared timer of ``edgekit.bench`` can time it."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def run(self, feeds):
+        self.fn()
+
+
+#: Untimed calls before each contender's timed block in a round (the harness's default is 1). A GEMM is short,
+#: and the previous contender's threads may still be spinning and its data filling the caches: without lead-in
+#: calls our dense GEMM right after OpenVINO measured 52% / 40% of the peak, with three 61% / 66% (ONNX Runtime's
+#: and OpenVINO's own times unchanged). The kernel figures in the README were measured with three.
+LEAD_IN_CALLS = 3
+
+
+def time_interleaved(fns: dict, min_s: float, rounds: int) -> dict[object, list[float]]:
+    """Median time (us) of each contender per round, on the shared interleaved timer of ``edgekit.bench``:
+    warm-up, then contenders in turn every round with untimed lead-in calls, at least ``min_s`` seconds and
+    3 calls per round for each. Index r of every list was measured in the same round r."""
+    from edgekit import bench as B
+
+    saved, B.LEAD_IN_RUNS = B.LEAD_IN_RUNS, LEAD_IN_CALLS
+    try:
+        res = B.measure_point({name: _Call(fn) for name, fn in fns.items()}, {}, min_runs=3 * rounds,
+                              min_time_s=min_s, warmup_runs=5, warmup_s=0.1, rounds=rounds)
+    finally:
+        B.LEAD_IN_RUNS = saved
+    return {name: [statistics.median(r) * 1e3 for r in res[name]["rounds_ms"]] for name in fns}
 
 
 def main(argv=None) -> int:
@@ -153,12 +161,12 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny run for tests")
     ap.add_argument("--m", default=None, help="comma list of M (tokens) instead of the preset's")
     ap.add_argument("--sparsity", default=None, help="comma list of 4x1 sparsities instead of the preset's (0 = dense)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--min-time", type=float, default=1.0, help="seconds per contender per shape")
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--md", type=Path)
-    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--threads", type=int, default=None, help="threads for every contender (default: physical cores)")
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds timed per contender per shape")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds per shape (more if a quota is short)")
+    ap.add_argument("--json", type=Path, help="write one JSON object per line per point")
+    ap.add_argument("--md", type=Path, help="write a Markdown table")
+    ap.add_argument("--plot", type=Path, help="draw the speedups over the stock runtimes to a PNG")
     ap.add_argument("--weight-bits", default=None,
                     help="comma list of 8 and/or 7 (7: weights in [-64, 64]); default 8,7 on avx2, else 8")
     a = ap.parse_args(argv)
@@ -232,7 +240,7 @@ def main(argv=None) -> int:
                     "speedup_vs_onnxruntime": float(np.median(ortr / mine)),
                     "speedup_vs_openvino": float(np.median(ovr / mine)),
                     "onnxruntime_time_us": float(np.median(ortr)), "openvino_time_us": float(np.median(ovr)),
-                    "openvino_precision": ov_prec, "peak_gmacs": peak / 1e9, "rounds": a.rounds,
+                    "openvino_precision": ov_prec, "peak_gmacs": peak / 1e9, "rounds": len(mine),
                     "call_floor_us": floor,
                 })
                 r = rows[-1]

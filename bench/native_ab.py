@@ -1,89 +1,83 @@
 #!/usr/bin/env python
-"""A/B two compressed artifacts on the native engine, timed in alternation in one process.
+"""A/B of compressed artifacts (and attention precisions) on the native engine, interleaved in one process.
 
-Each round runs every (artifact, batch) variant `--runs` times and keeps its fastest run; the table shows the
-median of those per-round minima, per sequence, and the median per-round ratio of the first variant's time per
-sequence to each other's. Made for comparing variants of one model (e.g. 8- vs 7-bit weights, or batch 1 vs 8
-per sequence) on a noisy machine. Never asserts.
+Every (artifact, precision) pair is one contender of the shared harness `edgekit.bench.bench`: the same real
+bbc-news test articles at each batch x seq point, fixed threads, warm-up, then the contenders in turn every
+round; the ratio column is the median of the per-round speedups over the first contender, with its
+inter-quartile range. Use it to compare variants of one model on the native engine (8- vs 7-bit weights, 4x1 vs
+4x4 masks, two builds' artifacts, fp32 vs int8 attention); `edgekit bench` compares one model across runtimes.
+Writes JSON Lines (the `edgekit bench` schema; `runtime` holds the contender's label, `artifact` its folder) and
+a Markdown table. Never asserts.
 
-    python bench/native_ab.py out/bbc8 out/bbc --seq 128
-    python bench/native_ab.py out/bbc --batch 1,8
-    python bench/native_ab.py out/bbc --batch 1,8 --whole-gemm         # tile-by-tile layers vs whole GEMMs
-    python bench/native_ab.py out/bbc --batch 1,8 --precision fp32,int8  # fp32 vs int8 attention
-    python bench/native_ab.py out/bbc --batch 1,8 --per-chunk           # one head-task region per chunk vs merged
+    python bench/native_ab.py out/bbc out/bbc44 --batch 1,8 --seq 128 --json out/ab.jsonl --md out/ab.md
+    python bench/native_ab.py out/bbc --precision fp32,int8 --batch 1,8
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
-import numpy as np
+import sys
+from pathlib import Path
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("artifacts", nargs="+")
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", default="1", help="comma-separated batch sizes (each is a variant)")
-    ap.add_argument("--precision", default="fp32", help="comma-separated native attention precisions (variants)")
-    ap.add_argument("--whole-gemm", action="store_true",
-                    help="also each variant with the layers after attention as whole GEMMs (Encoder.tile_fusion off)")
-    ap.add_argument("--per-chunk", action="store_true",
-                    help="also each variant with one attention region per chunk (Encoder.merge_chunks off)")
-    a = ap.parse_args(argv)
-    from edgekit.runtimes import load
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
 
-    batches = [int(b) for b in a.batch.split(",")]
-    precisions = [x.strip() for x in a.precision.split(",") if x.strip()]
-    # Encoder switches per variant (attribute -> value) and their labels
-    switches = [({}, "")]
-    if a.whole_gemm:
-        switches.append(({"tile_fusion": False}, " whole-GEMM"))
-    if a.per_chunk:
-        switches.append(({"merge_chunks": False}, " per-chunk"))
-    rng = np.random.default_rng(0)
-    variants = []  # (label, batch, session, feeds, switches)
-    for p in a.artifacts:
+
+def labels(artifacts: list[str], precisions: list[str | None]) -> list[tuple[str, str, str | None]]:
+    """(label, artifact, precision) per contender; labels are the folder names, made unique, plus the precision."""
+    names = [Path(p).name or p for p in artifacts]
+    if len(set(names)) < len(names):
+        names = list(artifacts)
+    out = []
+    for name, path in zip(names, artifacts):
         for pr in precisions:
-            sess = load(p, "native", threads=a.threads, precision=pr)
-            for sw, tag in switches:
-                label = p + ("" if precisions == ["fp32"] else f" {pr}") + tag
-                for b in batches:
-                    feeds = {"input_ids": rng.integers(1000, 20000, (b, a.seq)).astype(np.int64),
-                             "attention_mask": np.ones((b, a.seq), np.int64),
-                             "token_type_ids": np.zeros((b, a.seq), np.int64)}
-                    variants.append((label, b, sess, feeds, sw))
+            out.append((name if pr is None else f"{name} {pr}", path, pr))
+    return out
 
-    def apply(s, sw):
-        s._enc.tile_fusion = sw.get("tile_fusion", True)
-        s._enc.merge_chunks = sw.get("merge_chunks", True)
 
-    for _, _, s, feeds, sw in variants:
-        apply(s, sw)
-        for _ in range(3):
-            s.run(feeds)
-    best = [[] for _ in variants]
-    for _ in range(a.rounds):
-        for i, (_, b, s, feeds, sw) in enumerate(variants):
-            apply(s, sw)
-            ts = []
-            for _ in range(a.runs):
-                t = time.perf_counter()
-                s.run(feeds)
-                ts.append(time.perf_counter() - t)
-            best[i].append(min(ts) * 1e3 / b)
-    first = f"{variants[0][0]} b{variants[0][1]}"
-    print(f"| variant | batch | kernels | ms per sequence (median of per-round best) | {first} / this |\n"
-          "|---|---:|---|---:|---:|")
-    for (p, b, s, _, _), t in zip(variants, best):
-        ratio = statistics.median(x / y for x, y in zip(best[0], t))
-        print(f"| {p} | {b} | {', '.join(s.kernels)} | {statistics.median(t):.2f} | {ratio:.2f} |")
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("artifacts", nargs="+", help="compressed artifact folders (with native/)")
+    ap.add_argument("--precision", default=None,
+                    help="comma-separated native attention precisions: fp32, bf16, int8 (default: the runtime's)")
+    ap.add_argument("--batch", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    ap.add_argument("--seq", default="128", help="comma-separated sequence lengths (default 128)")
+    ap.add_argument("--threads", type=int, default=None, help="threads (default: physical cores)")
+    ap.add_argument("--min-time", type=float, default=2.0, help="seconds timed per contender per point")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per point (default ~10)")
+    ap.add_argument("--json", type=Path, help="write one JSON object per line per contender and point")
+    ap.add_argument("--md", type=Path, help="write a Markdown table")
+    a = ap.parse_args(argv)
+    try:
+        batches, seqs = _ints(a.batch), _ints(a.seq)
+    except ValueError:
+        ap.error("--batch and --seq take comma-separated integers")
+    precisions = [p.strip() for p in a.precision.split(",") if p.strip()] if a.precision else [None]
+
+    from edgekit import bench as B
+    from edgekit.errors import EdgekitError
+    from edgekit.runtimes import default_threads, load, load_tokenizer
+
+    threads = a.threads or default_threads()
+    contenders = labels(a.artifacts, precisions)
+    try:
+        sessions = {label: load(path, "native", threads, pr) for label, path, pr in contenders}
+        rows = B.bench(sessions, load_tokenizer(a.artifacts[0]), batches=batches, seqs=seqs, threads=threads,
+                       min_time_s=a.min_time, rounds=a.rounds, model_name="native A/B", progress=sys.stderr.isatty())
+    except EdgekitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    where = {label: path for label, path, _ in contenders}
+    for r in rows:
+        r["artifact"] = str(where[r["runtime"]])
+    print(B.format_table(rows))
+    if a.json:
+        B.write_jsonl(rows, a.json)
+    if a.md:
+        a.md.parent.mkdir(parents=True, exist_ok=True)
+        a.md.write_text(B.markdown_table(rows))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The ``edgekit`` command line: compress, export, eval, bench, info.
+"""The ``edgekit`` command line: compress, export, eval, bench, info, serve.
 
 Errors end with one line on stderr (``edgekit: error: ...``) and exit status 2 for bad usage or
 input, 1 for a failure while running; ``--debug`` shows the Python traceback instead. Choices
@@ -40,14 +40,18 @@ def _did_you_mean(value: str, choices) -> str:
 
 
 class Choice(click.Choice):
-    """click.Choice whose error suggests the closest choice: ``'onxruntime' is not one of ... (did you mean
-    'onnxruntime'?)``."""
+    """click.Choice whose error reads like the library's and suggests the closest choice:
+    ``unknown runtime 'onxruntime' (did you mean 'onnxruntime'?); allowed: torch, onnxruntime, ...``."""
+
+    def __init__(self, choices, kind: str = "value"):
+        super().__init__(choices)
+        self.kind = kind
 
     def convert(self, value, param, ctx):
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter as exc:
-            self.fail(f"{exc.message.rstrip('.')}{_did_you_mean(str(value), self.choices)}", param, ctx)
+        if value in self.choices:
+            return value
+        self.fail(f"unknown {self.kind} {value!r}{_did_you_mean(str(value), self.choices)}; allowed: "
+                  f"{', '.join(self.choices)}", param, ctx)
 
 
 class CommaChoice(click.ParamType):
@@ -148,7 +152,7 @@ def info(as_json: bool) -> None:
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write.")
 @click.option("--format", "formats", type=CommaChoice(EXPORT_FORMATS, "format"), default="onnx,openvino",
               show_default=True, help="Comma-separated formats (torch weights are always included).")
-@click.option("--task", type=Choice(["feature-extraction", "text-classification"]),
+@click.option("--task", type=Choice(["feature-extraction", "text-classification"], "task"),
               help="Task; by default taken from the model.")
 def export(model: str, out: str, formats: tuple[str, ...], task: str | None) -> None:
     """Export MODEL (fp32) to an artifact folder with manifest.json.
@@ -201,14 +205,14 @@ def compress(model, out, recipe, data, max_steps, seed, resume, overwrite, print
 
 @cli.command(name="eval", short_help="Accuracy of MODEL on a runtime (bbc-news test).", epilog=MODEL_HELP)
 @click.argument("model")
-@click.option("-r", "--runtime", type=Choice(RUNTIMES), default="torch", show_default=True, help="Runtime to run on.")
+@click.option("-r", "--runtime", type=Choice(RUNTIMES, "runtime"), default="torch", show_default=True, help="Runtime to run on.")
 @click.option("--data", default="bbc-news", show_default=True, help="Dataset (test split).")
 @click.option("--reference", default=None, metavar="MODEL",
               help="MODEL to compare embeddings with (mean cosine on the test split).")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None, help="Threads (default: physical cores).")
-@click.option("--precision", type=Choice(OPENVINO_PRECISIONS), default=None,
+@click.option("--precision", type=Choice(OPENVINO_PRECISIONS, "OpenVINO precision"), default=None,
               help="OpenVINO precision hint (default f32).")
-@click.option("--native-precision", type=Choice(NATIVE_PRECISIONS), default=None,
+@click.option("--native-precision", type=Choice(NATIVE_PRECISIONS, "native precision"), default=None,
               help="Native engine attention precision (bf16 needs AVX512_BF16; default: int8 for classifiers "
                    "where it runs, else fp32).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: task, data, metric, value, n, runtime.")
@@ -240,9 +244,9 @@ def eval_(model, runtime, data, reference, threads, precision, native_precision,
               help="Comma-separated sequence lengths (at most the model's maximum, e.g. 512).")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
               help="Threads for every runtime (default: physical cores).")
-@click.option("--precision", type=Choice(OPENVINO_PRECISIONS), default=None,
+@click.option("--precision", type=Choice(OPENVINO_PRECISIONS, "OpenVINO precision"), default=None,
               help="OpenVINO precision hint (default f32).")
-@click.option("--native-precision", type=Choice(NATIVE_PRECISIONS), default=None,
+@click.option("--native-precision", type=Choice(NATIVE_PRECISIONS, "native precision"), default=None,
               help="Native engine attention precision: bf16 needs AVX512_BF16, int8 (Q K^T and P V) AVX-512 VNNI. "
                    "Default: int8 for classifiers where it runs, else fp32.")
 @click.option("--baseline", default=None, metavar="MODEL",
@@ -254,7 +258,7 @@ def eval_(model, runtime, data, reference, threads, precision, native_precision,
 @click.option("--min-runs", type=click.IntRange(min=1), default=None,
               help="Timed runs per point (default 50; p99 is shown from 100).")
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="Interleaved rounds per point (default ~10).")
-@click.option("--reference", type=Choice(RUNTIMES + tuple(f"{r}-fp32" for r in RUNTIMES if r != "native")),
+@click.option("--reference", type=Choice(RUNTIMES + tuple(f"{r}-fp32" for r in RUNTIMES if r != "native"), "runtime"),
               default=None, help="Runtime the ratio column compares with (default: the first listed; "
                                  "RUNTIME-fp32 with --baseline).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write one JSON object per line per point.")
@@ -280,6 +284,41 @@ def bench(model, runtimes, batch, seq, threads, precision, native_precision, bas
                            md_path=md_path, plot_path=plot_path, reference=reference, min_runs=min_runs,
                            rounds=rounds, baseline=baseline, native_precision=native_precision)
     click.echo(text)
+
+
+@cli.command(short_help="Serve ARTIFACT over HTTP with dynamic batching.")
+@click.argument("artifact", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="TCP port (0: any free port).")
+@click.option("-r", "--runtime", type=Choice(RUNTIMES, "runtime"), default=None,
+              help="Runtime (default: the first of native, onnxruntime, openvino, torch that the artifact has).")
+@click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
+              help="Threads of the session (default: physical cores).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Most inputs in one session run; inputs from concurrent requests share a run.")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 10_000), default=2.0, show_default=True,
+              help="How long a batch waits for more inputs before it runs.")
+@click.option("--max-inputs", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Most inputs one request may carry (more: 413).")
+@click.option("--max-length", type=click.IntRange(min=2), default=None,
+              help="Tokens per input (default: the model's maximum).")
+@click.option("--auto-truncate/--no-auto-truncate", default=False, show_default=True,
+              help="Cut inputs longer than --max-length instead of answering 413 (a request's \"truncate\" overrides).")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+def serve(artifact, host, port, runtime, threads, max_batch, max_wait_ms, max_inputs, max_length, auto_truncate,
+          access_log) -> None:
+    """Serve ARTIFACT over HTTP with dynamic batching until SIGTERM or Ctrl-C.
+
+    \b
+    Routes: POST /embed, POST /predict (Hugging Face text-embeddings-inference),
+    POST /v1/embeddings (OpenAI), GET /health, GET /info, GET /metrics (Prometheus).
+    SIGTERM lets requests in flight finish, then exits 0."""
+    from .serve import ServeConfig
+    from .serve import serve as run_server
+
+    run_server(ServeConfig.create(artifact=artifact, host=host, port=port, runtime=runtime, threads=threads,
+                                  max_batch=max_batch, max_wait_ms=max_wait_ms, max_inputs=max_inputs,
+                                  max_length=max_length, auto_truncate=auto_truncate, access_log=access_log))
 
 
 def _hint_applies(value, flag: str, runtime: str, runtimes) -> None:

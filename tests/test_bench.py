@@ -223,3 +223,62 @@ def test_extra_rounds_when_a_contender_speeds_up_after_warm_up(tok):
                    **(FAST | {"warmup_runs": 3, "warmup_s": 0.0}))
     assert r["latency_ms"]["p50"] == pytest.approx(0.5)
     assert r["rounds"] == 2 * FAST["rounds"] and r["runs"] * 0.5e-3 >= FAST["min_time_s"] - 1e-9
+
+
+# ---- the scripts in bench/: each answers --help, runs on a tiny compressed model, writes JSON Lines + Markdown
+
+def _bench_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_bench_script_has_help(capsys):
+    from pathlib import Path
+
+    names = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "bench").glob("*.py"))
+    assert names == ["engine_breakdown", "kernels", "native_ab"]
+    for name in names:
+        with pytest.raises(SystemExit) as exc:
+            _bench_script(name).main(["--help"])
+        assert exc.value.code == 0
+        assert "usage:" in capsys.readouterr().out
+
+
+def test_native_ab_script_interleaves_artifacts(quick_cls_artifact, tmp_path, monkeypatch):
+    import shutil
+
+    for name, value in dict(MIN_RUNS=3, WARMUP_RUNS=2, WARMUP_S=0.0).items():
+        monkeypatch.setattr(B, name, value)
+    art, _ = quick_cls_artifact
+    other = shutil.copytree(art, tmp_path / "other")  # a second artifact (fp32 attention runs on every CPU)
+    ab = _bench_script("native_ab")
+    out, md = tmp_path / "ab.jsonl", tmp_path / "ab.md"
+    assert ab.main([str(art), str(other), "--precision", "fp32", "--batch", "1,2", "--seq", "16", "--min-time",
+                    "0.01", "--rounds", "2", "--json", str(out), "--md", str(md)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    a, b = f"{art.name} fp32", "other fp32"
+    assert [(r["runtime"], r["batch"]) for r in rows] == [(a, 1), (b, 1), (a, 2), (b, 2)]
+    assert [r["artifact"] for r in rows] == [str(art), str(other)] * 2
+    assert all(CONTRACT <= set(r) and r["ratio_vs"]["reference"] == a and r["rounds"] >= 2 for r in rows)
+    assert all(r["output_cosine_vs_reference"] == pytest.approx(1.0) for r in rows)  # the same model twice
+    assert "| other fp32 |" in md.read_text()
+    assert ab.main([str(tmp_path / "missing"), "--batch", "1"]) == 2  # one line on stderr, no traceback
+
+
+def test_engine_breakdown_script_writes_stages(quick_cls_artifact, tmp_path):
+    art, _ = quick_cls_artifact
+    bd = _bench_script("engine_breakdown")
+    out, md = tmp_path / "bd.jsonl", tmp_path / "bd.md"
+    assert bd.main([str(art), "--seq", "16", "--runs", "4", "--min-time", "0.01", "--rounds", "2",
+                    "--json", str(out), "--md", str(md)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["stage"] for r in rows] == list(bd.STAGES)
+    assert all(r["runs"] >= r["timed_runs"] >= 4 and r["p50_ms"] > 0 for r in rows)
+    assert sum(r["ms"] for r in rows) > 0 and sum(r["share"] for r in rows) == pytest.approx(1.0)
+    assert "| stage | ms |" in md.read_text()

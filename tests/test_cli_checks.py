@@ -114,7 +114,8 @@ def test_resume_without_checkpoint_is_refused_before_work(capsys, tmp_path, no_t
 
 def test_compress_bad_recipe_is_refused_before_the_model_loads(capsys, tmp_path, no_training):
     assert main(["compress", "tiny-bert", "-o", str(tmp_path / "out"), "--recipe", "quik"]) == 2
-    assert "unknown recipe 'quik'; built-in: fast-distilbert, feature-extraction, quick" in _one_line_error(capsys)
+    assert "unknown recipe 'quik' (did you mean 'quick'?); built-in: fast-distilbert, feature-extraction," \
+        in _one_line_error(capsys)
 
 
 # ----------------------------------------------------------------------------------------- Ctrl-C
@@ -301,13 +302,13 @@ def test_bench_seq_is_checked_against_the_manifest_before_any_runtime_loads(caps
 
 def test_typo_in_a_choice_gets_a_suggestion(capsys, standin_artifact):
     assert main(["eval", str(standin_artifact), "-r", "onxruntime"]) == 2
-    assert "'onxruntime' is not one of 'torch', 'onnxruntime', 'openvino', 'native' (did you mean 'onnxruntime'?)" \
+    assert "unknown runtime 'onxruntime' (did you mean 'onnxruntime'?); allowed: torch, onnxruntime, openvino, native" \
         in _one_line_error(capsys)
     assert main(["bench", str(standin_artifact), "-r", "onnxruntime,openvno"]) == 2
     assert "unknown runtime 'openvno' (did you mean 'openvino'?); allowed: torch, onnxruntime, openvino, native" \
         in _one_line_error(capsys)
     assert main(["bench", str(standin_artifact), "--native-precision", "int4"]) == 2
-    assert "'int4' is not one of 'fp32', 'bf16', 'int8'" in _one_line_error(capsys)
+    assert "unknown native precision 'int4' (did you mean 'int8'?); allowed: fp32, bf16, int8" in _one_line_error(capsys)
     assert main(["export", "tiny-bert", "-o", "x", "--format", "onnx,openvion"]) == 2
     assert "unknown format 'openvion' (did you mean 'openvino'?)" in _one_line_error(capsys)
 

@@ -9,7 +9,7 @@ import pytest
 from edgekit import cli
 from edgekit.cli import main
 
-COMMANDS = ("bench", "compress", "eval", "export", "info")
+COMMANDS = ("bench", "compress", "eval", "export", "info", "serve")
 
 
 def _help(capsys, *argv) -> str:
@@ -76,6 +76,7 @@ def test_choices_match_the_library(capsys):
     ("bench", ["-r, --runtime", "-b, --batch", "-s, --seq", "-t, --threads"]),
     ("eval", ["-r, --runtime", "-t, --threads"]),
     ("compress", ["-o, --output"]),
+    ("serve", ["-r, --runtime", "-t, --threads"]),
 ])
 def test_short_flags_next_to_long_ones(capsys, cmd, flags):
     out = _help(capsys, cmd)

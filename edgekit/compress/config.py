@@ -6,6 +6,7 @@ then QAT under the same distillation losses).
 """
 from __future__ import annotations
 
+import difflib
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -313,7 +314,9 @@ def load_recipe(recipe: str | Path | None = None) -> Recipe:
     if not path.suffix:
         path = RECIPE_DIR / f"{name}.yaml"
         if not path.is_file():
-            raise InputError(f"unknown recipe {name!r}; built-in: {', '.join(builtin_recipes())} (or a .yaml file)")
+            close = difflib.get_close_matches(name, builtin_recipes(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(f"unknown recipe {name!r}{hint}; built-in: {', '.join(builtin_recipes())} (or a .yaml file)")
     elif not path.is_file():
         raise InputError(f"recipe file {path} does not exist")
     try:

@@ -35,8 +35,17 @@ def test_builtin_recipes_load_and_unknown_is_clear(tmp_path):
     assert fe.train_windows == 4 and fe.stage("distill").embedding_weight == 4.0
     assert fe.stage("prune").kind_sparsity == {"q": 0.95, "k": 0.95, "v": 0.85, "o": 0.85}
     assert fe.stage("prune").layer_sparsity == {5: 0.5} and fe.stage("prune").lr == 6e-4
-    with pytest.raises(InputError, match="unknown recipe 'nope'; built-in: fast-distilbert, feature-extraction, quick, "
-                                         "structured"):
+    long = load_recipe("feature-extraction-long")  # the same with two keys changed, nothing else
+    assert long.stage("prune").layer_sparsity == {5: 0.3} and long.stage("prune").steps == 1800
+    changed = {"name": "feature-extraction-long", "description": None, "stages": None}
+    assert {k: v for k, v in long.to_dict().items() if k not in changed} == \
+        {k: v for k, v in fe.to_dict().items() if k not in changed}
+    fe_prune, long_prune = fe.stage("prune").model_dump(), long.stage("prune").model_dump()
+    assert {k for k in fe_prune if fe_prune[k] != long_prune[k]} == {"steps", "layer_sparsity"}
+    assert [s.type for s in long.stages] == [s.type for s in fe.stages]
+    assert long.stage("distill") == fe.stage("distill") and long.stage("quantize") == fe.stage("quantize")
+    with pytest.raises(InputError, match="unknown recipe 'nope'; built-in: fast-distilbert, feature-extraction, "
+                                         "feature-extraction-long, "):
         load_recipe("nope")
     bad = tmp_path / "r.yaml"
     bad.write_text("stages: [")

@@ -1,4 +1,4 @@
-"""The kernel benchmark runs and writes CONTRACT-shaped JSON lines (no speed is asserted)."""
+"""The kernel benchmark runs and writes the JSON Lines fields scripts rely on (no speed is asserted)."""
 import json
 import subprocess
 import sys
