@@ -123,7 +123,8 @@ def check_compress_output(out_dir, resume: bool = False, overwrite: bool = False
     if resume and not has_ckpt:
         raise InputError(f"--resume: no checkpoint in {ckpt}; run without --resume to start from the beginning")
     if not resume and ckpt.exists() and not overwrite:
-        what = f"the checkpoint of an interrupted run ({_checkpoint_summary(ckpt)})" if has_ckpt else "an unfinished checkpoint"
+        what = (f"the checkpoint of an interrupted run ({_checkpoint_summary(ckpt)})" if has_ckpt
+                else "an unfinished checkpoint")
         raise InputError(f"{ckpt} holds {what}; rerun with --resume to continue it, or with --overwrite to start over")
     return out
 

@@ -100,8 +100,8 @@ def _unsafe_rel(rel: object) -> str | None:
 
 
 def check_entry(root: Path, entry: str, rel: object, want: str = "file") -> Path:
-    """The path ``rel`` of manifest entry ``entry`` (e.g. ``formats.onnx = 'onnx/model.onnx'``), checked without reading anything:
-    relative, no ``..``, resolving (through any symbolic links) inside ``root``, and an existing regular
+    """The path ``rel`` of manifest entry ``entry`` (e.g. ``formats.onnx = 'onnx/model.onnx'``), checked without
+    reading anything: relative, no ``..``, resolving (through any symbolic links) inside ``root``, and an existing regular
     file (``want="file"``) or a regular file or folder (``want="any"``). Raises :class:`ArtifactError`
     naming the entry and the reason."""
     def bad(why: str) -> ArtifactError:
@@ -268,7 +268,8 @@ def load_artifact(path: str | os.PathLike, verify: bool = True) -> Artifact:
     """
     root = Path(path)
     if not root.is_dir():
-        raise ArtifactError(f"{root} is not an edgekit artifact ({'not a folder' if root.exists() else 'no such folder'})")
+        why = "not a folder" if root.exists() else "no such folder"
+        raise ArtifactError(f"{root} is not an edgekit artifact ({why})")
     manifest = _read_manifest(root)
     for rel in manifest.files:
         check_entry(root, f"files[{rel!r}]", rel)

@@ -318,7 +318,8 @@ def _fmt_latency(r: dict, key: str) -> str:
 def _table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     ref = rows[0]["ratio_vs"]["reference"] if rows and rows[0].get("ratio_vs") else None
     budget = rows[0].get("budget_ms") if rows else None
-    head = ["runtime", "precision", "batch", "seq", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms", "min ms", "items/s",
+    head = ["runtime", "precision", "batch", "seq", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms", "min ms",
+            "items/s",
             f"x faster than {ref} [IQR]" if ref else "x faster",
             f"lct items/s (p90 <= {budget:g} ms)" if budget is not None else "lct items/s"]
     body = []

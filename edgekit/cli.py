@@ -119,7 +119,9 @@ class _CompressCommand(click.Command):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
-             invoke_without_command=True)
+             invoke_without_command=True,
+             epilog="MODEL (every command): a zoo name (" + ", ".join(ZOO_HELP) + "), a Hugging Face model folder "
+                    "or an edgekit artifact folder. Built-in recipes and their times: edgekit compress --help.")
 @click.version_option(__version__, prog_name="edgekit")
 @click.option("--debug", is_flag=True, help="Show full Python tracebacks on errors.")
 @click.pass_context

@@ -77,6 +77,13 @@ def make_standin_artifact(root):
     return root
 
 
+@pytest.fixture(scope="session")
+def make_standin():
+    """:func:`make_standin_artifact` for tests that build several (a fixture: test modules cannot import from
+    conftest reliably once sub-folders have their own conftest.py)."""
+    return make_standin_artifact
+
+
 @pytest.fixture()
 def standin_artifact(tmp_path):
     return make_standin_artifact(tmp_path / "standin")

@@ -52,16 +52,9 @@ def _outside(seen: list[str], root: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- a small artifact
-def _make(root: Path) -> Path:
-    """A structurally complete artifact with stand-in file contents (nothing here runs a model)."""
-    from conftest import make_standin_artifact
-
-    return make_standin_artifact(root)
-
-
 @pytest.fixture()
-def art(tmp_path) -> Path:
-    return _make(tmp_path / "art")
+def art(tmp_path, make_standin) -> Path:
+    return make_standin(tmp_path / "art")
 
 
 @pytest.fixture()
@@ -126,7 +119,8 @@ def test_symlink_to_outside_file_with_the_right_content_is_refused(art, secret):
     onnx = art / "onnx" / "model.onnx"
     onnx.unlink()
     onnx.symlink_to(secret)  # same bytes, so the recorded sha256 still matches
-    with opened_files() as seen, pytest.raises(ArtifactError, match=r"files\['onnx/model.onnx'\] leads to .*/elsewhere/model.onnx, outside the artifact folder"):
+    leaves = r"files\['onnx/model.onnx'\] leads to .*/elsewhere/model.onnx, outside the artifact folder"
+    with opened_files() as seen, pytest.raises(ArtifactError, match=leaves):
         load_artifact(art)
     assert os.path.realpath(secret) not in seen
 
@@ -206,10 +200,10 @@ def test_newer_format_version_says_so_and_names_the_writer(art):
         load_artifact(art)
 
 
-def test_written_artifact_is_readable_by_others(tmp_path):
+def test_written_artifact_is_readable_by_others(tmp_path, make_standin):
     old = os.umask(0o022)
     try:
-        root = _make(tmp_path / "a")
+        root = make_standin(tmp_path / "a")
     finally:
         os.umask(old)
     for p in [root, *root.rglob("*")]:
@@ -265,7 +259,8 @@ _names = st.sampled_from([
     "onnx/model.onnx/", "a" * 300,
 ]) | st.text(max_size=12)
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                      max_leaves=8)
 _digest = st.sampled_from(["0" * 64, "not-a-digest"]) | st.text(max_size=4)
 _FIELDS = ("format_version", "edgekit_version", "task", "model", "inputs", "outputs", "formats", "tokenizer",
@@ -300,7 +295,7 @@ _GOOD_FILES: dict[str, str] = {}  # filled by the fixture with the stand-in arti
 
 
 @pytest.fixture(scope="module")
-def fuzz_roots(tmp_path_factory) -> dict[str, Path]:
+def fuzz_roots(tmp_path_factory, make_standin) -> dict[str, Path]:
     """Two artifacts next to a file and a FIFO they must not reach: ``clean`` has only an inside symbolic
     link (so fuzzed manifests can load), ``traps`` also holds a FIFO, a link loop and a link leading out."""
     base = tmp_path_factory.mktemp("fuzz")
@@ -309,7 +304,7 @@ def fuzz_roots(tmp_path_factory) -> dict[str, Path]:
     os.mkfifo(base / "elsewhere" / "fifo")
     roots = {}
     for name in ("clean", "traps"):
-        root = roots[name] = _make(base / name)
+        root = roots[name] = make_standin(base / name)
         (root / "link_in").symlink_to("onnx/model.onnx")
     shutil.copy(roots["clean"] / "manifest.json", base / "good-manifest.json")  # the fuzz overwrites both
     _GOOD_FILES.update(json.loads((base / "good-manifest.json").read_text())["files"])

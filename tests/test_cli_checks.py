@@ -213,7 +213,8 @@ def test_waiting_on_the_model_cache_lock_is_said(capsys, tmp_path, monkeypatch):
         fcntl.flock(held, fcntl.LOCK_UN)
     t.join(30)
     err = capsys.readouterr().err
-    assert f"edgekit: waiting for another process building demo-model (it holds {tmp_path}/models/.demo-model.lock)" in err
+    lock = tmp_path / "models" / ".demo-model.lock"
+    assert f"edgekit: waiting for another process building demo-model (it holds {lock})" in err
     assert "edgekit: building demo-model on first use: a test build, instant" in err
     assert (tmp_path / "models" / "demo-model" / "config.json").is_file()
 
@@ -308,7 +309,8 @@ def test_typo_in_a_choice_gets_a_suggestion(capsys, standin_artifact):
     assert "unknown runtime 'openvno' (did you mean 'openvino'?); allowed: torch, onnxruntime, openvino, native" \
         in _one_line_error(capsys)
     assert main(["bench", str(standin_artifact), "--native-precision", "int4"]) == 2
-    assert "unknown native precision 'int4' (did you mean 'int8'?); allowed: fp32, bf16, int8" in _one_line_error(capsys)
+    assert "unknown native precision 'int4' (did you mean 'int8'?); allowed: fp32, bf16, int8" \
+        in _one_line_error(capsys)
     assert main(["export", "tiny-bert", "-o", "x", "--format", "onnx,openvion"]) == 2
     assert "unknown format 'openvion' (did you mean 'openvino'?)" in _one_line_error(capsys)
 

@@ -22,11 +22,13 @@ def test_bare_edgekit_prints_help_without_an_error(capsys):
     out, err = capsys.readouterr()
     assert out.startswith("Usage: edgekit") and "Commands:" in out
     assert err == "" and "error:" not in out.lower()
+    assert all(name in out for name in cli.ZOO_HELP) and "edgekit compress --help" in out
 
 
 def test_command_summaries_are_not_cut_off(capsys):
     out = _help(capsys)
-    listed = dict(re.findall(r"^  (\w+)\s+(.+)$", out.split("Commands:")[1], flags=re.M))
+    block = out.split("Commands:")[1].split("\n\n")[0]
+    listed = dict(re.findall(r"^  (\w+)\s+(.+)$", block, flags=re.M))
     assert set(listed) == set(COMMANDS)
     for name, summary in listed.items():
         assert not summary.endswith("..."), summary
