@@ -5,6 +5,7 @@ PosixPath('out/bench.png')
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -190,8 +191,9 @@ def compression_figure(report: dict):
             shown.append(v[key])
     if shown:  # at least 5 points of axis: a zoomed axis makes a 0.2-point dip look like a collapse
         lo, hi = min(shown), max(shown)
-        pad = max(0.0, 0.05 - (hi - lo)) / 2 + 0.1 * (hi - lo)
-        ax1.set_ylim(lo - pad, min(hi + pad + 0.01, 1.0 + 0.2 * pad) if hi <= 1.0 else hi + pad)
+        span = max(hi - lo, 0.05)
+        mid = (hi + lo) / 2
+        ax1.set_ylim(mid - 0.5 * span - 0.15 * span, mid + 0.5 * span + 0.25 * span)  # room for the labels
     ax1.set_xticks(x, names)
     ax1.set_xlim(-0.5, x[-1] + 0.5)  # room for the first and last labels and the runtime markers
     ax1.set_ylabel(label + " (axis not from 0)")
@@ -199,9 +201,9 @@ def compression_figure(report: dict):
     probe = (report["baseline"].get("accuracy"), report["compressed"].get("accuracy"))
     if not cls and None not in probe:
         title += f"\nlinear probe on the embeddings: {probe[0]:.4f} -> {probe[1]:.4f}"
-    ax1.set_title(title, fontsize=9)
+    ax1.set_title("\n".join(textwrap.wrap(title.split("\n")[0], 70) + title.split("\n")[1:]), fontsize=9)
     ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=7, loc="lower left")
+    ax1.legend(fontsize=7, loc="best")
     return fig
 
 
