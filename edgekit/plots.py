@@ -47,7 +47,7 @@ def latency_figure(rows: Sequence[dict]):
         for xi, (n, r), y in zip(x, got, p90):
             rv = r.get("ratio_vs") or {}
             ratio = "reference" if n == rv.get("reference") else (
-                f"{_x(rv['median'])}x faster" if rv else "")
+                f"{_x(rv['median'])}x " + ("faster" if rv["median"] >= 1 else "(slower)") if rv else "")
             ax.text(xi, max(y, r["latency_ms"]["p50"]) + 0.02 * top, f"{r['latency_ms']['p50']:.3g} ms\n{ratio}",
                     ha="center", va="bottom", fontsize=7)
         ax.set_ylim(0, top * 1.25)

@@ -96,7 +96,7 @@ def test_bench_bars_start_at_zero_on_a_linear_axis(rows, tmp_path):
     heights = [b.get_height() for b in axes[0].patches]
     assert heights[0] / heights[1] == pytest.approx(214 / 187)
     labels = [t.get_text() for t in axes[0].texts]
-    assert "187 ms\n1.14x faster" in labels and "214 ms\nreference" in labels and "250 ms\n0.86x faster" in labels
+    assert "187 ms\n1.14x faster" in labels and "214 ms\nreference" in labels and "250 ms\n0.86x (slower)" in labels
     assert "times faster than torch" in fig._suptitle.get_text()
     assert plot_latency(rows, tmp_path / "b.png").read_bytes()[:8] == PNG
 
