@@ -261,26 +261,10 @@ def main(argv=None) -> int:
         note = ("\nPer-call floor (the same calls on a 1 x 64 x 16 GEMM, median us): "
                 + ", ".join(f"{k} {v:.1f}" for k, v in floor.items()) + ". Every time above includes its contender's.\n")
         a.md.write_text(head + body + note)
-    if a.plot:
-        import matplotlib
+    if a.plot:  # edgekit.plots draws it (linear axes from 0, one panel per contender x layout)
+        from edgekit.plots import plot_kernels
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key in sorted({(r["M"], r["K"], r["N"], r["weight_bits"], r["layout"]) for r in rows}):
-            pts = [r for r in rows if (r["M"], r["K"], r["N"], r["weight_bits"], r["layout"]) == key]
-            lab = f"M{key[0]} K{key[1]} N{key[2]} s{key[3]} {key[4]}"
-            ax.plot([p["sparsity"] for p in pts], [p["speedup_vs_openvino"] for p in pts], "o-", label=f"{lab} vs OpenVINO")
-            ax.plot([p["sparsity"] for p in pts], [p["speedup_vs_onnxruntime"] for p in pts], "x--", label=f"{lab} vs ORT")
-        ax.axhline(1, color="grey", lw=0.8)
-        ax.set_xlabel("4x1 block sparsity")
-        ax.set_ylabel("speedup (their time / ours)")
-        ax.set_title(f"edgekit int8 GEMM, {threads} threads, {isa}")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        a.plot.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(a.plot, dpi=120)
+        plot_kernels(rows, a.plot, f"edgekit int8 GEMM, {threads} threads, {isa}")
     return 0
 
 

@@ -65,15 +65,27 @@ def as_artifact(model: str | os.PathLike | Artifact, runtimes: Sequence[str] = (
     return export(model, dest, formats=sorted(wanted | {"onnx", "openvino"}), task=task, progress=progress)
 
 
+def check_formats(art: Artifact, runtimes: Sequence[str]) -> None:
+    """Every runtime asked for has its format in ``art`` (checked before any runtime is loaded)."""
+    for rt in runtimes:
+        art.path(RUNTIME_FORMAT[rt.removesuffix("-fp32")])  # raises with what the artifact has and how to get more
+
+
 def evaluate(model, runtime: str = "torch", data: str = "bbc-news", reference: str | None = None,
-             threads: int | None = None, precision: str | None = None, progress: bool = True) -> dict:
-    """Accuracy (classifiers) or linear-probe accuracy (+ cosine vs ``reference``) on bbc-news test."""
+             threads: int | None = None, precision: str | None = None, progress: bool = True,
+             native_precision: str | None = None) -> dict:
+    """Accuracy (classifiers) or linear-probe accuracy (+ cosine vs ``reference``) on bbc-news test.
+
+    ``precision`` is the OpenVINO hint (f32, bf16), ``native_precision`` the native engine's attention
+    precision (fp32, bf16, int8), as in :func:`bench`; each applies to its own runtime only."""
     from edgekit.evaluate import evaluate as _evaluate
     from edgekit.runtimes import load, load_tokenizer
 
     (runtime,) = parse_runtimes(runtime)
     art = as_artifact(model, [runtime], progress=progress)
-    session = load(art, runtime, threads, precision)
+    check_formats(art, [runtime])
+    hint = {"openvino": precision, "native": native_precision}.get(runtime)
+    session = load(art, runtime, threads, hint)
     ref_session = None
     if reference is not None:
         ref_art = as_artifact(reference, ["torch"], progress=progress)
@@ -82,13 +94,75 @@ def evaluate(model, runtime: str = "torch", data: str = "bbc-news", reference: s
                      labels=art.manifest.labels, progress=progress)
 
 
-def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
-             resume: bool = False, print_recipe: bool = False) -> dict:
-    """Run a compression recipe; writes an artifact folder with report.json. Returns the report."""
-    from edgekit.compress import compress as _compress
+def checkpoint_dir(out_dir: str | os.PathLike) -> Path:
+    """Where ``compress`` keeps the checkpoints of a run writing ``out_dir``: ``OUT.ckpt`` next to it."""
+    out = Path(out_dir).absolute()
+    return out.with_name(out.name + ".ckpt")
 
+
+def _checkpoint_summary(ckpt: Path) -> str:
+    """``stage prune, step 250`` from a checkpoint's state.json (what a user needs to decide to resume)."""
+    import json
+
+    try:
+        st = json.loads((ckpt / "state.json").read_text())
+        return f"stage {st['stage']}, step {st['step']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable state.json"
+
+
+def check_compress_output(out_dir, resume: bool = False, overwrite: bool = False) -> Path:
+    """Everything about ``-o`` that can be refused before any work: an existing artifact without
+    ``overwrite``, a non-empty folder that is not an artifact, a checkpoint of an interrupted run that
+    neither ``resume`` continues nor ``overwrite`` discards, ``resume`` without a checkpoint."""
+    from .artifact import check_output
+
+    out = check_output(out_dir, overwrite)
+    ckpt = checkpoint_dir(out)
+    has_ckpt = (ckpt / "state.json").is_file()
+    if resume and not has_ckpt:
+        raise InputError(f"--resume: no checkpoint in {ckpt}; run without --resume to start from the beginning")
+    if not resume and ckpt.exists() and not overwrite:
+        what = (f"the checkpoint of an interrupted run ({_checkpoint_summary(ckpt)})" if has_ckpt
+                else "an unfinished checkpoint")
+        raise InputError(f"{ckpt} holds {what}; rerun with --resume to continue it, or with --overwrite to start over")
+    return out
+
+
+def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
+             resume: bool = False, print_recipe: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Run a compression recipe; writes an artifact folder with report.json. Returns the report.
+
+    Refuses before any work (exit 2) when ``out_dir`` holds an artifact (``overwrite=True`` replaces it),
+    is a non-empty folder that is not an artifact, or has a checkpoint of an interrupted run next to it
+    (``OUT.ckpt``: ``resume=True`` continues it, ``overwrite=True`` starts over).
+
+    >>> compress("tiny-bert-cls", "out/tiny", recipe="quick")["compressed"]["accuracy"]   # doctest: +SKIP
+    """
+    from edgekit.compress import compress as _compress
+    from edgekit.compress.config import load_recipe
+
+    from .status import say
+
+    progress = progress and os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
+    if not print_recipe:
+        if out_dir is None:
+            raise InputError("compress needs an output folder (-o DIR)")
+        check_compress_output(out_dir, resume=resume, overwrite=overwrite)
+        rec = load_recipe(recipe)  # a bad recipe is refused now, not after the model is loaded
+        from edgekit.zoo import resolve
+
+        ref = resolve(model)  # may build a zoo model on first use (it says so)
+        if ref.kind != "hf":
+            raise InputError(f"{model} is an artifact; compress takes a zoo name or a Hugging Face model folder")
+        ckpt = checkpoint_dir(out_dir)
+        if overwrite and not resume and ckpt.exists():
+            say(f"--overwrite: discarding the checkpoint in {ckpt}", progress)
+        stages = ", ".join(s.type for s in rec.stages)
+        say(f"compressing {ref.name} ({ref.task}) with recipe {rec.name} ({stages}) on {data}"
+            + (f", resuming from {ckpt} ({_checkpoint_summary(ckpt)})" if resume else ""), progress)
     return _compress(model, out_dir, recipe=recipe, data=data, max_steps=max_steps, seed=seed, resume=resume,
-                     print_recipe=print_recipe)
+                     print_recipe=print_recipe, progress=progress)
 
 
 def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", batches: Sequence[int] = (1, 8),
@@ -109,6 +183,8 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
 
     names = parse_runtimes(runtimes)
     art = as_artifact(model, names, progress=progress)
+    check_formats(art, names)
+    _check_shapes(art, batches, seqs)  # before any runtime loads: a bad --seq costs nothing
     threads = threads or default_threads()
     hint = {"openvino": precision, "native": native_precision}
     sessions = {rt: load(art, rt, threads, hint.get(rt)) for rt in names}
@@ -117,6 +193,8 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
         if not stock:
             raise InputError("--baseline runs on the stock runtimes; list at least one of torch, onnxruntime, openvino")
         base = as_artifact(baseline, stock, progress=progress)
+        check_formats(base, stock)
+        _check_shapes(base, batches, seqs)
         if base.manifest.task != art.manifest.task:
             raise InputError(f"baseline task {base.manifest.task} differs from the model's {art.manifest.task}")
         sessions.update({f"{rt}-fp32": load(base, rt, threads, hint.get(rt)) for rt in stock})
@@ -133,3 +211,14 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
 
         plot_latency(rows, plot_path)
     return rows, _bench.format_table(rows)
+
+
+def _check_shapes(art: Artifact, batches: Sequence[int], seqs: Sequence[int]) -> None:
+    """Batch sizes and sequence lengths against the artifact's manifest (``max_sequence_length``)."""
+    if not batches or not seqs or min(batches) < 1 or min(seqs) < 2:
+        raise InputError(f"batch sizes must be >= 1 and sequence lengths >= 2; got batch {list(batches)}, "
+                         f"seq {list(seqs)}")
+    top = art.manifest.max_sequence_length
+    if max(seqs) > top:
+        raise InputError(f"--seq {max(seqs)} is longer than the model's maximum sequence length {top} "
+                         f"(max_sequence_length in {art.root}/manifest.json); allowed: 2..{top}")

@@ -280,28 +280,53 @@ def write_jsonl(rows: Sequence[dict], path) -> Path:
     return path
 
 
+#: Fewest timed runs for a percentile to be shown in the tables: with fewer, p99 is just the slowest run or two
+#: (and p90 the slowest) and says more about one hiccup than about the runtime. The JSON keeps every value.
+PERCENTILE_MIN_RUNS = {"p90": 10, "p99": 100}
+
+
+def _x(v: float) -> str:
+    """A ratio with 3 significant digits at most (2 decimals from 1 up): 0.00284 stays readable, unlike 0.00."""
+    if not math.isfinite(v):
+        return "-"
+    return f"{v:.2f}" if v >= 1 else f"{v:.2g}"
+
+
 def _fmt_ratio(r: dict) -> str:
     rv = r.get("ratio_vs") or {}
     if not rv:
         return "-"
     if r["runtime"] == rv["reference"]:
-        return "1 (ref)"
+        return "1 (reference)"
     q1, q3 = np.percentile(rv["rounds"], [25, 75]) if rv["rounds"] else (float("nan"),) * 2
-    return f"{rv['median']:.2f} [{q1:.2f}-{q3:.2f}]"
+    return f"{_x(rv['median'])} [{_x(q1)}-{_x(q3)}]"
+
+
+def _fmt_lct(r: dict) -> str:
+    lct, budget = r.get("lct_per_s"), r.get("budget_ms")
+    if lct:
+        return f"{lct:.1f} (batch {r['lct_batch']})"
+    return f"none (p90 > {budget:g} ms)" if budget is not None else "-"
+
+
+def _fmt_latency(r: dict, key: str) -> str:
+    if r.get("runs") is not None and r["runs"] < PERCENTILE_MIN_RUNS.get(key, 0):
+        return "-"
+    return f"{r['latency_ms'][key]:.2f}"
 
 
 def _table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     ref = rows[0]["ratio_vs"]["reference"] if rows and rows[0].get("ratio_vs") else None
-    head = ["runtime", "precision", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "mean ms", "min ms", "items/s",
-            f"x vs {ref} [IQR]" if ref else "x", "lct items/s"]
+    budget = rows[0].get("budget_ms") if rows else None
+    head = ["runtime", "precision", "batch", "seq", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms", "min ms",
+            "items/s",
+            f"x faster than {ref} [IQR]" if ref else "x faster",
+            f"lct items/s (p90 <= {budget:g} ms)" if budget is not None else "lct items/s"]
     body = []
     for r in rows:
-        lat = r["latency_ms"]
-        lct = r.get("lct_per_s")
-        body.append([r["runtime"], str(r["precision"]), str(r["batch"]), str(r["seq"]),
-                     *(f"{lat[k]:.2f}" for k in ("p50", "p90", "p99", "mean", "min")),
-                     f"{r['throughput_per_s']:.1f}", _fmt_ratio(r),
-                     f"{lct:.1f} (b{r['lct_batch']})" if lct else "-"])
+        body.append([r["runtime"], str(r["precision"]), str(r["batch"]), str(r["seq"]), str(r.get("runs", "?")),
+                     *(_fmt_latency(r, k) for k in ("p50", "p90", "p99", "mean", "min")),
+                     f"{r['throughput_per_s']:.1f}", _fmt_ratio(r), _fmt_lct(r)])
     return head, body
 
 
@@ -315,26 +340,47 @@ def _header(rows: Sequence[dict]) -> str:
 
 
 def _notes(rows: Sequence[dict]) -> list[str]:
-    """"A is 2.10x faster than B" lines for the first runtime against each other one, per point."""
-    names = list(dict.fromkeys(r["runtime"] for r in rows))
+    """What the columns mean, and per point the runtimes fastest first, with the table's own ratios (never
+    their inverses, so the footer and the table cannot seem to disagree)."""
     out = []
-    if len(names) > 1:
-        for r in rows:
-            if r["runtime"] == names[0]:
-                parts = ", ".join(f"{v:.2f}x vs {o}" for o, v in r["speedup_vs"].items())
-                out.append(f"{names[0]} at batch {r['batch']} seq {r['seq']}: {parts} "
-                           f"(speedup, median of {r['rounds']} interleaved rounds)")
+    ref = (rows[0].get("ratio_vs") or {}).get("reference")
+    if ref:
+        out.append(f"x faster than {ref}: {ref}'s latency / this runtime's, per interleaved round, median over the "
+                   f"rounds [inter-quartile range]; below 1 = slower than {ref}")
+        if len({r["runtime"] for r in rows}) > 2:
+            for (b, s), group in _by_point(rows).items():
+                ranked = sorted(group, key=lambda r: -r["ratio_vs"]["median"])
+                ranking = ", ".join(f"{r['runtime']} {_x(r['ratio_vs']['median'])}x" if r["runtime"] != ref
+                                    else f"{r['runtime']} 1x" for r in ranked)
+                out.append(f"batch {b} seq {s}, fastest first (x faster than {ref}, median of "
+                           f"{group[0]['rounds']} rounds): {ranking}")
+    runs = [r["runs"] for r in rows if r.get("runs") is not None]
+    for key, need in PERCENTILE_MIN_RUNS.items():
+        if runs and min(runs) < need:
+            have = f"{min(runs)}" if min(runs) == max(runs) else f"{min(runs)}-{max(runs)}"
+            out.append(f"{key} is shown only from {need} timed runs per point ('-' otherwise; this run had {have}; "
+                       "raise --min-runs)")
     budget = rows[0].get("budget_ms")
     if budget is not None:
-        out.append(f"lct = latency-constrained throughput: best items/s over batch sizes with p90 <= {budget:g} ms")
+        batches = ", ".join(str(b) for b in sorted({r["batch"] for r in rows}))
+        out.append(f"lct = latency-constrained throughput: best items/s over the batch sizes measured ({batches}) "
+                   f"whose p90 <= {budget:g} ms; none = no batch size met the budget (try smaller batches or "
+                   "a larger --budget-ms)")
+    return out
+
+
+def _by_point(rows: Sequence[dict]) -> dict[tuple[int, int], list[dict]]:
+    out: dict[tuple[int, int], list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["batch"], r["seq"]), []).append(r)
     return out
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """A plain-text table (one line per runtime x point) plus the per-round ratio summary.
+    """A plain-text table (one line per runtime x point) plus notes saying what the columns mean.
 
-    The ratio column is the median per-round speedup over the reference runtime with its
-    inter-quartile range across rounds (> 1 = faster than the reference).
+    The ratio column says how many times faster than the reference runtime each one is (median of
+    per-round ratios, with the inter-quartile range across rounds; below 1 = slower).
     """
     if not rows:
         return "(no benchmark rows)"

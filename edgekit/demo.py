@@ -29,6 +29,8 @@ def run(out: Path, model: str, batches: str, seq: str, max_steps: int | None) ->
         print(f"reusing {comp} (delete it to compress again)")
     else:
         argv = ["compress", model, "-o", str(comp)] + (["--max-steps", str(max_steps)] if max_steps else [])
+        if (comp.with_name(comp.name + ".ckpt") / "state.json").is_file():
+            argv.append("--resume")  # an interrupted `make demo` continues where it stopped
         if code := _step(argv):
             return code
     if not (fp32 / "manifest.json").is_file() and (code := _step(["export", model, "-o", str(fp32), "--format", "onnx,openvino"])):

@@ -24,6 +24,12 @@ class RuntimeUnavailable(EdgekitError):
     exit_code = 1
 
 
+class Interrupted(EdgekitError):
+    """Ctrl-C, with what the user can do next (e.g. ``--resume``); the CLI prints it without "error:"."""
+
+    exit_code = 130
+
+
 def one_of(kind: str, value: object, allowed) -> InputError:
     """``InputError("unknown runtime 'foo'; allowed: a, b")`` with the allowed values listed."""
     allowed = ", ".join(str(a) for a in allowed)

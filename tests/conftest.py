@@ -53,3 +53,37 @@ def quick_fe_artifact(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("c") / "tiny-fe"
     return out, compress("tiny-bert", out, recipe="quick", progress=False)
+
+
+def make_standin_artifact(root):
+    """A structurally complete, checksummed artifact whose files are stand-ins (no runtime can run it): for
+    tests of everything that must happen before a model loads (path checks, argument checks)."""
+    from edgekit.artifact import FORMAT_VERSION, Manifest, TensorSpec, finalize_manifest
+
+    (root / "torch").mkdir(parents=True)
+    (root / "torch" / "config.json").write_text("{}")
+    (root / "torch" / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")  # empty, valid
+    (root / "onnx").mkdir()
+    (root / "onnx" / "model.onnx").write_bytes(b"onnx bytes")
+    (root / "tokenizer").mkdir()
+    (root / "tokenizer" / "vocab.txt").write_text("[PAD]\n")
+    manifest = Manifest(
+        format_version=FORMAT_VERSION, edgekit_version="0", task="feature-extraction", model="stand-in",
+        inputs=[TensorSpec(name="input_ids", dtype="int64", shape=["batch", "sequence"])],
+        outputs=[TensorSpec(name="embeddings", dtype="float32", shape=["batch", 4])],
+        formats={"torch": "torch", "onnx": "onnx/model.onnx"}, precision={"torch": "fp32", "onnx": "fp32"},
+    )
+    finalize_manifest(root, manifest)
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_standin():
+    """:func:`make_standin_artifact` for tests that build several (a fixture: test modules cannot import from
+    conftest reliably once sub-folders have their own conftest.py)."""
+    return make_standin_artifact
+
+
+@pytest.fixture()
+def standin_artifact(tmp_path):
+    return make_standin_artifact(tmp_path / "standin")

@@ -33,7 +33,7 @@ def test_help_lists_every_command(capsys):
         (["bench", "/no/such/dir"], 2, "no such file or folder: /no/such/dir"),
         (["eval", "no-such-model"], 2, "unknown model 'no-such-model'"),
         (["bench", "tiny-bert", "--runtime", "tensorrt"], 2, "unknown runtime 'tensorrt'; allowed: torch, onnxruntime"),
-        (["bench", "tiny-bert", "--batch", "0"], 2, "--batch takes comma-separated positive integers"),
+        (["bench", "tiny-bert", "--batch", "0"], 2, "'--batch': takes comma-separated positive integers"),
         (["export", "tiny-bert", "-o", "{tmp}/x", "--format", "tflite"], 2, "unknown format 'tflite'; allowed: torch, onnx, openvino"),
         (["export", "tiny-bert"], 2, "Missing option '-o'"),
         (["frobnicate"], 2, "No such command 'frobnicate'"),

@@ -6,6 +6,7 @@ then QAT under the same distillation losses).
 """
 from __future__ import annotations
 
+import difflib
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -249,6 +250,7 @@ Stage = Annotated[Union[PruneConfig, DistillConfig, QuantizeConfig], Field(discr
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "custom"
+    description: str = ""  # one line for `edgekit compress --help`: what the recipe does, how long it takes
     version: int = 1
     batch: int = Field(16, ge=1)
     max_length: int = Field(128, ge=8, le=512)
@@ -312,13 +314,20 @@ def load_recipe(recipe: str | Path | None = None) -> Recipe:
     if not path.suffix:
         path = RECIPE_DIR / f"{name}.yaml"
         if not path.is_file():
-            raise InputError(f"unknown recipe {name!r}; built-in: {', '.join(builtin_recipes())} (or a .yaml file)")
+            close = difflib.get_close_matches(name, builtin_recipes(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(f"unknown recipe {name!r}{hint}; built-in: {', '.join(builtin_recipes())} (or a .yaml file)")
     elif not path.is_file():
         raise InputError(f"recipe file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise InputError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:  # a binary file, or text in another encoding
+        raise InputError(f"recipe {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                         f"{exc.start}); a recipe is a YAML file") from None
+    except OSError as exc:  # a folder, a file we may not read
+        raise InputError(f"recipe {path} cannot be read: {exc.strerror}") from None
     if not isinstance(data, dict):
         raise InputError(f"recipe {path} must be a mapping with a 'stages' list")
     data.setdefault("name", path.stem)

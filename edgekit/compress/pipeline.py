@@ -21,6 +21,7 @@ import torch
 
 from edgekit.data import calibration_texts, load_dataset, tokenize, tokenize_windows
 from edgekit.errors import InputError
+from edgekit.status import say
 
 from . import distributed as D
 from . import quantize as Q
@@ -517,6 +518,7 @@ def _compress(model, out_dir, recipe, data: str, max_steps: int | None, seed: in
         shutil.rmtree(ckpt, ignore_errors=True)
     t0 = time.time()
     seed_everything(rec.seed)
+    say(f"loading {ref.name} and tokenizing the {data} training texts", progress)  # issue 28: no silent start
     teacher, tok = load_torch(ref)
     teacher.eval()
     student = _make_student(teacher, rec)
@@ -526,6 +528,8 @@ def _compress(model, out_dir, recipe, data: str, max_steps: int | None, seed: in
         if run.resume_state is None:
             raise InputError(f"--resume: no checkpoint in {ckpt}")
     probe = ref.task == "feature-extraction"
+    say(f"scoring the original model on the {data} test split" + (" (and its linear probe)" if probe else "")
+        + "; training starts after that", progress)  # issue 28: the longest wait before the first bar
     baseline, run.teacher_out = evaluate_model(teacher, None, tok, ref.task, data, rec.max_length, probe=probe)
     done = {r["stage"] for r in run.stage_reports}
     for cfg in rec.stages:
