@@ -1,5 +1,5 @@
 // Attention for one (sequence, head) on the engine's transposed q, k, v with both products, Q K^T and P V, in int8
-// on vpdpbusd (AVX-512 VNNI); softmax stays fp32 (attention_avx512.h). Compiled with VNNI flags; the engine calls
+// on vpdpbusd (AVX-512 VNNI); softmax stays fp32 (f32_attention__avx512.h). Compiled with VNNI flags; the engine calls
 // it only for attention='int8' on that path.
 //
 // Per head and sequence, q and k get one symmetric scale each (max |value| / 127 over the head's real tokens):
@@ -13,9 +13,10 @@
 #include <cstdint>
 #include <cstring>
 
-#include "../src/transpose_sse.h"
-#include "attention_avx512.h"
 #include "edgekit/kernels.h"
+#include "f32_attention__avx512.h"
+#include "transpose_sse.h"
+#include "ukernels.h"
 
 namespace {
 
@@ -170,9 +171,9 @@ inline __m512i quant_s_masked(const float* x, __mmask16 m, __m512 inv) {
 }  // namespace
 
 // q, k, v transposed (element e of token j at q[e * ldt + j]; columns n .. n + 15 readable and finite, as for
-// ek_attention_head_avx512_t). d % 16 == 0, d <= 128. Query rows 0..nq-1 into ctx (row stride ldc).
-void ek_attention_head_vnni_t(const float* q, const float* k, const float* v, int64_t ldt, int64_t n, int64_t d,
-                              float* ctx, int64_t ldc, int64_t nq) {
+// f32_attention_t__avx512). d % 16 == 0, d <= 128. Query rows 0..nq-1 into ctx (row stride ldc).
+void ek::u8s8_attention_t__avx512vnni(const float* q, const float* k, const float* v, int64_t ldt, int64_t n,
+                                      int64_t d, float* ctx, int64_t ldc, int64_t nq) {
   const int64_t np = (n + 15) / 16 * 16, nqp = (nq + 15) / 16 * 16;
   const float aq = absmax_t(q, ldt, d, nq), ak = absmax_t(k, ldt, d, n);
   const float sq = aq > 0 ? aq / 127.f : 1.f, sk = ak > 0 ? ak / 127.f : 1.f;

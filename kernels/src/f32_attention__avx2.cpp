@@ -1,5 +1,5 @@
-// AVX2 + FMA attention for one (sequence, head) and add + LayerNorm, for CPUs without AVX-512 (built with
-// -mavx2 -mfma only). Same contracts as attention_avx512.cpp, in 8-lane vectors:
+// AVX2 + FMA attention for one (sequence, head), for CPUs without AVX-512 and head sizes that are a multiple of 8
+// (built with -mavx2 -mfma only). Same contract as f32_attention__avx512, in 8-lane vectors:
 //   scores: K transposed once into kt[d][np] (np = n rounded up to 8, zero padded), 6 query rows x 16 keys of
 //           accumulators (12 independent FMA chains; 4 rows left 8, too few to cover FMA latency), the query
 //           element broadcast; padded keys get -1e30;
@@ -14,42 +14,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "avx2_math.h"
 #include "edgekit/kernels.h"
+#include "ukernels.h"
 
 namespace {
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float hmax(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// e^x for x in [-87, 88] (clamped): x = n ln2 + r, |r| <= ln2/2, degree-6 Taylor of e^r (relative error < 2e-7).
-inline __m256 exp256(__m256 x) {
-  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  // 2^n with n in [-126, 127]: the biased exponent shifted into place.
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
 
 // Scores of query rows i0..i0+R-1 against all keys into sc[R][np], scaled; keys >= n get -1e30.
 template <int R>
@@ -165,8 +134,8 @@ void rows(const float* q, const float* v, int64_t ldv, int64_t ld, int64_t i0, c
 
 // q, k, v: row i of the sequence at q + i*ld (d floats); ctx row i at ctx + i*ldc. d % 8 == 0, d <= 128.
 // Only query rows 0..nq-1 are computed (all n keys and values take part).
-void ek_attention_head_avx2(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
-                            float* ctx, int64_t ldc, int64_t nq) {
+void ek::f32_attention__avx2(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
+                             float* ctx, int64_t ldc, int64_t nq) {
   const int64_t np = (n + 7) / 8 * 8;
   // Buffers from the kernels' per-thread scratch (no std containers in a unit built with ISA flags).
   float* kt = static_cast<float*>(ek_scratch(2, d * np * sizeof(float)));
@@ -174,7 +143,7 @@ void ek_attention_head_avx2(const float* q, const float* k, const float* v, int6
   for (int64_t e = 0; e < d; ++e) std::memset(kt + e * np + n, 0, (np - n) * sizeof(float));
   for (int64_t j = 0; j < n; ++j)
     for (int64_t e = 0; e < d; ++e) kt[e * np + j] = k[j * ld + e];
-  // V rows packed contiguously (see ek_attention_head_avx512: the engine's row stride maps them onto few L1 sets)
+  // V rows packed contiguously (see f32_attention__avx512: the engine's row stride maps them onto few L1 sets)
   float* vc = static_cast<float*>(ek_scratch(4, n * d * sizeof(float)));
   for (int64_t j = 0; j < n; ++j)
     for (int64_t e = 0; e < d; e += 8) _mm256_storeu_ps(vc + j * d + e, _mm256_loadu_ps(v + j * ld + e));
@@ -183,33 +152,4 @@ void ek_attention_head_avx2(const float* q, const float* k, const float* v, int6
   for (; i + 6 <= nq; i += 6) rows<6>(q, vc, d, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
   for (; i + 4 <= nq; i += 4) rows<4>(q, vc, d, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
   for (; i < nq; ++i) rows<1>(q, vc, d, ld, i, kt, np, n, d, scale, sc, ctx, ldc);
-}
-
-// x[r] = LayerNorm(x[r] + res[r]) * w + b for rows r0..r1 (res may be null); h % 8 == 0. Two passes over the
-// row in fp32 (mean, then variance of the centred values), as the portable version does.
-void ek_add_layer_norm_avx2(float* x, const float* res, int64_t r0, int64_t r1, int64_t h, const float* w,
-                            const float* b, float eps) {
-  for (int64_t r = r0; r < r1; ++r) {
-    float* v = x + r * h;
-    __m256 s = _mm256_setzero_ps();
-    for (int64_t i = 0; i < h; i += 8) {
-      __m256 a = _mm256_loadu_ps(v + i);
-      if (res) {
-        a = _mm256_add_ps(a, _mm256_loadu_ps(res + r * h + i));
-        _mm256_storeu_ps(v + i, a);
-      }
-      s = _mm256_add_ps(s, a);
-    }
-    const __m256 mean = _mm256_set1_ps(hsum(s) / (float)h);
-    __m256 sq = _mm256_setzero_ps();
-    for (int64_t i = 0; i < h; i += 8) {
-      const __m256 c = _mm256_sub_ps(_mm256_loadu_ps(v + i), mean);
-      sq = _mm256_fmadd_ps(c, c, sq);
-    }
-    const __m256 inv = _mm256_set1_ps(1.0f / std::sqrt(hsum(sq) / (float)h + eps));
-    for (int64_t i = 0; i < h; i += 8) {
-      const __m256 c = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(v + i), mean), inv);
-      _mm256_storeu_ps(v + i, _mm256_fmadd_ps(c, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i)));
-    }
-  }
 }

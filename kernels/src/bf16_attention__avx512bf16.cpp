@@ -14,8 +14,9 @@
 #include <cstdint>
 #include <cstring>
 
-#include "../src/avx512_math.h"
+#include "avx512_math.h"
 #include "edgekit/kernels.h"
+#include "ukernels.h"
 
 using ek::exp512;
 
@@ -123,11 +124,9 @@ inline void row_to_bf16(const float* x, int64_t d, uint32_t* out) {
 }
 }  // namespace
 
-bool ek_cpu_has_avx512_bf16() { return __builtin_cpu_supports("avx512bf16"); }
-
-// Same contract as ek_attention_head_avx512 (d % 16 == 0, d <= 128; query rows 0..nq-1 only).
-void ek_attention_head_bf16(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
-                            float* ctx, int64_t ldc, int64_t nq) {
+// Same contract as f32_attention__avx512 (d % 16 == 0, d <= 128; query rows 0..nq-1 only).
+void ek::bf16_attention__avx512bf16(const float* q, const float* k, const float* v, int64_t ld, int64_t n, int64_t d,
+                                   float* ctx, int64_t ldc, int64_t nq) {
   const int64_t np = (n + 31) / 32 * 32, dw = d / 2, npairs = (n + 1) / 2;
   auto u32 = [](int slot, int64_t count) { return static_cast<uint32_t*>(ek_scratch(slot, count * sizeof(uint32_t))); };
   Scratch s{u32(2, n * dw), u32(3, dw * np), u32(4, npairs * d), u32(5, 8 * (np / 2)), u32(6, dw),

@@ -1,5 +1,5 @@
-// AVX-512 attention building blocks for one (sequence, head), shared by attention_avx512.cpp (fp32 scores) and
-// attention_vnni.cpp (int8 scores): include only from files compiled with AVX-512 flags. Internal linkage on
+// AVX-512 attention building blocks for one (sequence, head), shared by f32_attention__avx512.cpp (fp32 scores)
+// and u8s8_attention_t__avx512vnni.cpp (int8 scores): include only from files compiled with AVX-512 flags. Internal linkage on
 // purpose: each unit keeps its own copy, compiled for its own flags.
 //
 // Queries go in blocks of R rows: scores for R rows x 32 keys are 2R independent chains over d (one K load per
@@ -13,7 +13,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "../src/avx512_math.h"
+#include "avx512_math.h"
 
 using ek::exp512;
 using ek::transpose16;
@@ -21,7 +21,7 @@ using ek::transpose16;
 namespace {
 
 // The scores operand A of rows / head / run_head is a QK (fp32 q and K^T) or, in the VNNI unit, a QK8 (int8 q and
-// K; attention_vnni.cpp), each with its own scores<R>(a, ...).
+// K; u8s8_attention_t__avx512vnni.cpp), each with its own scores<R>(a, ...).
 //
 // Query element e of row i is q[i * qi + e * qe] (row-major q: qi = row stride, qe = 1; transposed: the other
 // way round). Key j's element e is kt[e * ldk + j] (ldk >= np; keys n..np-1 are masked, so any finite values).
