@@ -38,13 +38,13 @@ demo: .venv
 # `make test-all` runs every slow test too.
 test: .venv
 	$(PY) -m pytest -m "not slow or ci" -q
-	bash kernels/tools/sanitize.sh
+	bash tests/kernels/sanitize.sh
 
 test-all: .venv
 	$(PY) -m pytest -q
 
 sanitize: .venv
-	bash kernels/tools/sanitize.sh
+	bash tests/kernels/sanitize.sh
 
 bench-kernels: .venv
 	$(PY) bench/kernels.py --quick --json out/kernels.jsonl

@@ -185,7 +185,7 @@ void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t mp, int64_t r, int64_
   const uint8_t* x0 = xt + m0;
   // The quads' XT row offsets (column x stride, in bytes; below 2^31, checked at the entry) for this call's stride,
   // kChunk quads at a time, 16 per vpmulld, instead of 4 imul per quad on the loads' address path. Measured with
-  // kernels/tools/proto_quad.sh (one thread): a first run gave 6.1 -> 5.1 ns per quad (K = 384, XT in L1) and
+  // a standalone prototype (one thread): a first run gave 6.1 -> 5.1 ns per quad (K = 384, XT in L1) and
   // 9.1 -> 7.5 (K = 1536); four alternating pairs later gave 5.2-6.0 vs 4.9-6.8 and 6.8-9.2 vs 6.9-7.7, i.e.
   // within this VM's noise at K = 384 and at best a gain at K = 1536.
   constexpr int64_t kChunk = 64;
