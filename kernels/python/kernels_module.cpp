@@ -96,6 +96,24 @@ arr<float> vec(const py::handle& obj, const char* name, int64_t n) {
   if (a.shape(0) != n) bad(std::string(name) + " must have length N=" + std::to_string(n) + ", got " + std::to_string(a.shape(0)));
   return a;
 }
+// A GEMM call's epilogue from its Python arguments, checked; holds the arrays it points into.
+struct Epilogue {
+  arr<float> ws, b;
+  ek_epilogue ep;
+};
+
+Epilogue epilogue(const ek_packed_info& i, float x_scale, int x_zp, const py::handle& w_scale, const py::handle& bias,
+                  bool gelu, bool out_u8, float out_scale, int out_zp) {
+  Epilogue e;
+  e.ws = vec(w_scale, "w_scale", i.n);
+  if (!bias.is_none()) e.b = vec(bias, "bias", i.n);
+  if (!(x_scale > 0)) bad("x_scale must be positive");
+  if (x_zp < 0 || x_zp > 255) bad("x_zp must be in 0..255");
+  if (out_u8 && !(out_scale > 0)) bad("out_scale must be positive when out_u8 is set");
+  if (out_zp < 0 || out_zp > 255) bad("out_zp must be in 0..255");
+  e.ep = ek_epilogue{x_scale, x_zp, e.ws.data(), bias.is_none() ? nullptr : e.b.data(), gelu, out_u8, out_scale, out_zp};
+  return e;
+}
 }  // namespace
 
 PYBIND11_MODULE(_kernels, m) {
@@ -166,20 +184,13 @@ PYBIND11_MODULE(_kernels, m) {
         check_x(w, xa.shape(1), "x");
         const auto i = w.info();
         if (i.wtype != EK_W_S8) bad("gemm_u8s8 needs an int8 packed weight (pack_s8)");
-        auto ws = vec(w_scale, "w_scale", i.n);
-        arr<float> b;
-        if (!bias.is_none()) b = vec(bias, "bias", i.n);
-        if (!(x_scale > 0)) bad("x_scale must be positive");
-        if (x_zp < 0 || x_zp > 255) bad("x_zp must be in 0..255");
-        if (out_u8 && !(out_scale > 0)) bad("out_scale must be positive when out_u8 is set");
-        if (out_zp < 0 || out_zp > 255) bad("out_zp must be in 0..255");
-        ek_epilogue ep{x_scale, x_zp, ws.data(), bias.is_none() ? nullptr : b.data(), gelu, out_u8, out_scale, out_zp};
+        const Epilogue e = epilogue(i, x_scale, x_zp, w_scale, bias, gelu, out_u8, out_scale, out_zp);
         const int64_t m_ = xa.shape(0);
         py::array out = out_u8 ? (py::array)aligned_array<uint8_t>(m_, i.n) : (py::array)aligned_array<float>(m_, i.n);
         int rc;
         {
           py::gil_scoped_release nogil;
-          rc = ek_gemm_u8s8(w.p.get(), xa.data(), m_, i.k, &ep, out.mutable_data(), i.n);
+          rc = ek_gemm_u8s8(w.p.get(), xa.data(), m_, i.k, &e.ep, out.mutable_data(), i.n);
         }
         check_rc(rc);
         return out;
@@ -205,23 +216,16 @@ PYBIND11_MODULE(_kernels, m) {
           check_x(w, xa.shape(1), "x");
           if (xa.shape(0) != m_) bad("x has " + std::to_string(xa.shape(0)) + " rows but m is " + std::to_string(m_));
         }
-        auto ws = vec(w_scale, "w_scale", i.n);
-        arr<float> b;
-        if (!bias.is_none()) b = vec(bias, "bias", i.n);
-        if (!(x_scale > 0)) bad("x_scale must be positive");
-        if (x_zp < 0 || x_zp > 255) bad("x_zp must be in 0..255");
-        if (out_u8 && !(out_scale > 0)) bad("out_scale must be positive when out_u8 is set");
-        if (out_zp < 0 || out_zp > 255) bad("out_zp must be in 0..255");
-        ek_epilogue ep{x_scale, x_zp, ws.data(), bias.is_none() ? nullptr : b.data(), gelu, out_u8, out_scale, out_zp};
+        const Epilogue e = epilogue(i, x_scale, x_zp, w_scale, bias, gelu, out_u8, out_scale, out_zp);
         const int64_t rows = y_transposed ? i.n : m_, cols = y_transposed ? mp : i.n;
         py::array out = out_u8 ? (py::array)aligned_array<uint8_t>(rows, cols) : (py::array)aligned_array<float>(rows, cols);
         if (tile >= 0 || (y_transposed && m_ < mp)) std::memset(out.mutable_data(), 0, out.nbytes());  // unwritten parts
         int rc;
         {
           py::gil_scoped_release nogil;
-          rc = tile >= 0 ? ek_gemm_u8s8_t_part(w.p.get(), xa.data(), m_, xa.shape(1), &ep, out.mutable_data(), cols,
+          rc = tile >= 0 ? ek_gemm_u8s8_t_part(w.p.get(), xa.data(), m_, xa.shape(1), &e.ep, out.mutable_data(), cols,
                                                y_transposed, tile, tile + 1, n0, n1 < 0 ? i.n : n1)
-                         : ek_gemm_u8s8_t(w.p.get(), xa.data(), m_, xa.shape(1), x_transposed, &ep, out.mutable_data(),
+                         : ek_gemm_u8s8_t(w.p.get(), xa.data(), m_, xa.shape(1), x_transposed, &e.ep, out.mutable_data(),
                                           cols, y_transposed);
         }
         check_rc(rc);

@@ -7,15 +7,11 @@
 #include <chrono>
 
 #include "avx2_int8.h"
+#include "peak.h"
 #include "ukernels.h"
 
 namespace ek {
 namespace {
-struct PeakCtx {
-  double seconds;
-  double* macs;
-};
-
 void peak_task(int64_t i, void* p) {  // the 7-bit kernels' chain: vpmaddubsw + vpmaddwd(ones) + vpaddd, 8 accumulators
   PeakCtx& c = *static_cast<PeakCtx*>(p);
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
@@ -43,13 +39,5 @@ void peak_task(int64_t i, void* p) {  // the 7-bit kernels' chain: vpmaddubsw + 
 }
 }  // namespace
 
-double int8_peak__avx2(double seconds) {
-  const int nt = std::min(num_threads(), kMaxPeakThreads);
-  double macs[kMaxPeakThreads] = {};
-  PeakCtx c{seconds, macs};
-  parallel_for(nt, peak_task, &c);
-  double total = 0;
-  for (int i = 0; i < nt; ++i) total += macs[i];
-  return total;
-}
+double int8_peak__avx2(double seconds) { return peak_macs<peak_task>(seconds); }
 }  // namespace ek

@@ -6,14 +6,11 @@
 #include <chrono>
 
 #include "internal.h"
+#include "peak.h"
 #include "ukernels.h"
 
 namespace ek {
 namespace {
-struct PeakCtx {
-  double seconds;
-  double* macs;
-};
 void peak_task(int64_t i, void* p) {
   PeakCtx& c = *static_cast<PeakCtx*>(p);
   // 12 independent accumulators as separate locals, updated by one asm block: with an array, the intrinsic or
@@ -43,13 +40,5 @@ void peak_task(int64_t i, void* p) {
 }
 }  // namespace
 
-double int8_peak__avx512vnni(double seconds) {
-  const int nt = std::min(num_threads(), kMaxPeakThreads);
-  double macs[kMaxPeakThreads] = {};
-  PeakCtx c{seconds, macs};
-  parallel_for(nt, peak_task, &c);
-  double total = 0;
-  for (int i = 0; i < nt; ++i) total += macs[i];
-  return total;
-}
+double int8_peak__avx512vnni(double seconds) { return peak_macs<peak_task>(seconds); }
 }  // namespace ek

@@ -10,14 +10,6 @@
 
 namespace ek {
 namespace {
-struct QuantTCtx {
-  const float* x;
-  int64_t m, k, ldx, mp, ldxt;
-  float scale;
-  int32_t zp;
-  uint8_t* xt;
-};
-
 inline __m256i quant8(const float* x, __m256 vs, __m256 vz) {
   __m256 v = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vz), _mm256_setzero_ps()), _mm256_set1_ps(255.f));
@@ -39,7 +31,6 @@ void quant_t_task(int64_t task, void* p) {  // the split is transpose_span's (se
 
 void u8_quantize_t__avx2(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
                          int64_t ldxt) {
-  QuantTCtx c{x, m, k, ldx, (m + TM - 1) / TM * TM, ldxt, scale, zp, xt};
-  parallel_for(transpose_tasks(c.mp, k), quant_t_task, &c);
+  quantize_t<quant_t_task>(x, m, k, ldx, scale, zp, xt, ldxt);
 }
 }  // namespace ek

@@ -15,14 +15,6 @@ namespace ek {
 namespace {
 constexpr int TM = (int)kTokenTile;  // tokens per tile
 
-struct QuantTCtx {
-  const float* x;
-  int64_t m, k, ldx, mp, ldxt;
-  float scale;
-  int32_t zp;
-  uint8_t* xt;
-};
-
 void quant_t_task(int64_t task, void* p) {  // the split is transpose_span's (see transpose_sse.h)
   const QuantTCtx& c = *static_cast<QuantTCtx*>(p);
   const __m512 vs = _mm512_set1_ps(c.scale), vinv = _mm512_set1_ps(1.0f / c.scale), vz = _mm512_set1_ps((float)c.zp),
@@ -40,13 +32,12 @@ void quant_t_task(int64_t task, void* p) {  // the split is transpose_span's (se
 }  // namespace
 
 void u8_quantize_t__avx512vnni(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
-                   int64_t ldxt) {
-  QuantTCtx c{x, m, k, ldx, (m + TM - 1) / TM * TM, ldxt, scale, zp, xt};
-  parallel_for(transpose_tasks(c.mp, k), quant_t_task, &c);
+                               int64_t ldxt) {
+  quantize_t<quant_t_task>(x, m, k, ldx, scale, zp, xt, ldxt);
 }
 
 void u8_quantize_t_tile__avx512vnni(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
-                        int64_t ldxt, int64_t tile) {
+                                    int64_t ldxt, int64_t tile) {
   QuantTCtx c{x, m, k, ldx, (m + TM - 1) / TM * TM, ldxt, scale, zp, xt};
   const int64_t kchunks = transpose_tasks(TM, k);  // tasks of one tile
   for (int64_t kc = 0; kc < kchunks; ++kc) quant_t_task(tile * kchunks + kc, &c);
