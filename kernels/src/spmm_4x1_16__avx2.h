@@ -15,8 +15,9 @@ namespace ek {
 namespace {
 constexpr int TS = 16;  // tokens per register tile
 
-// Out of line: two microkernels call it (GCC would otherwise inline it into one that is alone in its file).
 // Epilogue of one block-row on tokens m0..m0+15: acc[i][h] holds tokens m0 + 8h .. m0 + 8h + 7 of output 4r+i.
+// Out of line, as when both 4x1 kernels were in one file and called it (alone in its file now, each would get it
+// inlined: a different register allocation of the tile).
 __attribute__((noinline)) void sparse_epilogue(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, int64_t m0) {
   const ek_packed* w = g.w;
   const int64_t n = w->info.n, mend = std::min<int64_t>(TS, g.m - m0);

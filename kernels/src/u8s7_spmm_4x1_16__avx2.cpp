@@ -113,6 +113,7 @@ void sparse7_epilogue_f32(const Gemm& g, const __m256i (&acc)[4][2], int64_t r, 
   }
 }
 
+// Out of line (called by spmm_4x1's task), as when both 4x1 kernels shared one file and one task.
 __attribute__((noinline)) void sparse7_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int64_t m0) {
   const ek_packed* w = g.w;
   __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;

@@ -46,6 +46,7 @@ inline void pair_step(__m256i& a00, __m256i& a01, __m256i& a10, __m256i& a11, __
       : [lo] "x"(lo), [hi] "x"(hi), [w] "r"(w), "m"(*reinterpret_cast<const int32_t(*)[4]>(w)));
 }
 
+// Out of line (called by spmm_4x1's task), as when both 4x1 kernels shared one file and one task.
 __attribute__((noinline)) void sparse_tile(const Gemm& g, const uint8_t* xt, int64_t ldxt, int64_t r, int64_t m0) {
   const ek_packed* w = g.w;
   // Accumulators as plain locals (an array here would be stored to memory on every pass of the loop).
