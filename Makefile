@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-KERNEL_SOURCES := $(shell find kernels -type f \( -name '*.cpp' -o -name '*.c' -o -name '*.h' -o -name '*.hpp' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt
+KERNEL_SOURCES := $(shell find kernels -type f \( -name '*.cpp' -o -name '*.c' -o -name '*.h' -o -name '*.hpp' -o -name '*.inc' -o -name '*.map' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt
 DEMO_DIR ?= out/demo
 
 .PHONY: .venv demo test test-all sanitize bench-kernels clean
@@ -50,13 +50,13 @@ demo: .venv
 # `make test-all` runs every slow test too.
 test: .venv
 	$(PY) -m pytest -m "not slow or ci" -q
-	bash kernels/tools/sanitize.sh
+	bash tests/kernels/sanitize.sh
 
 test-all: .venv
 	$(PY) -m pytest -q
 
 sanitize: .venv
-	bash kernels/tools/sanitize.sh
+	bash tests/kernels/sanitize.sh
 
 bench-kernels: .venv
 	$(PY) bench/kernels.py --quick --json out/kernels.jsonl

@@ -1,7 +1,9 @@
 """edgekit's C++ kernels from Python: int8 (u8 x s8 -> int32) and fp32 GEMMs, dense and 4x1 block-sparse.
 
 Y = X W^T with X [M, K] and W [N, K]. Weights are packed once (:func:`pack_s8` / :func:`pack_f32`) for
-the ISA active at that moment; ``EDGEKIT_ISA=ref|avx2|avx512|avx512_vnni`` forces a lower path.
+the ISA active at that moment; ``EDGEKIT_ISA=ref|avx2|avx512|avx512_vnni`` forces a lower path, and
+:func:`using_isa` switches it in-process. One shared library (``libedgekit.so``, next to this module) holds the
+ISA state and the thread pool for these functions and for the native engine (``edgekit._engine``) alike.
 
 >>> import numpy as np
 >>> from edgekit import kernels
@@ -45,7 +47,16 @@ def available_isas() -> list[str]:
 
 @contextlib.contextmanager
 def using_isa(name: str) -> Iterator[None]:
-    """Run a block on a given kernel path (tests, benchmarks); weights must be packed inside it."""
+    """Run a block on a given kernel path, for the GEMMs and the native engine alike (tests, benchmarks).
+
+    Weights are packed for the path active when they are packed, so pack them (or build engine Encoders) inside it:
+
+    >>> import numpy as np
+    >>> with using_isa("ref"):
+    ...     w = pack_s8(np.ones((4, 8), np.int8))
+    ...     int(gemm_u8s8_acc(w, np.ones((1, 8), np.uint8))[0, 0])
+    8
+    """
     before = cpu_info()["isa"]
     set_isa(name)
     try:
@@ -56,6 +67,7 @@ def using_isa(name: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def using_threads(n: int) -> Iterator[None]:
+    """Run a block with n threads in the kernels' pool (shared with the native engine, which sets its own count)."""
     before = get_num_threads()
     set_num_threads(n)
     try:

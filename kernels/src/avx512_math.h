@@ -36,7 +36,7 @@ inline __m512 div512_q(__m512 x, __m512 s, __m512 inv) {
   return _mm512_fmadd_ps(_mm512_fnmadd_ps(y, s, x), inv, y);
 }
 
-// Internal linkage (per-ISA units must not share weak copies; see kernels/tools/sanitize.sh).
+// Internal linkage (per-ISA units must not share weak copies; see tests/kernels/sanitize.sh).
 namespace {
 // (VNNI units only.) acc += u8 x s8 dot products of 4-byte groups. Inline asm instead of _mm512_dpbusd_epi32: with the
 // intrinsic, GCC 12 copies every accumulator to a scratch register and to the stack around each

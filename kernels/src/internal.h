@@ -7,6 +7,10 @@
 
 #include "edgekit/kernels.h"
 
+namespace ek {
+struct GemmConfig;
+}
+
 struct ek_packed {
   ek_packed_info info{};
   int64_t nb = 0;                  // block-rows of 4 outputs: ceil(n/4)
@@ -31,8 +35,8 @@ struct ek_packed {
   std::vector<int64_t> pair_ptr;
   std::vector<int32_t> pair_cols;
   std::vector<int32_t> pair_w;
-  // AVX2 with 7-bit weights (every weight in [-64, 64]): vpmaddubsw cannot saturate (2 * 255 * 64 < 32768),
-  // so the kernels read the VNNI layouts above (vnni / row_ptr, quad_cols, quad_w) instead of w16 / pair_*.
+  // Every weight in [-64, 64] (checked for ISAs with 7-bit microkernels): vpmaddubsw cannot saturate
+  // (2 * 255 * 64 < 32768), so the AVX2 u8s7 kernels read the VNNI layouts above instead of w16 / pair_*.
   bool w7 = false;
   // 4x1 sparse, generic paths (int8 and fp32): block b of block-row r at blk_ptr[r]..blk_ptr[r+1],
   // column blk_cols[b], weights blk_s8/blk_f32[4b + i] = W[4r+i, c].
@@ -40,6 +44,9 @@ struct ek_packed {
   std::vector<int32_t> blk_cols;
   std::vector<int8_t> blk_s8;
   std::vector<float> blk_f32;
+  // The microkernel (and layout) it was packed for: an entry of the packing ISA's table (config.h). Last member,
+  // so that the kernels' offsets into this struct stay what they were.
+  const ek::GemmConfig* ukernel = nullptr;
 };
 
 namespace ek {
@@ -65,41 +72,9 @@ struct Gemm {
   int64_t ldy;
   int32_t x_zp;
   int32_t* acc;
-  bool x_t = false, y_t = false;  // transposed layouts (see ek_gemm_u8s8_t); set only for the VNNI and AVX2 4x1 paths
+  bool x_t = false, y_t = false;  // transposed layouts (see ek_gemm_u8s8_t); set only for microkernels that read them
 };
-namespace ref {
-void gemm_u8s8(const Gemm& g);
-void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int gelu, float* y,
-              int64_t ldy);
-}
-namespace generic_avx2 {  // int8 GEMMs: namespace avx2
-void quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q);
-void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int gelu, float* y,
-              int64_t ldy);
-}
-namespace generic_avx512 {
-void gemm_u8s8(const Gemm& g);
-void quantize_u8(const float* x, int64_t n, float scale, int32_t zp, uint8_t* q);
-void gemm_f32(const ek_packed* w, const float* x, int64_t m, int64_t ldx, const float* bias, int gelu, float* y,
-              int64_t ldy);
-}
-namespace avx2 {
-void gemm_u8s8(const Gemm& g);
-double peak_macs(double seconds);
-void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
-                   int64_t ldxt);
-}
-namespace vnni {
-void gemm_u8s8(const Gemm& g);
-constexpr int64_t kTokenTile = 64;  // 4x1 sparse token tile; transposed operands are padded to it
-double peak_macs(double seconds);
-void quantize_u8_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
-                   int64_t ldxt);
-void quantize_u8_t_tile(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt,
-                        int64_t ldxt, int64_t tile);
-// Block-rows [r0, r1) of a 4x1 GEMM for token tiles [tile0, tile1), on the calling thread (g.x transposed).
-void gemm_u8s8_t_part(const Gemm& g, int64_t tile0, int64_t tile1, int64_t r0, int64_t r1);
-}
+constexpr int64_t kTokenTile = 64;  // token tile of the 4x1 kernels; transposed operands are padded to it
 float gelu_ref(float y);
 // Scalar epilogue for one value (reference semantics; vector paths must match it).
 inline void epilogue_store(const ek_epilogue* ep, int64_t n, int32_t acc, void* y, int64_t idx);

@@ -1,8 +1,10 @@
-// Packing: done once per weight; builds every layout the active ISA's kernels read.
+// Packing: done once per weight, for the active ISA: the generic blocks, then the layout of the microkernel its
+// table pairs with the weight (config.h).
 #include <algorithm>
 #include <cstring>
 #include <new>
 
+#include "config.h"
 #include "internal.h"
 
 namespace {
@@ -33,18 +35,23 @@ void build_blocks(ek_packed* p, const int8_t* w8, const float* wf) {
   p->info.nnz_blocks = (int64_t)p->blk_cols.size();
 }
 
-void build_vnni(ek_packed* p) {
+}  // namespace
+
+namespace ek {
+void pack_dense_k4(ek_packed* p) {
   const int64_t n = p->info.n, k = p->info.k;
   p->n16 = (n + 15) / 16;
   p->kq = (k + 3) / 4;
-  if (p->info.pattern == EK_DENSE) {
-    p->vnni.assign(p->n16 * p->kq * 64, 0);
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t t = 0; t < k; ++t)
-        p->vnni[((j / 16) * p->kq + t / 4) * 64 + (j % 16) * 4 + (t % 4)] = p->w_s8[j * k + t];
-    return;
-  }
-  // 4x1 sparse: the kept columns of each block-row, grouped in fours (last quad padded).
+  p->vnni.assign(p->n16 * p->kq * 64, 0);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t t = 0; t < k; ++t)
+      p->vnni[((j / 16) * p->kq + t / 4) * 64 + (j % 16) * 4 + (t % 4)] = p->w_s8[j * k + t];
+}
+
+void pack_4x1_quads(ek_packed* p) {
+  // The kept columns of each block-row, grouped in fours (last quad padded).
+  p->n16 = (p->info.n + 15) / 16;
+  p->kq = (p->info.k + 3) / 4;
   p->row_ptr.assign(p->nb + 1, 0);
   for (int64_t r = 0; r < p->nb; ++r) {
     const int64_t b0 = p->blk_ptr[r], b1 = p->blk_ptr[r + 1];
@@ -57,17 +64,17 @@ void build_vnni(ek_packed* p) {
   }
 }
 
-void build_avx2(ek_packed* p) {
+void pack_dense_k2(ek_packed* p) {
   const int64_t n = p->info.n, k = p->info.k;
-  if (p->info.pattern == EK_DENSE) {
-    p->n8 = (n + 7) / 8;
-    p->kp2 = (k + 1) / 2;
-    p->w16.assign(p->n8 * p->kp2 * 16, 0);
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t t = 0; t < k; ++t)
-        p->w16[((j / 8) * p->kp2 + t / 2) * 16 + (j % 8) * 2 + (t % 2)] = p->w_s8[j * k + t];
-    return;
-  }
+  p->n8 = (n + 7) / 8;
+  p->kp2 = (k + 1) / 2;
+  p->w16.assign(p->n8 * p->kp2 * 16, 0);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t t = 0; t < k; ++t)
+      p->w16[((j / 8) * p->kp2 + t / 2) * 16 + (j % 8) * 2 + (t % 2)] = p->w_s8[j * k + t];
+}
+
+void pack_4x1_pairs(ek_packed* p) {
   p->pair_ptr.assign(p->nb + 1, 0);
   for (int64_t r = 0; r < p->nb; ++r) {
     const int64_t b0 = p->blk_ptr[r], b1 = p->blk_ptr[r + 1];
@@ -84,7 +91,9 @@ void build_avx2(ek_packed* p) {
     p->pair_ptr[r + 1] = (int64_t)p->pair_cols.size() / 2;
   }
 }
+}  // namespace ek
 
+namespace {
 ek_packed* make(int64_t n, int64_t k, ek_pattern pattern, ek_wtype wt) {
   if (n <= 0 || k <= 0) {
     ek::set_error("pack: n and k must be positive");
@@ -116,22 +125,10 @@ extern "C" ek_packed* ek_pack_s8(const int8_t* w, int64_t n, int64_t k, ek_patte
     for (int64_t j = 0; j < n; ++j)
       for (int64_t t = 0; t < k; ++t) p->rowsum[j] += w[j * k + t];
     build_blocks(p, w, nullptr);
-    const bool dense = pattern == EK_DENSE;
-    if (p->info.isa == EK_ISA_AVX512_VNNI) {
-      build_vnni(p);
-      p->info.kernel = dense ? "vnni-dense" : "vnni-4x1";
-    } else if (p->info.isa == EK_ISA_AVX2) {
-      p->w7 = std::all_of(w, w + n * k, [](int8_t v) { return v >= -64 && v <= 64; });
-      if (p->w7) {
-        build_vnni(p);
-        p->info.kernel = dense ? "avx2-u8s7-dense" : "avx2-u8s7-4x1";
-      } else {
-        build_avx2(p);
-        p->info.kernel = dense ? "avx2-u8s8-dense" : "avx2-u8s8-4x1";
-      }
-    } else {
-      p->info.kernel = p->info.isa == EK_ISA_AVX512 ? "avx512bw-generic" : "ref";
-    }
+    const ek::GemmConfig& uk = ek::select_gemm(ek::isa_config((ek_isa)p->info.isa), pattern, w, n, k, &p->w7);
+    if (uk.pack) uk.pack(p);
+    p->ukernel = &uk;
+    p->info.kernel = uk.packed_kernel;
   } catch (const std::bad_alloc&) {
     delete p;
     ek::set_error("pack: out of memory");
@@ -146,7 +143,7 @@ extern "C" ek_packed* ek_pack_f32(const float* w, int64_t n, int64_t k, ek_patte
   try {
     p->w_f32.assign(w, w + n * k);
     build_blocks(p, nullptr, w);
-    p->info.kernel = p->info.isa == EK_ISA_REF ? "ref-f32" : "f32";
+    p->info.kernel = ek::isa_config((ek_isa)p->info.isa).f32_packed_kernel;
   } catch (const std::bad_alloc&) {
     delete p;
     ek::set_error("pack: out of memory");

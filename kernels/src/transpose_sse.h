@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "internal.h"
+
 namespace ek {
 // Internal linkage on purpose: TUs built with different target flags each keep their own copy (an inline
 // function with external linkage could be merged with a copy compiled for a wider ISA).
@@ -126,5 +128,20 @@ inline void transpose_task(int64_t task, void* p) {
       [&](int64_t i, int64_t col) { return c.x[i * c.ldx + col]; });
 }
 
+// The fused quantise + transpose of x [m][k] (fp32) into XT[k][ldxt] (u8, tokens m..mp-1 zero): each ISA's task is a
+// transpose_span whose rows(i, c) quantises 16 values.
+struct QuantTCtx {
+  const float* x;
+  int64_t m, k, ldx, mp, ldxt;
+  float scale;
+  int32_t zp;
+  uint8_t* xt;
+};
+
+template <void (*Task)(int64_t task, void* ctx)>
+void quantize_t(const float* x, int64_t m, int64_t k, int64_t ldx, float scale, int32_t zp, uint8_t* xt, int64_t ldxt) {
+  QuantTCtx c{x, m, k, ldx, (m + kTokenTile - 1) / kTokenTile * kTokenTile, ldxt, scale, zp, xt};
+  parallel_for(transpose_tasks(c.mp, k), Task, &c);
+}
 }  // namespace
 }  // namespace ek

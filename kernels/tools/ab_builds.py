@@ -7,9 +7,12 @@ same build gave 0.5-1.6x between processes); here both builds are loaded side by
 times A and B back to back (order alternating, a 1 ms pause between, so the other pool's workers have gone to
 sleep). Prints per shape and sparsity the median time of each and the median and IQR of the per-round ratio B/A.
 
-    cp .venv/lib/python3.11/site-packages/edgekit/_kernels*.so /tmp/a.so   # before the change
+    cp .venv/lib/python3.11/site-packages/edgekit/libedgekit.so /tmp/a.so   # before the change
     # ... change, rebuild (pip install --no-build-isolation --no-deps -e .) ...
-    python kernels/tools/ab_builds.py /tmp/a.so .venv/lib/python3.11/site-packages/edgekit/_kernels*.so
+    python kernels/tools/ab_builds.py /tmp/a.so .venv/lib/python3.11/site-packages/edgekit/libedgekit.so
+
+Any library that exports the C ABI works as a build: libedgekit.so, or the _kernels*.so module of a build from before
+the kernels became a shared library (it linked them statically and exported the same ek_* symbols).
 
 The times include a ctypes call (~1-2 us), the same for both builds. M = 128 tokens, 2 threads, u8 output
 (requantised); the 4x1 kernel reads X transposed and writes Y transposed, as the native engine does.

@@ -7,8 +7,6 @@ a few values), so embeddings agree to cosine >= 0.9999 and logits to 1e-3 of the
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -59,29 +57,24 @@ def test_native_matches_torch_fake_quant(request, which):
         assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.9
 
 
-ISA_SCRIPT = """
-import sys, numpy as np
-from edgekit.runtimes import load
-from edgekit.data import load_dataset, tokenize
-from edgekit.runtimes import load_tokenizer
-art = sys.argv[1]
-f = tokenize(load_tokenizer(art), load_dataset("bbc-news", "test").texts[:6], max_length=64)
-np.save(sys.argv[2], load(art, "native", threads=2, precision="fp32").run(f))
-"""
-
-
 @pytest.mark.parametrize("which", ["quick_fe_artifact", "quick_cls_artifact"])
-def test_every_isa_path_gives_the_same_model_output(request, which, tmp_path):
-    """Every kernel path (and so every attention path: scalar, AVX-512; CLS-only last layer for classifiers)."""
-    from edgekit import kernels
+def test_every_isa_path_gives_the_same_model_output(request, which):
+    """Every kernel path (and so every attention path: scalar, AVX-512; CLS-only last layer for classifiers), switched
+    in this process: the GEMM binding and the engine share one kernels library, so one switch moves both."""
+    from edgekit import _engine, kernels
+    from edgekit.data import load_dataset, tokenize
 
     art, _ = request.getfixturevalue(which)
+    f = tokenize(load_tokenizer(art), load_dataset("bbc-news", "test").texts[:6], max_length=64)
     outs = {}
     for isa in kernels.available_isas():
-        dest = tmp_path / f"{isa}.npy"
-        subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(art), str(dest)], check=True,
-                       env={**os.environ, "EDGEKIT_ISA": isa})
-        outs[isa] = np.load(dest)
+        with kernels.using_isa(isa):
+            assert _engine.isa() == isa
+            sess = load(art, "native", threads=2, precision="fp32")
+            outs[isa] = sess.run(f)
+        if isa != kernels.cpu_info()["isa"]:  # its weights were packed for that path: refused on another
+            with pytest.raises(RuntimeError, match="packed for ISA"):
+                sess.run(f)
     ref = outs["ref"]
     for isa, out in outs.items():
         assert _cos(out, ref).min() >= 0.99999, isa
@@ -236,10 +229,8 @@ def test_int8_attention_is_close_and_reported(request, which):
     assert _cos(a, b).min() >= 0.999
     if which == "quick_cls_artifact":
         assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
-    ns: dict = {}
-    exec(FP32_MODEL_SCRIPT.split("lens =")[0], ns)  # its random dense fp32 encoder
     with pytest.raises(ValueError, match="4x1 sparse int8 model"):
-        _engine.Encoder(*ns["model"](128, 4, False), 1, "int8")
+        _engine.Encoder(*_random_fp32_encoder(128, 4, False), 1, "int8")
 
 
 def test_engine_breakdown_bench_runs(quick_cls_artifact, tmp_path):
@@ -309,84 +300,80 @@ def test_cli_bench_with_fp32_baseline_in_the_same_rounds(quick_cls_artifact, tin
     assert main(["bench", str(art), "--runtime", "native", "--baseline", str(tiny_cls_artifact.root)]) == 2
 
 
-ATTN_SCRIPT = """
-import sys, numpy as np
-from edgekit import _engine
-rng = np.random.default_rng(7)
-worst, transposed = 0.0, 0
-for n in (1, 7, 8, 9, 16, 17, 33, 130):
-    for d in (8, 16, 24, 32, 40, 64, 128):
-        q, k, v = (rng.normal(0, 1.5, (n, d)).astype(np.float32) for _ in range(3))
-        for nq in sorted({1, n}):
-            got = _engine.attention_head(q, k, v, nq)
-            s = (q.astype(np.float64) @ k.T.astype(np.float64)) / np.sqrt(d)
-            p = np.exp(s - s.max(1, keepdims=True)); want = (p / p.sum(1, keepdims=True)) @ v
-            err = np.abs(got[:nq] - want[:nq]).max()
-            assert err < 2e-5, (n, d, nq, err)
-            assert (got[nq:] == 0).all()
-            worst = max(worst, err)
-            if _engine.isa() in ("avx512", "avx512_vnni") and d % 16 == 0:  # transposed q, k, v (engine layout)
-                got_t = _engine.attention_head(q, k, v, nq, transposed=True)
-                err_t = np.abs(got_t[:nq] - want[:nq]).max()
-                assert err_t < 2e-5 and (got_t[nq:] == 0).all(), (n, d, nq, err_t)
-                transposed += 1
-                if _engine.isa() == "avx512_vnni":  # int8 Q K^T and P V, emulated on the same rounded operands
-                    f32 = np.float32
-                    sq, sk = f32(np.abs(q[:nq]).max()) / f32(127), f32(np.abs(k).max()) / f32(127)
-                    qi = np.clip(np.round(q * (f32(1) / sq)), -127, 127).astype(np.int64)
-                    ki = np.clip(np.round(k * (f32(1) / sk)), -127, 127).astype(np.int64)
-                    s8 = (qi @ ki.T) * (float(sq) * float(sk) / np.sqrt(d))
-                    pq = np.round(255 * np.exp(s8 - s8.max(1, keepdims=True)))  # u8 probabilities
-                    sv = np.abs(v).max(0) / f32(127)  # s8 V, one scale per feature
-                    vi = np.round(v * (f32(1) / sv)).astype(np.int64)
-                    want8 = (pq @ vi) * sv / pq.sum(1, keepdims=True)
-                    got8 = _engine.attention_head(q, k, v, nq, transposed=True, int8=True)
-                    err8 = np.abs(got8[:nq] - want8[:nq]).max()
-                    # the kernel's short exp may round a probability that sits at a .5 tie the other way: one
-                    # step of 1/255 of the row's largest weight, at most |v| / (row sum) on an output
-                    tol = 2e-5 + np.abs(v).max() / pq.sum(1).min()
-                    assert err8 < tol and (got8[nq:] == 0).all(), (n, d, nq, err8, tol)
-                    # and the whole int8 attention stays near the exact one (8-bit probabilities and values)
-                    assert np.abs(got8[:nq] - want[:nq]).max() < 0.05 * np.abs(v).max(), (n, d, nq)
+def _attention_vs_numpy():
+    """The ISA-dependent checks of test_attention_every_isa_path_matches_numpy_at_odd_shapes on the active path;
+    returns the worst error and how many transposed cases ran."""
+    from edgekit import _engine
+
+    rng = np.random.default_rng(7)
+    worst, transposed = 0.0, 0
+    for n in (1, 7, 8, 9, 16, 17, 33, 130):
+        for d in (8, 16, 24, 32, 40, 64, 128):
+            q, k, v = (rng.normal(0, 1.5, (n, d)).astype(np.float32) for _ in range(3))
+            for nq in sorted({1, n}):
+                got = _engine.attention_head(q, k, v, nq)
+                s = (q.astype(np.float64) @ k.T.astype(np.float64)) / np.sqrt(d)
+                p = np.exp(s - s.max(1, keepdims=True)); want = (p / p.sum(1, keepdims=True)) @ v
+                err = np.abs(got[:nq] - want[:nq]).max()
+                assert err < 2e-5, (n, d, nq, err)
+                assert (got[nq:] == 0).all()
+                worst = max(worst, err)
+                if _engine.isa() in ("avx512", "avx512_vnni") and d % 16 == 0:  # transposed q, k, v (engine layout)
+                    got_t = _engine.attention_head(q, k, v, nq, transposed=True)
+                    err_t = np.abs(got_t[:nq] - want[:nq]).max()
+                    assert err_t < 2e-5 and (got_t[nq:] == 0).all(), (n, d, nq, err_t)
                     transposed += 1
-                else:
+                    if _engine.isa() == "avx512_vnni":  # int8 Q K^T and P V, emulated on the same rounded operands
+                        f32 = np.float32
+                        sq, sk = f32(np.abs(q[:nq]).max()) / f32(127), f32(np.abs(k).max()) / f32(127)
+                        qi = np.clip(np.round(q * (f32(1) / sq)), -127, 127).astype(np.int64)
+                        ki = np.clip(np.round(k * (f32(1) / sk)), -127, 127).astype(np.int64)
+                        s8 = (qi @ ki.T) * (float(sq) * float(sk) / np.sqrt(d))
+                        pq = np.round(255 * np.exp(s8 - s8.max(1, keepdims=True)))  # u8 probabilities
+                        sv = np.abs(v).max(0) / f32(127)  # s8 V, one scale per feature
+                        vi = np.round(v * (f32(1) / sv)).astype(np.int64)
+                        want8 = (pq @ vi) * sv / pq.sum(1, keepdims=True)
+                        got8 = _engine.attention_head(q, k, v, nq, transposed=True, int8=True)
+                        err8 = np.abs(got8[:nq] - want8[:nq]).max()
+                        # the kernel's short exp may round a probability that sits at a .5 tie the other way: one
+                        # step of 1/255 of the row's largest weight, at most |v| / (row sum) on an output
+                        tol = 2e-5 + np.abs(v).max() / pq.sum(1).min()
+                        assert err8 < tol and (got8[nq:] == 0).all(), (n, d, nq, err8, tol)
+                        # and the whole int8 attention stays near the exact one (8-bit probabilities and values)
+                        assert np.abs(got8[:nq] - want[:nq]).max() < 0.05 * np.abs(v).max(), (n, d, nq)
+                        transposed += 1
+                    else:
+                        try:
+                            _engine.attention_head(q, k, v, nq, transposed=True, int8=True)
+                            raise AssertionError("int8 attention accepted off the VNNI path")
+                        except ValueError:
+                            pass
+                elif d % 16 == 0:
                     try:
-                        _engine.attention_head(q, k, v, nq, transposed=True, int8=True)
-                        raise SystemExit("int8 attention accepted off the VNNI path")
+                        _engine.attention_head(q, k, v, nq, transposed=True)
+                        raise AssertionError("transposed attention accepted off the AVX-512 path")
                     except ValueError:
                         pass
-            elif d % 16 == 0:
-                try:
-                    _engine.attention_head(q, k, v, nq, transposed=True)
-                    raise SystemExit("transposed attention accepted off the AVX-512 path")
-                except ValueError:
-                    pass
-print(_engine.isa(), worst, transposed)
-"""
+    return worst, transposed
 
 
 def test_attention_every_isa_path_matches_numpy_at_odd_shapes():
     """Each ISA's attention (scalar, AVX2, AVX-512; on VNNI also int8 Q K^T and P V against numpy on the same
     rounded operands) vs float64 numpy: sequence lengths that are not multiples of the 8/16-key tiles, head sizes 8..128,
     every query row and the CLS-only (first row) case."""
-    from edgekit import kernels
+    from edgekit import _engine, kernels
 
-    seen = {}
     for isa in kernels.available_isas():
-        out = subprocess.run([sys.executable, "-c", ATTN_SCRIPT], capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "EDGEKIT_ISA": isa})
-        assert out.returncode == 0, out.stderr[-2000:]
-        seen[isa] = out.stdout.split()
-    assert all(seen[isa][0] == isa for isa in seen), seen
-    # the transposed variant (what the engine runs after a sparse int8 QKV) was checked wherever AVX-512 is
-    assert all(int(seen[isa][2]) > 0 for isa in seen if isa.startswith("avx512")), seen
+        with kernels.using_isa(isa):
+            assert _engine.isa() == isa
+            worst, transposed = _attention_vs_numpy()
+        # the transposed variant (what the engine runs after a sparse int8 QKV) was checked wherever AVX-512 is
+        assert transposed > 0 or not isa.startswith("avx512"), isa
+        assert worst < 2e-5, isa
 
 
-FP32_MODEL_SCRIPT = """
-import sys, numpy as np
-from edgekit import _engine
-
-def model(hidden, heads, cls, layers=2, vocab=50, maxpos=160):
+def _random_fp32_encoder(hidden, heads, cls, layers=2, vocab=50, maxpos=160):
+    """A random dense fp32 encoder's (config, tensors) for _engine.Encoder."""
     rng = np.random.default_rng(hidden * 10 + heads + cls)
     r = lambda *shape, sd: rng.normal(0, sd, shape).astype(np.float32)
     t = {"embeddings.word": r(vocab, hidden, sd=1.0), "embeddings.position": r(maxpos, hidden, sd=0.5),
@@ -409,22 +396,26 @@ def model(hidden, heads, cls, layers=2, vocab=50, maxpos=160):
               "classifier.weight": r(5, hidden, sd=1 / np.sqrt(hidden)), "classifier.bias": r(5, sd=0.1)}
     return cfg, t
 
-lens = np.array([1, 7, 9, 33, 130])  # one padded batch: not multiples of 8 or of the 16-key score tiles
-ids = np.random.default_rng(1).integers(0, 50, (len(lens), lens.max())).astype(np.int64)
-mask = (np.arange(lens.max())[None] < lens[:, None]).astype(np.int64)
-out = {}
-for hidden, heads, cls in [(h, n, c) for h, n in ((128, 4), (128, 2), (120, 5)) for c in (False, True)]:
-    enc = _engine.Encoder(*model(hidden, heads, cls), 1, "fp32")
-    y = enc.run(ids, mask, None)
-    alone = np.concatenate([enc.run(ids[i:i + 1, :l].copy(), mask[i:i + 1, :l].copy(), None) for i, l in enumerate(lens)])
-    out[f"{hidden}-{heads}-{cls}"] = np.stack([y, alone])
-np.savez(sys.argv[1], isa=_engine.isa(), **out)
-"""
+
+def _fp32_model_outputs():
+    """Each random fp32 encoder's output on a padded batch, and each row run alone, on the active path."""
+    from edgekit import _engine
+
+    lens = np.array([1, 7, 9, 33, 130])  # one padded batch: not multiples of 8 or of the 16-key score tiles
+    ids = np.random.default_rng(1).integers(0, 50, (len(lens), lens.max())).astype(np.int64)
+    mask = (np.arange(lens.max())[None] < lens[:, None]).astype(np.int64)
+    out = {}
+    for hidden, heads, cls in [(h, n, c) for h, n in ((128, 4), (128, 2), (120, 5)) for c in (False, True)]:
+        enc = _engine.Encoder(*_random_fp32_encoder(hidden, heads, cls), 1, "fp32")
+        y = enc.run(ids, mask, None)
+        alone = np.concatenate([enc.run(ids[i:i + 1, :l].copy(), mask[i:i + 1, :l].copy(), None) for i, l in enumerate(lens)])
+        out[f"{hidden}-{heads}-{cls}"] = np.stack([y, alone])
+    return out
 
 
-def test_avx2_attention_and_layernorm_match_the_scalar_path(tmp_path):
+def test_avx2_attention_and_layernorm_match_the_scalar_path():
     """A random fp32 encoder (no quantisation: every ISA computes the same function, up to fp32 summation
-    order) under EDGEKIT_ISA=avx2 (AVX2 attention + add/LayerNorm) vs ref (scalar loops): head sizes 32, 64
+    order) on the avx2 path (AVX2 attention + add/LayerNorm) vs ref (scalar loops), switched in this process: head sizes 32, 64
     and 24 (hidden 120: LayerNorm with h % 16 != 0), sequence lengths 1, 7, 9, 33 and 130 padded into one
     batch, mean pooling (every query row) and the classifier (CLS-only query row in the last layer); each
     padded row also equals that row run alone."""
@@ -434,10 +425,8 @@ def test_avx2_attention_and_layernorm_match_the_scalar_path(tmp_path):
         pytest.skip("CPU without AVX2")
     res = {}
     for isa in ("ref", "avx2"):
-        subprocess.run([sys.executable, "-c", FP32_MODEL_SCRIPT, str(tmp_path / f"{isa}.npz")], check=True,
-                       timeout=300, env={**os.environ, "EDGEKIT_ISA": isa})
-        res[isa] = dict(np.load(tmp_path / f"{isa}.npz"))
-        assert str(res[isa].pop("isa")) == isa
+        with kernels.using_isa(isa):
+            res[isa] = _fp32_model_outputs()
     assert res["ref"].keys() == res["avx2"].keys() and len(res["ref"]) == 6
     for key, ref in res["ref"].items():
         got = res["avx2"][key]

@@ -283,7 +283,29 @@ def test_weight_packed_for_another_isa_is_refused():
             K.gemm_u8s8_acc(p, np.ones((1, 16), np.uint8))
 
 
+def test_one_isa_state_for_the_gemms_and_the_engine():
+    """Both Python modules run on one kernels library: a switch through either is seen by the other, and the C ABI's
+    ek_set_isa is defined in exactly one of the package's shared objects (libedgekit.so)."""
+    import pathlib
+    import shutil
+    import subprocess
+
+    from edgekit import _engine
+
+    for isa in ISAS:
+        with K.using_isa(isa):
+            assert _engine.isa() == K.cpu_info()["isa"] == isa
+    if not shutil.which("nm"):
+        pytest.skip("no nm to read the shared objects' symbol tables")
+    sos = sorted(pathlib.Path(_engine.__file__).parent.glob("*.so"))  # where the built modules are installed
+    defines = [so.name for so in sos
+               if " T ek_set_isa\n" in subprocess.run(["nm", "-D", "--defined-only", str(so)], capture_output=True,
+                                                        text=True, check=True).stdout + "\n"]
+    assert defines == ["libedgekit.so"], (defines, [so.name for so in sos])
+
+
 def test_env_override_selects_lower_path():
+    """EDGEKIT_ISA is read once, when the library loads: one process per value."""
     import subprocess
     import sys
 

@@ -1,0 +1,88 @@
+// edgekit native engine: a BERT-family encoder (post-LN) on edgekit's int8 / 4x1-sparse kernels, as a C++ API of
+// libedgekit.so (no Python here: kernels/python/engine_module.cpp binds it as edgekit._engine).
+//
+// Bad input (shapes, dtypes, ids, masks, options) throws std::invalid_argument with one readable line; a kernel
+// failure std::runtime_error. The weights come through a TensorLookup, so the caller owns their storage.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#define EK_ENGINE_API __attribute__((visibility("default")))
+
+namespace ek {
+namespace engine {
+
+enum class DType { kOther = 0, kInt8, kInt32, kFloat32 };
+
+// A C-contiguous tensor owned by the caller, valid while the Encoder is being built.
+struct Tensor {
+  const void* data = nullptr;
+  DType dtype = DType::kOther;
+  std::vector<int64_t> shape;
+};
+
+// Finds tensor `name`. Returns false when there is none and `required` is false; with `required` the lookup
+// reports a missing tensor itself (throws).
+using TensorLookup = std::function<bool(const std::string& name, bool required, Tensor* out)>;
+
+struct EncoderConfig {
+  int64_t hidden = 0, heads = 0, layers = 0, intermediate = 0, vocab_size = 0, max_position = 0;
+  int64_t type_vocab_size = 0, num_labels = 0;  // num_labels: classifiers only
+  float layer_norm_eps = 1e-12f;
+  bool cls_pooler = false;  // BERT pooler + classifier on the first token; else mean pooling + L2 norm
+  bool sparse_4x1 = false;  // weights pruned in 4x1 blocks (else dense)
+};
+
+// Per-stage wall time in microseconds, summed: embeddings, qkv, attention, o_proj, add_ln, ffn_in, ffn_out, pooling.
+using Profile = std::map<std::string, double>;
+
+class EncoderImpl;  // encoder_impl.h (hidden: not part of the API)
+
+class EK_ENGINE_API Encoder {
+ public:
+  // threads >= 1; attention: "fp32", "bf16" (AVX512_BF16 CPUs), "int8" (AVX-512 VNNI, 4x1 sparse int8 models) or
+  // "auto" (int8 where it runs, else fp32). Weights are packed for the kernel ISA active now.
+  Encoder(const EncoderConfig& config, const TensorLookup& tensors, int threads, const std::string& attention);
+  ~Encoder();
+  Encoder(const Encoder&) = delete;
+  Encoder& operator=(const Encoder&) = delete;
+
+  // The checks of the constructor that need no weights (threads and attention), first, as it makes them.
+  static void check_options(int threads, const std::string& attention);
+
+  int64_t out_width() const;  // hidden size (embeddings) or number of labels (classifier)
+  bool fused_qkv() const;
+  std::vector<std::string> kernels() const;  // the packed kernels of the encoder's Linears, e.g. "avx2-u8s7-4x1"
+  std::string attention() const;             // "fp32", "bf16" or "int8"
+
+  // One run in two steps: set_input checks ids and mask ([batch, seq], row-major; mask of 0 and 1) and keeps the
+  // attended tokens; forward writes [batch, out_width()] to out (no Python involved: the caller may drop the GIL).
+  void set_input(const int64_t* ids, const int64_t* mask, int64_t batch, int64_t seq);
+  void forward(float* out, Profile* profile);
+
+  // Run each layer's steps after attention one 64-token tile per task when that applies (results are identical
+  // either way; false is for comparisons).
+  bool tile_fusion() const;
+  void set_tile_fusion(bool on);
+  // Run the attention head tasks of a batch's 64-aligned chunks in one parallel region (identical results).
+  bool merge_chunks() const;
+  void set_merge_chunks(bool on);
+  int64_t tile_fused_layers() const;  // layers of the last run that ran tile by tile
+
+
+ private:
+  std::unique_ptr<EncoderImpl> impl_;
+};
+
+// softmax(q k^T / sqrt(d)) v for one head [n, d] through the kernel the engine picks for the active ISA and d,
+// for tests: nq = 1 (first query row only) or n; bf16: the bf16 kernel where it runs; transposed: the engine's
+// transposed q, k, v (AVX-512); int8: int8 products (transposed, AVX-512 VNNI). out: [n, d], rows >= nq zero.
+EK_ENGINE_API void attention_head(const float* q, const float* k, const float* v, int64_t n, int64_t d, int64_t nq,
+                                  bool bf16, bool transposed, bool int8, float* out);
+EK_ENGINE_API bool cpu_has_avx512_bf16();
+}  // namespace engine
+}  // namespace ek

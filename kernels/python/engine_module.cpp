@@ -1,0 +1,130 @@
+// edgekit._engine: the native engine (kernels/engine/encoder.h in libedgekit.so) for Python. Reads the config
+// dict and the tensors dict of a native model, checks the arrays it is given, and releases the GIL while a
+// forward runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../engine/encoder.h"
+#include "edgekit/kernels.h"
+
+namespace py = pybind11;
+using ek::engine::DType;
+using ek::engine::Encoder;
+
+namespace {
+[[noreturn]] void bad(const std::string& m) { throw py::value_error(m); }
+
+DType dtype_of(const py::array& a) {
+  if (a.dtype().is(py::dtype::of<int8_t>())) return DType::kInt8;
+  if (a.dtype().is(py::dtype::of<int32_t>())) return DType::kInt32;
+  if (a.dtype().is(py::dtype::of<float>())) return DType::kFloat32;
+  return DType::kOther;
+}
+
+ek::engine::EncoderConfig read_config(const py::dict& cfg) {
+  ek::engine::EncoderConfig c;
+  c.hidden = cfg["hidden"].cast<int64_t>();
+  c.heads = cfg["heads"].cast<int64_t>();
+  c.layers = cfg["layers"].cast<int64_t>();
+  c.intermediate = cfg["intermediate"].cast<int64_t>();
+  c.vocab_size = cfg["vocab_size"].cast<int64_t>();
+  c.max_position = cfg["max_position"].cast<int64_t>();
+  c.layer_norm_eps = cfg["layer_norm_eps"].cast<float>();
+  c.cls_pooler = cfg["pooling"].cast<std::string>() == "cls-pooler";
+  c.sparse_4x1 = cfg["pattern"].cast<std::string>() == "4x1";
+  c.type_vocab_size = cfg["type_vocab_size"].cast<int64_t>();
+  if (c.cls_pooler) c.num_labels = cfg["num_labels"].cast<int64_t>();
+  return c;
+}
+
+std::unique_ptr<Encoder> make_encoder(const py::dict& cfg, const py::dict& tensors, int threads,
+                                      const std::string& attention) {
+  Encoder::check_options(threads, attention);
+  const ek::engine::EncoderConfig c = read_config(cfg);
+  std::vector<py::array> keep;  // C-contiguous copies (where needed) of the tensors handed out, alive until loaded
+  auto lookup = [&](const std::string& name, bool required, ek::engine::Tensor* out) {
+    if (!tensors.contains(name)) {
+      if (required) throw py::key_error(name);
+      return false;
+    }
+    py::array a = tensors[name.c_str()].cast<py::array>();
+    out->dtype = dtype_of(a);
+    out->shape.assign(a.shape(), a.shape() + a.ndim());
+    if (out->dtype != DType::kOther) {
+      py::array c = py::array::ensure(a, py::array::c_style);
+      if (!c) throw py::error_already_set();
+      keep.push_back(c);
+      out->data = c.data();
+    }
+    return true;
+  };
+  return std::make_unique<Encoder>(c, lookup, threads, attention);
+}
+
+py::array_t<float> run(Encoder& e, py::array_t<int64_t, py::array::c_style> ids,
+                       py::array_t<int64_t, py::array::c_style> mask, py::object profile) {
+  if (ids.ndim() != 2 || mask.ndim() != 2 || ids.shape(0) != mask.shape(0) || ids.shape(1) != mask.shape(1))
+    bad("input_ids and attention_mask must both be [batch, seq]");
+  const int64_t B = ids.shape(0), S = ids.shape(1);
+  e.set_input(ids.data(), mask.data(), B, S);
+  py::array_t<float> out({B, e.out_width()});
+  ek::engine::Profile prof;
+  {
+    py::gil_scoped_release nogil;
+    e.forward(out.mutable_data(), profile.is_none() ? nullptr : &prof);
+  }
+  if (!profile.is_none()) {
+    py::dict d = profile.cast<py::dict>();
+    for (auto& kv : prof) {
+      const double before = d.contains(kv.first.c_str()) ? d[kv.first.c_str()].cast<double>() : 0.0;
+      d[kv.first.c_str()] = before + kv.second;  // microseconds, summed over calls
+    }
+  }
+  return out;
+}
+
+py::array_t<float> attention_head(py::array_t<float, py::array::c_style | py::array::forcecast> q,
+                                  py::array_t<float, py::array::c_style | py::array::forcecast> k,
+                                  py::array_t<float, py::array::c_style | py::array::forcecast> v, int64_t nq,
+                                  bool bf16, bool transposed, bool int8) {
+  if (q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2) bad("q, k, v must be [n, d]");
+  const int64_t n = q.shape(0), d = q.shape(1);
+  if (n < 1 || d < 1 || k.shape(0) != n || v.shape(0) != n || k.shape(1) != d || v.shape(1) != d)
+    bad("q, k, v must all be [n, d] with n, d >= 1");
+  if (nq != 1 && nq != n) bad("nq must be 1 (first query row only) or n");
+  py::array_t<float> out({n, d});
+  ek::engine::attention_head(q.data(), k.data(), v.data(), n, d, nq, bf16, transposed, int8, out.mutable_data());
+  return out;
+}
+}  // namespace
+
+PYBIND11_MODULE(_engine, m) {
+  m.doc() = "edgekit native engine: BERT encoders on edgekit's int8 / 4x1-sparse kernels";
+  py::class_<Encoder>(m, "Encoder")
+      .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"), py::arg("threads"),
+           py::arg("attention") = "fp32")
+      .def_property_readonly("attention", &Encoder::attention)
+      .def("run", &run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("profile") = py::none())
+      .def_property_readonly("out_width", &Encoder::out_width)
+      .def_property_readonly("fused_qkv", &Encoder::fused_qkv)
+      .def_property_readonly("kernels", &Encoder::kernels)
+      .def_property("tile_fusion", &Encoder::tile_fusion, &Encoder::set_tile_fusion,
+                    "run each layer's steps after attention one 64-token tile per task when that applies "
+                    "(results are identical either way; False is for comparisons)")
+      .def_property("merge_chunks", &Encoder::merge_chunks, &Encoder::set_merge_chunks,
+                    "run the attention head tasks of a batch's 64-aligned chunks in one parallel region "
+                    "(results are identical either way; False is for comparisons)")
+      .def_property_readonly("tile_fused_layers", &Encoder::tile_fused_layers,
+                             "layers of the last run that ran tile by tile");
+  m.def("isa", [] { return std::string(ek_isa_name(ek_active_isa())); });
+  // For tests: softmax(q k^T / sqrt(d)) v for one head through the path the engine picks for this ISA and d.
+  m.def("attention_head", &attention_head, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("nq"),
+        py::arg("bf16") = false, py::arg("transposed") = false, py::arg("int8") = false);
+  m.def("has_bf16", &ek::engine::cpu_has_avx512_bf16, "whether the CPU has AVX512_BF16 (for attention='bf16')");
+}

@@ -1,0 +1,2 @@
+#define EK_QUANTIZE u8_quantize__avx2
+#include "u8_quantize.inc"

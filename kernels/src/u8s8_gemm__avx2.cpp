@@ -1,2 +1,0 @@
-#define EK_NS generic_avx2
-#include "generic.inc"
