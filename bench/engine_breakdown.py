@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgekit import kernels as K
     from edgekit.artifact import load_artifact
     from edgekit.bench import make_feeds
-    from edgekit.compress.native_format import read_native
+    from edgekit.formats.native import read_native
     from edgekit.info import cpu_info
     from edgekit.runtimes import default_threads, load, load_tokenizer
 

@@ -8,7 +8,8 @@ Shows how sensitive a general-purpose embedder is to each part. Never asserts.
 import copy, numpy as np, torch
 from edgekit.zoo import load_torch, resolve
 from edgekit.data import load_dataset, tokenize
-from edgekit.compress.prune import encoder_linears, mask_for
+from edgekit.arch import encoder_linears
+from edgekit.compress.prune import mask_for
 torch.set_num_threads(2)
 teacher, tok = load_torch(resolve("minilm-l6")); teacher.eval()
 texts = load_dataset("bbc-news", "test").texts[:96]

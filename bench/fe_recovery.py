@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgekit.compress.prune import encoder_linears, mask_for
+from edgekit.arch import encoder, encoder_linears
+from edgekit.compress.prune import mask_for
 from edgekit.data import load_dataset, tokenize
 from edgekit.models import mean_pool
 from edgekit.zoo import load_torch, resolve
@@ -93,7 +94,7 @@ def main() -> None:
         th = [x.clone() for x in th]  # inference tensors -> ordinary ones
         layers = list(student.encoder.encoder.layer)
         wmasks = [{lins[n]: masks[n] for n in lins if n.startswith(f"layers.{i}.")} for i in range(len(layers))]
-        reconstruct_layers(layers, th[0], th[1:], mask[pick], wmasks, a.layerwise, lr=a.layerwise_lr,
+        reconstruct_layers(encoder(student), th[0], th[1:], mask[pick], wmasks, a.layerwise, lr=a.layerwise_lr,
                            batch=a.batch, progress=lambda s: print(s, flush=True))
         del th
     t_init = time.perf_counter() - t_init

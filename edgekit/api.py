@@ -83,12 +83,20 @@ def evaluate(model, runtime: str = "torch", data: str = "bbc-news", reference: s
 
 
 def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
-             resume: bool = False, print_recipe: bool = False) -> dict:
-    """Run a compression recipe; writes an artifact folder with report.json. Returns the report."""
-    from edgekit.compress import compress as _compress
+             resume: bool = False, print_recipe: bool = False) -> dict | None:
+    """Run a compression recipe; writes an artifact folder with report.json. Returns the report (``{}`` after
+    printing the recipe with ``print_recipe``; None on torchrun ranks other than 0).
 
-    return _compress(model, out_dir, recipe=recipe, data=data, max_steps=max_steps, seed=seed, resume=resume,
-                     print_recipe=print_recipe)
+    :func:`edgekit.compress.compress` does the work and returns the Artifact itself."""
+    from edgekit.compress import compress as _compress
+    from edgekit.compress.pipeline import recipe_text
+    from edgekit.compress.report import read_report
+
+    if print_recipe:
+        print(recipe_text(recipe, seed))
+        return {}
+    art = _compress(model, out_dir, recipe=recipe, data=data, max_steps=max_steps, seed=seed, resume=resume)
+    return read_report(art) if art is not None else None
 
 
 def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", batches: Sequence[int] = (1, 8),

@@ -79,7 +79,7 @@ def _tiny_bert(num_labels: int | None) -> Callable[[Path], None]:
 
 
 def _minilm_bbc(dest: Path) -> None:
-    from .compress.finetune import finetune_classifier
+    from .finetune import finetune_classifier
 
     finetune_classifier(_minilm_path(), dest, data="bbc-news")
 

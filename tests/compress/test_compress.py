@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from edgekit.arch import encoder_linears
 from edgekit.compress.config import load_recipe, recipe_from_dict
-from edgekit.compress.prune import Pruner, cubic_sparsity, encoder_linears, is_4x1, mask_for
-from edgekit.compress.quantize import act_qparams, finish_calibration, insert_fake_quant, weight_qparams
+from edgekit.compress.prune import Pruner, cubic_sparsity, mask_for
 from edgekit.errors import InputError
+from edgekit.formats.fake_quant import FakeQuantLinear, finish_calibration
+from edgekit.formats.int8 import act_qparams, weight_qparams
+from edgekit.formats.native import is_4x1
 
 
 @pytest.mark.parametrize("data, match", [
@@ -112,9 +115,6 @@ def test_fake_quant_equals_integer_formula():
     q_x = torch.clamp(torch.round(x / s) + zp, 0, 255)
     q_w, ws = weight_qparams(lin.weight)
     expect = (((q_x - zp).double() @ q_w.double().T) * (s * ws.double()) + lin.bias.double()).detach()
-    model = torch.nn.Sequential(lin)
-    from edgekit.compress.quantize import FakeQuantLinear
-
     fq = FakeQuantLinear(lin, "layers.0.q")
     fq(x)
     finish_calibration({"layers.0.q": fq})
@@ -169,8 +169,7 @@ def test_compress_end_to_end_report_and_artifact(quick_cls_artifact):
 def test_native_format_round_trip(quick_cls_artifact):
     from safetensors.numpy import load_file
 
-    from edgekit.compress.native_format import read_native
-    from edgekit.compress.quantize import weight_qparams
+    from edgekit.formats.native import read_native
 
     out, _ = quick_cls_artifact
     cfg, t = read_native(out / "native")
@@ -190,8 +189,8 @@ def test_native_format_round_trip(quick_cls_artifact):
 def test_bad_native_version_rejected(quick_cls_artifact, tmp_path):
     import shutil
 
-    from edgekit.compress.native_format import read_native
     from edgekit.errors import ArtifactError
+    from edgekit.formats.native import read_native
 
     out, _ = quick_cls_artifact
     shutil.copytree(out / "native", tmp_path / "n")
@@ -212,16 +211,16 @@ def test_print_recipe_and_cli_errors(capsys):
 
 
 def test_hardware_aware_allocation_uses_measured_table(monkeypatch, tmp_path):
-    from edgekit.compress import hardware
+    from edgekit.compress import allocation as hardware
     from edgekit.zoo import load_torch, resolve
 
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
     model, _ = load_torch(resolve("tiny-bert"))
     lin = encoder_linears(model)
-    assert hardware.allocate(lin, 0.8, None) is None  # no target: uniform
+    assert hardware.hardware_allocation(lin, 0.8, None) is None  # no target: uniform
     table = hardware.latency_table({tuple(m.weight.shape) for m in lin.values()})
     assert set(table) == {"64x64", "128x64", "64x128"} and all(v > 0 for r in table.values() for v in r.values())
-    alloc = hardware.allocate(lin, 0.8, 1.5)
+    alloc = hardware.hardware_allocation(lin, 0.8, 1.5)
     for name, s in alloc.items():
         row = table[f"{lin[name].weight.shape[0]}x{lin[name].weight.shape[1]}"]
         ok = [g for g in hardware.GRID if row["0.0"] / row[str(g)] >= 1.5]
@@ -300,8 +299,9 @@ def test_freeze_embeddings_keeps_the_teachers_input_layer(freeze, tmp_path):
     (and still train the encoder); without it the embeddings move."""
     import copy
 
-    from edgekit.compress.distill import _bert
-    from edgekit.compress.pipeline import Run
+    from edgekit.arch import encoder
+    from edgekit.compress.stages.distill import make_student, objective
+    from edgekit.compress.training import Run
     from edgekit.zoo import load_torch, resolve
 
     data = load_recipe("quick").model_dump()
@@ -309,13 +309,13 @@ def test_freeze_embeddings_keeps_the_teachers_input_layer(freeze, tmp_path):
     rec = recipe_from_dict(data)
     ref = resolve("tiny-bert")
     teacher, tok = load_torch(ref)
-    student = copy.deepcopy(teacher)
-    run = Run(rec, teacher, student, tok, ref.task, "bbc-news", None, tmp_path / "ckpt", False)
+    student = make_student(teacher, objective(rec))
+    run = Run(rec, objective(rec), teacher, student, tok, ref.task, "bbc-news", None, tmp_path / "ckpt", False)
     run.train(3, 1e-2, "test")
-    t_emb, s_emb = _bert(teacher).embeddings.state_dict(), _bert(student).embeddings.state_dict()
+    t_emb, s_emb = encoder(teacher).embeddings.state_dict(), encoder(student).embeddings.state_dict()
     moved = [n for n in t_emb if not torch.equal(t_emb[n], s_emb[n])]
     assert (moved == []) if freeze else ("word_embeddings.weight" in moved), moved
-    t_enc, s_enc = _bert(teacher).encoder.state_dict(), _bert(student).encoder.state_dict()
+    t_enc, s_enc = encoder(teacher).base.encoder.state_dict(), encoder(student).base.encoder.state_dict()
     assert any(not torch.equal(t_enc[n], s_enc[n]) for n in t_enc)
 
 
@@ -327,8 +327,9 @@ def test_tail_loss_judges_a_layer_by_the_teachers_remaining_layers(model):
     and the teacher's rest, not the student's own."""
     import copy
 
+    from edgekit.arch import encoder, hf_model
     from edgekit.compress.config import DistillConfig
-    from edgekit.compress.distill import Distiller, _bert
+    from edgekit.compress.distill import Distiller
     from edgekit.errors import InputError
     from edgekit.zoo import load_torch, resolve
 
@@ -343,7 +344,7 @@ def test_tail_loss_judges_a_layer_by_the_teachers_remaining_layers(model):
 
     def perturb(student, layer):
         with torch.no_grad():
-            for p in _bert(student).encoder.layer[layer].parameters():
+            for p in encoder(student).layers[layer].block.parameters():
                 p.add_(torch.randn_like(p) * 0.2)
 
     student = copy.deepcopy(teacher)
@@ -356,7 +357,8 @@ def test_tail_loss_judges_a_layer_by_the_teachers_remaining_layers(model):
     perturb(student, 1)
     _, parts = Distiller(teacher, student, cfg, task).loss(ids, mask)
     hybrid = copy.deepcopy(teacher)
-    _bert(hybrid).encoder.layer[0] = _bert(student).encoder.layer[0]
+    enc = encoder(hybrid)
+    enc.adapter.set_layers(enc, hf_model(hybrid), [encoder(student).layers[0].block, enc.layers[1].block])
     _, want = Distiller(teacher, hybrid, cfg, task).loss(ids, mask)
     assert parts["tail"] > 1e-4 and parts["tail"] == pytest.approx(want[out_key], rel=1e-4), (parts, want)
     assert abs(parts[out_key] - want[out_key]) > 1e-4, (parts, want)
@@ -368,7 +370,7 @@ def test_tail_loss_judges_a_layer_by_the_teachers_remaining_layers(model):
 def test_token_replacement_touches_text_tokens_only_and_follows_the_seed():
     """augment_tokens: about the asked fraction of text tokens replaced by tokens of the pool; padding and special
     tokens never; the same generator state gives the same batch (a resumed run sees what the first run saw)."""
-    from edgekit.compress.pipeline import replace_tokens
+    from edgekit.compress.training import replace_tokens
 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 2000, (64, 128), generator=gen)

@@ -9,9 +9,11 @@ import pytest
 import torch
 import yaml
 
-from edgekit.compress import quantize as Q
-from edgekit.compress.config import load_recipe, recipe_from_dict, resolve_weight_bits
-from edgekit.compress.quantize import FakeQuantLinear, act_qparams, finish_calibration, weight_qparams
+from edgekit.compress.config import load_recipe, recipe_from_dict
+from edgekit.compress.stages.quantize import resolve_weight_bits
+from edgekit.formats import fake_quant as Q
+from edgekit.formats.fake_quant import FakeQuantLinear, finish_calibration
+from edgekit.formats.int8 import act_qparams, weight_qparams
 from edgekit.errors import ArtifactError, InputError
 
 
@@ -154,6 +156,7 @@ def seven_bit_artifact(tmp_path_factory):
     """tiny-bert-cls through the `quick` recipe with weight_bits 7, plus the fake-quant student's logits on
     fixed feeds taken just before export (when the pipeline removes the fake-quant modules)."""
     from edgekit.compress import compress
+    from edgekit.compress.report import read_report
     from edgekit.zoo import load_torch, resolve
 
     tmp = tmp_path_factory.mktemp("w7")
@@ -177,14 +180,14 @@ def seven_bit_artifact(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Q, "remove_fake_quant", spy)
-        report = compress("tiny-bert-cls", tmp / "art", recipe=str(tmp / "quick7.yaml"), progress=False)
+        report = read_report(compress("tiny-bert-cls", tmp / "art", recipe=str(tmp / "quick7.yaml"), progress=False))
     return tmp / "art", report, feeds, before
 
 
 def test_pipeline_7_bit_artifact_records_and_keeps_the_range(seven_bit_artifact):
     from safetensors.numpy import load_file
 
-    from edgekit.compress.native_format import read_native
+    from edgekit.formats.native import read_native
 
     out, report, _, before = seven_bit_artifact
     assert before["bits"] == {7}
@@ -238,7 +241,7 @@ def test_pipeline_7_bit_native_engine_matches_torch(seven_bit_artifact):
 def test_read_native_checks_weight_bits(seven_bit_artifact, tmp_path):
     from safetensors.numpy import load_file, save_file
 
-    from edgekit.compress.native_format import read_native
+    from edgekit.formats.native import read_native
 
     out, _, _, _ = seven_bit_artifact
     n = tmp_path / "n"
