@@ -18,12 +18,6 @@ class ArtifactError(InputError):
     """An artifact folder that is malformed, from another format version, or tampered with."""
 
 
-class RuntimeUnavailable(EdgekitError):
-    """An optional runtime that is not installed or cannot run here."""
-
-    exit_code = 1
-
-
 def one_of(kind: str, value: object, allowed) -> InputError:
     """``InputError("unknown runtime 'foo'; allowed: a, b")`` with the allowed values listed."""
     allowed = ", ".join(str(a) for a in allowed)

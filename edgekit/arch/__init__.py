@@ -32,20 +32,15 @@ def supported() -> list[str]:
     return sorted({a.arch for a in ADAPTERS.values()})
 
 
-def hf_model(model):
-    """The Hugging Face model inside an edgekit task wrapper (or ``model`` itself when it is one)."""
-    from edgekit.models import SentenceEncoder, SequenceClassifier
+def _hf(model):
+    from edgekit.models import hf_model_of  # torch: imported when a model is there already
 
-    if isinstance(model, SequenceClassifier):
-        return model.model
-    if isinstance(model, SentenceEncoder):
-        return model.encoder
-    return model
+    return hf_model_of(model)
 
 
 def adapter_for(model) -> Adapter:
     """The adapter for a model (task wrapper or Hugging Face model); one line naming the supported ones if none."""
-    hf = hf_model(model)
+    hf = _hf(model)
     model_type = getattr(getattr(hf, "config", None), "model_type", None)
     if model_type not in ADAPTERS:
         raise InputError(f"unsupported architecture {model_type!r}; supported: {', '.join(supported())}")
@@ -54,7 +49,7 @@ def adapter_for(model) -> Adapter:
 
 def encoder(model) -> Encoder:
     """The description of ``model``'s encoder (live modules: changes to them change the model)."""
-    hf = hf_model(model)
+    hf = _hf(model)
     base = hf.base_model if hasattr(hf, "base_model") else hf
     return adapter_for(hf).describe(hf, base, classifier=hf is not base)
 
@@ -85,7 +80,7 @@ def drop_layers(model, keep: list[int]):
     n = len(enc.layers)
     if not keep or any(i < 0 or i >= n for i in keep) or sorted(set(keep)) != list(keep):
         raise ValueError(f"student_layers must be sorted, unique indices in 0..{n - 1}; got {keep}")
-    enc.adapter.set_layers(enc, hf_model(model), [enc.layers[i].block for i in keep])
+    enc.adapter.set_layers(enc, _hf(model), [enc.layers[i].block for i in keep])
     return model
 
 
@@ -100,4 +95,4 @@ def freeze_embeddings(model):
 from . import bert  # noqa: E402,F401  (registers the BERT adapter)
 
 __all__ = ["ADAPTERS", "LINEAR_KINDS", "Adapter", "Encoder", "Layer", "adapter_for", "drop_layers", "encoder",
-           "encoder_linears", "freeze_embeddings", "hf_model", "module_names", "num_layers", "register", "supported"]
+           "encoder_linears", "freeze_embeddings", "module_names", "num_layers", "register", "supported"]

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekit.arch import encoder, hf_model, num_layers
+from edgekit.arch import encoder, num_layers
 from edgekit.errors import InputError
-from edgekit.models import SequenceClassifier, mean_pool
+from edgekit.models import SequenceClassifier, hf_model_of, mean_pool
 
 
 def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relation_layer: int | None):
@@ -30,7 +30,7 @@ def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relat
             hooks.append(linears[kind].register_forward_hook(
                 lambda _m, _i, out, part=part: captured.__setitem__(part, out)))
     try:
-        res = hf_model(wrapper)(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        res = hf_model_of(wrapper)(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     finally:
         for h in hooks:
             h.remove()

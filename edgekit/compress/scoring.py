@@ -21,9 +21,9 @@ def label_names(model, task: str) -> list[str] | None:
     """A classifier's class names in class order (its ``id2label``); None for feature extraction."""
     if task != "text-classification":
         return None
-    from edgekit.arch import hf_model
+    from edgekit.models import hf_model_of
 
-    id2label = hf_model(model).config.id2label
+    id2label = hf_model_of(model).config.id2label
     return [id2label[i] for i in sorted(id2label)]
 
 

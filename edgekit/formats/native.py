@@ -26,13 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.arch.base import LINEAR_KINDS
 from edgekit.errors import ArtifactError
 
 from .int8 import WEIGHT_BITS, weight_qmax, weight_qparams
 
 FORMAT, VERSION = "edgekit-native", 1
-LINEARS = LINEAR_KINDS
 
 
 def _np(t) -> np.ndarray:
@@ -102,7 +100,7 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
         "heads": enc.heads, "layers": len(enc.layers), "intermediate": enc.intermediate,
         "vocab_size": enc.vocab_size, "max_position": enc.max_position,
         "type_vocab_size": enc.type_vocab_size, "layer_norm_eps": enc.layer_norm_eps, "activation": enc.activation,
-        "pooling": "cls-pooler" if task == "text-classification" else "mean", "num_labels": num_labels,
+        "pooling": enc.pooling, "num_labels": num_labels,
         "labels": labels, "pattern": "4x1" if sparse else "dense", "precision": "int8" if qlayers else "fp32",
         "fp32_layers": fp32_layers if qlayers else [], "weight_bits": bits if qlayers else None,
     }

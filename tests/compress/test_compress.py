@@ -11,8 +11,6 @@ from edgekit.arch import encoder_linears
 from edgekit.compress.config import load_recipe, recipe_from_dict
 from edgekit.compress.prune import Pruner, cubic_sparsity, mask_for
 from edgekit.errors import InputError
-from edgekit.formats.fake_quant import FakeQuantLinear, finish_calibration
-from edgekit.formats.int8 import act_qparams, weight_qparams
 from edgekit.formats.native import is_4x1
 
 
@@ -107,22 +105,6 @@ def test_pruner_gradual_keeps_pruned_pruned():
     assert np.mean(list(p.sparsity().values())) == pytest.approx(0.8, abs=0.02)
 
 
-def test_fake_quant_equals_integer_formula():
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(32, 8)
-    x = torch.randn(5, 32) * 3
-    s, zp = act_qparams(float(x.min()), float(x.max()))
-    q_x = torch.clamp(torch.round(x / s) + zp, 0, 255)
-    q_w, ws = weight_qparams(lin.weight)
-    expect = (((q_x - zp).double() @ q_w.double().T) * (s * ws.double()) + lin.bias.double()).detach()
-    fq = FakeQuantLinear(lin, "layers.0.q")
-    fq(x)
-    finish_calibration({"layers.0.q": fq})
-    assert (fq.x_scale, fq.x_zp) == (s, zp)
-    np.testing.assert_allclose(fq(x).detach().double().numpy(), expect.numpy(), rtol=1e-5, atol=1e-5)
-    assert q_w.dtype == torch.int8 and q_w.abs().max() <= 127
-
-
 def test_relation_loss_zero_for_identical_positive_otherwise():
     from edgekit.compress.config import DistillConfig
     from edgekit.compress.distill import Distiller
@@ -164,41 +146,6 @@ def test_compress_end_to_end_report_and_artifact(quick_cls_artifact):
     # the three runtimes agree on the compressed model's predictions
     rts = saved["runtimes"]
     assert rts["torch"]["precision"] == "int8-fakequant" and rts["onnxruntime"]["precision"] == "int8"
-
-
-def test_native_format_round_trip(quick_cls_artifact):
-    from safetensors.numpy import load_file
-
-    from edgekit.formats.native import read_native
-
-    out, _ = quick_cls_artifact
-    cfg, t = read_native(out / "native")
-    assert cfg["pattern"] == "4x1" and cfg["precision"] == "int8" and cfg["layers"] == 2 and cfg["num_labels"] == 5
-    quant = json.loads((out / "torch" / "quant.json").read_text())["layers"]
-    hf = load_file(str(out / "torch" / "model.safetensors"))
-    w = hf["bert.encoder.layer.1.intermediate.dense.weight"]
-    q, ws = weight_qparams(torch.from_numpy(w), cfg["weight_bits"])  # the quick recipe's "auto": 7 on AVX2 CPUs
-    assert cfg["weight_bits"] == json.loads((out / "torch" / "quant.json").read_text())["weight_bits"]
-    np.testing.assert_array_equal(t["layers.1.ffn_in.weight"], q.numpy())
-    np.testing.assert_allclose(t["layers.1.ffn_in.w_scale"], ws.numpy())
-    assert t["layers.1.ffn_in.x_zp"][0] == quant["layers.1.ffn_in"]["x_zp"]
-    # q, k, v read the same tensor, so their activation qparams coincide (the engine fuses them)
-    assert quant["layers.0.q"] == quant["layers.0.k"] == quant["layers.0.v"]
-
-
-def test_bad_native_version_rejected(quick_cls_artifact, tmp_path):
-    import shutil
-
-    from edgekit.errors import ArtifactError
-    from edgekit.formats.native import read_native
-
-    out, _ = quick_cls_artifact
-    shutil.copytree(out / "native", tmp_path / "n")
-    cfg = json.loads((tmp_path / "n" / "config.json").read_text())
-    cfg["version"] = 7
-    (tmp_path / "n" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ArtifactError, match="version 7"):
-        read_native(tmp_path / "n")
 
 
 def test_print_recipe_and_cli_errors(capsys):
@@ -297,8 +244,6 @@ def test_float_outside_linears_rewires_residuals(tmp_path):
 def test_freeze_embeddings_keeps_the_teachers_input_layer(freeze, tmp_path):
     """distill.freeze_embeddings: training steps leave the student's embedding layer at the teacher's values
     (and still train the encoder); without it the embeddings move."""
-    import copy
-
     from edgekit.arch import encoder
     from edgekit.compress.stages.distill import make_student, objective
     from edgekit.compress.training import Run
@@ -327,10 +272,11 @@ def test_tail_loss_judges_a_layer_by_the_teachers_remaining_layers(model):
     and the teacher's rest, not the student's own."""
     import copy
 
-    from edgekit.arch import encoder, hf_model
+    from edgekit.arch import encoder
     from edgekit.compress.config import DistillConfig
     from edgekit.compress.distill import Distiller
     from edgekit.errors import InputError
+    from edgekit.models import hf_model_of
     from edgekit.zoo import load_torch, resolve
 
     teacher, _ = load_torch(resolve(model))
@@ -358,7 +304,7 @@ def test_tail_loss_judges_a_layer_by_the_teachers_remaining_layers(model):
     _, parts = Distiller(teacher, student, cfg, task).loss(ids, mask)
     hybrid = copy.deepcopy(teacher)
     enc = encoder(hybrid)
-    enc.adapter.set_layers(enc, hf_model(hybrid), [encoder(student).layers[0].block, enc.layers[1].block])
+    enc.adapter.set_layers(enc, hf_model_of(hybrid), [encoder(student).layers[0].block, enc.layers[1].block])
     _, want = Distiller(teacher, hybrid, cfg, task).loss(ids, mask)
     assert parts["tail"] > 1e-4 and parts["tail"] == pytest.approx(want[out_key], rel=1e-4), (parts, want)
     assert abs(parts[out_key] - want[out_key]) > 1e-4, (parts, want)
