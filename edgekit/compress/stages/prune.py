@@ -166,7 +166,6 @@ def run_prune(run: "Run", cfg: PruneConfig) -> dict:
 
     linears = encoder_linears(run.student)
     heads = encoder(run.student).heads
-    allocation = None
     try:
         allocation = allocate(linears, cfg, heads, run.recipe)
         run.pruner = Pruner(linears, cfg.pattern, cfg.criterion, allocation, heads, cfg.head_sparsity)
