@@ -46,9 +46,10 @@ DEBIAN_TEXT := linux-doc python3-doc dict-gcide wordnet-base fortunes
 demo: .venv
 	$(PY) -m edgekit.demo --out $(DEMO_DIR)
 
-# CI subset: fast tests plus the real-model tests marked `ci`, then the kernels under ASan + UBSan.
-# `make test-all` runs every slow test too.
+# CI subset: the import-layer contracts (pyproject.toml, [tool.importlinter]), fast tests plus the real-model
+# tests marked `ci`, then the kernels under ASan + UBSan. `make test-all` runs every slow test too.
 test: .venv
+	.venv/bin/lint-imports
 	$(PY) -m pytest -m "not slow or ci" -q
 	bash tests/kernels/sanitize.sh
 

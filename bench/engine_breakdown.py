@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgekit import kernels as K
     from edgekit.artifact import load_artifact
     from edgekit.bench import make_feeds, measure_point
-    from edgekit.compress.native_format import read_native
     from edgekit.errors import EdgekitError, InputError
+    from edgekit.formats.native import read_native
     from edgekit.info import cpu_info
     from edgekit.runtimes import default_threads, load, load_tokenizer
 

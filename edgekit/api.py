@@ -130,8 +130,11 @@ def check_compress_output(out_dir, resume: bool = False, overwrite: bool = False
 
 
 def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
-             resume: bool = False, print_recipe: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run a compression recipe; writes an artifact folder with report.json. Returns the report.
+             resume: bool = False, print_recipe: bool = False, overwrite: bool = False,
+             progress: bool = True) -> dict | None:
+    """Run a compression recipe; writes an artifact folder with report.json. Returns the report (``{}`` after
+    printing the recipe with ``print_recipe``; None on torchrun ranks other than 0);
+    :func:`edgekit.compress.compress` does the work and returns the Artifact itself.
 
     Refuses before any work (exit 2) when ``out_dir`` holds an artifact (``overwrite=True`` replaces it),
     is a non-empty folder that is not an artifact, or has a checkpoint of an interrupted run next to it
@@ -141,28 +144,33 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
     """
     from edgekit.compress import compress as _compress
     from edgekit.compress.config import load_recipe
+    from edgekit.compress.pipeline import recipe_text
+    from edgekit.compress.report import read_report
 
     from .status import say
 
     progress = progress and os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
-    if not print_recipe:
-        if out_dir is None:
-            raise InputError("compress needs an output folder (-o DIR)")
-        check_compress_output(out_dir, resume=resume, overwrite=overwrite)
-        rec = load_recipe(recipe)  # a bad recipe is refused now, not after the model is loaded
-        from edgekit.zoo import resolve
+    if print_recipe:
+        print(recipe_text(recipe, seed))
+        return {}
+    if out_dir is None:
+        raise InputError("compress needs an output folder (-o DIR)")
+    check_compress_output(out_dir, resume=resume, overwrite=overwrite)
+    rec = load_recipe(recipe)  # a bad recipe is refused now, not after the model is loaded
+    from edgekit.zoo import resolve
 
-        ref = resolve(model)  # may build a zoo model on first use (it says so)
-        if ref.kind != "hf":
-            raise InputError(f"{model} is an artifact; compress takes a zoo name or a Hugging Face model folder")
-        ckpt = checkpoint_dir(out_dir)
-        if overwrite and not resume and ckpt.exists():
-            say(f"--overwrite: discarding the checkpoint in {ckpt}", progress)
-        stages = ", ".join(s.type for s in rec.stages)
-        say(f"compressing {ref.name} ({ref.task}) with recipe {rec.name} ({stages}) on {data}"
-            + (f", resuming from {ckpt} ({_checkpoint_summary(ckpt)})" if resume else ""), progress)
-    return _compress(model, out_dir, recipe=recipe, data=data, max_steps=max_steps, seed=seed, resume=resume,
-                     print_recipe=print_recipe, progress=progress)
+    ref = resolve(model)  # may build a zoo model on first use (it says so)
+    if ref.kind != "hf":
+        raise InputError(f"{model} is an artifact; compress takes a zoo name or a Hugging Face model folder")
+    ckpt = checkpoint_dir(out_dir)
+    if overwrite and not resume and ckpt.exists():
+        say(f"--overwrite: discarding the checkpoint in {ckpt}", progress)
+    stages = ", ".join(s.type for s in rec.stages)
+    say(f"compressing {ref.name} ({ref.task}) with recipe {rec.name} ({stages}) on {data}"
+        + (f", resuming from {ckpt} ({_checkpoint_summary(ckpt)})" if resume else ""), progress)
+    art = _compress(model, out_dir, recipe=recipe, data=data, max_steps=max_steps, seed=seed, resume=resume,
+                    progress=progress)
+    return read_report(art) if art is not None else None
 
 
 def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", batches: Sequence[int] = (1, 8),
@@ -170,7 +178,7 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
           budget_ms: float = 10.0, min_time_s: float = 2.0, json_path=None, md_path=None, plot_path=None,
           reference: str | None = None, min_runs: int | None = None, rounds: int | None = None,
           progress: bool = True, baseline=None, native_precision: str | None = None) -> tuple[list[dict], str]:
-    """Benchmark MODEL on each runtime, interleaved in one process (BENCHMARKING.md).
+    """Benchmark MODEL on each runtime, interleaved in one process (the protocol in the README).
 
     ``baseline``: a second model (typically the dense fp32 original of a compressed MODEL) run on the
     same stock runtimes in the same interleaved rounds, as contenders named ``<runtime>-fp32``, so

@@ -1,4 +1,4 @@
-"""The benchmark harness (BENCHMARKING.md): fixed threads, warm-up, contenders interleaved round by
+"""The benchmark harness (the protocol the README describes): fixed threads, warm-up, contenders interleaved round by
 round in one process, per-round ratios and their median, latency-constrained throughput.
 
 One point = one (batch, seq). For each point every contender is warmed up, then the contenders run
@@ -26,7 +26,7 @@ import numpy as np
 from edgekit.data import load_dataset, tokenize
 from edgekit.errors import InputError
 
-# Defaults, read at call time (tests may lower them). BENCHMARKING.md: warm up >= 10 runs / 1 s,
+# Defaults, read at call time (tests may lower them). the protocol: warm up >= 10 runs / 1 s,
 # time >= 50 runs / 2 s per point; we require both halves of each "or", which satisfies either reading.
 WARMUP_RUNS = 10
 WARMUP_S = 1.0
@@ -269,7 +269,7 @@ def bench(sessions: Mapping[str, object], tokenizer, batches: Sequence[int] = (1
 
 
 def write_jsonl(rows: Sequence[dict], path) -> Path:
-    """One JSON object per line per point (CONTRACT.md), written atomically."""
+    """One JSON object per line per point, written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

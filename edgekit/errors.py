@@ -1,4 +1,4 @@
-"""Errors that the CLI turns into one line on stderr and an exit status (see CONTRACT.md)."""
+"""Errors that the CLI turns into one line on stderr and an exit status."""
 from __future__ import annotations
 
 
@@ -16,12 +16,6 @@ class InputError(EdgekitError):
 
 class ArtifactError(InputError):
     """An artifact folder that is malformed, from another format version, or tampered with."""
-
-
-class RuntimeUnavailable(EdgekitError):
-    """An optional runtime that is not installed or cannot run here."""
-
-    exit_code = 1
 
 
 class Interrupted(EdgekitError):

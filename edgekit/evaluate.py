@@ -1,5 +1,5 @@
 """Quality of a Session on a labelled dataset: classifiers by accuracy, feature extractors by a
-linear probe (CONTRACT.md ``eval`` JSON).
+linear probe (the ``eval`` JSON).
 
 The linear probe embeds the TRAIN, VALIDATION and evaluated split with the SAME session (so an int8
 runtime is judged on its own embeddings), standardises the features with train statistics, fits an
@@ -97,17 +97,30 @@ def _class_map(model_labels: Sequence[str] | None, data_labels: Sequence[str]) -
     return np.array([list(data_labels).index(name) for name in model_labels])
 
 
+def predict(session, tokenizer, data: str = "bbc-news", split: str = "test", batch: int = 32, max_length: int = 128,
+            progress: bool = True) -> np.ndarray:
+    """The session's outputs on ``data``/``split``: what :func:`evaluate` scores, e.g. to keep a teacher's outputs
+    as the reference of later evaluations."""
+    ds = load_dataset(data, split)
+    return run_batched(session, tokenizer, ds.texts, batch, max_length, f"{session.runtime} {split}", progress)
+
+
 def evaluate(session, tokenizer, data: str = "bbc-news", split: str = "test", batch: int = 32,
              max_length: int = 128, reference_session=None, labels: Sequence[str] | None = None,
-             seed: int = 0, progress: bool = True) -> dict:
+             seed: int = 0, progress: bool = True, *, reference_outputs: np.ndarray | None = None,
+             probe: bool = True, outputs: np.ndarray | None = None) -> dict:
     """Evaluate ``session`` on ``data``/``split``; returns CONTRACT ``eval`` JSON plus extras.
 
     - text-classification: ``metric`` "accuracy" (argmax of the logits vs the dataset labels; the
       model's class i is ``labels[i]`` if given, e.g. ``artifact.manifest.labels``, else dataset
-      label i). With ``reference_session``: ``agreement`` = fraction of equal predictions.
-    - feature-extraction: ``metric`` "linear_probe_accuracy" (see module doc; extra ``probe_c``).
-      With ``reference_session``: ``embedding_cosine`` = mean cosine to the reference's embeddings
-      of the same split.
+      label i). With a reference: ``agreement`` = fraction of equal predictions.
+    - feature-extraction: ``metric`` "linear_probe_accuracy" (see module doc; extra ``probe_c``); with
+      ``probe=False`` the metric is "embedding_cosine" to the reference instead (no probe is fitted).
+      With a reference: ``embedding_cosine`` = mean cosine to the reference's embeddings of the same split.
+
+    The reference is ``reference_session`` (run here) or ``reference_outputs`` (its outputs on the split,
+    computed before, e.g. with :func:`predict`); ``outputs``: this session's own outputs when already computed.
+    edgekit compress scores its models and the exported artifact's runtimes with this function too.
 
     Returns ``{"task", "data", "split", "metric", "value", "n", "runtime", "precision", "max_length", ...}``.
     """
@@ -115,7 +128,12 @@ def evaluate(session, tokenizer, data: str = "bbc-news", split: str = "test", ba
     if task not in TASKS:
         raise InputError(f"cannot evaluate task {task!r}; allowed: {', '.join(TASKS)}")
     ds = load_dataset(data, split)
-    out = run_batched(session, tokenizer, ds.texts, batch, max_length, f"{session.runtime} {split}", progress)
+    out = outputs if outputs is not None else run_batched(session, tokenizer, ds.texts, batch, max_length,
+                                                          f"{session.runtime} {split}", progress)
+    ref = reference_outputs
+    if ref is None and reference_session is not None:
+        ref = run_batched(reference_session, tokenizer, ds.texts, batch, max_length,
+                          f"reference {reference_session.runtime}", progress)
     # CONTRACT fields first, in CONTRACT order; metric and value are filled in below
     res = {"task": task, "data": data, "metric": None, "value": None, "n": len(ds), "runtime": session.runtime,
            "split": split, "precision": getattr(session, "precision", None), "max_length": max_length}
@@ -127,7 +145,7 @@ def evaluate(session, tokenizer, data: str = "bbc-news", split: str = "test", ba
         cmap = _class_map(labels, ds.label_names)
         pred = cmap[out.argmax(axis=1)]
         res.update(metric="accuracy", value=float(np.mean(pred == y)))
-    else:
+    elif probe:
         if split in ("train", "validation"):
             raise InputError(f"a linear probe is fitted on train and tuned on validation; evaluate it on "
                              f"another split (test), not {split!r}")
@@ -136,12 +154,16 @@ def evaluate(session, tokenizer, data: str = "bbc-news", split: str = "test", ba
         va = run_batched(session, tokenizer, val.texts, batch, max_length, f"{session.runtime} validation", progress)
         acc, c = linear_probe(tr, train.labels, va, val.labels, out, y, seed=seed)
         res.update(metric="linear_probe_accuracy", value=acc, probe_c=c, n_train=len(train))
-    if reference_session is not None:
-        ref = run_batched(reference_session, tokenizer, ds.texts, batch, max_length,
-                          f"reference {reference_session.runtime}", progress)
+    elif ref is None:
+        raise InputError("feature extraction without a linear probe is scored by its cosine to a reference; "
+                         "give one")
+    else:
+        res.update(metric="embedding_cosine", value=mean_cosine(out, ref))
+    if ref is not None:
         if task == "feature-extraction":
             res["embedding_cosine"] = mean_cosine(out, ref)
         else:
             res["agreement"] = float(np.mean(out.argmax(1) == ref.argmax(1)))
-        res["reference_runtime"] = reference_session.runtime
+        if reference_session is not None and reference_outputs is None:
+            res["reference_runtime"] = reference_session.runtime
     return res

@@ -1,4 +1,4 @@
-"""Machine facts for ``edgekit info`` and for every benchmark row (CONTRACT.md fields).
+"""Machine facts for ``edgekit info`` and for every benchmark row.
 
 >>> info = machine_info()
 >>> sorted(info["cpu"]["isa"])
@@ -128,7 +128,7 @@ def kernels_isa() -> str | None:
 
 
 def machine_info() -> dict:
-    """Everything ``edgekit info --json`` prints (CONTRACT.md)::
+    """Everything ``edgekit info --json`` prints::
 
         {"cpu": {"model", "cores", "isa": {flag: bool}, ...},
          "runtimes": {name: version | None}, "kernels": {"isa": str | None}}

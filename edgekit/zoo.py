@@ -54,7 +54,7 @@ def _build_cached(name: str, builder: Callable[[Path], None], note: str | None =
     with open(lock_path, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # issue 28: say why nothing happens while another process builds it
+        except BlockingIOError:  # say why nothing happens while another process builds it
             say(f"waiting for another process building {name} (it holds {lock_path}) ...")
             fcntl.flock(lock, fcntl.LOCK_EX)
         if not (dest / "config.json").is_file():
@@ -89,7 +89,7 @@ def _tiny_bert(num_labels: int | None) -> Callable[[Path], None]:
 
 
 def _minilm_bbc(dest: Path) -> None:
-    from .compress.finetune import finetune_classifier
+    from .finetune import finetune_classifier
 
     finetune_classifier(_minilm_path(), dest, data="bbc-news")
 

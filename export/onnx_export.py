@@ -23,7 +23,7 @@ def _example(batch: int = 2, seq: int = 16):
 
 def to_onnx(model, path: Path, output_name: str) -> Path:
     """Export with the legacy TorchScript exporter: it writes one self-contained file with named
-    dynamic axes and matches torch to ~4e-5 here (ASSETS.md); the dynamo exporter matches too but
+    dynamic axes and matches torch to ~4e-5 here; the dynamo exporter matches too but
     is slower to run and splits large weights into side files."""
     import torch
 

@@ -37,7 +37,7 @@ def get_runtime(name: str) -> Runtime:
 
 
 def default_threads() -> int:
-    """All physical cores (here: 2), as BENCHMARKING.md asks."""
+    """All physical cores (here: 2)."""
     try:
         import psutil
 

@@ -53,7 +53,7 @@ class NativeRuntime:
 
     def load(self, artifact: Artifact, threads: int, precision: str | None = None) -> NativeSession:
         from edgekit import _engine
-        from edgekit.compress.native_format import read_native
+        from edgekit.formats.native import read_native
 
         cfg, tensors = read_native(artifact.path("native"))
         if cfg["task"] != artifact.task:

@@ -26,6 +26,25 @@ class TorchSession:
         return out.float().numpy()
 
 
+class ModuleSession(TorchSession):
+    """A torch module of this process behind the Session Protocol, so the one evaluator can score it (edgekit
+    compress scores its teacher and student this way): eval mode at every run, torch's thread count untouched."""
+
+    def __init__(self, model, task: str, precision: str = "fp32", max_len: int = 512):
+        import torch
+
+        super().__init__(model, task, torch.get_num_threads(), precision, max_len)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        check_feeds(feeds, self.max_len)
+        self.model.eval()
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+        return out.float().numpy()
+
+
 class TorchRuntime:
     name = "torch"
 
@@ -52,7 +71,7 @@ class TorchRuntime:
         qfile = path / "quant.json"
         if qfile.is_file():
             # edgekit's own int8 scheme, simulated in torch (fake-quant): the reference for the native engine.
-            from edgekit.compress.quantize import attach_fake_quant
+            from edgekit.formats.fake_quant import attach_fake_quant
 
             model = attach_fake_quant(model, json.loads(qfile.read_text())).eval()
             prec = "int8-fakequant"

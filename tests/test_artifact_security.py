@@ -1,4 +1,4 @@
-"""An artifact cannot make edgekit read outside its folder (issue 28).
+"""An artifact cannot make edgekit read outside its folder.
 
 Artifacts are copied between machines and downloaded from colleagues, so a manifest is untrusted input:
 every path it names must stay inside the folder, and the check must come before any file is read. The

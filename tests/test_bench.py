@@ -172,7 +172,7 @@ def test_jsonl_tables_and_plot(run, tmp_path):
     lines = text.splitlines()
     assert "2 threads" in lines[0] and "x faster than slow [IQR]" in lines[1]
     assert any(line.startswith("fast") and "4.00 [4.00-4.00]" in line for line in lines)
-    assert "0.25" not in text  # the notes never print the inverse of the table's ratio (issue 28)
+    assert "0.25" not in text  # the notes never print the inverse of the table's ratio
     assert "below 1 = slower than slow" in text and "p90 <= 5 ms" in text
     md = B.markdown_table(rows)
     assert "| runtime | precision |" in md and md.count("\n| fast ") == 2

@@ -1,4 +1,4 @@
-"""Help a user can navigate (issue 28): zoo names, recipes with what they do and how long, choices, short
+"""Help a user can navigate: zoo names, recipes with what they do and how long, choices, short
 flags, command summaries that are not cut off, and a bare `edgekit` that prints help, not an error."""
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import pytest
 
 from edgekit.data import load_dataset
 from edgekit.errors import InputError
-from edgekit.evaluate import PROBE_C, evaluate, linear_probe, mean_cosine
+from edgekit.evaluate import PROBE_C, evaluate, linear_probe, mean_cosine, predict
 
 WORDS = ("market", "film", "election", "match", "software")  # business, entertainment, politics, sport, tech
 
@@ -99,6 +99,44 @@ def test_feature_extraction_probe_and_cosine(tok):
     assert sess.seen == sum(n.values()) and ref.seen == n["test"]
     with pytest.raises(InputError, match="probe"):
         evaluate(sess, tok, split="train", progress=False)
+
+
+def test_precomputed_outputs_and_cosine_without_probe(tok):
+    """What edgekit compress uses: the reference given as outputs (e.g. a teacher's, from predict), this session's
+    own outputs given too (nothing is run again), and feature extraction scored by that cosine alone."""
+    sess, ref = KeywordSession(tok, "feature-extraction"), KeywordSession(tok, "feature-extraction", sign=-1.0)
+    ref_out = predict(ref, tok, progress=False, batch=64)
+    n_test = len(load_dataset("bbc-news", "test"))
+    assert ref_out.shape == (n_test, 17) and ref.seen == n_test
+    res = evaluate(sess, tok, reference_outputs=ref_out, probe=False, progress=False, batch=64)
+    assert res["metric"] == "embedding_cosine" and res["value"] == pytest.approx(-1.0)
+    assert res["embedding_cosine"] == res["value"] and "reference_runtime" not in res and "probe_c" not in res
+    assert sess.seen == n_test  # no train / validation pass without the probe
+    again = evaluate(sess, tok, reference_outputs=-ref_out, outputs=predict(sess, tok, progress=False), probe=False,
+                     progress=False)
+    assert again["value"] == pytest.approx(1.0) and sess.seen == 2 * n_test  # only predict() ran the session
+    with pytest.raises(InputError, match="reference"):
+        evaluate(sess, tok, probe=False, progress=False)
+    cls = KeywordSession(tok)
+    logits = predict(cls, tok, progress=False, batch=64)
+    res = evaluate(cls, tok, reference_outputs=logits, outputs=logits, progress=False)
+    assert res["agreement"] == 1.0 and res["value"] == pytest.approx(_expected_keyword_accuracy(tok))
+
+
+def test_a_torch_module_of_this_process_scores_like_the_torch_runtime(tiny_cls_artifact):
+    """edgekit compress scores its student through runtimes.torch_backend.ModuleSession: the same figure as the
+    exported model on the torch runtime, and the module is put in eval mode."""
+    from edgekit.runtimes import load, load_tokenizer
+    from edgekit.runtimes.torch_backend import ModuleSession
+    from edgekit.zoo import load_torch, resolve
+
+    model, _ = load_torch(resolve("tiny-bert-cls"))
+    model.train()
+    tok = load_tokenizer(tiny_cls_artifact)
+    mine = evaluate(ModuleSession(model, "text-classification"), tok, progress=False)
+    assert not model.training
+    theirs = evaluate(load(tiny_cls_artifact, "torch", threads=2), tok, progress=False)
+    assert mine["runtime"] == "torch" and mine["value"] == pytest.approx(theirs["value"], abs=2 / mine["n"])
 
 
 def test_bad_task_and_output_shape(tok):

@@ -1,4 +1,4 @@
-"""Plots and tables that do not mislead (issue 28): bars from zero on linear axes, ratios that say which way,
+"""Plots and tables that do not mislead: bars from zero on linear axes, ratios that say which way,
 notes that never print the inverse of the table's ratio, an explained empty latency-constrained throughput,
 p99 only from enough runs. Synthetic rows, so every number is known."""
 from __future__ import annotations

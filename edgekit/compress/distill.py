@@ -3,7 +3,8 @@
 - logits: KL(softmax(t/T) || softmax(s/T)) * T^2 (Hinton et al. 2015), plus cross-entropy on labels;
 - embeddings (feature extraction): 1 - cosine between sentence embeddings;
 - hidden states: MSE through a layer map (student layer i <- teacher layer map[i]; with layer dropping,
-  ``DistillConfig.student_layers``: the student is the teacher with only those layers, see :func:`drop_layers`);
+  ``DistillConfig.student_layers``: the student is the teacher with only those layers, see
+  :func:`edgekit.arch.drop_layers`);
 - relations (MiniLM v2 / TinyMIM): per head, KL between teacher and student softmax(QK^T/sqrt d) and
   softmax(VV^T/sqrt d), taken from one teacher layer (the last, or an intermediate one when the
   student is shallower) and the student's last layer. Padded keys are masked.
@@ -14,49 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekit.arch import encoder, num_layers
 from edgekit.errors import InputError
-from edgekit.models import SequenceClassifier, mean_pool
-
-
-def _hf(wrapper: nn.Module) -> nn.Module:
-    return wrapper.model if isinstance(wrapper, SequenceClassifier) else wrapper.encoder
-
-
-def _bert(wrapper: nn.Module) -> nn.Module:
-    hf = _hf(wrapper)
-    return hf.base_model if hasattr(hf, "base_model") else hf
-
-
-def num_layers(wrapper: nn.Module) -> int:
-    return len(_bert(wrapper).encoder.layer)
-
-
-def drop_layers(wrapper: nn.Module, keep: list[int]) -> nn.Module:
-    """Keep only encoder layers ``keep`` (sorted teacher indices), in place: the HF ``encoder.layer``
-    ModuleList and ``config.num_hidden_layers`` shrink, so saving, export and the native writer see a
-    shallower model. Student layer i is teacher layer keep[i]."""
-    bert = _bert(wrapper)
-    n = len(bert.encoder.layer)
-    if not keep or any(i < 0 or i >= n for i in keep) or sorted(set(keep)) != list(keep):
-        raise ValueError(f"student_layers must be sorted, unique indices in 0..{n - 1}; got {keep}")
-    bert.encoder.layer = nn.ModuleList([bert.encoder.layer[i] for i in keep])
-    for i, layer in enumerate(bert.encoder.layer):  # HF uses layer_idx for caches only; keep it consistent
-        for mod in layer.modules():
-            if hasattr(mod, "layer_idx"):
-                mod.layer_idx = i
-    bert.config.num_hidden_layers = len(keep)
-    hf = _hf(wrapper)
-    if hf.config is not bert.config:
-        hf.config.num_hidden_layers = len(keep)
-    return wrapper
-
-
-def freeze_embeddings(wrapper: nn.Module) -> nn.Module:
-    """Stop training the embedding layer (token, position and type embeddings and their LayerNorm), in place:
-    the encoder layers then see the teacher's input representation on every text, seen in training or not."""
-    for p in _bert(wrapper).embeddings.parameters():
-        p.requires_grad_(False)
-    return wrapper
+from edgekit.models import SequenceClassifier, hf_model_of, mean_pool
 
 
 def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relation_layer: int | None):
@@ -64,13 +25,12 @@ def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relat
     captured: dict[str, torch.Tensor] = {}
     hooks = []
     if relation_layer is not None:
-        attn = _bert(wrapper).encoder.layer[relation_layer].attention.self
-        for part in ("query", "key", "value"):
-            hooks.append(getattr(attn, part).register_forward_hook(
+        linears = encoder(wrapper).layers[relation_layer].linears
+        for part, kind in (("query", "q"), ("key", "k"), ("value", "v")):
+            hooks.append(linears[kind].register_forward_hook(
                 lambda _m, _i, out, part=part: captured.__setitem__(part, out)))
     try:
-        hf = _hf(wrapper)
-        res = hf(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        res = hf_model_of(wrapper)(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     finally:
         for h in hooks:
             h.remove()
@@ -124,13 +84,12 @@ class Distiller:
         self.layer_map = layer_map or cfg.student_layers or list(range(t_layers))[:s_layers]
         if len(self.layer_map) != s_layers:
             raise ValueError(f"layer map has {len(self.layer_map)} entries for a {s_layers}-layer student")
-        self.heads = _bert(student).config.num_attention_heads
+        self.heads = encoder(student).heads
         self.t_rel = cfg.relation_teacher_layer if cfg.relation_teacher_layer is not None else \
             default_relation_layer(t_layers, s_layers)
         self.s_rel = s_layers - 1
         self.tail_layers = self._tail_layers(cfg, s_layers)
-        if self.tail_layers and task == "text-classification" and not (
-                getattr(_bert(teacher), "pooler", None) is not None and hasattr(_hf(teacher), "classifier")):
+        if self.tail_layers and task == "text-classification" and encoder(teacher).classifier is None:
             raise InputError("distill.tail_weight: this classifier has no BERT-style head (pooler, then classifier) "
                              "for the teacher's tail to end in; set tail_weight: 0")
         self.step = 0  # the training loop sets it; picks this step's tail layer
@@ -149,16 +108,12 @@ class Distiller:
     def _tail(self, h: torch.Tensor, mask: torch.Tensor, student_layer: int) -> torch.Tensor:
         """The teacher's output (embedding or logits) computed from ``h``, the student's hidden state after
         ``student_layer``, by the teacher's layers after the one that layer maps to, then its head."""
-        from .oneshot import _additive_mask, _run_layer
-
-        bert = _bert(self.teacher)
-        ext = _additive_mask(mask)
-        for layer in bert.encoder.layer[self.layer_map[student_layer] + 1:]:
-            h = _run_layer(layer, h, ext)
+        enc = encoder(self.teacher)
+        for layer in enc.layers[self.layer_map[student_layer] + 1:]:
+            h = enc.run_layer(layer.block, h, mask)
         if self.task != "text-classification":
             return mean_pool(h, mask)
-        hf = _hf(self.teacher)  # BERT-style head: pooler on [CLS], then the classifier (dropout off in eval)
-        return hf.classifier(bert.pooler(h))
+        return enc.head(h)  # pooler on [CLS], then the classifier (dropout off in eval)
 
     def loss(self, ids, mask, labels=None, tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted sum of the enabled losses and their values. ``tokens``: denominator of the token

@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from edgekit.arch import Encoder
+
 from .prune import mask_for
 
 GROUPS = (("q", "k", "v"), ("o",), ("ffn_in",), ("ffn_out",))
@@ -108,24 +110,13 @@ def oneshot_prune(model: nn.Module, linears: dict[str, nn.Linear], sparsity: flo
     return masks
 
 
-def _additive_mask(mask: torch.Tensor) -> torch.Tensor:
-    """[B, S] {0,1} attention mask -> the [B, 1, 1, S] additive float mask an encoder layer takes."""
-    return torch.zeros(mask.shape[0], 1, 1, mask.shape[1]).masked_fill(
-        mask[:, None, None, :] == 0, torch.finfo(torch.float32).min)
-
-
-def _run_layer(layer: nn.Module, h: torch.Tensor, ext: torch.Tensor) -> torch.Tensor:
-    out = layer(h, attention_mask=ext)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def reconstruct_layers(layers: list[nn.Module], student_in: torch.Tensor, teacher_out: list[torch.Tensor],
+def reconstruct_layers(enc: Encoder, student_in: torch.Tensor, teacher_out: list[torch.Tensor],
                        mask: torch.Tensor, weight_masks: list[dict[nn.Linear, torch.Tensor]], steps: int,
                        lr: float = 1e-3, batch: int = 16, seed: int = 0,
                        progress: Callable[[str], None] | None = None) -> list[float]:
-    """Layer-wise reconstruction after one-shot pruning: train each pruned encoder layer in turn (weights,
-    biases, LayerNorms; pruned weights stay zero) to reproduce the teacher's output of that layer from the
-    input the already-reconstructed student layers below give it.
+    """Layer-wise reconstruction after one-shot pruning: train each pruned encoder layer of ``enc`` (the student's
+    :func:`edgekit.arch.encoder`) in turn (weights, biases, LayerNorms; pruned weights stay zero) to reproduce the
+    teacher's output of that layer from the input the already-reconstructed student layers below give it.
 
     ``student_in`` [N, S, H]: the student's embedding output for N windows; ``teacher_out[l]`` [N, S, H]:
     the teacher's hidden state after layer l; ``mask`` [N, S]: real tokens. The loss is the mean squared
@@ -133,6 +124,7 @@ def reconstruct_layers(layers: list[nn.Module], student_in: torch.Tensor, teache
     and backward on ``batch`` windows (no teacher forward: its outputs are given), so each layer gets many
     more steps than end-to-end distillation could give the whole model in the same time. Returns each
     layer's final loss (the mean over its last 10% of steps)."""
+    layers = [layer.block for layer in enc.layers]
     gen = torch.Generator().manual_seed(seed)
     h = student_in
     finals: list[float] = []
@@ -153,7 +145,7 @@ def reconstruct_layers(layers: list[nn.Module], student_in: torch.Tensor, teache
             idx = torch.tensor(order[:batch])
             del order[:batch]
             m = real[idx]
-            out = _run_layer(layer, h[idx], _additive_mask(mask[idx]))
+            out = enc.run_layer(layer, h[idx], mask[idx])
             loss = ((out[m] - target[idx][m]) ** 2).mean() / var
             loss.backward()
             opt.step()
@@ -168,7 +160,7 @@ def reconstruct_layers(layers: list[nn.Module], student_in: torch.Tensor, teache
         finals.append(sum(tail) / max(len(tail), 1))
         with torch.no_grad():  # this layer's outputs are the next layer's inputs
             layer.eval()
-            h = torch.cat([_run_layer(layer, h[i:i + 64], _additive_mask(mask[i:i + 64]))
+            h = torch.cat([enc.run_layer(layer, h[i:i + 64], mask[i:i + 64])
                            for i in range(0, len(h), 64)])
             layer.train(was_training)
         if progress:

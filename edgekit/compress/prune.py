@@ -15,7 +15,7 @@ magnitude score is the L2 norm over all its weights, its movement score their su
 head's V is exactly 0 and its o columns too, so it adds nothing to the attention output; a pruned
 neuron's pre-activation is exactly 0 and GELU(0) = 0. Every layer keeps at least one unit of each kind,
 and neuron counts are pruned in multiples of 4 so that the native writer can gather them into whole empty
-4x1 blocks (:func:`edgekit.compress.native_format.write_native`).
+4x1 blocks (:func:`edgekit.formats.native.write_native`).
 """
 from __future__ import annotations
 
@@ -24,26 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import STRUCTURED
-
-# HF BERT module suffix -> native name (edgekit.compress.native_format)
-LINEAR_NAMES = {
-    "attention.self.query": "q", "attention.self.key": "k", "attention.self.value": "v",
-    "attention.output.dense": "o", "intermediate.dense": "ffn_in", "output.dense": "ffn_out",
-}
-
-
-def encoder_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """{native name 'layers.{i}.{q|k|v|o|ffn_in|ffn_out}': module} for every encoder Linear."""
-    out = {}
-    for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear) or ".layer." not in name:
-            continue
-        head, _, tail = name.partition(".layer.")
-        idx, _, suffix = tail.partition(".")
-        if suffix in LINEAR_NAMES and "encoder" in head + ".":
-            out[f"layers.{int(idx)}.{LINEAR_NAMES[suffix]}"] = mod
-    return out
+from .stages.prune import STRUCTURED
 
 
 def cubic_sparsity(step: int, total: int, final: float) -> float:
@@ -244,14 +225,3 @@ class Pruner:
 def total_sparsity(linears: dict[str, nn.Linear]) -> float:
     zeros = sum(int((m.weight == 0).sum()) for m in linears.values())
     return zeros / sum(m.weight.numel() for m in linears.values())
-
-
-def is_4x1(w: torch.Tensor) -> bool:
-    """Every 4x1 block is all-zero or all-kept (the last partial block counts its rows only)."""
-    n, k = w.shape
-    nz = torch.nn.functional.pad((w != 0).float(), (0, 0, 0, (-n) % 4)).reshape(-1, 4, k)
-    rows = torch.ones(((n + 3) // 4) * 4)
-    rows[n:] = 0
-    full = rows.reshape(-1, 4).sum(1, keepdim=True)
-    cnt = nz.sum(1)
-    return bool(((cnt == 0) | (cnt == full)).all())

@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .quantize import FakeQuantLinear
+from edgekit.formats.fake_quant import FakeQuantLinear
 
 
 class Probe(Protocol):

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from edgekit.compress.distill import num_layers
+from edgekit.arch import encoder, encoder_linears, num_layers
 from edgekit.compress.oneshot import oneshot_prune, refit
-from edgekit.compress.prune import encoder_linears, is_4x1, mask_for
+from edgekit.compress.prune import mask_for
+from edgekit.formats.native import is_4x1
 
 
 def _inputs(n=400, k=24, seed=0):
@@ -84,7 +85,7 @@ def test_layerwise_reconstruction_moves_each_layer_towards_the_teacher():
     """After one-shot pruning, reconstruct_layers lowers every layer's error against the teacher's output of
     that layer (from the reconstructed layers' outputs below), keeps the pruned weights at zero, and brings the
     sentence embedding closer to the teacher's."""
-    from edgekit.compress.oneshot import _additive_mask, _run_layer, reconstruct_layers
+    from edgekit.compress.oneshot import reconstruct_layers
     from edgekit.data import load_dataset, tokenize
     from edgekit.zoo import load_torch, resolve
 
@@ -98,21 +99,22 @@ def test_layerwise_reconstruction_moves_each_layer_towards_the_teacher():
     with torch.no_grad():
         hid = teacher.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         before = teacher(ids, mask), student(ids, mask)
-    layers = list(student.encoder.encoder.layer)
-    real, ext = mask.bool(), _additive_mask(mask)
+    enc = encoder(student)
+    layers = [layer.block for layer in enc.layers]
+    real = mask.bool()
 
     def errors():  # each layer's error on the input the student layers below give it
         out, h = [], hid[0]
         with torch.no_grad():
             for i, layer in enumerate(layers):
-                h = _run_layer(layer.eval(), h, ext)
+                h = enc.run_layer(layer.eval(), h, mask)
                 out.append(float(((h - hid[i + 1])[real] ** 2).mean()))
         return out
 
     e0 = errors()
     wmasks = [{lins[n]: masks[n] for n in lins if n.startswith(f"layers.{i}.")} for i in range(len(layers))]
     seen = []
-    final = reconstruct_layers(layers, hid[0], list(hid[1:]), mask, wmasks, steps=30, lr=1e-3, batch=8,
+    final = reconstruct_layers(enc, hid[0], list(hid[1:]), mask, wmasks, steps=30, lr=1e-3, batch=8,
                                progress=seen.append)
     e1 = errors()
     assert len(final) == len(layers) == len(seen) and all(math.isfinite(x) for x in final)
@@ -146,7 +148,9 @@ def test_prune_stage_oneshot_then_fixed_masks(tmp_path, layerwise):
     """The prune stage with oneshot (and layer-wise reconstruction): final 4x1 masks before the first step,
     unchanged by training."""
     from edgekit.compress.config import recipe_from_dict
-    from edgekit.compress.pipeline import Run, run_prune
+    from edgekit.compress.stages.distill import objective
+    from edgekit.compress.stages.prune import run_prune
+    from edgekit.compress.training import Run
     from edgekit.zoo import load_torch, resolve
 
     teacher, tok = load_torch(resolve("tiny-bert"))
@@ -154,7 +158,7 @@ def test_prune_stage_oneshot_then_fixed_masks(tmp_path, layerwise):
     rec = recipe_from_dict({"batch": 4, "max_length": 32, "stages": [
         {"type": "distill"}, {"type": "prune", "sparsity": 0.8, "steps": 3, "oneshot": True, "oneshot_samples": 20,
                               "layerwise_steps": layerwise, "layerwise_samples": 24}]})
-    run = Run(rec, teacher, copy.deepcopy(teacher), tok, "feature-extraction", "bbc-news", None, tmp_path / "ckpt",
+    run = Run(rec, objective(rec), teacher, copy.deepcopy(teacher), tok, "feature-extraction", "bbc-news", None, tmp_path / "ckpt",
               progress=False)
     seen = []
     orig = run.train
@@ -180,7 +184,7 @@ def test_prune_stage_oneshot_then_fixed_masks(tmp_path, layerwise):
 
 def test_report_markdown_rounds_and_dashes_missing_figures():
     """Feature-extraction stages have a cosine but no probe accuracy: '-' rather than 'nan', 4 decimals."""
-    from edgekit.compress.pipeline import report_markdown
+    from edgekit.compress.report import report_markdown
 
     r = {"model": "m", "recipe": "r", "task": "feature-extraction", "data": "bbc-news", "precision": "int8",
          "weight_bits": 8, "seconds": 1.0, "baseline": {"accuracy": 0.95774},

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from edgekit.arch import encoder, encoder_linears
 from edgekit.compress.config import recipe_from_dict
-from edgekit.compress.prune import Pruner, encoder_linears, group_scores, is_4x1, structured_groups
+from edgekit.compress.prune import Pruner, group_scores, structured_groups
 from edgekit.errors import InputError
+from edgekit.formats import fake_quant as FQ
+from edgekit.formats.native import is_4x1
 
 
 def _tiny(name="tiny-bert"):
@@ -140,7 +143,7 @@ def test_structured_pruning_is_gradual_and_movement_scored():
 
 
 def test_global_structured_allocation_one_threshold_across_layers():
-    from edgekit.compress.pipeline import _global_allocation
+    from edgekit.compress.allocation import global_allocation as _global_allocation
 
     model, _ = _tiny()
     lin = encoder_linears(model)
@@ -156,7 +159,7 @@ def test_global_structured_allocation_one_threshold_across_layers():
 
 
 def test_kind_allocation_fixes_the_listed_kinds_and_meets_the_total():
-    from edgekit.compress.pipeline import _kind_allocation
+    from edgekit.compress.allocation import kind_allocation as _kind_allocation
     from edgekit.compress.prune import Pruner, total_sparsity
 
     model, _ = _tiny()
@@ -175,7 +178,7 @@ def test_kind_allocation_fixes_the_listed_kinds_and_meets_the_total():
 
 
 def test_layer_sparsity_fixes_whole_layers_over_kinds_and_meets_the_total():
-    from edgekit.compress.pipeline import _kind_allocation
+    from edgekit.compress.allocation import kind_allocation as _kind_allocation
     from edgekit.compress.prune import Pruner, total_sparsity
 
     model, _ = _tiny()
@@ -250,7 +253,7 @@ def test_masked_head_equals_the_head_removed():
 
 def _write_artifact(model, tok, dest, task, qstate):
     from edgekit.artifact import load_artifact
-    from edgekit.compress.native_format import write_native
+    from edgekit.formats.native import write_native
     from edgekit.export import export_artifact
 
     def extra(d):
@@ -266,8 +269,7 @@ def _write_artifact(model, tok, dest, task, qstate):
 @pytest.mark.parametrize("int8", [False, True])
 def test_structured_model_runs_sparse_on_the_native_engine(tmp_path, int8):
     """head+neuron masks -> write_native gathers pruned neurons into 4x1 blocks; engine == torch."""
-    from edgekit.compress import quantize as Q
-    from edgekit.compress.native_format import read_native
+    from edgekit.formats.native import read_native
     from edgekit.runtimes import load
 
     model, tok = _tiny()
@@ -276,13 +278,13 @@ def test_structured_model_runs_sparse_on_the_native_engine(tmp_path, int8):
     assert not is_4x1(lin["layers.0.ffn_in"].weight.detach())  # single rows: not 4x1 before gathering
     qstate = None
     if int8:
-        fq = Q.insert_fake_quant(model)
+        fq = FQ.insert_fake_quant(model)
         with torch.no_grad():
             f = _feeds(tok, n=8)
             model(torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"]))
-        Q.finish_calibration(fq)
-        qstate = Q.quant_state(fq)
-        Q.remove_fake_quant(model)
+        FQ.finish_calibration(fq)
+        qstate = FQ.quant_state(fq)
+        FQ.remove_fake_quant(model)
     art = _write_artifact(model, tok, tmp_path / "a", "feature-extraction", qstate)
     cfg, t = read_native(art.path("native"))
     assert cfg["pattern"] == "4x1"
@@ -303,18 +305,19 @@ def test_structured_model_runs_sparse_on_the_native_engine(tmp_path, int8):
 # ------------------------------------------------------------------------------------------- layer dropping
 def test_layer_dropping_builds_a_shallower_student_and_maps_layers():
     from edgekit.compress.config import DistillConfig
-    from edgekit.compress.distill import Distiller, _bert, default_relation_layer, forward_all, num_layers
-    from edgekit.compress.pipeline import _make_student
+    from edgekit.arch import num_layers
+    from edgekit.compress.distill import Distiller, default_relation_layer, forward_all
+    from edgekit.compress.stages.distill import make_student, objective
 
     teacher, _ = _tiny("tiny-bert-cls")
     rec = recipe_from_dict({"stages": [{"type": "distill", "student_layers": [1]}]})
-    student = _make_student(teacher, rec)
+    student = make_student(teacher, objective(rec))
     assert num_layers(student) == 1 and num_layers(teacher) == 2
-    assert _bert(student).config.num_hidden_layers == 1 and student.model.config.num_hidden_layers == 1
-    assert _bert(teacher).config.num_hidden_layers == 2
+    assert encoder(student).base.config.num_hidden_layers == 1 and student.model.config.num_hidden_layers == 1
+    assert encoder(teacher).base.config.num_hidden_layers == 2
     # student layer 0 starts as teacher layer 1 (not a copy of layer 0)
-    w = _bert(student).encoder.layer[0].intermediate.dense.weight
-    assert torch.equal(w, _bert(teacher).encoder.layer[1].intermediate.dense.weight)
+    w = encoder(student).layers[0].linears["ffn_in"].weight
+    assert torch.equal(w, encoder(teacher).layers[1].linears["ffn_in"].weight)
     d = Distiller(teacher, student, rec.stage("distill"), "text-classification")
     assert d.layer_map == [1] and d.t_rel == 1 and d.s_rel == 0
     assert default_relation_layer(6, 3) == 3 and default_relation_layer(6, 6) == 5  # intermediate when shallower
@@ -330,12 +333,11 @@ def test_layer_dropping_builds_a_shallower_student_and_maps_layers():
     with pytest.raises(ValueError, match="layer map has 1 entries for a 2-layer student"):
         Distiller(teacher, copy.deepcopy(teacher), cfg, "text-classification")
     with pytest.raises(InputError, match=r"distill.student_layers: \[2\] out of range; the teacher has 2 layers"):
-        _make_student(teacher, recipe_from_dict({"stages": [{"type": "distill", "student_layers": [0, 2]}]}))
+        make_student(teacher, objective(recipe_from_dict({"stages": [{"type": "distill", "student_layers": [0, 2]}]})))
 
 
 # ------------------------------------------------------------------------------------------- sensitivity
 def test_sensitivity_pass_real_probe_meets_the_budget():
-    from edgekit.compress import quantize as Q
     from edgekit.compress.sensitivity import ValidationProbe, sensitivity_pass
 
     teacher, tok = _tiny()
@@ -343,11 +345,11 @@ def test_sensitivity_pass_real_probe_meets_the_budget():
         for m in encoder_linears(teacher).values():
             m.weight.mul_(5.0)
     student = copy.deepcopy(teacher)
-    fq = Q.insert_fake_quant(student)
+    fq = FQ.insert_fake_quant(student)
     with torch.no_grad():
         f = _feeds(tok, n=8, seq=32)
         student(torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"]))
-    Q.finish_calibration(fq)
+    FQ.finish_calibration(fq)
     probe = ValidationProbe(student, teacher, tok, "feature-extraction", "bbc-news", 32, 16)
     assert probe.n == 16 and probe.metric_name == "embedding_cosine"
     first = sensitivity_pass(fq, probe, budget=1e9)  # within any budget: nothing measured per layer
@@ -373,9 +375,7 @@ class FakeProbe:
     COSTS = {"layers.0.ffn_out": 3.0, "layers.0.q": 2.0}
 
     def __init__(self, student, *args, **kwargs):
-        from edgekit.compress.quantize import FakeQuantLinear
-
-        self.fq = [m for m in student.modules() if isinstance(m, FakeQuantLinear)]
+        self.fq = [m for m in student.modules() if isinstance(m, FQ.FakeQuantLinear)]
 
     def outputs(self):
         return np.array([sum(self.COSTS.get(m.name, 0.05) for m in self.fq if m.mode == "quant")])
@@ -388,11 +388,10 @@ class FakeProbe:
 
 
 def test_sensitivity_greedy_keeps_costliest_until_within_budget():
-    from edgekit.compress import quantize as Q
     from edgekit.compress.sensitivity import sensitivity_pass
 
     model, _ = _tiny()
-    fq = Q.insert_fake_quant(model)
+    fq = FQ.insert_fake_quant(model)
     for m in fq.values():
         m.mode = "quant"
     rec = sensitivity_pass(fq, FakeProbe(model), budget=1.0)
@@ -435,15 +434,15 @@ def dropped_structured_artifact(tmp_path_factory):
     (root / "r.yaml").write_text(RECIPE)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sensitivity, "ValidationProbe", FakeProbe)
-        report = compress("tiny-bert-cls", root / "out", recipe=root / "r.yaml", progress=False)
-    return root / "out", report
+        art = compress("tiny-bert-cls", root / "out", recipe=root / "r.yaml", progress=False)
+    return root / "out", art
 
 
 @pytest.mark.slow
 @pytest.mark.ci
 def test_dropped_structured_student_end_to_end(dropped_structured_artifact):
     """~30-60 s: one whole compress run (training, ONNX + OpenVINO int8 export, per-runtime scoring)."""
-    from edgekit.compress.native_format import read_native
+    from edgekit.formats.native import read_native
     from edgekit.runtimes import load, load_tokenizer
 
     out, _ = dropped_structured_artifact

@@ -132,7 +132,7 @@ def test_merged_chunk_region_gives_the_same_bits(request, which, precision):
 def test_fp32_native_model_matches_torch(tmp_path):
     """A native folder written without quantisation runs on the fp32 kernels."""
     from edgekit.artifact import load_artifact
-    from edgekit.compress.native_format import write_native
+    from edgekit.formats.native import write_native
     from edgekit.export import export_artifact
     from edgekit.zoo import load_torch, resolve
 

@@ -1,49 +1,16 @@
-"""edgekit's int8 scheme in torch (fake-quant), the reference the native engine must match.
-
-At the input of every encoder Linear: u8 per-tensor asymmetric,
-    q_x = clamp(round_half_even(x / x_scale) + x_zp, 0, 255),  x_hat = (q_x - x_zp) * x_scale
-Weights: s8 per output channel, symmetric with qmax = 2^(bits-1) - 1 (127 for 8-bit weights, 63 for 7-bit):
-    w_scale[n] = max|W[n,:]| / qmax,  q_w = clamp(round(W / w_scale), -qmax, qmax).
-7-bit weights (``weight_bits: 7``, ONNX Runtime calls the idea ``reduce_range``) keep every |q_w| <= 63, so
-on AVX2 without VNNI ``vpmaddubsw``'s int16 pair sums (255 * 63 * 2 = 32130 <= 32767) cannot saturate.
-y = x_hat @ (q_w * w_scale)^T + bias, i.e. exactly (sum_k (q_x - x_zp) q_w) * x_scale * w_scale + bias up
-to fp32 summation order. Gradients pass straight through the rounding (STE) for QAT.
+"""The int8 scheme of :mod:`edgekit.formats.int8` simulated in torch: ``FakeQuantLinear`` around each encoder
+Linear. Gradients pass straight through the rounding (STE), so the same modules serve calibration, QAT and
+the torch runtime's int8 reference (rebuilt from ``torch/quant.json`` by :func:`attach_fake_quant`).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from .prune import encoder_linears
+from edgekit.arch import encoder_linears
+from edgekit.errors import ArtifactError
 
-SCHEME = "edgekit-u8s8-v1"
-WEIGHT_BITS = (7, 8)
-
-
-def weight_qmax(bits: int) -> int:
-    """Largest |q_w|: 127 for 8-bit weights, 63 for 7-bit ones."""
-    if bits not in WEIGHT_BITS:
-        raise ValueError(f"weight bits must be one of {', '.join(map(str, WEIGHT_BITS))}, got {bits!r}")
-    return 2 ** (bits - 1) - 1
-
-
-def weight_qparams(w: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q_w int8 [N,K], w_scale fp32 [N]) with |q_w| <= :func:`weight_qmax` (bits); all-zero rows get
-    scale 1 (their q_w is 0 anyway)."""
-    qmax = weight_qmax(bits)
-    amax = w.detach().abs().amax(dim=1)
-    scale = torch.where(amax > 0, amax / float(qmax), torch.ones_like(amax))
-    q = torch.clamp(torch.round(w.detach() / scale[:, None]), -qmax, qmax).to(torch.int8)
-    return q, scale.float()
-
-
-def act_qparams(lo: float, hi: float) -> tuple[float, int]:
-    """u8 asymmetric (scale, zero point) covering [lo, hi] (always including 0)."""
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = (hi - lo) / 255.0 if hi > lo else 1.0
-    zp = int(np.clip(round(-lo / scale), 0, 255))
-    return float(scale), zp
+from .int8 import SCHEME, act_qparams, state_weight_bits, weight_qmax
 
 
 def _ste(x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
@@ -52,7 +19,7 @@ def _ste(x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
 
 class FakeQuantLinear(nn.Module):
     """Wraps an nn.Linear: observes its input range (calibration) or fake-quantises input and weight
-    (``weight_bits``: 8 or 7, see :func:`weight_qparams`)."""
+    (``weight_bits``: 8 or 7, see :func:`edgekit.formats.int8.weight_qparams`)."""
 
     def __init__(self, linear: nn.Linear, name: str, weight_bits: int = 8):
         super().__init__()
@@ -90,7 +57,7 @@ class FakeQuantLinear(nn.Module):
 
 
 def insert_fake_quant(model: nn.Module, skip: tuple[str, ...] = (), weight_bits: int = 8) -> dict[str, FakeQuantLinear]:
-    """Replace every encoder Linear (except ``skip`` native names) by a FakeQuantLinear with
+    """Replace every encoder Linear (except ``skip`` internal names) by a FakeQuantLinear with
     ``weight_bits``-bit weights, in place."""
     weight_qmax(weight_bits)  # validates before the model is touched
     fq = {}
@@ -106,7 +73,7 @@ def insert_fake_quant(model: nn.Module, skip: tuple[str, ...] = (), weight_bits:
 
 def remove_fake_quant(model: nn.Module, only: set[str] | None = None) -> None:
     """Put the plain Linears back (weights are shared, so nothing is copied); ``only``: just these
-    native names (the layers a sensitivity pass keeps fp32)."""
+    internal names (the layers a sensitivity pass keeps fp32)."""
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, FakeQuantLinear) and (only is None or child.name in only):
@@ -128,7 +95,7 @@ def finish_calibration(fq: dict[str, FakeQuantLinear], method: str = "minmax", p
 
 def quant_state(fq: dict[str, FakeQuantLinear]) -> dict:
     """What ``torch/quant.json`` stores: the weight bits (one value for the whole model) and the
-    activation qparams per native Linear name."""
+    activation qparams per internal Linear name."""
     bits = {m.weight_bits for m in fq.values()} or {8}
     if len(bits) > 1:
         raise ValueError(f"fake-quant modules disagree on weight bits: {sorted(bits)}")
@@ -136,22 +103,9 @@ def quant_state(fq: dict[str, FakeQuantLinear]) -> dict:
             "layers": {n: {"x_scale": m.x_scale, "x_zp": m.x_zp} for n, m in sorted(fq.items())}}
 
 
-def state_weight_bits(state: dict, where: str = "torch/quant.json") -> int:
-    """``weight_bits`` of a stored quant state (8 when absent: artifacts written before the field existed)."""
-    bits = state.get("weight_bits", 8)
-    if isinstance(bits, bool) or bits not in WEIGHT_BITS:
-        from edgekit.errors import ArtifactError
-
-        raise ArtifactError(f"weight_bits {bits!r} in {where} is not supported; allowed: "
-                            f"{', '.join(map(str, WEIGHT_BITS))}")
-    return int(bits)
-
-
 def attach_fake_quant(wrapper: nn.Module, state: dict) -> nn.Module:
     """Rebuild the fake-quant model from plain (pruned) weights + ``quant.json`` (the torch runtime uses it)."""
     if state.get("scheme") != SCHEME:
-        from edgekit.errors import ArtifactError
-
         raise ArtifactError(f"unknown quantization scheme {state.get('scheme')!r} in torch/quant.json")
     bits = state_weight_bits(state)
     layers = state["layers"]

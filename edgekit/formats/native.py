@@ -13,8 +13,11 @@ models; absent in folders written before it existed, read as 8): every int8 weig
 ``.w_scale`` fp32 [N], ``.bias`` fp32 [N], ``.x_scale`` fp32 [1], ``.x_zp`` int32 [1] (int8 layers only);
 ``layers.{i}.attn_ln.{weight,bias}``, ``layers.{i}.ffn_ln.{weight,bias}``; classifiers also
 ``pooler.{weight,bias}`` and ``classifier.{weight,bias}`` (fp32). The semantics are those of
-:mod:`edgekit.compress.quantize`. A layer's FFN neurons may be stored in another order than
+:mod:`edgekit.formats.int8`. A layer's FFN neurons may be stored in another order than
 in the torch model (the same function): neuron-pruned rows are gathered into whole 4x1 blocks.
+
+Reading needs numpy and safetensors only; writing takes a torch model and reads it through
+:func:`edgekit.arch.encoder`.
 """
 from __future__ import annotations
 
@@ -22,43 +25,52 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgekit.errors import ArtifactError
 
-from .prune import encoder_linears, is_4x1
-from .quantize import WEIGHT_BITS, weight_qmax, weight_qparams
+from .int8 import WEIGHT_BITS, weight_qmax, weight_qparams
 
 FORMAT, VERSION = "edgekit-native", 1
-LINEARS = ("q", "k", "v", "o", "ffn_in", "ffn_out")
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
+def _np(t) -> np.ndarray:
     return t.detach().cpu().float().numpy().copy()
+
+
+def is_4x1(w) -> bool:
+    """Every 4x1 block of torch weight ``w`` is all-zero or all-kept (the last partial block counts its rows
+    only): the layout the sparse kernels pack."""
+    import torch
+
+    n, k = w.shape
+    nz = torch.nn.functional.pad((w != 0).float(), (0, 0, 0, (-n) % 4)).reshape(-1, 4, k)
+    rows = torch.ones(((n + 3) // 4) * 4)
+    rows[n:] = 0
+    full = rows.reshape(-1, 4).sum(1, keepdim=True)
+    cnt = nz.sum(1)
+    return bool(((cnt == 0) | (cnt == full)).all())
 
 
 def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: list[str] | None = None) -> Path:
     """Write ``dest/config.json`` and ``dest/weights.safetensors`` from a (pruned) task wrapper.
-    ``qstate`` is :func:`edgekit.compress.quantize.quant_state` (None = everything fp32)."""
+    ``qstate`` is :func:`edgekit.formats.fake_quant.quant_state` (None = everything fp32)."""
     from safetensors.numpy import save_file
 
-    from .distill import _bert
+    from edgekit.arch import encoder, encoder_linears
 
-    bert = _bert(wrapper)
-    cfg = bert.config
+    enc = encoder(wrapper)
     dest.mkdir(parents=True, exist_ok=True)
-    emb = bert.embeddings
     t: dict[str, np.ndarray] = {
-        "embeddings.word": _np(emb.word_embeddings.weight), "embeddings.position": _np(emb.position_embeddings.weight),
-        "embeddings.token_type": _np(emb.token_type_embeddings.weight),
-        "embeddings.ln.weight": _np(emb.LayerNorm.weight), "embeddings.ln.bias": _np(emb.LayerNorm.bias),
+        "embeddings.word": _np(enc.word.weight), "embeddings.position": _np(enc.position.weight),
+        "embeddings.token_type": _np(enc.token_type.weight),
+        "embeddings.ln.weight": _np(enc.embed_ln.weight), "embeddings.ln.bias": _np(enc.embed_ln.bias),
     }
     linears = encoder_linears(wrapper)
     qlayers = (qstate or {}).get("layers", {})
     bits = int((qstate or {}).get("weight_bits", 8))
     fp32_layers = sorted(n for n in linears if n not in qlayers)
     weights = {n: (lin.weight.detach(), lin.bias.detach()) for n, lin in linears.items()}
-    for i in range(cfg.num_hidden_layers):
+    for i in range(len(enc.layers)):
         _gather_pruned_neurons(weights, f"layers.{i}.")
     for name, lin in linears.items():
         w, bias = weights[name]
@@ -71,25 +83,24 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
         else:
             t[f"{name}.weight"] = _np(w)
         t[f"{name}.bias"] = _np(bias)
-    for i, layer in enumerate(bert.encoder.layer):
-        t[f"layers.{i}.attn_ln.weight"] = _np(layer.attention.output.LayerNorm.weight)
-        t[f"layers.{i}.attn_ln.bias"] = _np(layer.attention.output.LayerNorm.bias)
-        t[f"layers.{i}.ffn_ln.weight"] = _np(layer.output.LayerNorm.weight)
-        t[f"layers.{i}.ffn_ln.bias"] = _np(layer.output.LayerNorm.bias)
+    for i, layer in enumerate(enc.layers):
+        t[f"layers.{i}.attn_ln.weight"] = _np(layer.attn_ln.weight)
+        t[f"layers.{i}.attn_ln.bias"] = _np(layer.attn_ln.bias)
+        t[f"layers.{i}.ffn_ln.weight"] = _np(layer.ffn_ln.weight)
+        t[f"layers.{i}.ffn_ln.bias"] = _np(layer.ffn_ln.bias)
     num_labels = None
     if task == "text-classification":
-        hf = wrapper.model
-        t["pooler.weight"], t["pooler.bias"] = _np(bert.pooler.dense.weight), _np(bert.pooler.dense.bias)
-        t["classifier.weight"], t["classifier.bias"] = _np(hf.classifier.weight), _np(hf.classifier.bias)
-        num_labels = int(hf.config.num_labels)
+        t["pooler.weight"], t["pooler.bias"] = _np(enc.pooler.weight), _np(enc.pooler.bias)
+        t["classifier.weight"], t["classifier.bias"] = _np(enc.classifier.weight), _np(enc.classifier.bias)
+        num_labels = int(enc.classifier.out_features)
     sparse = all(is_4x1(w) for w, _ in weights.values()) and any(
         float((w == 0).float().mean()) > 0.0 for w, _ in weights.values())
     config = {
-        "format": FORMAT, "version": VERSION, "arch": "bert", "task": task, "hidden": cfg.hidden_size,
-        "heads": cfg.num_attention_heads, "layers": cfg.num_hidden_layers, "intermediate": cfg.intermediate_size,
-        "vocab_size": cfg.vocab_size, "max_position": cfg.max_position_embeddings,
-        "type_vocab_size": cfg.type_vocab_size, "layer_norm_eps": cfg.layer_norm_eps, "activation": "gelu",
-        "pooling": "cls-pooler" if task == "text-classification" else "mean", "num_labels": num_labels,
+        "format": FORMAT, "version": VERSION, "arch": enc.arch, "task": task, "hidden": enc.hidden,
+        "heads": enc.heads, "layers": len(enc.layers), "intermediate": enc.intermediate,
+        "vocab_size": enc.vocab_size, "max_position": enc.max_position,
+        "type_vocab_size": enc.type_vocab_size, "layer_norm_eps": enc.layer_norm_eps, "activation": enc.activation,
+        "pooling": enc.pooling, "num_labels": num_labels,
         "labels": labels, "pattern": "4x1" if sparse else "dense", "precision": "int8" if qlayers else "fp32",
         "fp32_layers": fp32_layers if qlayers else [], "weight_bits": bits if qlayers else None,
     }
@@ -103,6 +114,8 @@ def _gather_pruned_neurons(weights: dict, prefix: str) -> None:
     that all-zero ffn_in rows come last, when that turns ffn_in into whole 4x1 blocks. Neuron pruning
     removes single rows; gathered (in multiples of 4, as the pruner prunes them) they become empty blocks
     the sparse kernels skip instead of a dense layer."""
+    import torch
+
     if prefix + "ffn_in" not in weights or prefix + "ffn_out" not in weights:
         return
     w_in, b_in = weights[prefix + "ffn_in"]

@@ -1,0 +1,94 @@
+"""The internal description of a transformer encoder that every compression step and writer reads.
+
+An adapter (one per architecture family, :mod:`edgekit.arch.bert`, ...) builds an :class:`Encoder` from a
+Hugging Face model: which modules hold the embeddings, each layer's six Linears and two LayerNorms, how the
+layer is normalised, where position ids start and how the output is pooled. The description holds the live
+modules (no copies), so pruning a Linear it names prunes the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+#: the six Linears of an encoder layer, by their internal (native-format) names, in forward order
+LINEAR_KINDS = ("q", "k", "v", "o", "ffn_in", "ffn_out")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One encoder layer. ``linears`` maps each of :data:`LINEAR_KINDS` to the module in that place: an
+    ``nn.Linear``, or whatever wraps it at the moment (a fake-quant module during QAT)."""
+
+    block: Any
+    linears: dict[str, Any]
+    attn_ln: Any  # LayerNorm of the attention sublayer
+    ffn_ln: Any  # LayerNorm of the feed-forward sublayer
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A Hugging Face encoder seen through its adapter.
+
+    ``norm`` is ``"post"`` (LayerNorm after each residual add, as BERT) or ``"pre"``; ``position_offset`` is the
+    first position id (0 for BERT); ``pooling`` is ``"mean"`` (sentence embeddings) or ``"cls-pooler"``
+    (classifiers: ``classifier(tanh(pooler(h[CLS])))``)."""
+
+    arch: str
+    adapter: "Adapter"
+    base: Any  # the encoder model without task head (embeddings + layers + pooler)
+    hidden: int
+    heads: int
+    intermediate: int
+    vocab_size: int
+    max_position: int
+    type_vocab_size: int
+    layer_norm_eps: float
+    activation: str
+    norm: str
+    position_offset: int
+    pooling: str
+    embeddings: Any  # the module holding every embedding parameter
+    word: Any
+    position: Any
+    token_type: Any | None
+    embed_ln: Any
+    layers: tuple[Layer, ...]
+    pooler: Any | None  # the CLS pooler's Linear (classifiers)
+    classifier: Any | None  # the classification Linear (classifiers)
+
+    def run_layer(self, block, hidden, mask):
+        """``block`` (one of ``layers[i].block``) on hidden states [B, S, H] with a {0,1} attention mask [B, S]."""
+        return self.adapter.run_layer(block, hidden, mask)
+
+    def embed(self, ids):
+        """The embedding layer's output for token ids [B, S]: what layer 0 reads."""
+        return self.adapter.embed(self, ids)
+
+    def hidden_states(self, ids, mask) -> tuple:
+        """(embedding output, output of layer 0, ..., output of the last layer)."""
+        return self.adapter.hidden_states(self, ids, mask)
+
+    def head(self, hidden):
+        """A classifier's logits from its last hidden states (None-safe only for classifiers)."""
+        return self.adapter.head(self, hidden)
+
+
+class Adapter(Protocol):
+    """Maps one architecture family to :class:`Encoder` and runs its pieces."""
+
+    arch: str
+    model_types: tuple[str, ...]  # Hugging Face ``config.model_type`` values it handles
+
+    def describe(self, model, base, classifier: bool) -> Encoder:
+        """``model``: the Hugging Face model (task head included); ``base``: its encoder."""
+
+    def set_layers(self, enc: Encoder, model, blocks: list) -> None:
+        """Make ``blocks`` the encoder's layers (layer dropping); ``model``: the Hugging Face model."""
+
+    def run_layer(self, block, hidden, mask): ...
+
+    def embed(self, enc: Encoder, ids): ...
+
+    def hidden_states(self, enc: Encoder, ids, mask) -> tuple: ...
+
+    def head(self, enc: Encoder, hidden): ...

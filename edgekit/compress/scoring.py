@@ -1,0 +1,79 @@
+"""The figures report.json gives for models and runtimes, all from the one evaluator
+(:func:`edgekit.evaluate.evaluate`), the function ``edgekit eval`` calls.
+
+The teacher, the student between stages and the exported artifact on each stock runtime are scored on the test
+split: classifiers by accuracy (and agreement with the teacher), feature extractors by the mean cosine to the
+teacher's embeddings (and, for the baseline and the final model, the linear-probe accuracy). Under torchrun only
+rank 0 scores; the others get empty figures.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.evaluate import evaluate, predict
+
+from .training import current
+
+STOCK_RUNTIMES = ("torch", "onnxruntime", "openvino")
+
+
+def label_names(model, task: str) -> list[str] | None:
+    """A classifier's class names in class order (its ``id2label``); None for feature extraction."""
+    if task != "text-classification":
+        return None
+    from edgekit.models import hf_model_of
+
+    id2label = hf_model_of(model).config.id2label
+    return [id2label[i] for i in sorted(id2label)]
+
+
+def report_fields(res: dict) -> dict:
+    """An evaluator result as report.json names its figures."""
+    if res["task"] == "text-classification":
+        out = {"accuracy": res["value"]}
+        if "agreement" in res:
+            out["agreement_with_teacher"] = res["agreement"]
+        return out
+    out = {}
+    if "embedding_cosine" in res:
+        out["embedding_cosine"] = res["embedding_cosine"]
+    if res["metric"] == "linear_probe_accuracy":
+        out["accuracy"] = res["value"]
+    return out
+
+
+def score_model(model, tok, task: str, data: str, max_length: int, reference: np.ndarray | None = None,
+                probe: bool = False) -> tuple[dict, np.ndarray | None]:
+    """(report figures, test-split outputs) of a torch task model of this process; ``reference``: the teacher's
+    outputs on the test split; ``probe``: add a feature extractor's linear-probe accuracy."""
+    from edgekit.runtimes.torch_backend import ModuleSession
+
+    if not current().is_main:  # under torchrun only rank 0 evaluates
+        return {}, None
+    session = ModuleSession(model, task)
+    out = predict(session, tok, data, "test", max_length=max_length, progress=False)
+    if task == "feature-extraction" and not probe and reference is None:
+        return {}, out
+    res = evaluate(session, tok, data, max_length=max_length, labels=label_names(model, task), progress=False,
+                   reference_outputs=reference, probe=probe, outputs=out)
+    return report_fields(res), out
+
+
+def score_student(run, probe: bool = False) -> dict:
+    """The student's figures now, against the teacher's outputs."""
+    return score_model(run.student, run.tok, run.task, run.data, run.recipe.max_length, run.teacher_out, probe)[0]
+
+
+def score_runtimes(art, tok, data: str, teacher_out: np.ndarray | None) -> dict:
+    """{runtime: {"accuracy" | "embedding_cosine", "precision"}} of the exported artifact on each stock runtime,
+    as ``edgekit eval`` computes them (feature extraction: the cosine to the teacher's embeddings)."""
+    from edgekit.runtimes import load
+
+    classifier = art.manifest.task == "text-classification"
+    scores = {}
+    for rt in STOCK_RUNTIMES:
+        s = load(art, rt)
+        res = evaluate(s, tok, data, labels=art.manifest.labels, progress=False,
+                       reference_outputs=None if classifier else teacher_out, probe=False)
+        scores[rt] = {"accuracy" if classifier else "embedding_cosine": res["value"], "precision": s.precision}
+    return scores

@@ -1,0 +1,145 @@
+"""The quantize stage: its config and its handler.
+
+int8 as :mod:`edgekit.formats.int8` defines it: fake-quant modules at every encoder Linear
+(:mod:`edgekit.formats.fake_quant`), activation ranges calibrated on training text, optionally a sensitivity
+pass that keeps the costliest Linears fp32 (:mod:`edgekit.compress.sensitivity`), then QAT under the recipe's
+distillation objective.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, field_validator
+
+from edgekit.arch.base import LINEAR_KINDS
+from edgekit.errors import InputError
+
+from .base import StageConfig, register
+
+if TYPE_CHECKING:
+    from ..training import Run
+
+
+class QuantizeConfig(StageConfig):
+    """edgekit's int8 scheme: u8 per-tensor asymmetric activations at every encoder Linear input,
+    s8 per-output-channel symmetric weights, int32 accumulation."""
+
+    type: Literal["quantize"] = "quantize"
+    calibration: Literal["minmax", "percentile"] = "minmax"
+    percentile: float = Field(99.99, gt=90.0, le=100.0)
+    calibration_samples: int = Field(128, ge=1)
+    qat_steps: int = Field(60, ge=0, description="quantization-aware training steps (0 = PTQ only)")
+    lr: float = Field(2e-5, gt=0.0)
+    fp32_layers: list[str] = Field(default_factory=list, description="native names kept fp32, e.g. layers.5.ffn_out")
+    accuracy_budget: float | None = Field(None, ge=0.0, description="sensitivity pass: metric points (accuracy x 100, or "
+                                                                    "embedding cosine to the teacher x 100) int8 may lose "
+                                                                    "on the validation split before Linears are kept fp32; "
+                                                                    "None = off")
+    sensitivity_samples: int = Field(128, ge=1, description="validation examples the sensitivity pass evaluates on")
+    weight_bits: Literal[7, 8, "auto"] = Field("auto", description="8: weights in [-127, 127]; 7: in [-63, 63] "
+                                                                  "(exact with vpmaddubsw on AVX2 CPUs without "
+                                                                  "VNNI; ONNX Runtime's reduce_range); auto: 7 when "
+                                                                  "the kernels' active ISA is avx2, else 8")
+
+    @field_validator("fp32_layers")
+    @classmethod
+    def _native_names(cls, v):
+        for name in v:
+            parts = name.split(".")
+            if len(parts) != 3 or parts[0] != "layers" or not parts[1].isdigit() or parts[2] not in LINEAR_KINDS:
+                raise ValueError(f"{name!r} is not a native Linear name layers.<i>.<{'|'.join(LINEAR_KINDS)}>")
+        return v
+
+
+def resolve_weight_bits(setting: int | str) -> int:
+    """The weight bits a quantize stage uses: ``weight_bits`` itself, or for ``"auto"`` 7 when edgekit's
+    kernels run their AVX2 path (no AVX-512): its fast int8 kernels use ``vpmaddubsw``, whose int16 pair sums
+    are exact only for |q_w| <= 64. On AVX-512 (VNNI or not) 7 bits buy no speed, so auto is 8 there. The ISA
+    is the one the kernels run (``EDGEKIT_ISA`` can force a lower one); without built kernels, /proc/cpuinfo.
+    On an AVX2 host the default recipe scored the same with 7 and 8 bits."""
+    if setting != "auto":
+        return int(setting)
+    return 7 if _avx2_kernels() else 8
+
+
+def _avx2_kernels() -> bool:
+    from edgekit.info import cpu_info, kernels_isa
+
+    isa = kernels_isa()  # ref | avx2 | avx512 | avx512_vnni, None when the kernels are not built
+    if isa is not None:
+        return isa == "avx2"
+    flags = cpu_info()["isa"]
+    return bool(flags.get("avx2")) and not flags.get("avx512bw")
+
+
+@register(QuantizeConfig)
+def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
+    from edgekit.arch import encoder_linears
+    from edgekit.data import calibration_texts
+    from edgekit.evaluate import run_batched
+    from edgekit.formats import fake_quant as FQ
+    from edgekit.runtimes.torch_backend import ModuleSession
+
+    from .. import training
+    from ..scoring import score_student
+
+    linears = encoder_linears(run.student)
+    missing = [n for n in cfg.fp32_layers if n not in linears]
+    if missing:
+        raise InputError(f"quantize.fp32_layers: {', '.join(missing)} not in this model (layers 0.."
+                         f"{max(int(n.split('.')[1]) for n in linears)})")
+    resumed = run.resumed("qat")
+    # "auto" depends on the CPU: a resumed run keeps the bits it trained with, and under torchrun rank 0 decides
+    bits = (resumed.get("weight_bits") if resumed else None) or resolve_weight_bits(cfg.weight_bits)
+    run.weight_bits = bits = training.broadcast(bits, run.dist) if run.dist.active else bits
+    run.fq = FQ.insert_fake_quant(run.student, skip=tuple(cfg.fp32_layers), weight_bits=bits)
+    out = {"calibration": cfg.calibration, "samples": cfg.calibration_samples, "weight_bits": bits}
+    if resumed:
+        saved = resumed["qparams"]
+        chosen = [n for n in run.fq if n not in saved]  # by the sensitivity pass before the stop
+        _keep_fp32(run, chosen)
+        if cfg.accuracy_budget is not None:  # its measurements are not in the checkpoint
+            out["sensitivity"] = {"keep_fp32": chosen, "resumed": True}
+        for n, (s, z) in saved.items():
+            run.fq[n].set_qparams(s, z)
+            run.fq[n].mode = "quant"
+    else:
+        texts = calibration_texts(cfg.calibration_samples, run.data, run.recipe.seed)
+        run_batched(ModuleSession(run.student, run.task), run.tok, texts, batch=16, max_length=run.recipe.max_length,
+                    progress=False)  # the fake-quant modules observe their inputs
+        FQ.finish_calibration(run.fq, cfg.calibration, cfg.percentile)
+        if cfg.accuracy_budget is not None:
+            out["sensitivity"] = _sensitivity(run, cfg)
+            _keep_fp32(run, out["sensitivity"]["keep_fp32"])
+    out["fp32_layers"] = sorted(n for n in linears if n not in run.fq)
+    steps = run.steps(cfg.qat_steps)
+    if steps > 0:
+        out["ptq"] = score_student(run)
+        start = resumed["step"] if resumed else 0
+        run.train(steps, cfg.lr, "qat", None, start)
+    out["qat_steps"] = steps
+    return out
+
+
+def _sensitivity(run: "Run", cfg: QuantizeConfig) -> dict:
+    """The sensitivity pass (:mod:`edgekit.compress.sensitivity`) on rank 0; every rank adopts its choice."""
+    from .. import sensitivity as S
+    from .. import training
+
+    dist = getattr(run, "dist", None)
+    rec = None
+    if dist is None or dist.is_main:
+        probe = S.ValidationProbe(run.student, run.teacher, run.tok, run.task, run.data, run.recipe.max_length,
+                                  cfg.sensitivity_samples)
+        rec = S.sensitivity_pass(run.fq, probe, cfg.accuracy_budget)
+    if dist is not None and dist.active:
+        rec = training.broadcast(rec, dist)
+    return rec
+
+
+def _keep_fp32(run: "Run", names) -> None:
+    from edgekit.formats import fake_quant as FQ
+
+    FQ.remove_fake_quant(run.student, only=set(names))
+    for n in names:
+        del run.fq[n]

@@ -1,0 +1,372 @@
+"""How the student trains: one loop for every stage, checkpoints, and data parallelism under ``torchrun``.
+
+:class:`Run` holds what the stage handlers share (teacher, student, tokenised training windows, the
+distillation objective, masks and fake-quant modules) and trains the student with :meth:`Run.train`.
+Checkpoints (safetensors + JSON, never pickles) go to ``OUT.ckpt/`` every ``checkpoint_every`` steps and after
+each stage; ``resume=True`` continues from the last one.
+
+Data-parallel training (DistributedDataParallel, gloo on CPU):
+
+``torchrun --nproc_per_node N -m edgekit compress ...`` starts N copies of the same command; each sees
+``WORLD_SIZE=N`` and its ``RANK``. :func:`setup` joins them into one gloo process group, and the
+training loop (``Run.train``) then runs the student's loss through :func:`wrap` (DDP), which averages
+the gradients over the ranks during backward. Without torchrun (``WORLD_SIZE`` unset or 1) every
+helper here is a no-op and nothing in the pipeline changes.
+
+The rules that make N processes compute the single-process update for the same recipe:
+
+- ``recipe.batch`` is the GLOBAL batch. Every rank draws the same global batch from the same seeded
+  generator and keeps its own contiguous shard (:func:`shard`), so the batch must divide by N.
+- DDP averages the shard gradients. For per-example means (logits KL, cross-entropy, embedding
+  cosine) the mean of N equal-sized shard means is the global mean. The token means (hidden-state
+  MSE, attention relations) divide by the number of real tokens, which differs between shards, so
+  each rank passes ``tokens = global real tokens / N`` as their denominator (``Distiller.loss``):
+  the average over ranks is then exactly the global-batch token mean.
+- Everything derived from synced weights or gradients (magnitude or movement masks, clipping, AdamW)
+  is then identical on every rank; :func:`check_identical` verifies it instead of trusting it.
+  Decisions that are not derived from them (activation qparams, hardware-aware allocations that
+  come from timings) are taken from rank 0 (:func:`broadcast`).
+- Only rank 0 evaluates, writes checkpoints, the artifact and the report; the others return None.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgekit.data import load_dataset, tokenize_windows
+from edgekit.errors import InputError
+
+from .distill import Distiller
+
+# Rank 0 evaluates and exports while the others wait in a collective; give it room before gloo's
+# timeout turns a long export into a failure (a crashed rank is torn down by torchrun anyway).
+TIMEOUT = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the group; ``Dist()`` is the single-process case."""
+
+    rank: int = 0
+    world: int = 1
+    owned: bool = False  # this module created the group, so it destroys it
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_world() -> int:
+    """WORLD_SIZE as torchrun set it (1 when not launched by torchrun)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise InputError(f"WORLD_SIZE must be an integer, got {os.environ['WORLD_SIZE']!r}") from None
+
+
+def current() -> Dist:
+    """The group already joined (by :func:`setup` or by the caller), else the single-process Dist."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return Dist(dist.get_rank(), dist.get_world_size())
+    return Dist()
+
+
+def setup() -> Dist:
+    """Join the torchrun group (gloo) when ``WORLD_SIZE > 1``; otherwise a no-op.
+
+    >>> d = setup()            # under torchrun --nproc_per_node 2: Dist(rank=0|1, world=2, owned=True)
+    >>> close(d)
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return current()
+    if launched_world() <= 1:
+        return Dist()
+    if not (dist.is_available() and dist.is_gloo_available()):
+        raise InputError("WORLD_SIZE > 1 but this torch build has no gloo backend for data-parallel training")
+    dist.init_process_group("gloo", timeout=TIMEOUT)
+    return Dist(dist.get_rank(), dist.get_world_size(), owned=True)
+
+
+def close(d: Dist) -> None:
+    """Destroy the group if :func:`setup` created it."""
+    import torch.distributed as dist
+
+    if d.owned and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    if d.active:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def check_batch(batch: int, d: Dist) -> None:
+    if d.active and batch % d.world:
+        raise InputError(f"recipe batch {batch} is the global batch and must divide by the number of processes "
+                         f"({d.world}); use a batch that is a multiple of {d.world} or another --nproc_per_node")
+
+
+def shard(global_batch: tuple[torch.Tensor, ...], d: Dist) -> tuple[torch.Tensor, ...]:
+    """This rank's contiguous slice of every tensor of the global batch (dim 0)."""
+    if not d.active:
+        return global_batch
+    n = global_batch[0].shape[0] // d.world
+    return tuple(t[d.rank * n : (d.rank + 1) * n] for t in global_batch)
+
+
+def broadcast(obj, d: Dist):
+    """Rank 0's ``obj`` on every rank (any picklable value)."""
+    if not d.active:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def fingerprint(named: dict) -> str:
+    """sha256 over names and exact bytes (tensors) or reprs (anything else), in name order."""
+    h = hashlib.sha256()
+    for k in sorted(named):
+        h.update(str(k).encode())
+        v = named[k]
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(v).encode())
+    return h.hexdigest()
+
+
+def check_identical(named: dict, what: str, d: Dist) -> None:
+    """Raise if ``named`` (tensors or plain values) is not bit-identical on every rank."""
+    if not d.active:
+        return
+    import torch.distributed as dist
+
+    digests: list[str | None] = [None] * d.world
+    dist.all_gather_object(digests, fingerprint(named))
+    if len(set(digests)) > 1:
+        differ = [r for r, x in enumerate(digests) if x != digests[0]]
+        raise RuntimeError(f"{what} differ between rank 0 and rank(s) {differ}: data-parallel training lost sync")
+
+
+class _StudentLoss(nn.Module):
+    """The distillation loss as one module whose only submodule is the student.
+
+    ``forward_all`` calls the Hugging Face model inside the task wrapper directly (with hooks), so a
+    DDP wrapper around the student itself would never see a forward. Wrapping this module instead
+    puts the whole student forward inside ``DDP.forward``; the teacher is a plain attribute of the
+    Distiller, not a submodule, so DDP neither broadcasts nor syncs it."""
+
+    def __init__(self, distiller):
+        super().__init__()
+        self.student = distiller.student
+        self.distiller = distiller
+
+    def forward(self, ids, mask, labels, tokens):
+        return self.distiller.loss(ids, mask, labels, tokens=tokens)
+
+
+def wrap(distiller, d: Dist) -> nn.Module:
+    """A DDP module computing ``(loss, parts)`` of the distiller for this rank's shard.
+
+    Built once per training stage: DDP registers its gradient hooks on the parameters it sees at
+    construction (QAT swaps Linears for FakeQuantLinears, keeping the same weights) and broadcasts
+    rank 0's parameters and buffers, so every rank starts the stage from the same student.
+    ``static_graph``: the same parameters take part in every step of a stage, but not all of them (a
+    feature-extraction student's pooler is in no loss); DDP learns which from the first step instead
+    of searching the autograd graph every step. The buffers (position ids) never change, so they are
+    not re-broadcast before every forward."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(_StudentLoss(distiller), static_graph=True, forward_sync_buffers=False)
+
+
+# --------------------------------------------------------------------------------------------- training
+def replace_tokens(ids: torch.Tensor, text: torch.Tensor, pool: torch.Tensor, fraction: float,
+                   gen: torch.Generator) -> torch.Tensor:
+    """A copy of ``ids`` with each text token (``text`` True) replaced, with probability ``fraction``, by a token
+    drawn uniformly from ``pool`` (the training text's tokens, so by their frequency). Padding and special tokens
+    stay. Draws from ``gen`` only, so a run stays seeded and resumable."""
+    pick = (torch.rand(ids.shape, generator=gen) < fraction) & text
+    out = ids.clone()
+    out[pick] = pool[torch.randint(len(pool), (int(pick.sum()),), generator=gen)]
+    return out
+
+
+class Run:
+    """Everything the stage handlers share. ``objective``: the distillation losses every training stage
+    minimises (:func:`edgekit.compress.stages.distill.objective`)."""
+
+    def __init__(self, recipe, objective, teacher, student, tok, task: str, data: str, max_steps: int | None,
+                 ckpt: Path, progress: bool):
+        self.dist = current()  # rank and world size under torchrun; Dist() alone
+        check_batch(recipe.batch, self.dist)
+        self.recipe, self.teacher, self.student, self.tok, self.task = recipe, teacher, student, tok, task
+        self.data, self.max_steps, self.ckpt, self.progress = data, max_steps, ckpt, progress
+        train = load_dataset(data, "train")
+        feeds, source = tokenize_windows(tok, train.texts, recipe.max_length, recipe.train_windows)
+        self.ids, self.mask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
+        self.labels = torch.tensor(train.labels)[torch.from_numpy(source)]  # a window keeps its article's label
+        # text tokens (not padding, not [CLS] / [SEP] / other specials): what augment_tokens replaces and draws from
+        self.text = self.pool = None
+        if recipe.augment_tokens > 0:
+            self.text = (self.mask > 0) & ~torch.isin(self.ids, torch.tensor(sorted(set(tok.all_special_ids))))
+            self.pool = self.ids[self.text]
+        self.gen = torch.Generator().manual_seed(recipe.seed)
+        self.order: list[int] = []
+        self.global_step = 0
+        self.pruner = None  # edgekit.compress.prune.Pruner, set by the prune stage
+        self.fq: dict = {}  # name -> FakeQuantLinear, set by the quantize stage
+        self.weight_bits: int | None = None  # resolved by the quantize stage
+        self.stage_reports: list[dict] = []
+        self.resume_state: dict | None = None
+        self.teacher_out = None  # the teacher's test outputs: the reference of every score (rank 0 only)
+        self.distiller = Distiller(teacher, student, objective, task)
+        if self.dist.active:
+            # dropout: each shard draws its own masks, as the rows of one batch do in a single process
+            torch.manual_seed(recipe.seed + self.dist.rank)
+
+    def resumed(self, desc: str) -> dict | None:
+        """The checkpoint state when the run resumes inside training ``desc`` (``prune``, ``qat``), else None."""
+        st = self.resume_state
+        return st if st and st["stage"] == desc else None
+
+    def batch(self):
+        """The next GLOBAL batch (the same on every rank; ``train`` shards it under torchrun)."""
+        if len(self.order) < self.recipe.batch:
+            self.order += torch.randperm(len(self.labels), generator=self.gen).tolist()
+        idx = torch.tensor(self.order[: self.recipe.batch])
+        del self.order[: self.recipe.batch]
+        ids = self.ids[idx]
+        if self.pool is not None:
+            ids = replace_tokens(ids, self.text[idx], self.pool, self.recipe.augment_tokens, self.gen)
+        return ids, self.mask[idx], self.labels[idx]
+
+    def steps(self, n: int) -> int:
+        return n if self.max_steps is None else min(n, self.max_steps)
+
+    def train(self, steps: int, lr: float, desc: str, on_step: Callable[[int], None] | None = None,
+              start: int = 0) -> None:
+        """``steps`` optimiser steps on the distillation loss. Under torchrun each rank computes the loss
+        of its shard of the global batch through DDP, which averages the gradients during backward
+        (the module doc says why that equals the single-process update)."""
+        from tqdm.auto import tqdm
+
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.05, 1 - s / max(steps, 1)))
+        self.student.train()
+        ddp = self._data_parallel() if self.dist.active else None
+        checked = dict(self.pruner.masks) if self.pruner else {}
+        with tqdm(total=steps, initial=start, desc=desc, disable=not self.progress, unit="step") as bar:
+            for step in range(start, steps):
+                if on_step:
+                    on_step(step)
+                    checked = self._check_masks(checked)
+                ids, mask, labels = self.batch()
+                self.distiller.step = self.global_step
+                if ddp is None:
+                    loss, parts = self.distiller.loss(ids, mask, labels)
+                else:
+                    tokens = float(mask.sum()) / self.dist.world
+                    loss, parts = ddp(*shard((ids, mask, labels), self.dist), tokens)
+                loss.backward()
+                if self.pruner:
+                    self.pruner.accumulate()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                if self.pruner:
+                    self.pruner.apply()
+                self.global_step += 1
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.update()
+                if (step + 1) % self.recipe.checkpoint_every == 0 and step + 1 < steps:
+                    self.save_checkpoint(desc, step + 1)
+        if ddp is not None:
+            check_identical(self.synced_state(), f"student after {desc}", self.dist)
+        self.student.eval()
+
+    # ---- data parallel (torchrun): rank 0 decides what is not derived from the synced weights
+    def _data_parallel(self):
+        if self.fq:  # every rank calibrated on the same texts; adopt rank 0's so they cannot drift
+            qp = broadcast({n: (m.x_scale, m.x_zp) for n, m in self.fq.items()}, self.dist)
+            for n, (s, z) in qp.items():
+                self.fq[n].set_qparams(s, z)
+        if self.pruner:  # hardware-aware allocations come from per-rank timings
+            self.pruner.allocation = broadcast(self.pruner.allocation, self.dist)
+        return wrap(self.distiller, self.dist)
+
+    def _check_masks(self, checked: dict) -> dict:
+        """Verify masks that changed since ``checked`` are identical on every rank."""
+        if not (self.dist.active and self.pruner):
+            return checked
+        if any(m is not checked.get(n) for n, m in self.pruner.masks.items()):
+            check_identical(self.pruner.masks, "pruning masks", self.dist)
+            checked = dict(self.pruner.masks)
+        return checked
+
+    def synced_state(self) -> dict:
+        """What must be bit-identical on every rank: weights, masks and activation qparams."""
+        state = {f"weight.{k}": v for k, v in self.student.state_dict().items()}
+        state.update({f"mask.{n}": m for n, m in (self.pruner.masks if self.pruner else {}).items()})
+        state.update({f"qparams.{n}": (m.x_scale, m.x_zp) for n, m in self.fq.items()})
+        return state
+
+    # ---- checkpoints: safetensors for tensors, JSON for the rest
+    def save_checkpoint(self, stage: str, step: int) -> None:
+        from safetensors.torch import save_file
+
+        if not self.dist.is_main:  # every rank holds the same state; one writes it
+            return
+        tmp = self.ckpt.with_name(self.ckpt.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        state = {k: v.detach().clone().contiguous() for k, v in self.student.state_dict().items()}
+        if self.pruner:
+            state.update({f"__mask__.{n}": m.contiguous() for n, m in self.pruner.masks.items()})
+        save_file(state, str(tmp / "student.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({
+            "stage": stage, "step": step, "global_step": self.global_step, "order": self.order,
+            "gen": self.gen.get_state().tolist(), "stage_reports": self.stage_reports,
+            "qparams": {n: [m.x_scale, m.x_zp] for n, m in self.fq.items()}, "weight_bits": self.weight_bits}))
+        shutil.rmtree(self.ckpt, ignore_errors=True)
+        tmp.rename(self.ckpt)
+
+    def load_checkpoint(self) -> dict | None:
+        from safetensors.torch import load_file
+
+        if not (self.ckpt / "state.json").is_file():
+            return None
+        st = json.loads((self.ckpt / "state.json").read_text())
+        tensors = load_file(str(self.ckpt / "student.safetensors"))
+        masks = {k[len("__mask__."):]: v for k, v in tensors.items() if k.startswith("__mask__.")}
+        self.student.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("__mask__.")}, strict=False)
+        self.order, self.global_step, self.stage_reports = st["order"], st["global_step"], st["stage_reports"]
+        self.gen.set_state(torch.tensor(st["gen"], dtype=torch.uint8))
+        st["masks"] = masks
+        return st
