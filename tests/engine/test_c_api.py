@@ -99,3 +99,24 @@ def test_c_example_refuses_missing_folder_and_bad_ids(quick_fe_artifact, run_art
 def test_c_example_refuses_artifact_without_native(tiny_artifact, run_artifact):
     r = _run(run_artifact, tiny_artifact.root, IDS)
     assert r.returncode == 2 and "no 'native' format" in _err_line(r)
+
+
+def test_own_sha256_matches_hashlib(tmp_path):
+    """The C API's SHA-256 (kernels/engine/c_api_util.cpp) at every padding edge: lengths 0..130 cover the tail
+    fitting one final block or spilling into two (55/56 bytes, 63/64/65), plus a long random input."""
+    import hashlib
+
+    if shutil.which("g++") is None:
+        pytest.skip("no C++ compiler (g++)")
+    driver = tmp_path / "sha.cpp"
+    driver.write_text('#include <cstdio>\n#include <vector>\n#include "c_api_util.h"\n'
+                      "int main() { std::vector<unsigned char> b; int c; while ((c = getchar()) != EOF) b.push_back(c);"
+                      " std::puts(ek::capi::sha256_hex(b.data(), b.size()).c_str()); }\n")
+    exe = tmp_path / "sha"
+    subprocess.run(["g++", "-O1", "-std=c++17", f"-I{ROOT / 'kernels/engine'}", str(driver),
+                    str(ROOT / "kernels/engine/c_api_util.cpp"), "-o", str(exe)], check=True, timeout=300)
+    rng = np.random.default_rng(0)
+    for n in [*range(131), 1000, 1 << 20]:
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        got = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout.decode().strip()
+        assert got == hashlib.sha256(data).hexdigest(), n
