@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 KERNEL_SOURCES := $(shell find kernels -type f \( -name '*.cpp' -o -name '*.c' -o -name '*.h' -o -name '*.hpp' -o -name '*.inc' -o -name '*.map' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt
 DEMO_DIR ?= out/demo
 
-.PHONY: .venv demo test test-all sanitize bench-kernels clean
+.PHONY: .venv demo test test-all sanitize bench-kernels c-example clean
 
 # One set-up target; a no-op once done. torch==2.13.0 (CPU build) goes in FIRST so that no other
 # package can make pip resolve a different (CUDA) torch.
@@ -61,6 +61,14 @@ sanitize: .venv
 
 bench-kernels: .venv
 	$(PY) bench/kernels.py --quick --json out/kernels.jsonl
+
+# The C API's example (kernels/examples/run_artifact.c) against the libedgekit.so the set-up built (found next to
+# edgekit._engine; linked with an RPATH to it).
+c-example: .venv
+	@mkdir -p build/c-example
+	lib=$$($(PY) -c "import importlib.util as u, os; print(os.path.dirname(u.find_spec('edgekit._engine').origin))") && \
+	$(CC) -O2 -Wall -Wextra -std=c11 -Ikernels/include kernels/examples/run_artifact.c -o build/c-example/run_artifact \
+	  -L"$$lib" -ledgekit -Wl,-rpath,"$$lib"
 
 clean:
 	rm -rf build out .venv

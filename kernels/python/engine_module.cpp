@@ -1,12 +1,13 @@
 // edgekit._engine: the native engine (kernels/engine/encoder.h in libedgekit.so) for Python. Reads the config
 // dict and the tensors dict of a native model, checks the arrays it is given, and releases the GIL while a
-// forward runs.
+// run executes; runs of one Encoder take turns (a per-encoder lock), runs of different ones overlap.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,14 @@ using ek::engine::DType;
 using ek::engine::Encoder;
 
 namespace {
+// An Encoder keeps a run's input and activations from set_input to the end of forward, so two Python threads
+// running one session at once would overwrite each other's (and its buffers): each Encoder gets a lock, taken
+// with the GIL released (a thread holding the GIL never waits for it).
+struct LockedEncoder : Encoder {
+  using Encoder::Encoder;
+  std::mutex run_mu;
+};
+
 [[noreturn]] void bad(const std::string& m) { throw py::value_error(m); }
 
 DType dtype_of(const py::array& a) {
@@ -43,7 +52,7 @@ ek::engine::EncoderConfig read_config(const py::dict& cfg) {
   return c;
 }
 
-std::unique_ptr<Encoder> make_encoder(const py::dict& cfg, const py::dict& tensors, int threads,
+std::unique_ptr<LockedEncoder> make_encoder(const py::dict& cfg, const py::dict& tensors, int threads,
                                       const std::string& attention) {
   Encoder::check_options(threads, attention);
   const ek::engine::EncoderConfig c = read_config(cfg);
@@ -64,20 +73,24 @@ std::unique_ptr<Encoder> make_encoder(const py::dict& cfg, const py::dict& tenso
     }
     return true;
   };
-  return std::make_unique<Encoder>(c, lookup, threads, attention);
+  return std::make_unique<LockedEncoder>(c, lookup, threads, attention);
 }
 
-py::array_t<float> run(Encoder& e, py::array_t<int64_t, py::array::c_style> ids,
+py::array_t<float> run(LockedEncoder& e, py::array_t<int64_t, py::array::c_style> ids,
                        py::array_t<int64_t, py::array::c_style> mask, py::object profile) {
   if (ids.ndim() != 2 || mask.ndim() != 2 || ids.shape(0) != mask.shape(0) || ids.shape(1) != mask.shape(1))
     bad("input_ids and attention_mask must both be [batch, seq]");
   const int64_t B = ids.shape(0), S = ids.shape(1);
-  e.set_input(ids.data(), mask.data(), B, S);
   py::array_t<float> out({B, e.out_width()});
   ek::engine::Profile prof;
+  const int64_t* id = ids.data();  // ids, mask and out stay alive (held by this frame) while the GIL is released
+  const int64_t* mk = mask.data();
+  float* dst = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    e.forward(out.mutable_data(), profile.is_none() ? nullptr : &prof);
+    std::lock_guard<std::mutex> lock(e.run_mu);
+    e.set_input(id, mk, B, S);  // std::invalid_argument (bad ids or mask) -> ValueError, with the GIL back
+    e.forward(dst, profile.is_none() ? nullptr : &prof);
   }
   if (!profile.is_none()) {
     py::dict d = profile.cast<py::dict>();
@@ -106,7 +119,7 @@ py::array_t<float> attention_head(py::array_t<float, py::array::c_style | py::ar
 
 PYBIND11_MODULE(_engine, m) {
   m.doc() = "edgekit native engine: BERT encoders on edgekit's int8 / 4x1-sparse kernels";
-  py::class_<Encoder>(m, "Encoder")
+  py::class_<LockedEncoder>(m, "Encoder")
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"), py::arg("threads"),
            py::arg("attention") = "fp32")
       .def_property_readonly("attention", &Encoder::attention)

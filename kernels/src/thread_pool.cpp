@@ -28,6 +28,7 @@ class Pool {
     if (n < 1) n = 1;
     if (n == nthreads_) return;
     std::lock_guard<std::mutex> serial(run_mu_);
+    if (n == nthreads_) return;  // another caller resized to n while this one waited
     stop();
     nthreads_ = n;
     quit_.store(false);
@@ -115,7 +116,10 @@ class Pool {
   std::atomic<int> pending_{0};
   std::atomic<uint64_t> gen_{0};
   std::atomic<bool> quit_{false};
-  int sleepers_ = 0, nthreads_ = 0;
+  int sleepers_ = 0;
+  // Atomic: run()'s one-thread shortcut reads it without run_mu_ while another caller (an encoder with another
+  // thread count) may be resizing; inside run_mu_ it cannot change.
+  std::atomic<int> nthreads_{0};
 };
 
 Pool& pool() {
