@@ -129,6 +129,19 @@ def check_compress_output(out_dir, resume: bool = False, overwrite: bool = False
     return out
 
 
+def _check_architecture(folder: Path) -> None:
+    """Refuse a model family compress cannot handle from its config.json, before any weights load."""
+    import json
+
+    from edgekit.arch import check_model_type
+
+    try:
+        model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return  # loading the model names what is wrong with the folder
+    check_model_type(model_type)
+
+
 def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
              resume: bool = False, print_recipe: bool = False, overwrite: bool = False,
              progress: bool = True) -> dict | None:
@@ -162,6 +175,7 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
     ref = resolve(model)  # may build a zoo model on first use (it says so)
     if ref.kind != "hf":
         raise InputError(f"{model} is an artifact; compress takes a zoo name or a Hugging Face model folder")
+    _check_architecture(ref.path)
     ckpt = checkpoint_dir(out_dir)
     if overwrite and not resume and ckpt.exists():
         say(f"--overwrite: discarding the checkpoint in {ckpt}", progress)

@@ -38,12 +38,18 @@ def _hf(model):
     return hf_model_of(model)
 
 
+def check_model_type(model_type: str | None) -> None:
+    """One line naming the supported families if ``model_type`` (a Hugging Face ``config.model_type``) has
+    no adapter; lets a command refuse a model from its config.json before loading any weights."""
+    if model_type not in ADAPTERS:
+        raise InputError(f"unsupported architecture {model_type!r}; supported: {', '.join(supported())}")
+
+
 def adapter_for(model) -> Adapter:
     """The adapter for a model (task wrapper or Hugging Face model); one line naming the supported ones if none."""
     hf = _hf(model)
     model_type = getattr(getattr(hf, "config", None), "model_type", None)
-    if model_type not in ADAPTERS:
-        raise InputError(f"unsupported architecture {model_type!r}; supported: {', '.join(supported())}")
+    check_model_type(model_type)
     return ADAPTERS[model_type]
 
 
