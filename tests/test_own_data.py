@@ -53,8 +53,11 @@ def classifier(tmp_path_factory):
 @pytest.fixture(scope="module")
 def compressed(tmp_path_factory, tickets, classifier):
     out = tmp_path_factory.mktemp("c") / "out"
+    notes = tmp_path_factory.mktemp("notes") / "notes.txt"
+    notes.write_text("my parcel never arrived and the courier is late\n\nplease reset my locked account\n",
+                     encoding="utf-8")
     code = main(["compress", str(classifier), "--recipe", "quick", "--max-steps", "2", "--data", str(tickets),
-                 "--text-column", "body", "--label-column", "topic", "-o", str(out)])
+                 "--text-column", "body", "--label-column", "topic", "--distill-data", str(notes), "-o", str(out)])
     assert code == 0
     return out
 
@@ -63,6 +66,7 @@ def test_compress_on_a_csv_records_the_data_and_label_names(compressed, tickets)
     report = json.loads((compressed / "report.json").read_text())
     assert report["data"] == str(tickets)
     assert report["task"] == "text-classification"
+    assert report["distill_data"]["texts"] == 2
     manifest = json.loads((compressed / "manifest.json").read_text())
     assert manifest["labels"] == sorted(TOPICS)
     cfg = json.loads((compressed / "torch" / "config.json").read_text())
@@ -106,6 +110,8 @@ def test_bad_data_exits_2_with_one_line_before_any_output(tmp_path, tickets, cla
     # the model's head must fit the data: tiny-bert-cls has 5 classes, the tickets 3
     _fails_cleanly(["compress", "tiny-bert-cls", "--recipe", "quick", "-o", str(out), "--data", str(tickets),
                     "--text-column", "body", "--label-column", "topic"], out, capsys, "5 classes", "3")
+    _fails_cleanly(base + ["--data", str(tickets), "--text-column", "body", "--text-pair-column", "id",
+                           "--label-column", "topic"], out, capsys, "--text-pair-column")
     _fails_cleanly(base + ["--data", str(tickets), "--text-column", "body", "--label-column", "topic",
                            "--distill-data", str(tmp_path / "nothing.txt")], out, capsys, "nothing.txt")
     # eval refuses the same data before loading anything
@@ -124,3 +130,22 @@ def test_eval_feature_extraction_on_jsonl(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["task"] == "feature-extraction" and res["metric"] == "linear_probe_accuracy"
     assert res["n"] == 12 and res["data"] == str(path) and 0.0 <= res["value"] <= 1.0
+
+
+def test_eval_text_pairs(tmp_path, capsys, monkeypatch):
+    """Sentence pairs reach the model as pairs: a 5-class head on 5-class pair data."""
+    import edgekit.evaluate as E
+
+    seen = []
+    real = E.tokenize
+    monkeypatch.setattr(E, "tokenize", lambda tok, texts, **k: seen.append(k.get("pairs")) or real(tok, texts, **k))
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"q": f"question {i} about item {i % 7}", "a": f"answer {i} says {i % 3}", "y": i % 5} for i in range(50)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    capsys.readouterr()
+    code = main(["eval", "tiny-bert-cls", "--data", str(path), "--text-column", "q", "--text-pair-column", "a",
+                 "--label-column", "y", "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 10 and res["metric"] == "accuracy"
+    assert seen and all(p is not None and p[0].startswith("answer ") for p in seen)
