@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .artifact import Artifact, is_artifact, load_artifact
 from .errors import InputError
 from .paths import cache_dir
+
+if TYPE_CHECKING:
+    from edgekit.data import DataSpec
 
 RUNTIME_FORMAT = {"torch": "torch", "onnxruntime": "onnx", "openvino": "openvino", "native": "native"}
 
@@ -71,10 +74,21 @@ def check_formats(art: Artifact, runtimes: Sequence[str]) -> None:
         art.path(RUNTIME_FORMAT[rt.removesuffix("-fp32")])  # raises with what the artifact has and how to get more
 
 
-def evaluate(model, runtime: str = "torch", data: str = "bbc-news", reference: str | None = None,
+def check_data(data) -> "DataSpec":
+    """``data`` (a name, a path or a :class:`~edgekit.data.DataSpec`) as a DataSpec whose splits read cleanly:
+    called before any model loads or output is written, so bad data costs nothing (one InputError line)."""
+    from edgekit.data import as_spec, dataset_splits
+
+    spec = as_spec(data)
+    dataset_splits(spec)  # cached: the later reads of the same files are free
+    return spec
+
+
+def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | None = None,
              threads: int | None = None, precision: str | None = None, progress: bool = True,
              native_precision: str | None = None) -> dict:
-    """Accuracy (classifiers) or linear-probe accuracy (+ cosine vs ``reference``) on bbc-news test.
+    """Accuracy (classifiers) or linear-probe accuracy (+ cosine vs ``reference``) on the test split of
+    ``data``: ``bbc-news``, a path, or a :class:`~edgekit.data.DataSpec` naming the columns.
 
     ``precision`` is the OpenVINO hint (f32, bf16), ``native_precision`` the native engine's attention
     precision (fp32, bf16, int8), as in :func:`bench`; each applies to its own runtime only."""
@@ -82,6 +96,7 @@ def evaluate(model, runtime: str = "torch", data: str = "bbc-news", reference: s
     from edgekit.runtimes import load, load_tokenizer
 
     (runtime,) = parse_runtimes(runtime)
+    data = check_data(data)
     art = as_artifact(model, [runtime], progress=progress)
     check_formats(art, [runtime])
     hint = {"openvino": precision, "native": native_precision}.get(runtime)
@@ -142,9 +157,9 @@ def _check_architecture(folder: Path) -> None:
     check_model_type(model_type)
 
 
-def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
+def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None = None, seed: int = 0,
              resume: bool = False, print_recipe: bool = False, overwrite: bool = False,
-             progress: bool = True) -> dict | None:
+             progress: bool = True, distill_data=None) -> dict | None:
     """Run a compression recipe; writes an artifact folder with report.json. Returns the report (``{}`` after
     printing the recipe with ``print_recipe``; None on torchrun ranks other than 0);
     :func:`edgekit.compress.compress` does the work and returns the Artifact itself.
@@ -152,6 +167,10 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
     Refuses before any work (exit 2) when ``out_dir`` holds an artifact (``overwrite=True`` replaces it),
     is a non-empty folder that is not an artifact, or has a checkpoint of an interrupted run next to it
     (``OUT.ckpt``: ``resume=True`` continues it, ``overwrite=True`` starts over).
+
+    ``data``: ``bbc-news``, a path or a :class:`~edgekit.data.DataSpec`; it is read (and refused, if bad)
+    before the model loads. ``distill_data``: unlabelled text (a path or registered text source); today
+    it is checked and recorded in report.json, not yet trained on.
 
     >>> compress("tiny-bert-cls", "out/tiny", recipe="quick")["compressed"]["accuracy"]   # doctest: +SKIP
     """
@@ -170,19 +189,32 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
         raise InputError("compress needs an output folder (-o DIR)")
     check_compress_output(out_dir, resume=resume, overwrite=overwrite)
     rec = load_recipe(recipe)  # a bad recipe is refused now, not after the model is loaded
+    data = check_data(data)
+    if data.text_pair_column is not None:
+        raise InputError("compress trains on single texts for now; --text-pair-column works with eval only")
+    if distill_data is not None:
+        from edgekit.compress.pipeline import distill_texts
+
+        distill_texts(distill_data, data)  # refused now if unreadable
     from edgekit.zoo import resolve
 
     ref = resolve(model)  # may build a zoo model on first use (it says so)
     if ref.kind != "hf":
         raise InputError(f"{model} is an artifact; compress takes a zoo name or a Hugging Face model folder")
     _check_architecture(ref.path)
+    if ref.task == "text-classification":  # the head must fit the data: checked on the config, before loading
+        from transformers import AutoConfig
+
+        from edgekit.compress.pipeline import match_labels
+
+        match_labels(AutoConfig.from_pretrained(ref.path), ref.task, data)
     ckpt = checkpoint_dir(out_dir)
     if overwrite and not resume and ckpt.exists():
         say(f"--overwrite: discarding the checkpoint in {ckpt}", progress)
     stages = ", ".join(s.type for s in rec.stages)
     say(f"compressing {ref.name} ({ref.task}) with recipe {rec.name} ({stages}) on {data}"
         + (f", resuming from {ckpt} ({_checkpoint_summary(ckpt)})" if resume else ""), progress)
-    art = _compress(model, out_dir, recipe=recipe, data=data, max_steps=max_steps, seed=seed, resume=resume,
+    art = _compress(model, out_dir, recipe=recipe, data=data, distill_data=distill_data, max_steps=max_steps, seed=seed, resume=resume,
                     progress=progress)
     return read_report(art) if art is not None else None
 

@@ -34,6 +34,32 @@ MODEL_HELP = ("MODEL is a zoo name, a Hugging Face model folder, or an edgekit a
               "manifest.json).\n\n\b\nZoo:\n" + "\n".join(f"  {k:<15}{v}" for k, v in ZOO_HELP.items()))
 
 
+DATA_HELP = ("bbc-news (built in) or a path: a CSV/TSV, JSON Lines (.jsonl) or Parquet file, a folder written by "
+             "datasets.save_to_disk, a folder of split files (train.csv, test.csv, ...) or a folder of class "
+             "sub-folders holding .txt files. Data without its own splits is split 70/10/20, stratified and seeded.")
+
+
+def data_options(f):
+    """``--data``, ``--text-column``, ``--text-pair-column``, ``--label-column`` (compress and eval)."""
+    for opt in reversed([
+        click.option("--data", default="bbc-news", show_default=True, metavar="NAME|PATH", help=DATA_HELP),
+        click.option("--text-column", default="text", show_default=True, help="Column holding the text (tables)."),
+        click.option("--text-pair-column", default=None,
+                     help="Column holding the second text of sentence-pair data (eval only for now)."),
+        click.option("--label-column", default="label", show_default=True,
+                     help="Column holding the label: strings or integers (tables)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def data_spec(data: str, text_column: str, text_pair_column: str | None, label_column: str):
+    """One :class:`edgekit.data.DataSpec` from the data options (a bad combination is one InputError line)."""
+    from .data.spec import DataSpec
+
+    return DataSpec(data, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
+
+
 def _did_you_mean(value: str, choices) -> str:
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -133,6 +159,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Typical flow:
       edgekit compress minilm-l6-bbc -o out/bbc        # prune + distil + int8, with report.json
       edgekit eval out/bbc -r openvino                 # accuracy on bbc-news test
+      edgekit compress ./my-model --data tickets.csv --text-column body --label-column queue -o out/mine
       edgekit bench out/bbc -r native,openvino,onnxruntime,torch -b 1,8
     """
     if ctx.invoked_subcommand is None:  # bare `edgekit`: the help, not an error
@@ -173,15 +200,23 @@ def export(model: str, out: str, formats: tuple[str, ...], task: str | None) -> 
 @click.option("-o", "--output", "out", type=click.Path(file_okay=False), help="Artifact folder to write.")
 @click.option("--recipe", default=None, metavar="NAME|FILE.yaml",
               help="A built-in recipe (listed below; default fast-distilbert) or a YAML file.")
-@click.option("--data", default="bbc-news", show_default=True, help="Dataset for training, calibration and evaluation.")
+@data_options
+@click.option("--distill-data", default=None, metavar="PATH|SOURCE",
+              help="Unlabelled text for distillation and calibration: a .txt file or folder of them, a table "
+                   "(read with --text-column) or a registered text source. Read, checked and recorded in "
+                   "report.json; not yet trained on.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap training steps per stage (quick runs).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (runs are deterministic).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint (OUT.ckpt).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing artifact at -o and discard the checkpoint of an earlier run.")
 @click.option("--print-recipe", is_flag=True, help="Print the resolved recipe and exit.")
-def compress(model, out, recipe, data, max_steps, seed, resume, overwrite, print_recipe) -> None:
+def compress(model, out, recipe, data, text_column, text_pair_column, label_column, distill_data, max_steps, seed,
+             resume, overwrite, print_recipe) -> None:
     """Compress MODEL with a recipe (prune, distil, quantize); writes an artifact with report.json.
+
+    MODEL is fine-tuned on --data already (a classifier with one output per class of the data); the
+    data trains, calibrates and scores it, and its label names go into the artifact.
 
     The output is checked before any work: an existing artifact is replaced only with --overwrite, a
     non-empty folder that is not an artifact never. Checkpoints go to OUT.ckpt; after Ctrl-C the same
@@ -191,8 +226,9 @@ def compress(model, out, recipe, data, max_steps, seed, resume, overwrite, print
     if not out and not print_recipe:
         raise InputError("compress needs -o/--output DIR (or --print-recipe)")
     try:
-        report = api.compress(model, out, recipe=recipe, data=data, max_steps=max_steps, seed=seed, resume=resume,
-                              print_recipe=print_recipe, overwrite=overwrite)
+        spec = data_spec(data, text_column, text_pair_column, label_column)
+        report = api.compress(model, out, recipe=recipe, data=spec, distill_data=distill_data, max_steps=max_steps,
+                              seed=seed, resume=resume, print_recipe=print_recipe, overwrite=overwrite)
     except KeyboardInterrupt:
         ckpt = api.checkpoint_dir(out)
         if (ckpt / "state.json").is_file():
@@ -205,10 +241,10 @@ def compress(model, out, recipe, data, max_steps, seed, resume, overwrite, print
         click.echo(f"wrote {out} (report.json, report.md, report.png)")
 
 
-@cli.command(name="eval", short_help="Accuracy of MODEL on a runtime (bbc-news test).", epilog=MODEL_HELP)
+@cli.command(name="eval", short_help="Accuracy of MODEL on a runtime (test split of --data).", epilog=MODEL_HELP)
 @click.argument("model")
 @click.option("-r", "--runtime", type=Choice(RUNTIMES, "runtime"), default="torch", show_default=True, help="Runtime to run on.")
-@click.option("--data", default="bbc-news", show_default=True, help="Dataset (test split).")
+@data_options
 @click.option("--reference", default=None, metavar="MODEL",
               help="MODEL to compare embeddings with (mean cosine on the test split).")
 @click.option("-t", "--threads", type=click.IntRange(min=1), default=None, help="Threads (default: physical cores).")
@@ -218,8 +254,9 @@ def compress(model, out, recipe, data, max_steps, seed, resume, overwrite, print
               help="Native engine attention precision (bf16 needs AVX512_BF16; default: int8 for classifiers "
                    "where it runs, else fp32).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: task, data, metric, value, n, runtime.")
-def eval_(model, runtime, data, reference, threads, precision, native_precision, as_json) -> None:
-    """Accuracy of MODEL on the bbc-news test split.
+def eval_(model, runtime, data, text_column, text_pair_column, label_column, reference, threads, precision,
+          native_precision, as_json) -> None:
+    """Accuracy of MODEL on the test split of --data (default bbc-news; or your own file, see --data).
 
     Classifiers: accuracy. Feature extractors: linear-probe accuracy (logistic regression fitted on
     the train split's embeddings from the same runtime)."""
@@ -227,7 +264,8 @@ def eval_(model, runtime, data, reference, threads, precision, native_precision,
 
     _hint_applies(precision, "--precision", "openvino", [runtime])
     _hint_applies(native_precision, "--native-precision", "native", [runtime])
-    res = api.evaluate(model, runtime=runtime, data=data, reference=reference, threads=threads,
+    spec = data_spec(data, text_column, text_pair_column, label_column)
+    res = api.evaluate(model, runtime=runtime, data=spec, reference=reference, threads=threads,
                        precision=precision, native_precision=native_precision, progress=not as_json)
     if as_json:
         click.echo(json.dumps(res))

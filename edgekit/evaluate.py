@@ -26,8 +26,9 @@ TASKS = ("text-classification", "feature-extraction")
 
 
 def run_batched(session, tokenizer, texts: Sequence[str], batch: int = 32, max_length: int = 128, desc: str = "",
-                progress: bool = True) -> np.ndarray:
-    """Run ``session`` over ``texts`` in batches (each batch padded to its longest text, masked).
+                progress: bool = True, pairs: Sequence[str] | None = None) -> np.ndarray:
+    """Run ``session`` over ``texts`` (with ``pairs``: text pairs) in batches (each batch padded to its
+    longest text, masked).
 
     Returns the stacked float32 outputs, shape [len(texts), ...].
     """
@@ -36,10 +37,12 @@ def run_batched(session, tokenizer, texts: Sequence[str], batch: int = 32, max_l
     if batch < 1:
         raise InputError(f"batch must be >= 1; got {batch}")
     texts = list(texts)
+    pairs = None if pairs is None else list(pairs)
     outs = []
     for i in tqdm(range(0, len(texts), batch), desc=desc or session.runtime, disable=not progress, unit="batch",
                   leave=False):
-        feeds = tokenize(tokenizer, texts[i : i + batch], max_length=max_length, pad_to_max=False)
+        feeds = tokenize(tokenizer, texts[i : i + batch], max_length=max_length, pad_to_max=False,
+                         pairs=None if pairs is None else pairs[i : i + batch])
         out = np.asarray(session.run(feeds), dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != len(feeds["input_ids"]):
             raise InputError(f"{session.runtime} returned shape {out.shape} for a batch of "
@@ -97,19 +100,24 @@ def _class_map(model_labels: Sequence[str] | None, data_labels: Sequence[str]) -
     return np.array([list(data_labels).index(name) for name in model_labels])
 
 
-def predict(session, tokenizer, data: str = "bbc-news", split: str = "test", batch: int = 32, max_length: int = 128,
+def _run_split(session, tokenizer, ds, batch: int, max_length: int, desc: str, progress: bool) -> np.ndarray:
+    return run_batched(session, tokenizer, ds.texts, batch, max_length, desc, progress, pairs=ds.pairs)
+
+
+def predict(session, tokenizer, data="bbc-news", split: str = "test", batch: int = 32, max_length: int = 128,
             progress: bool = True) -> np.ndarray:
     """The session's outputs on ``data``/``split``: what :func:`evaluate` scores, e.g. to keep a teacher's outputs
     as the reference of later evaluations."""
     ds = load_dataset(data, split)
-    return run_batched(session, tokenizer, ds.texts, batch, max_length, f"{session.runtime} {split}", progress)
+    return _run_split(session, tokenizer, ds, batch, max_length, f"{session.runtime} {split}", progress)
 
 
-def evaluate(session, tokenizer, data: str = "bbc-news", split: str = "test", batch: int = 32,
+def evaluate(session, tokenizer, data="bbc-news", split: str = "test", batch: int = 32,
              max_length: int = 128, reference_session=None, labels: Sequence[str] | None = None,
              seed: int = 0, progress: bool = True, *, reference_outputs: np.ndarray | None = None,
              probe: bool = True, outputs: np.ndarray | None = None) -> dict:
-    """Evaluate ``session`` on ``data``/``split``; returns CONTRACT ``eval`` JSON plus extras.
+    """Evaluate ``session`` on ``data``/``split``; returns CONTRACT ``eval`` JSON plus extras. ``data``: a
+    built-in name, a path or a :class:`edgekit.data.DataSpec` (sentence pairs are fed as pairs).
 
     - text-classification: ``metric`` "accuracy" (argmax of the logits vs the dataset labels; the
       model's class i is ``labels[i]`` if given, e.g. ``artifact.manifest.labels``, else dataset
@@ -128,14 +136,14 @@ def evaluate(session, tokenizer, data: str = "bbc-news", split: str = "test", ba
     if task not in TASKS:
         raise InputError(f"cannot evaluate task {task!r}; allowed: {', '.join(TASKS)}")
     ds = load_dataset(data, split)
-    out = outputs if outputs is not None else run_batched(session, tokenizer, ds.texts, batch, max_length,
-                                                          f"{session.runtime} {split}", progress)
+    out = outputs if outputs is not None else _run_split(session, tokenizer, ds, batch, max_length,
+                                                         f"{session.runtime} {split}", progress)
     ref = reference_outputs
     if ref is None and reference_session is not None:
-        ref = run_batched(reference_session, tokenizer, ds.texts, batch, max_length,
-                          f"reference {reference_session.runtime}", progress)
+        ref = _run_split(reference_session, tokenizer, ds, batch, max_length,
+                         f"reference {reference_session.runtime}", progress)
     # CONTRACT fields first, in CONTRACT order; metric and value are filled in below
-    res = {"task": task, "data": data, "metric": None, "value": None, "n": len(ds), "runtime": session.runtime,
+    res = {"task": task, "data": str(data), "metric": None, "value": None, "n": len(ds), "runtime": session.runtime,
            "split": split, "precision": getattr(session, "precision", None), "max_length": max_length}
     y = np.asarray(ds.labels)
     if task == "text-classification":
@@ -150,8 +158,8 @@ def evaluate(session, tokenizer, data: str = "bbc-news", split: str = "test", ba
             raise InputError(f"a linear probe is fitted on train and tuned on validation; evaluate it on "
                              f"another split (test), not {split!r}")
         train, val = load_dataset(data, "train"), load_dataset(data, "validation")
-        tr = run_batched(session, tokenizer, train.texts, batch, max_length, f"{session.runtime} train", progress)
-        va = run_batched(session, tokenizer, val.texts, batch, max_length, f"{session.runtime} validation", progress)
+        tr = _run_split(session, tokenizer, train, batch, max_length, f"{session.runtime} train", progress)
+        va = _run_split(session, tokenizer, val, batch, max_length, f"{session.runtime} validation", progress)
         acc, c = linear_probe(tr, train.labels, va, val.labels, out, y, seed=seed)
         res.update(metric="linear_probe_accuracy", value=acc, probe_c=c, n_train=len(train))
     elif ref is None:

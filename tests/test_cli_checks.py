@@ -40,7 +40,7 @@ def record_compress(monkeypatch):
     import edgekit.compress
 
     calls = []
-    monkeypatch.setattr(edgekit.compress, "compress", lambda *a, **k: calls.append((a, k)) or {})
+    monkeypatch.setattr(edgekit.compress, "compress", lambda *a, **k: calls.append((a, k)) or None)
     return calls
 
 

@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+from edgekit.data import DataSpec, as_spec, load_dataset
 from edgekit.errors import InputError
 from edgekit.status import say
 
@@ -23,8 +24,8 @@ from .stages import handler_for
 from .stages.distill import make_student, objective
 
 
-def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int | None = None, seed: int = 0,
-             resume: bool = False, progress: bool = True):
+def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None = None, seed: int = 0,
+             resume: bool = False, progress: bool = True, distill_data=None):
     """Compress MODEL (zoo name or HF folder) with a recipe; write an artifact to ``out_dir`` and return it
     (:class:`edgekit.artifact.Artifact`; ``report.json`` inside holds the figures).
 
@@ -35,10 +36,17 @@ def compress(model, out_dir, recipe=None, data: str = "bbc-news", max_steps: int
 
     >>> art = compress("minilm-l6-bbc", "out/bbc")                             # doctest: +SKIP
     >>> json.loads((art.root / "report.json").read_text())["sparsity"]["total"]  # doctest: +SKIP
+
+    ``data`` is a built-in name, a path or a :class:`edgekit.data.DataSpec`. A classifier must have one output
+    per class of the data; its ``id2label`` becomes the data's label names when it has only placeholders
+    (``LABEL_0``...), and the artifact (manifest ``labels``, torch config ``id2label``) carries them.
+    ``distill_data`` (unlabelled text) is read, checked and recorded in report.json; the training loop does
+    not use it yet.
     """
     group = training.setup()
     try:
-        art = _compress(model, out_dir, recipe, data, max_steps, seed, resume, progress and group.is_main)
+        art = _compress(model, out_dir, recipe, as_spec(data), max_steps, seed, resume, progress and group.is_main,
+                        distill_data)
         training.barrier(group)  # the others return once the artifact is complete
         return art
     finally:
@@ -66,7 +74,34 @@ def recipe_text(recipe=None, seed: int = 0) -> str:
     return "\n".join(lines)
 
 
-def _compress(model, out_dir, recipe, data: str, max_steps: int | None, seed: int, resume: bool, progress: bool):
+def distill_texts(source, data: DataSpec) -> list[str]:
+    """The unlabelled texts of ``--distill-data`` (tables read with the data's text column), without the
+    labelled test split's texts; one InputError line when unreadable or empty."""
+    from edgekit.data import load_texts
+
+    spec = as_spec(source)
+    return load_texts(spec, text_column=data.text_column, min_words=1, exclude=load_dataset(data, "test").texts)
+
+
+def match_labels(config, task: str, data: DataSpec) -> None:
+    """Give a classifier's Hugging Face ``config`` the data's label names (``id2label``, ``label2id``), or refuse
+    one whose head does not fit the data (one line). Feature extractors are left alone."""
+    if task != "text-classification":
+        return
+    names = load_dataset(data, "train").label_names
+    have = [config.id2label[i] for i in sorted(config.id2label)]
+    if len(have) != len(names):
+        raise InputError(f"the model has {len(have)} classes but {data} has {len(names)} ({', '.join(names)}); "
+                         f"compress a classifier fine-tuned on this data, with one output per class")
+    if have != [f"LABEL_{i}" for i in range(len(have))] and have != list(names):
+        raise InputError(f"the model's labels ({', '.join(have)}) are not {data}'s in label-id order "
+                         f"({', '.join(names)}); compress a classifier fine-tuned on this data")
+    config.id2label = dict(enumerate(names))
+    config.label2id = {n: i for i, n in enumerate(names)}
+
+
+def _compress(model, out_dir, recipe, data: DataSpec, max_steps: int | None, seed: int, resume: bool, progress: bool,
+              distill_data=None):
     """The whole job on this process; under torchrun ranks other than 0 stop after training (None)."""
     from edgekit.finetune import seed_everything
     from edgekit.zoo import load_torch, resolve
@@ -86,6 +121,10 @@ def _compress(model, out_dir, recipe, data: str, max_steps: int | None, seed: in
     say(f"loading {ref.name} and tokenizing the {data} training texts", progress)
     teacher, tok = load_torch(ref)
     teacher.eval()
+    from edgekit.models import hf_model_of
+
+    match_labels(hf_model_of(teacher).config, ref.task, data)
+    extra = distill_texts(distill_data, data) if distill_data is not None else None
     goal = objective(rec)
     student = make_student(teacher, goal)
     run = training.Run(rec, goal, teacher, student, tok, ref.task, data, max_steps, ckpt, progress)
@@ -113,8 +152,10 @@ def _compress(model, out_dir, recipe, data: str, max_steps: int | None, seed: in
         training.check_identical(run.synced_state(), "final student", run.dist)
     if not run.dist.is_main:
         return None
-    report = {"task": ref.task, "data": data, "recipe": rec.name, "model": ref.name, "baseline": baseline,
+    report = {"task": ref.task, "data": str(data), "recipe": rec.name, "model": ref.name, "baseline": baseline,
               "compressed": score_student(run, probe=probe)}
+    if extra is not None:
+        report["distill_data"] = {"source": str(distill_data), "texts": len(extra)}  # checked; not trained on yet
     art = _export(run, ref, rec, out, report, progress)
     report["runtimes"] = score_runtimes(art, tok, data, run.teacher_out)
     from .report import format_sizes, write_reports

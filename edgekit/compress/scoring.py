@@ -42,7 +42,7 @@ def report_fields(res: dict) -> dict:
     return out
 
 
-def score_model(model, tok, task: str, data: str, max_length: int, reference: np.ndarray | None = None,
+def score_model(model, tok, task: str, data, max_length: int, reference: np.ndarray | None = None,
                 probe: bool = False) -> tuple[dict, np.ndarray | None]:
     """(report figures, test-split outputs) of a torch task model of this process; ``reference``: the teacher's
     outputs on the test split; ``probe``: add a feature extractor's linear-probe accuracy."""
@@ -64,7 +64,7 @@ def score_student(run, probe: bool = False) -> dict:
     return score_model(run.student, run.tok, run.task, run.data, run.recipe.max_length, run.teacher_out, probe)[0]
 
 
-def score_runtimes(art, tok, data: str, teacher_out: np.ndarray | None) -> dict:
+def score_runtimes(art, tok, data, teacher_out: np.ndarray | None) -> dict:
     """{runtime: {"accuracy" | "embedding_cosine", "precision"}} of the exported artifact on each stock runtime,
     as ``edgekit eval`` computes them (feature extraction: the cosine to the teacher's embeddings)."""
     from edgekit.runtimes import load
