@@ -1,4 +1,4 @@
-"""Issue 28 through the CLI in-process (``main(argv)``): compress checks before it trains, errors name the
+"""Trust checks through the CLI in-process (``main(argv)``): compress checks before it trains, errors name the
 file with the documented exit code, and arguments are checked against the manifest before any runtime loads."""
 from __future__ import annotations
 

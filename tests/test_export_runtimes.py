@@ -146,7 +146,7 @@ def test_minilm_export_parity(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ci
 def test_eval_probe_openvino_within_one_point_of_torch(tmp_path):
-    """Issue 2 must-show: linear-probe accuracy on OpenVINO within 1 point of torch (minilm-l6)."""
+    """Linear-probe accuracy on OpenVINO within 1 point of torch (minilm-l6)."""
     from edgekit.cli import main
     import contextlib
     import io

@@ -17,7 +17,7 @@ stages:
 
 @pytest.mark.slow
 def test_real_minilm_native_matches_torch_fake_quant(tmp_path_factory):
-    """Issue 5's parity bar on real text and a real, accurate model: MiniLM-L6 fine-tuned on bbc-news, int8 by
+    """The parity bar on real text and a real, accurate model: MiniLM-L6 fine-tuned on bbc-news, int8 by
     calibration only (a few-step pruning run would leave a model that predicts one class, which says little
     about parity; the 80% sparse default artifact is checked in the README: 426/426 same predictions, logits
     cosine 0.99999). Native and torch fake-quant of the same artifact must agree on the whole test split."""
