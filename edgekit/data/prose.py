@@ -73,6 +73,23 @@ _RST_INLINE = [
 ]
 
 
+def _runs(lines, is_break) -> list[str]:
+    """Join runs of stripped lines into paragraphs; a line for which ``is_break`` holds ends a run and is
+    dropped."""
+    paragraphs, cur = [], []
+    for line in lines:
+        s = line.strip()
+        if is_break(s):
+            if cur:
+                paragraphs.append(" ".join(cur))
+                cur = []
+        else:
+            cur.append(s)
+    if cur:
+        paragraphs.append(" ".join(cur))
+    return paragraphs
+
+
 def _rst_inline(text: str) -> str:
     for pattern, repl in _RST_INLINE:
         text = pattern.sub(repl, text)
@@ -233,20 +250,13 @@ def wiki_paragraphs(wikitext: str) -> list[str]:
     text = re.sub(r"(?:https?|ftp)://\S+", "", text)
     text = re.sub(r"'{2,}", "", text)
     text = re.sub(r"</?[a-zA-Z][^>]*>", "", text)
-    paragraphs, cur = [], []
+    lines = []
     for line in text.splitlines():
-        s = line.strip()
-        heading = re.fullmatch(r"(=+)\s*(.*?)\s*\1", s)
+        heading = re.fullmatch(r"(=+)\s*(.*?)\s*\1", line.strip())
         if heading and heading.group(2).lower() in _WIKI_ENDS:
             break
-        if not s or heading or s[0] in "*#:;|!{}" or s.startswith("__"):
-            if cur:
-                paragraphs.append(" ".join(cur))
-                cur = []
-            continue
-        cur.append(s)
-    if cur:
-        paragraphs.append(" ".join(cur))
+        lines.append("" if heading else line)  # a heading ends a paragraph like a blank line
+    paragraphs = _runs(lines, lambda s: not s or s[0] in "*#:;|!{}" or s.startswith("__"))
     return _keep(re.sub(r"\(\s*[,;]?\s*\)", "", p) for p in paragraphs)
 
 
@@ -291,17 +301,7 @@ def news_paragraphs(post: str) -> list[str]:
     _, sep, body = post.partition("\n\n")
     body = body if sep else post
     body = re.split(r"\n--\s*\n|\n[-=_]{5,}\s*\n", body, maxsplit=1)[0]  # signature
-    paragraphs, cur = [], []
-    for line in body.splitlines():
-        s = line.strip()
-        if not s or s[0] in ">|:}#" or _ATTRIBUTION.search(s):
-            if cur:
-                paragraphs.append(" ".join(cur))
-                cur = []
-            continue
-        cur.append(s)
-    if cur:
-        paragraphs.append(" ".join(cur))
+    paragraphs = _runs(body.splitlines(), lambda s: not s or s[0] in ">|:}#" or bool(_ATTRIBUTION.search(s)))
     return _keep(paragraphs, min_words=6)
 
 
