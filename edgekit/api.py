@@ -60,6 +60,15 @@ def as_artifact(model: str | os.PathLike | Artifact, runtimes: Sequence[str] = (
         return load_artifact(model)
     if not Path(model).exists() and str(model).startswith(("/", ".", "~")):
         raise InputError(f"no such file or folder: {model}")
+    from edgekit.extras import MissingExtra, require
+
+    try:  # what runs a zoo name or a Hugging Face folder is the [compress] extra, not a runtime-only install
+        require("torch", "transformers", what=f"{model} (a zoo name or Hugging Face folder, not an artifact)")
+    except MissingExtra as exc:
+        if not Path(model).exists():
+            raise InputError(f"{model} is not an artifact folder (no such folder here); zoo names need torch: "
+                             "pip install 'edgekit[compress]'") from None
+        raise exc from None
     from edgekit.zoo import resolve
 
     ref = resolve(model, task)

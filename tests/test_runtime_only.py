@@ -147,6 +147,7 @@ def test_serve_without_torch(native_cls):
     (["compress", "tiny-bert-cls", "-o", "{tmp}/c"], "compress"),
     (["export", "tiny-bert", "-o", "{tmp}/e"], "compress"),
     (["eval", "{art}", "-r", "torch"], "compress"),
+    (["eval", "tiny-bert-cls", "-r", "onnxruntime"], "compress"),
     (["bench", "{art}", "-r", "openvino"], "openvino"),
 ])
 def test_commands_that_need_an_extra_say_which_in_one_line(native_cls, tmp_path, args, extra):
