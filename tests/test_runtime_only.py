@@ -214,3 +214,41 @@ def test_base_dependencies_hold_no_heavy_package():
     extras = project["optional-dependencies"]
     assert {"onnxruntime", "openvino", "eval", "compress", "all"} <= extras.keys()
     assert any(d.startswith("torch") for d in extras["compress"])
+
+
+def test_every_extra_hint_names_an_extra_that_installs_the_library():
+    """edgekit.extras.EXTRA_OF against pyproject: where pyproject lists a module's distribution, the extra the hint
+    names brings it (directly or through the extras it includes)."""
+    import re
+    from importlib.metadata import packages_distributions
+
+    from edgekit.extras import EXTRA_OF, hint_for
+
+    optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def names(extra: str) -> set[str]:
+        out = set()
+        for req in optional[extra]:
+            if req.startswith("edgekit["):
+                for sub in req[len("edgekit["):req.index("]")].split(","):
+                    out |= names(sub)
+            else:
+                out.add(re.split(r"[<>=\[; ]", req)[0].lower().replace("_", "-"))
+        return out
+
+    listed = set().union(*(names(e) for e in optional))
+    dists = packages_distributions()
+    checked = 0
+    for module, extra in EXTRA_OF.items():
+        assert extra in optional, (module, extra)
+        for dist in dists.get(module, []):
+            dist = dist.lower().replace("_", "-")
+            if dist in listed:
+                assert dist in names(extra), (module, dist, extra)
+                checked += 1
+    assert checked >= 10
+    err = hint_for(ModuleNotFoundError("No module named 'sklearn.linear_model'", name="sklearn.linear_model"),
+                   "edgekit eval")
+    assert str(err) == "edgekit eval needs sklearn, not installed here: pip install 'edgekit[eval]'"
+    assert err.exit_code == 2
+    assert hint_for(ModuleNotFoundError("x", name="not_a_known_module"), "edgekit eval") is None
