@@ -195,3 +195,42 @@ def test_export_runs_on_onnxruntime_and_openvino(tiny_folder, arch, head, poolin
     for runtime in ("onnxruntime", "openvino"):
         out = load(tmp_path / "art", runtime, threads=1).run(f)
         assert out.shape == ref.shape and np.abs(out - ref).max() <= FP32_ATOL, runtime
+
+
+@pytest.mark.parametrize("arch, head, pooling", [("roberta", "sequence", None), ("distilbert", "none", ("max", False))])
+def test_c_api_runs_each_architecture(tmp_path, arch, head, pooling):
+    """`make c-example`'s run_artifact (the C API) on a RoBERTa classifier and a DistilBERT max-pooled embedder:
+    the same floats as the Python native session (print precision) and as torch (fp32)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from edgekit.export import export_artifact
+    from edgekit.formats.native import write_native
+    from edgekit.runtimes import load
+
+    from arch_models import _tokenizer
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc)")
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(["make", "-s", "c-example"], cwd=root, check=True, capture_output=True, timeout=600)
+    model, task = _wrap(arch, head, pooling=pooling)
+    art = tmp_path / "art"
+
+    def native(tmp):
+        write_native(model, task, None, tmp / "native")
+        return {"native": "native"}
+
+    export_artifact(model, _tokenizer(), art, task=task, model_name=arch, formats=("torch",), extra_files=native,
+                    progress=False)
+    ids = [101, 2023, 2003, 1037, 3231, 1997, 1996, 1039, 17928, 102]
+    r = subprocess.run([str(root / "build" / "c-example" / "run_artifact"), str(art)], input=" ".join(map(str, ids)),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = np.array([float(x) for x in r.stdout.split()], np.float32)
+    f = {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
+    py = load(art, "native", threads=1).run(f)[0]
+    assert got.shape == py.shape and np.abs(got - py).max() <= 1e-4
+    ref = _torch_out(model, torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"]))[0]
+    assert np.abs(got - ref).max() <= FP32_ATOL
