@@ -168,4 +168,4 @@ def load_torch(ref: ModelRef, attn_implementation: str | None = None):
     cls = AutoModelForSequenceClassification if ref.task == "text-classification" else AutoModel
     hf = cls.from_pretrained(ref.path, **kwargs).eval()
     tok = AutoTokenizer.from_pretrained(ref.path)
-    return wrap(hf, ref.task), tok
+    return wrap(hf, ref.task, ref.path), tok

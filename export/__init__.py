@@ -15,7 +15,7 @@ import numpy as np
 from edgekit import __version__
 from edgekit.artifact import FORMAT_VERSION, Artifact, Manifest, TensorSpec, finalize_manifest, load_artifact, staging_dir
 from edgekit.errors import InputError
-from edgekit.models import INPUT_NAMES, OUTPUT_NAME, hf_model_of
+from edgekit.models import INPUT_NAMES, OUTPUT_NAME, hf_model_of, write_sentence_pooling
 
 EXPORT_FORMATS = ("torch", "onnx", "openvino")
 
@@ -73,6 +73,8 @@ def export_artifact(
         prec: dict[str, str] = {}
         hf = hf_model_of(model)
         hf.save_pretrained(tmp / "torch", safe_serialization=True)
+        if getattr(model, "pooling", None) is not None:  # a sentence embedder: its torch folder pools as it does
+            write_sentence_pooling(tmp / "torch", model.pooling, model.normalize, _width(hf, task))
         tokenizer.save_pretrained(tmp / "tokenizer")
         paths["torch"], prec["torch"] = "torch", "fp32"
         bar.update()
@@ -111,7 +113,7 @@ def export_artifact(
             model=model_name,
             inputs=[TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in INPUT_NAMES],
             outputs=[TensorSpec(name=out_name, dtype="float32", shape=["batch", _width(hf, task)])],
-            max_sequence_length=int(getattr(hf.config, "max_position_embeddings", 512)),
+            max_sequence_length=_max_length(model),
             formats=paths,
             precision={**prec, **{k: "int8" for k in paths if k not in prec}},
             tokenizer="tokenizer",
@@ -124,7 +126,19 @@ def export_artifact(
 
 def _width(hf, task: str) -> int:
     cfg = hf.config
-    return int(cfg.num_labels if task == "text-classification" else cfg.hidden_size)
+    return int(cfg.num_labels if task == "text-classification" else getattr(cfg, "hidden_size", None) or cfg.dim)
+
+
+def _max_length(model) -> int:
+    """The longest sequence the model takes: its position table less the first position id (RoBERTa's 514
+    positions start at 2: 512 tokens)."""
+    from edgekit.arch import encoder
+
+    try:
+        enc = encoder(model)
+    except InputError:  # no text encoder adapter: the config's own limit
+        return int(getattr(hf_model_of(model).config, "max_position_embeddings", 512))
+    return int(enc.max_position - enc.position_offset)
 
 
 def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | Iterable[str] = ("onnx", "openvino"),

@@ -66,7 +66,7 @@ class TorchRuntime:
         torch.set_num_threads(threads)
         path = artifact.path("torch")
         cls = AutoModelForSequenceClassification if artifact.task == "text-classification" else AutoModel
-        model = wrap(cls.from_pretrained(path).eval(), artifact.task)
+        model = wrap(cls.from_pretrained(path).eval(), artifact.task, path)
         prec = "fp32"
         qfile = path / "quant.json"
         if qfile.is_file():

@@ -37,7 +37,7 @@ def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relat
     if isinstance(wrapper, SequenceClassifier):
         out = res.logits
     else:
-        out = mean_pool(res.last_hidden_state, mask)
+        out = wrapper.pool(res.last_hidden_state, mask) if hasattr(wrapper, "pool") else mean_pool(res.last_hidden_state, mask)
     qkv = (captured["query"], captured["key"], captured["value"]) if relation_layer is not None else None
     return out, res.hidden_states, qkv
 
@@ -112,7 +112,7 @@ class Distiller:
         for layer in enc.layers[self.layer_map[student_layer] + 1:]:
             h = enc.run_layer(layer.block, h, mask)
         if self.task != "text-classification":
-            return mean_pool(h, mask)
+            return self.teacher.pool(h, mask) if hasattr(self.teacher, "pool") else mean_pool(h, mask)
         return enc.head(h)  # pooler on [CLS], then the classifier (dropout off in eval)
 
     def loss(self, ids, mask, labels=None, tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
