@@ -55,7 +55,8 @@ def as_artifact(model: str | os.PathLike | Artifact, runtimes: Sequence[str] = (
     from edgekit.zoo import resolve
 
     ref = resolve(model, task)
-    stamp = f"{ref.path.resolve()}:{(ref.path / 'config.json').stat().st_mtime_ns}:{ref.task}"
+    # ":segments": exports from before graphs took token_type_ids are not reused
+    stamp = f"{ref.path.resolve()}:{(ref.path / 'config.json').stat().st_mtime_ns}:{ref.task}:segments"
     key = hashlib.sha256(stamp.encode()).hexdigest()[:12]
     dest = cache_dir() / "exports" / f"{Path(ref.name).name}-{key}"
     wanted = {RUNTIME_FORMAT[r] for r in runtimes} - {"native"}

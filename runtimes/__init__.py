@@ -91,6 +91,10 @@ def model_feeds(feeds: dict[str, np.ndarray], inputs) -> dict[str, np.ndarray]:
     """The feeds a graph with ``inputs`` (names) takes: others dropped; ``token_type_ids`` all zeros (one segment)
     when the graph takes it and the caller has none (single texts: bench, serve)."""
     out = {k: v for k, v in feeds.items() if k in inputs}
+    types = feeds.get("token_type_ids")
+    if "token_type_ids" not in inputs and isinstance(types, np.ndarray) and types.any():
+        raise InputError("this model's graph takes no token_type_ids, so the second text of a pair would read as "
+                         "the first; re-export it with this edgekit (BERT-family graphs take them)")
     if "token_type_ids" in inputs and "token_type_ids" not in out:
         out["token_type_ids"] = np.zeros_like(feeds["input_ids"])
     elif "token_type_ids" in out:
