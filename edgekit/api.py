@@ -24,13 +24,18 @@ RUNTIME_FORMAT = {"torch": "torch", "onnxruntime": "onnx", "openvino": "openvino
 def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | Iterable[str] = "onnx,openvino",
            task: str | None = None, progress: bool = True) -> Artifact:
     """Export a zoo name or Hugging Face folder to an artifact folder (fp32)."""
+    from edgekit.extras import require
+
+    require("torch", "transformers", "onnx", what="edgekit export")
     from edgekit.export import export as _export
 
     return _export(model, out_dir, formats=formats, task=task, progress=progress)
 
 
-def parse_runtimes(runtimes: str | Sequence[str]) -> list[str]:
-    from edgekit.runtimes import RUNTIMES
+def parse_runtimes(runtimes: str | Sequence[str], installed: bool = False) -> list[str]:
+    """Runtime names from ``"a,b"`` or a list, checked; with ``installed`` each one's library must import too
+    (a missing one is refused in one line naming the pip extra that brings it)."""
+    from edgekit.runtimes import RUNTIMES, require_runtime
 
     items = [r.strip() for r in runtimes.split(",")] if isinstance(runtimes, str) else list(runtimes)
     items = [r for r in items if r]
@@ -39,6 +44,9 @@ def parse_runtimes(runtimes: str | Sequence[str]) -> list[str]:
             raise InputError(f"unknown runtime {r!r}; allowed: {', '.join(RUNTIMES)} (comma-separated)")
     if not items:
         raise InputError(f"no runtime given; allowed: {', '.join(RUNTIMES)}")
+    if installed:
+        for r in items:
+            require_runtime(r)
     return list(dict.fromkeys(items))
 
 
@@ -52,6 +60,15 @@ def as_artifact(model: str | os.PathLike | Artifact, runtimes: Sequence[str] = (
         return load_artifact(model)
     if not Path(model).exists() and str(model).startswith(("/", ".", "~")):
         raise InputError(f"no such file or folder: {model}")
+    from edgekit.extras import MissingExtra, require
+
+    try:  # what runs a zoo name or a Hugging Face folder is the [compress] extra, not a runtime-only install
+        require("torch", "transformers", what=f"{model} (a zoo name or Hugging Face folder, not an artifact)")
+    except MissingExtra as exc:
+        if not Path(model).exists():
+            raise InputError(f"{model} is not an artifact folder (no such folder here); zoo names need torch: "
+                             "pip install 'edgekit[compress]'") from None
+        raise exc from None
     from edgekit.zoo import resolve
 
     ref = resolve(model, task)
@@ -109,7 +126,9 @@ def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | No
     from edgekit.evaluate import evaluate as _evaluate
     from edgekit.runtimes import load, load_tokenizer
 
-    (runtime,) = parse_runtimes(runtime)
+    (runtime,) = parse_runtimes(runtime, installed=True)
+    if reference is not None:
+        parse_runtimes("torch", installed=True)
     data = check_data(data, task_of(model))
     art = as_artifact(model, [runtime], progress=progress)
     check_formats(art, [runtime])
@@ -188,6 +207,9 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
 
     >>> compress("tiny-bert-cls", "out/tiny", recipe="quick")["compressed"]["accuracy"]   # doctest: +SKIP
     """
+    from edgekit.extras import require
+
+    require("torch", "transformers", what="edgekit compress")
     from edgekit.compress import compress as _compress
     from edgekit.compress.config import load_recipe
     from edgekit.compress.pipeline import recipe_text
@@ -248,7 +270,7 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     from edgekit import bench as _bench
     from edgekit.runtimes import default_threads, load, load_tokenizer
 
-    names = parse_runtimes(runtimes)
+    names = parse_runtimes(runtimes, installed=True)
     art = as_artifact(model, names, progress=progress)
     check_formats(art, names)
     _check_shapes(art, batches, seqs)  # before any runtime loads: a bad --seq costs nothing

@@ -15,6 +15,7 @@ import click
 
 from . import __version__
 from .errors import EdgekitError, InputError, Interrupted
+from .extras import hint_for
 
 # Kept here rather than imported from edgekit.zoo (which imports torch) so that `--help` starts fast;
 # tests/test_cli_help.py checks it against the zoo.
@@ -399,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or a library failure: still one line unless --debug
         if debug:
             raise
+        # a library that a pip extra installs, found missing only on the way: the same line as an early check
+        hint = hint_for(exc, "edgekit " + next((a for a in argv if not a.startswith("-")), "").strip())
+        if hint is not None:
+            click.echo(f"edgekit: error: {hint}", err=True)
+            return hint.exit_code
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         click.echo(f"edgekit: error: {type(exc).__name__}: {msg} (rerun with --debug for details)", err=True)
         return 1

@@ -24,6 +24,8 @@ _BACKENDS = {
     "native": "edgekit.runtimes.native_backend:NativeRuntime",
 }
 RUNTIMES = tuple(_BACKENDS)
+#: the libraries each runtime imports when it loads (the native engine is part of edgekit itself)
+RUNTIME_MODULES = {"torch": ("torch", "transformers"), "onnxruntime": ("onnxruntime",), "openvino": ("openvino",)}
 
 
 def get_runtime(name: str) -> Runtime:
@@ -34,6 +36,13 @@ def get_runtime(name: str) -> Runtime:
         return getattr(importlib.import_module(module), cls)()
     except ModuleNotFoundError as exc:
         raise InputError(f"runtime {name!r} is not available in this build ({exc})") from exc
+
+
+def require_runtime(name: str) -> None:
+    """Refuse, in one line naming the extra to install, a runtime whose library is not installed."""
+    from edgekit.extras import require
+
+    require(*RUNTIME_MODULES.get(name, ()), what=f"the {name} runtime")
 
 
 def default_threads() -> int:
@@ -107,11 +116,17 @@ def model_feeds(feeds: dict[str, np.ndarray], inputs) -> dict[str, np.ndarray]:
 
 
 def load_tokenizer(artifact: Artifact | str | os.PathLike):
-    """The tokenizer saved in an artifact folder."""
-    from transformers import AutoTokenizer
-
+    """The tokenizer saved in an artifact folder: transformers' AutoTokenizer where transformers is installed,
+    else its ``tokenizer.json`` through the ``tokenizers`` library (:class:`edgekit.tokenizer.ArtifactTokenizer`,
+    the runtime-only install; same ids)."""
     if not isinstance(artifact, Artifact):
         artifact = load_artifact(artifact, verify=False)
     if artifact.tokenizer_path is None or not artifact.tokenizer_path.is_dir():
         raise InputError(f"artifact {artifact.root} has no tokenizer folder")
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        from edgekit.tokenizer import ArtifactTokenizer
+
+        return ArtifactTokenizer.from_folder(artifact.tokenizer_path)
     return AutoTokenizer.from_pretrained(artifact.tokenizer_path)
