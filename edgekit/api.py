@@ -72,7 +72,8 @@ def as_artifact(model: str | os.PathLike | Artifact, runtimes: Sequence[str] = (
     from edgekit.zoo import resolve
 
     ref = resolve(model, task)
-    stamp = f"{ref.path.resolve()}:{(ref.path / 'config.json').stat().st_mtime_ns}:{ref.task}"
+    # ":segments": exports from before graphs took token_type_ids are not reused
+    stamp = f"{ref.path.resolve()}:{(ref.path / 'config.json').stat().st_mtime_ns}:{ref.task}:segments"
     key = hashlib.sha256(stamp.encode()).hexdigest()[:12]
     dest = cache_dir() / "exports" / f"{Path(ref.name).name}-{key}"
     wanted = {RUNTIME_FORMAT[r] for r in runtimes} - {"native"}
@@ -91,14 +92,27 @@ def check_formats(art: Artifact, runtimes: Sequence[str]) -> None:
         art.path(RUNTIME_FORMAT[rt.removesuffix("-fp32")])  # raises with what the artifact has and how to get more
 
 
-def check_data(data) -> "DataSpec":
-    """``data`` (a name, a path or a :class:`~edgekit.data.DataSpec`) as a DataSpec whose splits read cleanly:
-    called before any model loads or output is written, so bad data costs nothing (one InputError line)."""
-    from edgekit.data import as_spec, dataset_splits
+def check_data(data, task: str | None = None) -> "DataSpec":
+    """``data`` (a name, a path or a :class:`~edgekit.data.DataSpec`) as a DataSpec whose splits read cleanly
+    for ``task`` (token classification: ``tokens``/``tags`` lists): called before any model loads or output is
+    written, so bad data costs nothing (one InputError line)."""
+    from edgekit.data import check_splits
 
-    spec = as_spec(data)
-    dataset_splits(spec)  # cached: the later reads of the same files are free
-    return spec
+    return check_splits(data, task)  # cached: the later reads of the same files are free
+
+
+def task_of(model) -> str | None:
+    """MODEL's task from its manifest or config.json, without loading weights (None when unknown yet)."""
+    if isinstance(model, Artifact):
+        return model.task
+    path = Path(model)
+    if path.is_dir() and is_artifact(path):
+        return load_artifact(path, verify=False).task
+    if path.is_dir() and (path / "config.json").is_file():
+        from edgekit.zoo import hf_task
+
+        return hf_task(path)
+    return None  # a zoo name: text tasks only
 
 
 def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | None = None,
@@ -115,7 +129,7 @@ def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | No
     (runtime,) = parse_runtimes(runtime, installed=True)
     if reference is not None:
         parse_runtimes("torch", installed=True)
-    data = check_data(data)
+    data = check_data(data, task_of(model))
     art = as_artifact(model, [runtime], progress=progress)
     check_formats(art, [runtime])
     hint = {"openvino": precision, "native": native_precision}.get(runtime)
@@ -211,20 +225,19 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
         raise InputError("compress needs an output folder (-o DIR)")
     check_compress_output(out_dir, resume=resume, overwrite=overwrite)
     rec = load_recipe(recipe)  # a bad recipe is refused now, not after the model is loaded
-    data = check_data(data)
-    if data.text_pair_column is not None:
-        raise InputError("compress trains on single texts for now; --text-pair-column works with eval only")
+    task = task_of(model)
+    data = check_data(data, task)
     if distill_data is not None:
         from edgekit.compress.pipeline import distill_texts
 
-        distill_texts(distill_data, data)  # refused now if unreadable
+        distill_texts(distill_data, data, task)  # refused now if unreadable
     from edgekit.zoo import resolve
 
     ref = resolve(model)  # may build a zoo model on first use (it says so)
     if ref.kind != "hf":
         raise InputError(f"{model} is an artifact; compress takes a zoo name or a Hugging Face model folder")
     _check_architecture(ref.path)
-    if ref.task == "text-classification":  # the head must fit the data: checked on the config, before loading
+    if ref.task in ("text-classification", "token-classification"):  # the head must fit the data, before loading
         from transformers import AutoConfig
 
         from edgekit.compress.pipeline import match_labels

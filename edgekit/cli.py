@@ -37,7 +37,8 @@ MODEL_HELP = ("MODEL is a zoo name, a Hugging Face model folder, or an edgekit a
 
 DATA_HELP = ("bbc-news (built in) or a path: a CSV/TSV, JSON Lines (.jsonl) or Parquet file, a folder written by "
              "datasets.save_to_disk, a folder of split files (train.csv, test.csv, ...) or a folder of class "
-             "sub-folders holding .txt files. Data without its own splits is split 70/10/20, stratified and seeded.")
+             "sub-folders holding .txt files. Data without its own splits is split 70/10/20, stratified and seeded. "
+             "Token classifiers read JSON Lines (or a table) with a 'tokens' list of words and a 'tags' list per row.")
 
 
 def data_options(f):
@@ -46,7 +47,7 @@ def data_options(f):
         click.option("--data", default="bbc-news", show_default=True, metavar="NAME|PATH", help=DATA_HELP),
         click.option("--text-column", default="text", show_default=True, help="Column holding the text (tables)."),
         click.option("--text-pair-column", default=None,
-                     help="Column holding the second text of sentence-pair data (eval only for now)."),
+                     help="Column holding the second text of sentence-pair data (text classification)."),
         click.option("--label-column", default="label", show_default=True,
                      help="Column holding the label: strings or integers (tables)."),
     ]):
@@ -182,7 +183,7 @@ def info(as_json: bool) -> None:
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write.")
 @click.option("--format", "formats", type=CommaChoice(EXPORT_FORMATS, "format"), default="onnx,openvino",
               show_default=True, help="Comma-separated formats (torch weights are always included).")
-@click.option("--task", type=Choice(["feature-extraction", "text-classification"], "task"),
+@click.option("--task", type=Choice(["feature-extraction", "text-classification", "token-classification"], "task"),
               help="Task; by default taken from the model.")
 def export(model: str, out: str, formats: tuple[str, ...], task: str | None) -> None:
     """Export MODEL (fp32) to an artifact folder with manifest.json.

@@ -1,9 +1,11 @@
-"""Torch modules with the task's fixed signature: (input_ids, attention_mask) -> one output.
+"""Torch modules with the task's fixed signature: (input_ids, attention_mask[, token_type_ids]) -> one output.
 
-Every runtime and exporter sees the same two int64 inputs and one float output:
+Every runtime and exporter sees the same int64 inputs (``input_ids``, ``attention_mask``, and
+``token_type_ids`` for models with a segment vocabulary: sentence pairs) and one float output:
 ``embeddings`` [batch, hidden] (pooled over the mask as the model's sentence-transformers folder says: mean, CLS
 or max, L2-normalised when it has a ``Normalize`` module; a plain Hugging Face folder: mean + L2 norm) for
-``feature-extraction``, ``logits`` [batch, classes] for ``text-classification``.
+``feature-extraction``, ``logits`` [batch, classes] for ``text-classification``, ``logits`` [batch, sequence,
+tags] for ``token-classification`` (one row per token; padded positions hold values nobody reads).
 """
 from __future__ import annotations
 
@@ -13,9 +15,33 @@ from pathlib import Path
 import torch
 from torch import nn
 
-TASKS = ("feature-extraction", "text-classification")
+TASKS = ("feature-extraction", "text-classification", "token-classification")
 INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAME = {"feature-extraction": "embeddings", "text-classification": "logits"}
+TOKEN_TYPES = "token_type_ids"  #: the optional third input (segment ids of sentence pairs)
+OUTPUT_NAME = {"feature-extraction": "embeddings", "text-classification": "logits", "token-classification": "logits"}
+
+
+def takes_token_types(hf_model) -> bool:
+    """Whether the model has more than one segment embedding (BERT: yes; RoBERTa, DistilBERT: no), so
+    ``token_type_ids`` is one of its inputs: without it a sentence pair reads as one sentence."""
+    return int(getattr(getattr(hf_model, "config", None), "type_vocab_size", 0) or 0) > 1
+
+
+def input_names(hf_model) -> tuple[str, ...]:
+    """The inputs an exported model takes, in order."""
+    return INPUT_NAMES + ((TOKEN_TYPES,) if takes_token_types(hf_model) else ())
+
+
+def auto_class(task: str):
+    """The ``transformers`` Auto class that loads a model folder for ``task``."""
+    import transformers
+
+    return {"text-classification": transformers.AutoModelForSequenceClassification,
+            "token-classification": transformers.AutoModelForTokenClassification}.get(task, transformers.AutoModel)
+
+
+def _types(token_type_ids):
+    return {} if token_type_ids is None else {"token_type_ids": token_type_ids}
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -97,8 +123,9 @@ class SentenceEncoder(nn.Module):
         """This model's embedding of last hidden states [B, S, H]."""
         return pool(hidden, mask, self.pooling, self.normalize)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **_types(token_type_ids))
         return self.pool(out.last_hidden_state, attention_mask)
 
 
@@ -115,13 +142,22 @@ class SequenceClassifier(nn.Module):
     def encoder(self) -> nn.Module:
         return self.model.base_model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **_types(token_type_ids)).logits
+
+
+class TokenClassifier(SequenceClassifier):
+    """An ``AutoModelForTokenClassification`` that returns per-token logits [batch, sequence, tags]."""
+
+    task = "token-classification"
 
 
 def wrap(hf_model: nn.Module, task: str, folder: str | Path | None = None) -> nn.Module:
     """The task wrapper around a loaded Hugging Face model; a sentence embedder pools as its ``folder`` (the one
     it was loaded from) says (:func:`sentence_pooling`)."""
+    if task == "token-classification":
+        return TokenClassifier(hf_model)
     if task == "text-classification":
         return SequenceClassifier(hf_model)
     return SentenceEncoder(hf_model, *sentence_pooling(folder))

@@ -96,6 +96,25 @@ def check_feeds(feeds: dict[str, np.ndarray], max_len: int) -> tuple[int, int]:
     return b, s
 
 
+def model_feeds(feeds: dict[str, np.ndarray], inputs) -> dict[str, np.ndarray]:
+    """The feeds a graph with ``inputs`` (names) takes: others dropped; ``token_type_ids`` all zeros (one segment)
+    when the graph takes it and the caller has none (single texts: bench, serve)."""
+    out = {k: v for k, v in feeds.items() if k in inputs}
+    types = feeds.get("token_type_ids")
+    if "token_type_ids" not in inputs and isinstance(types, np.ndarray) and types.any():
+        raise InputError("this model's graph takes no token_type_ids, so the second text of a pair would read as "
+                         "the first; re-export it with this edgekit (BERT-family graphs take them)")
+    if "token_type_ids" in inputs and "token_type_ids" not in out:
+        out["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+    elif "token_type_ids" in out:
+        t = out["token_type_ids"]
+        if not isinstance(t, np.ndarray) or t.dtype != np.int64 or t.shape != feeds["input_ids"].shape:
+            raise InputError(f"token_type_ids must be an int64 array shaped like input_ids "
+                             f"{feeds['input_ids'].shape}; got {getattr(t, 'dtype', type(t).__name__)} "
+                             f"{getattr(t, 'shape', '')}")
+    return out
+
+
 def load_tokenizer(artifact: Artifact | str | os.PathLike):
     """The tokenizer saved in an artifact folder: transformers' AutoTokenizer where transformers is installed,
     else its ``tokenizer.json`` through the ``tokenizers`` library (:class:`edgekit.tokenizer.ArtifactTokenizer`,
