@@ -105,7 +105,9 @@ def _check_token_types(session, tokenizer, ds) -> None:
 
     A Session says it reads ``token_type_ids`` with ``token_types = True``; the stock runtimes do. The native
     engine adds it with its pair support; until then a BERT pair artifact is evaluated on the other runtimes."""
-    if ds.pairs is None or "token_type_ids" not in tokenize(tokenizer, ["a"], max_length=8, pairs=["b"]):
+    from edgekit.data import feeds as F
+
+    if ds.pairs is None or "token_type_ids" not in F.tokenize(tokenizer, ["a"], max_length=8, pairs=["b"]):
         return  # single texts, or a model without segments (RoBERTa): nothing to drop
     if getattr(session, "token_types", session.runtime != "native"):
         return
