@@ -12,7 +12,7 @@ from edgekit import __version__
 from edgekit.artifact import Artifact
 from edgekit.errors import EdgekitError, InputError
 
-from . import check_feeds
+from . import check_feeds, model_feeds
 
 
 #: attention precision when no hint is given: int8 (Q K^T and P V on vpdpbusd) for classifiers where it can run
@@ -24,8 +24,11 @@ DEFAULT_ATTENTION = {"text-classification": "int8"}
 class NativeSession:
     runtime = "native"
 
-    def __init__(self, encoder, task: str, threads: int, precision: str, max_len: int):
+    def __init__(self, encoder, task: str, threads: int, precision: str, max_len: int, token_types: bool = False):
         self._enc, self.task, self.threads, self.precision, self.max_len = encoder, task, threads, precision, max_len
+        # the engine adds each token's segment row when the model has token type embeddings (BERT pairs); a model
+        # without them takes none (model_feeds refuses non-zero segment ids for it, as for a graph without them)
+        self._inputs = ("input_ids", "attention_mask") + (("token_type_ids",) if token_types else ())
 
     @property
     def kernels(self) -> list[str]:
@@ -34,9 +37,11 @@ class NativeSession:
 
     def run(self, feeds: dict[str, np.ndarray], profile: dict | None = None) -> np.ndarray:
         check_feeds(feeds, self.max_len)
+        feeds = model_feeds(feeds, self._inputs)
+        types = feeds.get("token_type_ids")
         try:
             return self._enc.run(np.ascontiguousarray(feeds["input_ids"]), np.ascontiguousarray(feeds["attention_mask"]),
-                                 profile)
+                                 profile, None if types is None else np.ascontiguousarray(types))
         except ValueError as exc:
             raise InputError(str(exc)) from None
 
@@ -73,4 +78,4 @@ class NativeRuntime:
         prec = cfg["precision"] + ("-sparse" if cfg["pattern"] == "4x1" else "") + (
             f"+{attention}-attention" if attention != "fp32" else "")
         max_len = min(int(cfg["max_position"]) - int(cfg["position_offset"]), artifact.manifest.max_sequence_length)
-        return NativeSession(enc, artifact.task, threads, prec, max_len)
+        return NativeSession(enc, artifact.task, threads, prec, max_len, int(cfg["type_vocab_size"]) > 0)

@@ -11,7 +11,7 @@ then, a post-LayerNorm BERT):
 - ``activation``: the feed-forward activation, ``gelu`` (erf), ``gelu_tanh`` (Hugging Face ``gelu_new`` /
   ``gelu_pytorch_tanh``) or ``relu``; absent: ``gelu``.
 - ``type_vocab_size``: 0 means no token type embeddings (DistilBERT; no ``embeddings.token_type`` tensor).
-  Inputs carry no token types: token type 0 is added.
+  The engine adds each token's row of it (``token_type_ids``; none given: row 0, one segment).
 - ``position_offset``: the first position id (absent: 0). Above 0 (RoBERTa: padding index + 1) position ids
   also count attended tokens only, as RoBERTa's count non-padding tokens; the longest input is then
   ``max_position - position_offset`` tokens.

@@ -381,6 +381,11 @@ const char* ek_engine_task(const ek_engine* e) { return e ? e->task.c_str() : ""
 
 int ek_engine_run(ek_engine* e, const int64_t* input_ids, const int64_t* attention_mask, int batch, int seq,
                   float* out, size_t out_len) {
+  return ek_engine_run_with_types(e, input_ids, attention_mask, nullptr, batch, seq, out, out_len);
+}
+
+int ek_engine_run_with_types(ek_engine* e, const int64_t* input_ids, const int64_t* attention_mask,
+                             const int64_t* token_type_ids, int batch, int seq, float* out, size_t out_len) {
   return guarded(EK_ENGINE_EINVAL, [&] {
     if (!e || !input_ids || !attention_mask || !out)
       fail(EK_ENGINE_EINVAL, "ek_engine_run: engine, input_ids, attention_mask and out must not be NULL");
@@ -392,7 +397,7 @@ int ek_engine_run(ek_engine* e, const int64_t* input_ids, const int64_t* attenti
     if (out_len < need)
       fail(EK_ENGINE_EINVAL, "out holds " + std::to_string(out_len) + " floats; this run writes " + std::to_string(need));
     std::lock_guard<std::mutex> lock(e->mu);
-    e->enc->set_input(input_ids, attention_mask, batch, seq);
+    e->enc->set_input(input_ids, attention_mask, token_type_ids, batch, seq);
     e->enc->forward(out, nullptr);
   });
 }

@@ -111,10 +111,11 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg, const TensorLookup& t, int th
   word_ = take<float>(t, "embeddings.word", {vocab_, h_});
   pos_ = take<float>(t, "embeddings.position", {maxpos_, h_});
   if (tv > 0) {
-    type0_ = take<float>(t, "embeddings.token_type", {tv, h_});
-    type0_.resize(h_);  // token type 0: the inputs carry no token types
+    type_ = take<float>(t, "embeddings.token_type", {tv, h_});
+    types_ = tv;
   } else {
-    type0_.assign(h_, 0.f);  // no token type embeddings (DistilBERT)
+    type_.assign(h_, 0.f);  // no token type embeddings (DistilBERT, RoBERTa-like): one zero row all tokens add
+    types_ = 0;
   }
   eln_w_ = take<float>(t, "embeddings.ln.weight", {h_});
   eln_b_ = take<float>(t, "embeddings.ln.bias", {h_});
@@ -152,7 +153,7 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg, const TensorLookup& t, int th
   }
 }
 
-void EncoderImpl::set_input(const int64_t* id, const int64_t* mk, int64_t B, int64_t S) {
+void EncoderImpl::set_input(const int64_t* id, const int64_t* mk, const int64_t* ty, int64_t B, int64_t S) {
   if (B == 0 || S == 0) bad("empty input: batch and seq must be at least 1");
   if (S + pos_off_ > maxpos_)
     bad("sequence length " + std::to_string(S) + " is longer than the model's maximum " + std::to_string(maxpos_ - pos_off_));
@@ -161,6 +162,7 @@ void EncoderImpl::set_input(const int64_t* id, const int64_t* mk, int64_t B, int
   tok_id_.clear();
   tok_pos_.clear();
   tok_col_.clear();
+  tok_type_.clear();
   for (int64_t b = 0; b < B; ++b) {
     seq_start_[b] = (int64_t)tok_id_.size();
     if (cls_ && mk[b * S] == 0) bad("row " + std::to_string(b) + ": the first token must be attended (the output pools it)");
@@ -173,6 +175,16 @@ void EncoderImpl::set_input(const int64_t* id, const int64_t* mk, int64_t B, int
       // with an offset (RoBERTa) position ids count attended tokens from the offset, as RoBERTa counts non-padding
       // tokens; else they are the column (BERT, DistilBERT)
       tok_pos_.push_back(pos_off_ ? pos_off_ + (int64_t)tok_id_.size() - seq_start_[b] : s);
+      // segment ids are packed with the ids (attended tokens only); none given, or a model without token type
+      // embeddings: every token adds row 0 (for a model without them, a zero row)
+      int64_t g = 0;
+      if (ty) {
+        g = ty[b * S + s];
+        if (g < 0 || g >= std::max<int64_t>(types_, 1))
+          bad("token type id " + std::to_string(g) + " is outside the model's token types (" +
+              (types_ ? "0.." + std::to_string(types_ - 1) : std::string("it has none: only 0")) + ")");
+      }
+      tok_type_.push_back(g);
       tok_id_.push_back(v);
       tok_col_.push_back(s);
     }
@@ -277,8 +289,9 @@ void EncoderImpl::embeddings(StepTimer& timer) {
   for (int64_t i = 0; i < T_; ++i) {
     const float* w = word_.data() + tok_id_[i] * H;
     const float* p = pos_.data() + tok_pos_[i] * H;
+    const float* g = type_.data() + tok_type_[i] * H;
     float* xi = x_.data() + i * H;
-    for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + type0_[e];
+    for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + g[e];
   }
   add_ln(x_.data(), nullptr, T_, eln_w_, eln_b_, qkv_reader(0));
   timer.stop("embeddings");
@@ -553,7 +566,7 @@ int EncoderImpl::run_tile(const Layer& L, const Linear* next, int64_t tile, doub
   return rc ? rc : tile_tail(tile, tmp_.data(), L.ln2_w, L.ln2_b, next, times, 1, t);
 }
 
-// The embeddings of one tile's tokens (word + position + token type 0, LayerNorm), quantised for `next` as in
+// The embeddings of one tile's tokens (word + position + token type, LayerNorm), quantised for `next` as in
 // run_tile: the first layer's input, tile by tile. (The word rows come from a 47 MB table for BERT's
 // vocabulary, mostly cache misses: two threads overlap twice as many.)
 int EncoderImpl::embed_tile(const Linear* next, int64_t tile, double* times) {
@@ -562,8 +575,9 @@ int EncoderImpl::embed_tile(const Linear* next, int64_t tile, double* times) {
   for (int64_t i = tile * 64; i < r1; ++i) {
     const float* w = word_.data() + tok_id_[i] * H;
     const float* p = pos_.data() + tok_pos_[i] * H;
+    const float* g = type_.data() + tok_type_[i] * H;
     float* xi = x_.data() + i * H;
-    for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + type0_[e];
+    for (int64_t e = 0; e < H; ++e) xi[e] = w[e] + p[e] + g[e];
   }
   return tile_tail(tile, nullptr, eln_w_, eln_b_, next, times, 4, t);
 }
@@ -598,7 +612,11 @@ std::vector<std::string> Encoder::kernels() const {
 }
 std::string Encoder::attention() const { return impl_->attn_bf16_ ? "bf16" : impl_->attn_int8_ ? "int8" : "fp32"; }
 void Encoder::set_input(const int64_t* ids, const int64_t* mask, int64_t batch, int64_t seq) {
-  impl_->set_input(ids, mask, batch, seq);
+  impl_->set_input(ids, mask, nullptr, batch, seq);
+}
+void Encoder::set_input(const int64_t* ids, const int64_t* mask, const int64_t* token_types, int64_t batch,
+                        int64_t seq) {
+  impl_->set_input(ids, mask, token_types, batch, seq);
 }
 void Encoder::forward(float* out, Profile* profile) {
   ek_set_num_threads(impl_->threads_);

@@ -89,6 +89,9 @@ class EK_ENGINE_API Encoder {
   // attended tokens; forward writes [batch, out_width()] (per_token(): [batch, seq, out_width()]) to out (no Python
   // involved: the caller may drop the GIL).
   void set_input(const int64_t* ids, const int64_t* mask, int64_t batch, int64_t seq);
+  // The same with per-token segment ids (token_type_ids, [batch, seq], each within the model's token types; a model
+  // without token type embeddings takes only 0). token_types may be null: every token is segment 0.
+  void set_input(const int64_t* ids, const int64_t* mask, const int64_t* token_types, int64_t batch, int64_t seq);
   void forward(float* out, Profile* profile);
 
   // Run each layer's steps after attention one 64-token tile per task when that applies (results are identical

@@ -55,7 +55,7 @@ class EncoderImpl {
   EncoderImpl(const EncoderConfig& cfg, const TensorLookup& t, int threads, const std::string& attention);
 
   // ---- encoder.cpp: the steps of a run
-  void set_input(const int64_t* ids, const int64_t* mask, int64_t B, int64_t S);
+  void set_input(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t B, int64_t S);  // types may be null
   void forward(float* out, Profile* prof);
   void embeddings(StepTimer& timer);
   void attention_layer(const Layer& L, bool cls_only, StepTimer& timer);
@@ -101,8 +101,9 @@ class EncoderImpl {
   HeadActivation head_act_ = HeadActivation::kNone;
   bool normalize_ = true;
   bool cls_;  // the first token is all the output reads (cls pooling): the last layer goes on with those rows only
+  int64_t types_ = 0;  // rows of type_ (the model's type_vocab_size; 0: none, type_ is one zero row)
   int64_t S_ = 0;  // the run's padded sequence length (per-token output)
-  std::vector<float> word_, pos_, type0_, eln_w_, eln_b_, cls_w_, cls_b_;
+  std::vector<float> word_, pos_, type_, eln_w_, eln_b_, cls_w_, cls_b_;
   Linear pooler_;
   std::vector<Layer> layers_;
   bool merge_chunks = true;  // head tasks of several 64-aligned chunks in one region; false: one per chunk
@@ -112,7 +113,7 @@ class EncoderImpl {
   // The run: its batch, tokens in flight (B after the last attention with CLS pooling) and the row stride of the
   // transposed u8 buffers.
   int64_t B_ = 0, T_ = 0, tp_ = 0;
-  std::vector<int64_t> seq_start_, seq_len_, tok_id_, tok_pos_, tok_col_, chunk_start_;  // tok_col_: column in the input
+  std::vector<int64_t> seq_start_, seq_len_, tok_id_, tok_pos_, tok_col_, tok_type_, chunk_start_;  // tok_col_: column in the input
   std::vector<std::pair<int64_t, int64_t>> chunks_;  // [first, last + 1) sequences per QKV + attention chunk
   bool aligned_ = true;  // every chunk starts on a 64-token tile
   // Tokens per QKV + attention chunk: q, k, v of 128 tokens x 384 x 3 fp32 = 590 KB, about the L2 of one core

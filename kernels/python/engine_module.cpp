@@ -88,19 +88,26 @@ std::unique_ptr<LockedEncoder> make_encoder(const py::dict& cfg, const py::dict&
 }
 
 py::array_t<float> run(LockedEncoder& e, py::array_t<int64_t, py::array::c_style> ids,
-                       py::array_t<int64_t, py::array::c_style> mask, py::object profile) {
+                       py::array_t<int64_t, py::array::c_style> mask, py::object profile, py::object token_types) {
   if (ids.ndim() != 2 || mask.ndim() != 2 || ids.shape(0) != mask.shape(0) || ids.shape(1) != mask.shape(1))
     bad("input_ids and attention_mask must both be [batch, seq]");
+  py::array_t<int64_t, py::array::c_style> types;  // empty unless given (None: every token in segment 0)
+  if (!token_types.is_none()) {
+    types = token_types.cast<py::array_t<int64_t, py::array::c_style | py::array::forcecast>>();
+    if (types.ndim() != 2 || types.shape(0) != ids.shape(0) || types.shape(1) != ids.shape(1))
+      bad("token_type_ids must be [batch, seq] like input_ids");
+  }
   const int64_t B = ids.shape(0), S = ids.shape(1);
   py::array_t<float> out = e.per_token() ? py::array_t<float>({B, S, e.out_width()}) : py::array_t<float>({B, e.out_width()});
   ek::engine::Profile prof;
   const int64_t* id = ids.data();  // ids, mask and out stay alive (held by this frame) while the GIL is released
   const int64_t* mk = mask.data();
+  const int64_t* ty = token_types.is_none() ? nullptr : types.data();
   float* dst = out.mutable_data();
   {
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lock(e.run_mu);
-    e.set_input(id, mk, B, S);  // std::invalid_argument (bad ids or mask) -> ValueError, with the GIL back
+    e.set_input(id, mk, ty, B, S);  // std::invalid_argument (bad ids, mask or types) -> ValueError, with the GIL back
     e.forward(dst, profile.is_none() ? nullptr : &prof);
   }
   if (!profile.is_none()) {
@@ -134,7 +141,8 @@ PYBIND11_MODULE(_engine, m) {
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"), py::arg("threads"),
            py::arg("attention") = "fp32")
       .def_property_readonly("attention", &Encoder::attention)
-      .def("run", &run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("profile") = py::none())
+      .def("run", &run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("profile") = py::none(),
+           py::arg("token_type_ids") = py::none())
       .def_property_readonly("out_width", &Encoder::out_width)
       .def_property_readonly("per_token", &Encoder::per_token, "one output row per input token ([batch, seq, width])")
       .def_property_readonly("fused_qkv", &Encoder::fused_qkv)

@@ -54,13 +54,20 @@ EK_ENGINE_EXPORT int ek_engine_output_dims(const ek_engine *e, int batch, int se
 /* The longest sequence a run accepts (the model's and the manifest's limit). */
 EK_ENGINE_EXPORT int64_t ek_engine_max_sequence_length(const ek_engine *e);
 
-/* The artifact's task: "feature-extraction" or "text-classification" (valid while the engine lives). */
+/* The artifact's task: "feature-extraction", "text-classification" or "token-classification" (valid while the engine lives). */
 EK_ENGINE_EXPORT const char *ek_engine_task(const ek_engine *e);
 
-/* Run input_ids and attention_mask ([batch, seq], row-major; mask of 0 and 1) into out, which must hold at
+/* Run input_ids and attention_mask ([batch, seq], row-major; mask of 0 and 1; every token in segment 0) into out, which must hold at
  * least the product of ek_engine_output_dims' shape floats (out_len counts floats). */
 EK_ENGINE_EXPORT int ek_engine_run(ek_engine *e, const int64_t *input_ids, const int64_t *attention_mask, int batch,
                                    int seq, float *out, size_t out_len);
+
+/* ek_engine_run with segment ids: token_type_ids [batch, seq] (sentence pairs: 0 for the first text, 1 for the
+ * second), each within the model's token types (a model without token type embeddings takes only 0). NULL: every
+ * token is segment 0, as ek_engine_run. */
+EK_ENGINE_EXPORT int ek_engine_run_with_types(ek_engine *e, const int64_t *input_ids, const int64_t *attention_mask,
+                                              const int64_t *token_type_ids, int batch, int seq, float *out,
+                                              size_t out_len);
 
 EK_ENGINE_EXPORT void ek_engine_free(ek_engine *e);
 
