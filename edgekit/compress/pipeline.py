@@ -24,7 +24,7 @@ from .stages import handler_for
 from .stages.distill import make_student, objective
 
 #: tasks the native writer stores (edgekit.formats.native may list more in its own TASKS)
-NATIVE_TASKS = ("feature-extraction", "text-classification")
+NATIVE_TASKS = ("feature-extraction", "text-classification", "token-classification")
 
 
 def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None = None, seed: int = 0,
@@ -214,7 +214,7 @@ def _export(run: training.Run, ref, rec: Recipe, out: Path, report: dict, progre
     def extra(tmp: Path) -> dict[str, str]:
         if qstate:
             (tmp / "torch" / "quant.json").write_text(json.dumps(qstate, indent=2))
-        if not native:  # per-token output lands in the native writer with the arch branch
+        if not native:
             return {}
         write_native(student, ref.task, qstate, tmp / "native", labels)
         return {"native": "native"}
