@@ -170,3 +170,51 @@ def test_eval_native_on_pairs_agrees_with_torch(compressed, pairs, capsys):
         results[rt] = json.loads(capsys.readouterr().out)
     assert results["native"]["n"] == results["torch"]["n"] == 40
     assert abs(results["native"]["value"] - results["torch"]["value"]) <= 0.02
+
+
+def test_c_api_runs_pairs(compressed, pairs):
+    """ek_engine_run_with_types (the C API, through ctypes on libedgekit.so) gives the Python native session's
+    floats on pairs; NULL types give ek_engine_run's, which are those of the session without segment ids."""
+    import ctypes
+    import importlib.util
+    from pathlib import Path
+
+    from edgekit.runtimes import load, load_tokenizer
+
+    lib = ctypes.CDLL(str(Path(importlib.util.find_spec("edgekit._engine").origin).parent / "libedgekit.so"))
+    i64p, f32p = ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_float)
+    lib.ek_engine_load.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
+    lib.ek_engine_run.argtypes = [ctypes.c_void_p, i64p, i64p, ctypes.c_int, ctypes.c_int, f32p, ctypes.c_size_t]
+    lib.ek_engine_run_with_types.argtypes = [ctypes.c_void_p, i64p, i64p, i64p, ctypes.c_int, ctypes.c_int, f32p,
+                                             ctypes.c_size_t]
+    lib.ek_engine_free.argtypes = [ctypes.c_void_p]
+    lib.ek_engine_last_error.restype = ctypes.c_char_p
+    feeds = _pair_feeds(load_tokenizer(compressed), pairs, 6)
+    session = load(compressed, "native", threads=1)
+    want = session.run(feeds)
+    want_single = session.run({k: v for k, v in feeds.items() if k != "token_type_ids"})
+    e = ctypes.c_void_p()
+    assert lib.ek_engine_load(str(compressed).encode(), 1, ctypes.byref(e)) == 0, lib.ek_engine_last_error()
+    try:
+        b, s = feeds["input_ids"].shape
+        arrays = {k: np.ascontiguousarray(v) for k, v in feeds.items()}  # alive while C reads them
+        ptr = {k: v.ctypes.data_as(i64p) for k, v in arrays.items()}
+        out = np.zeros(want.shape, np.float32)
+        assert lib.ek_engine_run_with_types(e, ptr["input_ids"], ptr["attention_mask"], ptr["token_type_ids"], b, s,
+                                            out.ctypes.data_as(f32p), out.size) == 0, lib.ek_engine_last_error()
+        np.testing.assert_allclose(out, want, atol=1e-5)
+        out_null = np.zeros(want.shape, np.float32)
+        assert lib.ek_engine_run_with_types(e, ptr["input_ids"], ptr["attention_mask"], None, b, s,
+                                            out_null.ctypes.data_as(f32p), out_null.size) == 0
+        out_plain = np.zeros(want.shape, np.float32)
+        assert lib.ek_engine_run(e, ptr["input_ids"], ptr["attention_mask"], b, s, out_plain.ctypes.data_as(f32p),
+                                 out_plain.size) == 0
+        np.testing.assert_array_equal(out_null, out_plain)
+        np.testing.assert_allclose(out_plain, want_single, atol=1e-5)
+        bad = feeds["token_type_ids"].copy()
+        bad[0, 0] = 5
+        assert lib.ek_engine_run_with_types(e, ptr["input_ids"], ptr["attention_mask"], bad.ctypes.data_as(i64p), b,
+                                            s, out.ctypes.data_as(f32p), out.size) == -1  # EK_ENGINE_EINVAL
+        assert b"token type id 5" in lib.ek_engine_last_error()
+    finally:
+        lib.ek_engine_free(e)
