@@ -169,8 +169,8 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
     (``OUT.ckpt``: ``resume=True`` continues it, ``overwrite=True`` starts over).
 
     ``data``: ``bbc-news``, a path or a :class:`~edgekit.data.DataSpec`; it is read (and refused, if bad)
-    before the model loads. ``distill_data``: unlabelled text (a path or registered text source); today
-    it is checked and recorded in report.json, not yet trained on.
+    before the model loads. ``distill_data``: unlabelled text (a path or registered text source) the teacher
+    labels for distillation; it replaces the source of the recipe's ``distill_data`` section.
 
     >>> compress("tiny-bert-cls", "out/tiny", recipe="quick")["compressed"]["accuracy"]   # doctest: +SKIP
     """
@@ -195,7 +195,7 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
     if distill_data is not None:
         from edgekit.compress.pipeline import distill_texts
 
-        distill_texts(distill_data, data)  # refused now if unreadable
+        distill_texts(distill_data, data, recipe, seed)  # refused now if unreadable
     from edgekit.zoo import resolve
 
     ref = resolve(model)  # may build a zoo model on first use (it says so)

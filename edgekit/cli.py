@@ -203,8 +203,8 @@ def export(model: str, out: str, formats: tuple[str, ...], task: str | None) -> 
 @data_options
 @click.option("--distill-data", default=None, metavar="PATH|SOURCE",
               help="Unlabelled text for distillation and calibration: a .txt file or folder of them, a table "
-                   "(read with --text-column) or a registered text source. Read, checked and recorded in "
-                   "report.json; not yet trained on.")
+                   "(read with --text-column) or a registered text source (english-mix, ...: edgekit info). The "
+                   "teacher labels it and training uses it; replaces the recipe's distill_data source.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap training steps per stage (quick runs).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (runs are deterministic).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint (OUT.ckpt).")

@@ -148,7 +148,7 @@ def test_mix_without_debian_says_one_line(no_debian, capsys):
     corpora.mix_documents(seed=0, words_per_source=2_000)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
-    assert err[0].startswith("english-mix: using gensim-lee, wiki-sample, newsgroups, movie-reviews; "
+    assert err[0].startswith("edgekit: english-mix: using gensim-lee, wiki-sample, newsgroups, movie-reviews; "
                              "not installed: linux-doc, python-doc, gcide, wordnet, fortunes")
     assert err[0].endswith("skipped") and "apt-get install --no-install-recommends linux-doc python3-doc" in err[0]
 

@@ -47,6 +47,9 @@ from edgekit.errors import InputError
 
 from .distill import Distiller
 
+#: the label of a distillation passage (no true label: cross-entropy's default ``ignore_index`` skips it)
+UNLABELLED = -100
+
 # Rank 0 evaluates and exports while the others wait in a collective; give it room before gloo's
 # timeout turns a long export into a failure (a crashed rank is torn down by torchrun anyway).
 TIMEOUT = timedelta(hours=2)
@@ -221,15 +224,31 @@ class Run:
     minimises (:func:`edgekit.compress.stages.distill.objective`)."""
 
     def __init__(self, recipe, objective, teacher, student, tok, task: str, data: str, max_steps: int | None,
-                 ckpt: Path, progress: bool):
+                 ckpt: Path, progress: bool, extra: list[str] | None = None, extra_use: str = "add",
+                 extra_calibration: bool = False):
         self.dist = current()  # rank and world size under torchrun; Dist() alone
         check_batch(recipe.batch, self.dist)
         self.recipe, self.teacher, self.student, self.tok, self.task = recipe, teacher, student, tok, task
         self.data, self.max_steps, self.ckpt, self.progress = data, max_steps, ckpt, progress
-        train = load_dataset(data, "train")
-        feeds, source = tokenize_windows(tok, train.texts, recipe.max_length, recipe.train_windows)
-        self.ids, self.mask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
-        self.labels = torch.tensor(train.labels)[torch.from_numpy(source)]  # a window keeps its article's label
+        self.extra = list(extra or [])  # unlabelled distillation passages (edgekit.compress.extra_text)
+        self.extra_calibration = extra_calibration and bool(self.extra)
+        ids, masks, labels = [], [], []
+        if not (self.extra and extra_use == "replace"):
+            train = load_dataset(data, "train")
+            feeds, source = tokenize_windows(tok, train.texts, recipe.max_length, recipe.train_windows)
+            ids.append(feeds["input_ids"]), masks.append(feeds["attention_mask"])
+            labels.append(torch.tensor(train.labels)[torch.from_numpy(source)])  # a window keeps its article's label
+        if self.extra:  # after the training split's rows: one-shot pruning calibrates on the first rows
+            feeds, source = tokenize_windows(tok, self.extra, recipe.max_length, recipe.train_windows)
+            ids.append(feeds["input_ids"]), masks.append(feeds["attention_mask"])
+            labels.append(torch.full((len(source),), UNLABELLED, dtype=torch.long))  # the teacher's outputs only
+        width = max(a.shape[1] for a in ids)
+        pad = tok.pad_token_id or 0
+        self.ids = torch.cat([torch.nn.functional.pad(torch.from_numpy(a), (0, width - a.shape[1]), value=pad)
+                              for a in ids])
+        self.mask = torch.cat([torch.nn.functional.pad(torch.from_numpy(a), (0, width - a.shape[1])) for a in masks])
+        self.labels = torch.cat(labels)
+        self.labelled_rows = int((self.labels != UNLABELLED).sum())
         # text tokens (not padding, not [CLS] / [SEP] / other specials): what augment_tokens replaces and draws from
         self.text = self.pool = None
         if recipe.augment_tokens > 0:
@@ -248,6 +267,16 @@ class Run:
         if self.dist.active:
             # dropout: each shard draws its own masks, as the rows of one batch do in a single process
             torch.manual_seed(recipe.seed + self.dist.rank)
+
+    def calibration_texts(self, n: int) -> list[str]:
+        """``n`` texts for int8 calibration: a seeded draw from the training split, half of them replaced by
+        distillation passages when the recipe's ``distill_data.calibration`` says so."""
+        from edgekit.data import calibration_texts
+
+        from .extra_text import calibration_mix
+
+        train = calibration_texts(n, self.data, self.recipe.seed)
+        return calibration_mix(train, self.extra if self.extra_calibration else None, n, self.recipe.seed)
 
     def resumed(self, desc: str) -> dict | None:
         """The checkpoint state when the run resumes inside training ``desc`` (``prune``, ``qat``), else None."""

@@ -38,7 +38,7 @@ def test_builtin_recipes_load_and_unknown_is_clear(tmp_path):
     assert fe.stage("prune").layer_sparsity == {5: 0.5} and fe.stage("prune").lr == 6e-4
     long = load_recipe("feature-extraction-long")  # the same with two keys changed, nothing else
     assert long.stage("prune").layer_sparsity == {5: 0.3} and long.stage("prune").steps == 1800
-    changed = {"name": "feature-extraction-long", "description": None, "stages": None}
+    changed = {"name": "feature-extraction-long", "description": None, "stages": None, "distill_data": None}
     assert {k: v for k, v in long.to_dict().items() if k not in changed} == \
         {k: v for k, v in fe.to_dict().items() if k not in changed}
     fe_prune, long_prune = fe.stage("prune").model_dump(), long.stage("prune").model_dump()

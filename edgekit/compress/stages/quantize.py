@@ -75,7 +75,6 @@ def _avx2_kernels() -> bool:
 @register(QuantizeConfig)
 def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
     from edgekit.arch import encoder_linears
-    from edgekit.data import calibration_texts
     from edgekit.evaluate import run_batched
     from edgekit.formats import fake_quant as FQ
     from edgekit.runtimes.torch_backend import ModuleSession
@@ -104,7 +103,7 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
             run.fq[n].set_qparams(s, z)
             run.fq[n].mode = "quant"
     else:
-        texts = calibration_texts(cfg.calibration_samples, run.data, run.recipe.seed)
+        texts = run.calibration_texts(cfg.calibration_samples)
         run_batched(ModuleSession(run.student, run.task), run.tok, texts, batch=16, max_length=run.recipe.max_length,
                     progress=False)  # the fake-quant modules observe their inputs
         FQ.finish_calibration(run.fq, cfg.calibration, cfg.percentile)
