@@ -85,6 +85,53 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.sum(a * b, axis=1)))
 
 
+#: how many nearest neighbours :func:`neighbour_overlap` compares (the ``_at_10`` in its JSON name)
+NEIGHBOURS = 10
+
+
+def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = NEIGHBOURS) -> float:
+    """Mean over rows i of |N_a(i) & N_b(i)| / k, where N_x(i) are the ``k`` rows of ``x`` (other than i) with the
+    highest cosine to row i: whether a search over these texts returns the same top-``k`` with embeddings ``a``
+    as with ``b`` (1 = always the same set). ``k`` is capped at rows - 1.
+
+    >>> x = np.eye(4) + 0.1
+    >>> neighbour_overlap(x, x, k=2)
+    1.0
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise InputError(f"cannot compare outputs of shapes {a.shape} and {b.shape}")
+    k = min(k, len(a) - 1)
+    if k < 1:
+        raise InputError("neighbour overlap needs at least two texts")
+
+    def top(x: np.ndarray) -> np.ndarray:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+        sim = x @ x.T
+        np.fill_diagonal(sim, -np.inf)
+        return np.argpartition(-sim, k - 1, axis=1)[:, :k]
+
+    na, nb = top(a), top(b)
+    return float(np.mean([len(set(p) & set(q)) / k for p, q in zip(na, nb)]))
+
+
+def neighbour_fields(out: np.ndarray, ref: np.ndarray) -> dict:
+    """``{"neighbour_overlap_at_10": ...}`` of a feature extractor's outputs against the reference's."""
+    return {f"neighbour_overlap_at_{NEIGHBOURS}": neighbour_overlap(out, ref)}
+
+
+def reference_probe_fields(reference_session, tokenizer, data, ref_out: np.ndarray, labels, value: float,
+                           batch: int, max_length: int, seed: int, progress: bool) -> dict:
+    """The reference's own linear-probe accuracy (its embeddings of train and validation, the same probe) and
+    the drop from it to ``value`` (reference minus evaluated model, in accuracy, so 0.01 = 1 point)."""
+    train, val = load_dataset(data, "train"), load_dataset(data, "validation")
+    name = f"reference {reference_session.runtime}"
+    tr = _run_split(reference_session, tokenizer, train, batch, max_length, f"{name} train", progress)
+    va = _run_split(reference_session, tokenizer, val, batch, max_length, f"{name} validation", progress)
+    acc, _ = linear_probe(tr, train.labels, va, val.labels, ref_out, np.asarray(labels), seed=seed)
+    return {"reference_linear_probe_accuracy": acc, "linear_probe_drop": acc - value}
+
+
 def _class_map(model_labels: Sequence[str] | None, data_labels: Sequence[str]) -> np.ndarray:
     """Index map model class i -> dataset label index.
 
@@ -124,7 +171,9 @@ def evaluate(session, tokenizer, data="bbc-news", split: str = "test", batch: in
       label i). With a reference: ``agreement`` = fraction of equal predictions.
     - feature-extraction: ``metric`` "linear_probe_accuracy" (see module doc; extra ``probe_c``); with
       ``probe=False`` the metric is "embedding_cosine" to the reference instead (no probe is fitted).
-      With a reference: ``embedding_cosine`` = mean cosine to the reference's embeddings of the same split.
+      With a reference: ``embedding_cosine`` = mean cosine to the reference's embeddings of the same split and
+      ``neighbour_overlap_at_10`` (:func:`neighbour_overlap`); with a reference session and the probe also
+      ``reference_linear_probe_accuracy`` and ``linear_probe_drop`` (reference minus this model).
 
     The reference is ``reference_session`` (run here) or ``reference_outputs`` (its outputs on the split,
     computed before, e.g. with :func:`predict`); ``outputs``: this session's own outputs when already computed.
@@ -170,6 +219,10 @@ def evaluate(session, tokenizer, data="bbc-news", split: str = "test", batch: in
     if ref is not None:
         if task == "feature-extraction":
             res["embedding_cosine"] = mean_cosine(out, ref)
+            res.update(neighbour_fields(out, ref))
+            if res["metric"] == "linear_probe_accuracy" and reference_session is not None:
+                res.update(reference_probe_fields(reference_session, tokenizer, data, ref, ds.labels, res["value"],
+                                                  batch, max_length, seed, progress))
         else:
             res["agreement"] = float(np.mean(out.argmax(1) == ref.argmax(1)))
         if reference_session is not None and reference_outputs is None:

@@ -20,7 +20,7 @@ from edgekit.status import say
 from . import training
 from .config import Recipe, load_recipe
 from .extra_text import distill_settings, load_distill_texts, report_entry
-from .scoring import label_names, score_model, score_runtimes, score_student
+from .scoring import label_names, probe_drop, score_model, score_runtimes, score_student
 from .stages import handler_for
 from .stages.distill import make_student, objective
 
@@ -159,11 +159,11 @@ def _compress(model, out_dir, recipe, data: DataSpec, max_steps: int | None, see
     if not run.dist.is_main:
         return None
     report = {"task": ref.task, "data": str(data), "recipe": rec.name, "model": ref.name, "baseline": baseline,
-              "compressed": score_student(run, probe=probe)}
+              "compressed": probe_drop(baseline, score_student(run, probe=probe))}
     if extra is not None:
         report["distill_data"] = report_entry(dd, extra)
     art = _export(run, ref, rec, out, report, progress)
-    report["runtimes"] = score_runtimes(art, tok, data, run.teacher_out)
+    report["runtimes"] = score_runtimes(art, tok, data, run.teacher_out, baseline)
     from .report import format_sizes, write_reports
 
     report["size_mb"] = format_sizes(art)
