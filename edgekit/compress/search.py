@@ -198,8 +198,7 @@ def run_search(linears: dict, cfg, run, recipe) -> dict[str, float]:
     say(f"search: measuring the sensitivity of {len(linears)} Linears at {len(grid)} sparsities on {n} windows",
         run.progress)
     t1 = time.perf_counter()
-    cost = sensitivity_table(run.student, linears, batches, grid, run.task, cfg.pattern if cfg.pattern != "4x4"
-                             else "4x4")
+    cost = sensitivity_table(run.student, linears, batches, grid, run.task, cfg.pattern)
     t2 = time.perf_counter()
     target = cfg.latency_target if cfg.latency_target is not None else 1.0 / cfg.target_speedup
     alloc, record = search_allocation(list(linears), shape_of, table, cost, grid, target, cfg.search_trials,

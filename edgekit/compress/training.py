@@ -258,6 +258,7 @@ class Run:
         self.order: list[int] = []
         self.global_step = 0
         self.pruner = None  # edgekit.compress.prune.Pruner, set by the prune stage
+        self.allocation_record: dict | None = None  # what the search scope measured and chose (report.json)
         self.fq: dict = {}  # name -> FakeQuantLinear, set by the quantize stage
         self.weight_bits: int | None = None  # resolved by the quantize stage
         self.stage_reports: list[dict] = []
