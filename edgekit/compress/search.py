@@ -201,8 +201,8 @@ def run_search(linears: dict, cfg, run, recipe) -> dict[str, float]:
     cost = sensitivity_table(run.student, linears, batches, grid, run.task, cfg.pattern)
     t2 = time.perf_counter()
     target = cfg.latency_target if cfg.latency_target is not None else 1.0 / cfg.target_speedup
-    alloc, record = search_allocation(list(linears), shape_of, table, cost, grid, target, cfg.search_trials,
-                                      seed=recipe.seed)
+    trials = run.steps(cfg.search_trials) if hasattr(run, "steps") else cfg.search_trials  # --max-steps caps it
+    alloc, record = search_allocation(list(linears), shape_of, table, cost, grid, target, trials, seed=recipe.seed)
     record.update(latency_table={k: table[k] for k in sorted(set(shape_of.values()))}, sensitivity=cost,
                   weight_bits=bits, samples=n, seconds={"latency": round(t1 - t0, 1), "sensitivity": round(t2 - t1, 1),
                                                         "search": round(time.perf_counter() - t2, 1)})

@@ -74,7 +74,8 @@ class PruneConfig(StageConfig):
                                                                           "(0.33 = 3x faster); or target_speedup")
     search_grid: list[float] = Field([0.5, 0.7, 0.8, 0.9, 0.95], min_length=1,
                                      description="search: the sparsities each Linear may get (0 = dense)")
-    search_trials: int = Field(2000, ge=1, description="search: NSGA-II trials (each costs two table sums)")
+    search_trials: int = Field(2000, ge=1, description="search: NSGA-II trials (each costs two table sums; "
+                                                       "--max-steps caps them too)")
     search_samples: int = Field(64, ge=1, description="search: training windows the sensitivity is measured on")
     steps: int = Field(300, ge=1, description="training steps of this stage (pruning + fixed-mask fine-tune)")
     ramp: float = Field(0.75, gt=0.0, le=1.0, description="fraction of steps over which sparsity ramps up (cubic)")
