@@ -91,13 +91,13 @@ def test_missing_debian_source_is_one_line_and_the_others_run(no_debian, capsys)
     assert texts == load_texts("gensim-lee")
     load_texts(["linux-doc", "movie-reviews"])
     err = capsys.readouterr().err.splitlines()
-    assert err == ["linux-doc: not installed (Debian package linux-doc, needs root); skipped"]
+    assert err == ["edgekit: linux-doc: not installed (Debian package linux-doc, needs root); skipped"]
 
 
 def test_missing_source_alone_is_an_input_error(no_debian, capsys):
     with pytest.raises(InputError, match="no text in wordnet"):
         load_texts("wordnet")
-    assert capsys.readouterr().err.strip() == "wordnet: not installed (Debian package wordnet-base, needs root); skipped"
+    assert capsys.readouterr().err.strip() == "edgekit: wordnet: not installed (Debian package wordnet-base, needs root); skipped"
 
 
 def test_missing_gensim_names_pip(monkeypatch, fresh, capsys):
