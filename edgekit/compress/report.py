@@ -61,6 +61,14 @@ def report_markdown(r: dict) -> str:
     if r.get("student_layers"):
         lines += ["", f"Layer dropping: the student keeps teacher layers {r['student_layers']}."]
     for s in r["stages"]:
+        found = s.get("search")
+        if found:
+            lines += ["", f"Sparsity search (NSGA-II, {found['trials']} trials, grid {found['grid']}): predicted "
+                          f"encoder-Linear latency {found['chosen']['latency']:.3f} of dense int8 "
+                          f"({found['predicted_us']:.0f} of {found['dense_us']:.0f} us at 128 tokens, kernels timed "
+                          f"on this CPU), target {found['target']:.3f}"
+                          + ("" if found["met"] else " (not reachable: the fastest allocation is used)")
+                          + f"; {len(found['front'])} allocations on the Pareto front (report.png)."]
         for kind, v in s.get("kept", {}).items():
             lines += ["", f"{kind.capitalize()} kept per layer (of {v['of']}): {v['kept']}"]
         sens = s.get("sensitivity")
