@@ -232,7 +232,7 @@ def pareto_axes(ax, search: dict) -> None:
     ax.set_ylabel("quality cost (sum of per-Linear divergence)")
     ax.set_title("sparsity search (NSGA-II): lower left is better", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
 
 
 def _pyplot():
