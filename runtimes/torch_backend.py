@@ -22,8 +22,16 @@ class TorchSession:
         check_feeds(feeds, self.max_len)
         torch.set_num_threads(self.threads)
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+            out = self.model(*_inputs(feeds))
         return out.float().numpy()
+
+
+def _inputs(feeds: dict[str, np.ndarray]) -> tuple:
+    """(input_ids, attention_mask[, token_type_ids]) as torch tensors: segment ids only when given (pairs)."""
+    import torch
+
+    names = ("input_ids", "attention_mask") + (("token_type_ids",) if "token_type_ids" in feeds else ())
+    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names)
 
 
 class ModuleSession(TorchSession):
@@ -41,7 +49,7 @@ class ModuleSession(TorchSession):
         check_feeds(feeds, self.max_len)
         self.model.eval()
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+            out = self.model(*_inputs(feeds))
         return out.float().numpy()
 
 
@@ -57,16 +65,14 @@ class TorchRuntime:
 
     def load(self, artifact: Artifact, threads: int, precision: str | None = None) -> TorchSession:
         import torch
-        from transformers import AutoModel, AutoModelForSequenceClassification
         from transformers.utils import logging as hf_logging
 
-        from edgekit.models import wrap
+        from edgekit.models import auto_class, wrap
 
         hf_logging.disable_progress_bar()
         torch.set_num_threads(threads)
         path = artifact.path("torch")
-        cls = AutoModelForSequenceClassification if artifact.task == "text-classification" else AutoModel
-        model = wrap(cls.from_pretrained(path).eval(), artifact.task)
+        model = wrap(auto_class(artifact.task).from_pretrained(path).eval(), artifact.task, path)
         prec = "fp32"
         qfile = path / "quant.json"
         if qfile.is_file():

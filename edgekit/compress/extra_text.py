@@ -29,12 +29,18 @@ def distill_settings(recipe: Recipe, source=None) -> DistillDataConfig | None:
     return base.model_copy(update={"source": str(source)})
 
 
-def load_distill_texts(cfg: DistillDataConfig, data: DataSpec, seed: int = 0, progress: bool = True) -> list[str]:
+def load_distill_texts(cfg: DistillDataConfig, data: DataSpec, seed: int = 0, progress: bool = True,
+                       task: str | None = None) -> list[str]:
     """The passages of ``cfg`` (tables read with ``data``'s text column), never one of ``data``'s validation or
-    test texts; one :class:`InputError` line when unreadable or empty."""
+    test texts (token classification: its sentences, words joined by spaces); one :class:`InputError` line when
+    unreadable or empty."""
+    from edgekit.data import load_token_dataset
     from edgekit.data.corpora import distill_passages
 
-    exclude = list(load_dataset(data, "validation", seed).texts) + list(load_dataset(data, "test", seed).texts)
+    if task == "token-classification":
+        exclude = [" ".join(w) for split in ("validation", "test") for w in load_token_dataset(data, split, seed).tokens]
+    else:
+        exclude = list(load_dataset(data, "validation", seed).texts) + list(load_dataset(data, "test", seed).texts)
     specs = [DataSpec(s, text_column=data.text_column) for s in cfg.sources()]
     texts = distill_passages(specs, cfg.passages, seed=seed, min_words=cfg.min_words, max_words=cfg.max_words,
                              exclude=exclude)

@@ -3,8 +3,9 @@
 
 The teacher, the student between stages and the exported artifact on each stock runtime are scored on the test
 split: classifiers by accuracy (and agreement with the teacher), feature extractors by the mean cosine to the
-teacher's embeddings (and, for the baseline and the final model, the linear-probe accuracy). Under torchrun only
-rank 0 scores; the others get empty figures.
+teacher's embeddings (and, for the baseline and the final model, the linear-probe accuracy), token classifiers by
+token accuracy (``accuracy``) and, for IOB tags, entity-level F1 (``entity_f1``). Under torchrun only rank 0
+scores; the others get empty figures.
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from .training import current
 
 STOCK_RUNTIMES = ("torch", "onnxruntime", "openvino")
 EXTRA_RUNTIMES = ("native",)  #: scored too when the artifact holds them
+CLASSIFIERS = ("text-classification", "token-classification")  #: scored against labels, not by cosine
 
 
 def label_names(model, task: str) -> list[str] | None:
     """A classifier's class names in class order (its ``id2label``); None for feature extraction."""
-    if task != "text-classification":
+    if task not in CLASSIFIERS:
         return None
     from edgekit.models import hf_model_of
 
@@ -30,6 +32,13 @@ def label_names(model, task: str) -> list[str] | None:
 
 def report_fields(res: dict) -> dict:
     """An evaluator result as report.json names its figures."""
+    if res["task"] == "token-classification":
+        out = {"accuracy": res["token_accuracy"]}
+        if "entity_f1" in res:
+            out["entity_f1"] = res["entity_f1"]
+        if "agreement" in res:
+            out["agreement_with_teacher"] = res["agreement"]
+        return out
     if res["task"] == "text-classification":
         out = {"accuracy": res["value"]}
         if "agreement" in res:
@@ -76,17 +85,19 @@ def score_student(run, probe: bool = False) -> dict:
 
 def score_runtimes(art, tok, data, teacher_out: np.ndarray | None, baseline: dict | None = None) -> dict:
     """{runtime: {figures..., "precision"}} of the exported artifact on each runtime it holds (the stock ones and
-    native), as ``edgekit eval --reference`` computes them: classifiers ``accuracy``; feature extractors the
-    cosine to the teacher's embeddings, the top-10 neighbour overlap with the teacher's, the linear-probe
-    ``accuracy`` on that runtime's own embeddings and, given the teacher's ``baseline``, the probe's drop."""
+    native), as ``edgekit eval --reference`` computes them: classifiers ``accuracy`` (token classification: token
+    accuracy, and ``entity_f1`` for IOB tags); feature extractors the cosine to the teacher's embeddings, the
+    top-10 neighbour overlap with the teacher's, the linear-probe ``accuracy`` on that runtime's own embeddings
+    and, given the teacher's ``baseline``, the probe's drop."""
     from edgekit.runtimes import load
 
-    classifier = art.manifest.task == "text-classification"
+    task = art.manifest.task
+    classifier = task in CLASSIFIERS
     scores = {}
     for rt in STOCK_RUNTIMES + tuple(r for r in EXTRA_RUNTIMES if r in art.manifest.formats):
         s = load(art, rt)
         res = evaluate(s, tok, data, labels=art.manifest.labels, progress=False,
                        reference_outputs=None if classifier else teacher_out, probe=not classifier)
-        figures = report_fields(res)
+        figures = {k: v for k, v in report_fields(res).items() if k != "agreement_with_teacher"}
         scores[rt] = {**probe_drop(baseline or {}, figures), "precision": s.precision}
     return scores

@@ -39,10 +39,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from edgekit.data import load_dataset, tokenize_windows
+from edgekit.data import tokenize_windows, training_rows
 from edgekit.errors import InputError
 
 from .distill import Distiller
@@ -133,7 +134,7 @@ def shard(global_batch: tuple[torch.Tensor, ...], d: Dist) -> tuple[torch.Tensor
     if not d.active:
         return global_batch
     n = global_batch[0].shape[0] // d.world
-    return tuple(t[d.rank * n : (d.rank + 1) * n] for t in global_batch)
+    return tuple(None if t is None else t[d.rank * n : (d.rank + 1) * n] for t in global_batch)
 
 
 def broadcast(obj, d: Dist):
@@ -188,8 +189,8 @@ class _StudentLoss(nn.Module):
         self.student = distiller.student
         self.distiller = distiller
 
-    def forward(self, ids, mask, labels, tokens):
-        return self.distiller.loss(ids, mask, labels, tokens=tokens)
+    def forward(self, ids, mask, labels, tokens, types=None):
+        return self.distiller.loss(ids, mask, labels, tokens=tokens, types=types)
 
 
 def wrap(distiller, d: Dist) -> nn.Module:
@@ -232,23 +233,29 @@ class Run:
         self.data, self.max_steps, self.ckpt, self.progress = data, max_steps, ckpt, progress
         self.extra = list(extra or [])  # unlabelled distillation passages (edgekit.compress.extra_text)
         self.extra_calibration = extra_calibration and bool(self.extra)
-        ids, masks, labels = [], [], []
+        parts = []  # (feeds, labels) blocks
         if not (self.extra and extra_use == "replace"):
-            train = load_dataset(data, "train")
-            feeds, source = tokenize_windows(tok, train.texts, recipe.max_length, recipe.train_windows)
-            ids.append(feeds["input_ids"]), masks.append(feeds["attention_mask"])
-            labels.append(torch.tensor(train.labels)[torch.from_numpy(source)])  # a window keeps its article's label
+            # single texts (a window keeps its text's label), pairs (with segment ids) or words with per-token tags
+            parts.append(training_rows(tok, data, task, recipe.max_length, recipe.train_windows))
         if self.extra:  # after the training split's rows: one-shot pruning calibrates on the first rows
             feeds, source = tokenize_windows(tok, self.extra, recipe.max_length, recipe.train_windows)
-            ids.append(feeds["input_ids"]), masks.append(feeds["attention_mask"])
-            labels.append(torch.full((len(source),), UNLABELLED, dtype=torch.long))  # the teacher's outputs only
-        width = max(a.shape[1] for a in ids)
+            shape = (len(source),) if task != "token-classification" else feeds["input_ids"].shape
+            parts.append((feeds, np.full(shape, UNLABELLED, dtype=np.int64)))  # the teacher's outputs only
+        width = max(f["input_ids"].shape[1] for f, _ in parts)
         pad = tok.pad_token_id or 0
-        self.ids = torch.cat([torch.nn.functional.pad(torch.from_numpy(a), (0, width - a.shape[1]), value=pad)
-                              for a in ids])
-        self.mask = torch.cat([torch.nn.functional.pad(torch.from_numpy(a), (0, width - a.shape[1])) for a in masks])
-        self.labels = torch.cat(labels)
-        self.labelled_rows = int((self.labels != UNLABELLED).sum())
+
+        def cat(key, value=0):
+            return torch.cat([torch.nn.functional.pad(torch.from_numpy(np.asarray(f[key]) if key in f else
+                                                                       np.zeros_like(f["input_ids"])),
+                                                      (0, width - f["input_ids"].shape[1]), value=value)
+                              for f, _ in parts])
+
+        self.ids, self.mask = cat("input_ids", pad), cat("attention_mask")
+        self.types = cat("token_type_ids") if any("token_type_ids" in f for f, _ in parts) else None
+        labels = [np.asarray(lab) for _, lab in parts]
+        if task == "token-classification":
+            labels = [np.pad(lab, ((0, 0), (0, width - lab.shape[1])), constant_values=UNLABELLED) for lab in labels]
+        self.labels = torch.from_numpy(np.concatenate(labels).astype(np.int64))
         # text tokens (not padding, not [CLS] / [SEP] / other specials): what augment_tokens replaces and draws from
         self.text = self.pool = None
         if recipe.augment_tokens > 0:
@@ -268,6 +275,16 @@ class Run:
         if self.dist.active:
             # dropout: each shard draws its own masks, as the rows of one batch do in a single process
             torch.manual_seed(recipe.seed + self.dist.rank)
+
+    def calibration_feeds(self, n: int) -> dict:
+        """``n`` int8 calibration rows as the task feeds them (:func:`edgekit.data.calibration_feeds`: single
+        texts, pairs, pre-split words); single-text tasks take half of them from the distillation passages when
+        the recipe's ``distill_data.calibration`` says so."""
+        from edgekit.data import calibration_feeds, tokenize
+
+        if self.extra_calibration and self.types is None and self.task != "token-classification":
+            return tokenize(self.tok, self.calibration_texts(n), self.recipe.max_length)
+        return calibration_feeds(self.tok, n, self.data, self.recipe.seed, self.recipe.max_length, self.task)
 
     def calibration_texts(self, n: int) -> list[str]:
         """``n`` texts for int8 calibration: a seeded draw from the training split, half of them replaced by
@@ -293,7 +310,7 @@ class Run:
         ids = self.ids[idx]
         if self.pool is not None:
             ids = replace_tokens(ids, self.text[idx], self.pool, self.recipe.augment_tokens, self.gen)
-        return ids, self.mask[idx], self.labels[idx]
+        return ids, self.mask[idx], self.labels[idx], None if self.types is None else self.types[idx]
 
     def steps(self, n: int) -> int:
         return n if self.max_steps is None else min(n, self.max_steps)
@@ -316,13 +333,14 @@ class Run:
                 if on_step:
                     on_step(step)
                     checked = self._check_masks(checked)
-                ids, mask, labels = self.batch()
+                ids, mask, labels, types = self.batch()
                 self.distiller.step = self.global_step
                 if ddp is None:
-                    loss, parts = self.distiller.loss(ids, mask, labels)
+                    loss, parts = self.distiller.loss(ids, mask, labels, types=types)
                 else:
                     tokens = float(mask.sum()) / self.dist.world
-                    loss, parts = ddp(*shard((ids, mask, labels), self.dist), tokens)
+                    s_ids, s_mask, s_labels, s_types = shard((ids, mask, labels, types), self.dist)
+                    loss, parts = ddp(s_ids, s_mask, s_labels, tokens, s_types)
                 loss.backward()
                 if self.pruner:
                     self.pruner.accumulate()

@@ -75,7 +75,6 @@ def _avx2_kernels() -> bool:
 @register(QuantizeConfig)
 def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
     from edgekit.arch import encoder_linears
-    from edgekit.evaluate import run_batched
     from edgekit.formats import fake_quant as FQ
     from edgekit.runtimes.torch_backend import ModuleSession
 
@@ -103,9 +102,14 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
             run.fq[n].set_qparams(s, z)
             run.fq[n].mode = "quant"
     else:
-        texts = run.calibration_texts(cfg.calibration_samples)
-        run_batched(ModuleSession(run.student, run.task), run.tok, texts, batch=16, max_length=run.recipe.max_length,
-                    progress=False)  # the fake-quant modules observe their inputs
+        # the fake-quant modules observe their inputs on training rows as the task feeds them (pairs, words),
+        # half of them distillation passages when the recipe's distill_data.calibration says so
+        cal = run.calibration_feeds(cfg.calibration_samples)
+        session = ModuleSession(run.student, run.task)
+        for i in range(0, len(cal["input_ids"]), 16):
+            rows = {k: v[i : i + 16] for k, v in cal.items()}
+            longest = int(rows["attention_mask"].sum(1).max())  # pad to the batch's longest row, as before
+            session.run({k: v[:, :longest] for k, v in rows.items()})
         FQ.finish_calibration(run.fq, cfg.calibration, cfg.percentile)
         if cfg.accuracy_budget is not None:
             out["sensitivity"] = _sensitivity(run, cfg)
