@@ -96,6 +96,8 @@ def score_runtimes(art, tok, data, teacher_out: np.ndarray | None, baseline: dic
     scores = {}
     for rt in STOCK_RUNTIMES + tuple(r for r in EXTRA_RUNTIMES if r in art.manifest.formats):
         s = load(art, rt)
+        if rt in EXTRA_RUNTIMES and getattr(data, "text_pair_column", None) and not getattr(s, "token_types", False):
+            continue  # a session that drops segment ids does not score sentence pairs; the stock runtimes do
         res = evaluate(s, tok, data, labels=art.manifest.labels, progress=False,
                        reference_outputs=None if classifier else teacher_out, probe=not classifier)
         figures = {k: v for k, v in report_fields(res).items() if k != "agreement_with_teacher"}

@@ -256,6 +256,7 @@ class Run:
         if task == "token-classification":
             labels = [np.pad(lab, ((0, 0), (0, width - lab.shape[1])), constant_values=UNLABELLED) for lab in labels]
         self.labels = torch.from_numpy(np.concatenate(labels).astype(np.int64))
+        self.labelled_rows = 0 if self.extra and extra_use == "replace" else len(labels[0])  # the split's rows
         # text tokens (not padding, not [CLS] / [SEP] / other specials): what augment_tokens replaces and draws from
         self.text = self.pool = None
         if recipe.augment_tokens > 0:
