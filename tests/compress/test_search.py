@@ -118,8 +118,11 @@ def test_search_on_a_tiny_model_uses_measured_latency_and_sensitivity(name, task
     dense = sum(table[shape[n]]["0.0"] for n in lin)
     uniform = [sum(table[shape[n]][str(g)] for n in lin) / dense for g in grid]
     # a target the measured kernels can meet (uniform allocations are among the trials): halfway between the
-    # fastest and the slowest uniform one (on tiny layers, or a busy host, sparse can time slower than dense)
-    target = (min(uniform) + max(uniform)) / 2
+    # fastest and the slowest uniform one (on tiny layers, or a busy host, sparse can time slower than dense);
+    # a target is at most dense, so where every sparsity times slower than dense none is met: say so
+    target = min(1.0, (min(uniform) + max(uniform)) / 2)
+    if min(uniform) > target:
+        pytest.skip(f"every 4x1 sparsity timed slower than dense on this host's tiny layers ({min(uniform):.2f}x)")
     rec = recipe_from_dict({"stages": [{"type": "prune", "scope": "search", "latency_target": target,
                                         "search_grid": grid, "search_trials": 60, "search_samples": 16}]})
     cfg = rec.stage("prune")
