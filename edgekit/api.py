@@ -25,7 +25,14 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | 
            task: str | None = None, progress: bool = True) -> Artifact:
     """Export a zoo name or Hugging Face folder to an artifact folder (fp32)."""
     from edgekit.export import export as _export
+    from edgekit.vision_eval import is_image_model
 
+    if is_image_model(model):  # ViT / DeiT: pixel_values in, logits out
+        from edgekit.export import parse_formats
+        from edgekit.export.vision_export import export_image
+
+        return export_image(model, out_dir, formats=[f for f in parse_formats(formats) if f != "torch"],
+                            progress=progress)
     return _export(model, out_dir, formats=formats, task=task, progress=progress)
 
 
@@ -96,6 +103,11 @@ def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | No
     from edgekit.runtimes import load, load_tokenizer
 
     (runtime,) = parse_runtimes(runtime)
+    from edgekit.vision_compress import IMAGE_DATA
+    from edgekit.vision_eval import evaluate_image, is_image_model
+
+    if str(data) in IMAGE_DATA or is_image_model(model):
+        return evaluate_image(model, runtime, str(data) if str(data) in IMAGE_DATA else "fashion-mnist", threads)
     data = check_data(data)
     art = as_artifact(model, [runtime], progress=progress)
     check_formats(art, [runtime])
@@ -188,6 +200,19 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
     if out_dir is None:
         raise InputError("compress needs an output folder (-o DIR)")
     check_compress_output(out_dir, resume=resume, overwrite=overwrite)
+    from edgekit.vision_eval import is_image_model
+
+    if is_image_model(model):  # ViT / DeiT: its own driver over the same stages (default recipe tinymim)
+        from edgekit.vision_compress import IMAGE_DATA, compress_images
+
+        load_recipe(recipe or "tinymim")
+        # the CLI's default --data (bbc-news) means the image default here
+        img_data = str(data) if str(data) in IMAGE_DATA else ("fashion-mnist" if str(data) == "bbc-news" else None)
+        if img_data is None:
+            raise InputError(f"image models take --data {', '.join(IMAGE_DATA)}; got {data}")
+        art = compress_images(model, out_dir, recipe=recipe, data=img_data, max_steps=max_steps, seed=seed,
+                              progress=progress)
+        return read_report(art)
     rec = load_recipe(recipe)  # a bad recipe is refused now, not after the model is loaded
     data = check_data(data)
     if data.text_pair_column is not None:

@@ -7,6 +7,7 @@ minilm-l6          feature-extraction   all-MiniLM-L6-v2 from the ``gt-all-minil
 minilm-l6-bbc      text-classification  minilm-l6 fine-tuned on bbc-news train; built on first use, cached
 tiny-bert          feature-extraction   2-layer random BERT (hidden 64) for tests; built in-process
 tiny-bert-cls      text-classification  the same with a 5-class head
+vit-fmnist         image-classification ViT (patch 7, hidden 96, 4 layers) trained on fashion-mnist; built on first use
 =================  ===================  =================================================================
 """
 from __future__ import annotations
@@ -94,10 +95,18 @@ def _minilm_bbc(dest: Path) -> None:
     finetune_classifier(_minilm_path(), dest, data="bbc-news")
 
 
+def _vit_fmnist(dest: Path) -> None:
+    from .vision_teacher import train_vit_fmnist
+
+    train_vit_fmnist(dest)
+
+
 ZOO: dict[str, tuple[str, Callable[[], Path]]] = {
     "minilm-l6": ("feature-extraction", _minilm_path),
     "minilm-l6-bbc": ("text-classification", lambda: _build_cached(
         "minilm-l6-bbc", _minilm_bbc, "fine-tuning minilm-l6 on bbc-news train, about 6-8 minutes on 2 cores")),
+    "vit-fmnist": ("image-classification", lambda: _build_cached(
+        "vit-fmnist", _vit_fmnist, "training a small ViT on fashion-mnist train, about 30 minutes on 2 cores")),
     "tiny-bert": ("feature-extraction", lambda: _build_cached("tiny-bert", _tiny_bert(None))),
     "tiny-bert-cls": ("text-classification", lambda: _build_cached("tiny-bert-cls", _tiny_bert(5))),
 }
@@ -112,6 +121,8 @@ def hf_task(path: Path) -> str:
     except (OSError, ValueError) as exc:
         raise InputError(f"{path} has no readable config.json; a model folder needs one") from exc
     archs = cfg.get("architectures") or []
+    if any(a.endswith("ForImageClassification") for a in archs):
+        return "image-classification"
     return "text-classification" if any(a.endswith("ForSequenceClassification") for a in archs) else "feature-extraction"
 
 

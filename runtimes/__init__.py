@@ -69,6 +69,12 @@ def versions() -> dict[str, str | None]:
 
 def check_feeds(feeds: dict[str, np.ndarray], max_len: int) -> tuple[int, int]:
     """Validate feeds before any runtime sees them; returns (batch, seq)."""
+    if "pixel_values" in feeds:  # image models: one float32 [batch, channels, height, width] input
+        x = feeds["pixel_values"]
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.dtype != np.float32 or x.shape[0] == 0:
+            got = f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}"
+            raise InputError(f"pixel_values must be a float32 array of shape [batch, channels, height, width]; got {got}")
+        return x.shape[0], 1
     missing = [k for k in ("input_ids", "attention_mask") if k not in feeds]
     if missing:
         raise InputError(f"missing input(s) {', '.join(missing)}; a session takes input_ids and attention_mask")

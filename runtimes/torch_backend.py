@@ -10,6 +10,13 @@ from edgekit.artifact import Artifact
 from . import check_feeds
 
 
+def _tensors(feeds: dict[str, np.ndarray]) -> tuple:
+    import torch
+
+    names = ("pixel_values",) if "pixel_values" in feeds else ("input_ids", "attention_mask")
+    return tuple(torch.from_numpy(feeds[n]) for n in names)
+
+
 class TorchSession:
     runtime = "torch"
 
@@ -22,7 +29,7 @@ class TorchSession:
         check_feeds(feeds, self.max_len)
         torch.set_num_threads(self.threads)
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+            out = self.model(*_tensors(feeds))
         return out.float().numpy()
 
 
@@ -41,7 +48,7 @@ class ModuleSession(TorchSession):
         check_feeds(feeds, self.max_len)
         self.model.eval()
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"]))
+            out = self.model(*_tensors(feeds))
         return out.float().numpy()
 
 
@@ -65,8 +72,13 @@ class TorchRuntime:
         hf_logging.disable_progress_bar()
         torch.set_num_threads(threads)
         path = artifact.path("torch")
-        cls = AutoModelForSequenceClassification if artifact.task == "text-classification" else AutoModel
-        model = wrap(cls.from_pretrained(path).eval(), artifact.task)
+        if artifact.task == "image-classification":
+            from edgekit.vision_models import load_image_classifier
+
+            model = load_image_classifier(path)[0]
+        else:
+            cls = AutoModelForSequenceClassification if artifact.task == "text-classification" else AutoModel
+            model = wrap(cls.from_pretrained(path).eval(), artifact.task)
         prec = "fp32"
         qfile = path / "quant.json"
         if qfile.is_file():

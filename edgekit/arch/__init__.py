@@ -99,6 +99,7 @@ def freeze_embeddings(model):
 
 
 from . import bert  # noqa: E402,F401  (registers the BERT adapter)
+from . import vit  # noqa: E402,F401  (registers the ViT / DeiT adapter)
 
 __all__ = ["ADAPTERS", "LINEAR_KINDS", "Adapter", "Encoder", "Layer", "adapter_for", "drop_layers", "encoder",
            "encoder_linears", "freeze_embeddings", "module_names", "num_layers", "register", "supported"]

@@ -55,6 +55,10 @@ class Encoder:
     layers: tuple[Layer, ...]
     pooler: Any | None  # the CLS pooler's Linear (classifiers)
     classifier: Any | None  # the classification Linear (classifiers)
+    # vision encoders (ViT / DeiT, ``norm="pre"``, ``pooling="cls"``): the LayerNorm after the last layer, and
+    # {image_size: (h, w), patch_size: (h, w), num_channels, prefix_tokens}; ``word`` is then the patch Conv2d
+    final_ln: Any | None = None
+    image: dict | None = None
 
     def run_layer(self, block, hidden, mask):
         """``block`` (one of ``layers[i].block``) on hidden states [B, S, H] with a {0,1} attention mask [B, S]."""
