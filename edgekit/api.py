@@ -103,7 +103,7 @@ def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | No
     from edgekit.runtimes import load, load_tokenizer
 
     (runtime,) = parse_runtimes(runtime)
-    from edgekit.vision_compress import IMAGE_DATA
+    from edgekit.data.fashion_mnist import IMAGE_DATA
     from edgekit.vision_eval import evaluate_image, is_image_model
 
     if str(data) in IMAGE_DATA or is_image_model(model):
@@ -203,7 +203,8 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
     from edgekit.vision_eval import is_image_model
 
     if is_image_model(model):  # ViT / DeiT: its own driver over the same stages (default recipe tinymim)
-        from edgekit.vision_compress import IMAGE_DATA, compress_images
+        from edgekit.data.fashion_mnist import IMAGE_DATA
+        from edgekit.vision_compress import compress_images
 
         load_recipe(recipe or "tinymim")
         # the CLI's default --data (bbc-news) means the image default here

@@ -21,19 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgekit.data.fashion_mnist import image_splits
 from edgekit.errors import InputError
 from edgekit.status import say
-
-IMAGE_DATA = ("fashion-mnist",)
-
-
-def image_splits(data: str, seed: int = 0):
-    """{split: ImageDataset} of a built-in image dataset (one line naming the allowed ones otherwise)."""
-    from edgekit.data.fashion_mnist import load_fashion_mnist
-
-    if str(data) not in IMAGE_DATA:
-        raise InputError(f"image models take --data {', '.join(IMAGE_DATA)}; got {data}")
-    return {s: load_fashion_mnist(s, seed) for s in ("train", "validation", "test")}
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
@@ -228,6 +218,8 @@ def compress_images(model, out_dir, recipe=None, data="fashion-mnist", max_steps
             from edgekit.compress.stages.quantize import resolve_weight_bits
             from edgekit.formats import fake_quant as FQ
 
+            if cfg.accuracy_budget is not None:
+                raise InputError("quantize.accuracy_budget (the sensitivity pass) is not supported for image models yet")
             bits = resolve_weight_bits(cfg.weight_bits)
             fq = FQ.insert_fake_quant(student, skip=tuple(cfg.fp32_layers), weight_bits=bits)
             cal = x["train"][torch.randperm(len(yt), generator=torch.Generator().manual_seed(rec.seed + 2))

@@ -28,7 +28,7 @@ def evaluate_image(model, runtime: str = "torch", data: str = "fashion-mnist", t
     """``edgekit eval`` for image classifiers: MODEL is an artifact (any runtime it has) or a zoo name / ViT
     folder (torch only)."""
     from edgekit.artifact import load_artifact
-    from edgekit.vision_compress import image_splits
+    from edgekit.data.fashion_mnist import image_splits
     from edgekit.vision_models import Preprocessing
     from edgekit.zoo import resolve
 

@@ -108,3 +108,14 @@ def load_fashion_mnist(split: str = "test", seed: int = 0) -> ImageDataset:
     keep = np.ones(len(y), dtype=bool)
     keep[val] = False
     return ImageDataset(x[keep], y[keep], LABEL_NAMES)
+
+
+#: built-in labelled image data (``--data`` for image models)
+IMAGE_DATA = (NAME,)
+
+
+def image_splits(data: str = NAME, seed: int = 0) -> dict[str, ImageDataset]:
+    """{split: ImageDataset} of a built-in image dataset (one line naming the allowed ones otherwise)."""
+    if str(data) not in IMAGE_DATA:
+        raise InputError(f"image models take --data {', '.join(IMAGE_DATA)}; got {data}")
+    return {s: load_fashion_mnist(s, seed) for s in SPLITS}
