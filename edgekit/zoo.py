@@ -7,7 +7,7 @@ minilm-l6          feature-extraction   all-MiniLM-L6-v2 from the ``gt-all-minil
 minilm-l6-bbc      text-classification  minilm-l6 fine-tuned on bbc-news train; built on first use, cached
 tiny-bert          feature-extraction   2-layer random BERT (hidden 64) for tests; built in-process
 tiny-bert-cls      text-classification  the same with a 5-class head
-vit-fmnist         image-classification ViT (patch 4, hidden 64, 4 layers) trained on fashion-mnist; built on first use
+vit-fmnist         image-classification ViT (patch 7, hidden 96, 4 layers) trained on fashion-mnist; built on first use
 =================  ===================  =================================================================
 """
 from __future__ import annotations
