@@ -9,10 +9,12 @@ export TOKENIZERS_PARALLELISM := false
 KERNEL_SOURCES := $(shell find kernels -type f \( -name '*.cpp' -o -name '*.c' -o -name '*.h' -o -name '*.hpp' -o -name '*.inc' -o -name '*.map' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt
 DEMO_DIR ?= out/demo
 
-.PHONY: .venv demo test test-all sanitize bench-kernels c-example clean
+.PHONY: .venv demo test test-all sanitize bench-kernels c-example install-size clean
 
 # One set-up target; a no-op once done. torch==2.13.0 (CPU build) goes in FIRST so that no other
-# package can make pip resolve a different (CUDA) torch.
+# package can make pip resolve a different (CUDA) torch. Then edgekit with every extra (`.[all,test]`: the
+# runtime-only base set plus onnxruntime, openvino, eval, compress and the test tools); its kernel build is reused
+# by .venv/.built, which rebuilds incrementally when a kernel source changes.
 .venv: .venv/.built .venv/.text
 
 .venv/.deps: pyproject.toml
@@ -20,9 +22,7 @@ DEMO_DIR ?= out/demo
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q "scikit-build-core>=1.0" "pybind11>=2.12" cmake ninja
-	$(PY) -c "import tomllib,subprocess,sys; d=tomllib.load(open('pyproject.toml','rb'))['project']; \
-	  deps=d['dependencies']+d['optional-dependencies']['test']; \
-	  sys.exit(subprocess.call([sys.executable,'-m','pip','install','-q',*deps]))"
+	$(PIP) install -q --no-build-isolation -e '.[all,test]'
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
 
@@ -69,6 +69,11 @@ c-example: .venv
 	lib=$$($(PY) -c "import importlib.util as u, os; print(os.path.dirname(u.find_spec('edgekit._engine').origin))") && \
 	$(CC) -O2 -Wall -Wextra -std=c11 -Ikernels/include kernels/examples/run_artifact.c -o build/c-example/run_artifact \
 	  -L"$$lib" -ledgekit -Wl,-rpath,"$$lib"
+
+# Installed size and cold start of the runtime-only install (a wheel in a fresh venv, then + [onnxruntime] from
+# PyPI; never torch). Needs network to PyPI; takes minutes (the wheel compiles the kernels).
+install-size: .venv
+	$(PY) bench/install_size.py --json out/install_size.json
 
 clean:
 	rm -rf build out .venv

@@ -32,7 +32,7 @@ STAGES = ("embeddings", "qkv", "attention", "o_proj", "add_ln", "ffn_in", "ffn_o
 def stage_macs(cfg: dict, density: dict[str, float], batch: int, seq: int) -> dict[str, float]:
     """Multiply-accumulates per forward that each stage must do (sparse GEMMs: kept blocks only)."""
     h, inter, n_layers, heads = cfg["hidden"], cfg["intermediate"], cfg["layers"], cfg["heads"]
-    cls = cfg.get("pooling") == "cls-pooler"  # the engine's last layer then goes on with one row per sequence
+    cls = cfg.get("pooling") in ("cls", "cls-pooler")  # the engine's last layer then goes on with one row per sequence
     out = dict.fromkeys(STAGES, 0.0)
     for i in range(n_layers):
         d = lambda name: density.get(f"layers.{i}.{name}", 1.0)  # noqa: E731

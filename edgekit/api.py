@@ -24,6 +24,9 @@ RUNTIME_FORMAT = {"torch": "torch", "onnxruntime": "onnx", "openvino": "openvino
 def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | Iterable[str] = "onnx,openvino",
            task: str | None = None, progress: bool = True) -> Artifact:
     """Export a zoo name or Hugging Face folder to an artifact folder (fp32)."""
+    from edgekit.extras import require
+
+    require("torch", "transformers", "onnx", what="edgekit export")
     from edgekit.export import export as _export
     from edgekit.vision_eval import is_image_model
 
@@ -36,8 +39,10 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | 
     return _export(model, out_dir, formats=formats, task=task, progress=progress)
 
 
-def parse_runtimes(runtimes: str | Sequence[str]) -> list[str]:
-    from edgekit.runtimes import RUNTIMES
+def parse_runtimes(runtimes: str | Sequence[str], installed: bool = False) -> list[str]:
+    """Runtime names from ``"a,b"`` or a list, checked; with ``installed`` each one's library must import too
+    (a missing one is refused in one line naming the pip extra that brings it)."""
+    from edgekit.runtimes import RUNTIMES, require_runtime
 
     items = [r.strip() for r in runtimes.split(",")] if isinstance(runtimes, str) else list(runtimes)
     items = [r for r in items if r]
@@ -46,6 +51,9 @@ def parse_runtimes(runtimes: str | Sequence[str]) -> list[str]:
             raise InputError(f"unknown runtime {r!r}; allowed: {', '.join(RUNTIMES)} (comma-separated)")
     if not items:
         raise InputError(f"no runtime given; allowed: {', '.join(RUNTIMES)}")
+    if installed:
+        for r in items:
+            require_runtime(r)
     return list(dict.fromkeys(items))
 
 
@@ -59,10 +67,20 @@ def as_artifact(model: str | os.PathLike | Artifact, runtimes: Sequence[str] = (
         return load_artifact(model)
     if not Path(model).exists() and str(model).startswith(("/", ".", "~")):
         raise InputError(f"no such file or folder: {model}")
+    from edgekit.extras import MissingExtra, require
+
+    try:  # what runs a zoo name or a Hugging Face folder is the [compress] extra, not a runtime-only install
+        require("torch", "transformers", what=f"{model} (a zoo name or Hugging Face folder, not an artifact)")
+    except MissingExtra as exc:
+        if not Path(model).exists():
+            raise InputError(f"{model} is not an artifact folder (no such folder here); zoo names need torch: "
+                             "pip install 'edgekit[compress]'") from None
+        raise exc from None
     from edgekit.zoo import resolve
 
     ref = resolve(model, task)
-    stamp = f"{ref.path.resolve()}:{(ref.path / 'config.json').stat().st_mtime_ns}:{ref.task}"
+    # ":segments": exports from before graphs took token_type_ids are not reused
+    stamp = f"{ref.path.resolve()}:{(ref.path / 'config.json').stat().st_mtime_ns}:{ref.task}:segments"
     key = hashlib.sha256(stamp.encode()).hexdigest()[:12]
     dest = cache_dir() / "exports" / f"{Path(ref.name).name}-{key}"
     wanted = {RUNTIME_FORMAT[r] for r in runtimes} - {"native"}
@@ -81,14 +99,27 @@ def check_formats(art: Artifact, runtimes: Sequence[str]) -> None:
         art.path(RUNTIME_FORMAT[rt.removesuffix("-fp32")])  # raises with what the artifact has and how to get more
 
 
-def check_data(data) -> "DataSpec":
-    """``data`` (a name, a path or a :class:`~edgekit.data.DataSpec`) as a DataSpec whose splits read cleanly:
-    called before any model loads or output is written, so bad data costs nothing (one InputError line)."""
-    from edgekit.data import as_spec, dataset_splits
+def check_data(data, task: str | None = None) -> "DataSpec":
+    """``data`` (a name, a path or a :class:`~edgekit.data.DataSpec`) as a DataSpec whose splits read cleanly
+    for ``task`` (token classification: ``tokens``/``tags`` lists): called before any model loads or output is
+    written, so bad data costs nothing (one InputError line)."""
+    from edgekit.data import check_splits
 
-    spec = as_spec(data)
-    dataset_splits(spec)  # cached: the later reads of the same files are free
-    return spec
+    return check_splits(data, task)  # cached: the later reads of the same files are free
+
+
+def task_of(model) -> str | None:
+    """MODEL's task from its manifest or config.json, without loading weights (None when unknown yet)."""
+    if isinstance(model, Artifact):
+        return model.task
+    path = Path(model)
+    if path.is_dir() and is_artifact(path):
+        return load_artifact(path, verify=False).task
+    if path.is_dir() and (path / "config.json").is_file():
+        from edgekit.zoo import hf_task
+
+        return hf_task(path)
+    return None  # a zoo name: text tasks only
 
 
 def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | None = None,
@@ -102,13 +133,15 @@ def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | No
     from edgekit.evaluate import evaluate as _evaluate
     from edgekit.runtimes import load, load_tokenizer
 
-    (runtime,) = parse_runtimes(runtime)
+    (runtime,) = parse_runtimes(runtime, installed=True)
+    if reference is not None:
+        parse_runtimes("torch", installed=True)
     from edgekit.data.fashion_mnist import IMAGE_DATA
     from edgekit.vision_eval import evaluate_image, is_image_model
 
     if str(data) in IMAGE_DATA or is_image_model(model):
         return evaluate_image(model, runtime, str(data) if str(data) in IMAGE_DATA else "fashion-mnist", threads)
-    data = check_data(data)
+    data = check_data(data, task_of(model))
     art = as_artifact(model, [runtime], progress=progress)
     check_formats(art, [runtime])
     hint = {"openvino": precision, "native": native_precision}.get(runtime)
@@ -186,6 +219,9 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
 
     >>> compress("tiny-bert-cls", "out/tiny", recipe="quick")["compressed"]["accuracy"]   # doctest: +SKIP
     """
+    from edgekit.extras import require
+
+    require("torch", "transformers", what="edgekit compress")
     from edgekit.compress import compress as _compress
     from edgekit.compress.config import load_recipe
     from edgekit.compress.pipeline import recipe_text
@@ -215,20 +251,19 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
                               progress=progress)
         return read_report(art)
     rec = load_recipe(recipe)  # a bad recipe is refused now, not after the model is loaded
-    data = check_data(data)
-    if data.text_pair_column is not None:
-        raise InputError("compress trains on single texts for now; --text-pair-column works with eval only")
+    task = task_of(model)
+    data = check_data(data, task)
     if distill_data is not None:
         from edgekit.compress.pipeline import distill_texts
 
-        distill_texts(distill_data, data)  # refused now if unreadable
+        distill_texts(distill_data, data, task)  # refused now if unreadable
     from edgekit.zoo import resolve
 
     ref = resolve(model)  # may build a zoo model on first use (it says so)
     if ref.kind != "hf":
         raise InputError(f"{model} is an artifact; compress takes a zoo name or a Hugging Face model folder")
     _check_architecture(ref.path)
-    if ref.task == "text-classification":  # the head must fit the data: checked on the config, before loading
+    if ref.task in ("text-classification", "token-classification"):  # the head must fit the data, before loading
         from transformers import AutoConfig
 
         from edgekit.compress.pipeline import match_labels
@@ -261,7 +296,7 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     from edgekit import bench as _bench
     from edgekit.runtimes import default_threads, load, load_tokenizer
 
-    names = parse_runtimes(runtimes)
+    names = parse_runtimes(runtimes, installed=True)
     art = as_artifact(model, names, progress=progress)
     check_formats(art, names)
     _check_shapes(art, batches, seqs)  # before any runtime loads: a bad --seq costs nothing

@@ -15,6 +15,7 @@ import click
 
 from . import __version__
 from .errors import EdgekitError, InputError, Interrupted
+from .extras import hint_for
 
 # Kept here rather than imported from edgekit.zoo (which imports torch) so that `--help` starts fast;
 # tests/test_cli_help.py checks it against the zoo.
@@ -36,7 +37,8 @@ MODEL_HELP = ("MODEL is a zoo name, a Hugging Face model folder, or an edgekit a
 
 DATA_HELP = ("bbc-news (built in) or a path: a CSV/TSV, JSON Lines (.jsonl) or Parquet file, a folder written by "
              "datasets.save_to_disk, a folder of split files (train.csv, test.csv, ...) or a folder of class "
-             "sub-folders holding .txt files. Data without its own splits is split 70/10/20, stratified and seeded.")
+             "sub-folders holding .txt files. Data without its own splits is split 70/10/20, stratified and seeded. "
+             "Token classifiers read JSON Lines (or a table) with a 'tokens' list of words and a 'tags' list per row.")
 
 
 def data_options(f):
@@ -45,7 +47,7 @@ def data_options(f):
         click.option("--data", default="bbc-news", show_default=True, metavar="NAME|PATH", help=DATA_HELP),
         click.option("--text-column", default="text", show_default=True, help="Column holding the text (tables)."),
         click.option("--text-pair-column", default=None,
-                     help="Column holding the second text of sentence-pair data (eval only for now)."),
+                     help="Column holding the second text of sentence-pair data (text classification)."),
         click.option("--label-column", default="label", show_default=True,
                      help="Column holding the label: strings or integers (tables)."),
     ]):
@@ -181,7 +183,7 @@ def info(as_json: bool) -> None:
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write.")
 @click.option("--format", "formats", type=CommaChoice(EXPORT_FORMATS, "format"), default="onnx,openvino",
               show_default=True, help="Comma-separated formats (torch weights are always included).")
-@click.option("--task", type=Choice(["feature-extraction", "text-classification"], "task"),
+@click.option("--task", type=Choice(["feature-extraction", "text-classification", "token-classification"], "task"),
               help="Task; by default taken from the model.")
 def export(model: str, out: str, formats: tuple[str, ...], task: str | None) -> None:
     """Export MODEL (fp32) to an artifact folder with manifest.json.
@@ -398,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or a library failure: still one line unless --debug
         if debug:
             raise
+        # a library that a pip extra installs, found missing only on the way: the same line as an early check
+        hint = hint_for(exc, "edgekit " + next((a for a in argv if not a.startswith("-")), "").strip())
+        if hint is not None:
+            click.echo(f"edgekit: error: {hint}", err=True)
+            return hint.exit_code
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         click.echo(f"edgekit: error: {type(exc).__name__}: {msg} (rerun with --debug for details)", err=True)
         return 1

@@ -18,11 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
-from edgekit.data import load_dataset, tokenize
+from edgekit.data import load_dataset, load_token_dataset, tokenize
 from edgekit.errors import InputError
 
 PROBE_C = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  #: on standardised features; picked on validation
-TASKS = ("text-classification", "feature-extraction")
+TASKS = ("text-classification", "feature-extraction", "token-classification")
 
 
 def run_batched(session, tokenizer, texts: Sequence[str], batch: int = 32, max_length: int = 128, desc: str = "",
@@ -100,6 +100,21 @@ def _class_map(model_labels: Sequence[str] | None, data_labels: Sequence[str]) -
     return np.array([list(data_labels).index(name) for name in model_labels])
 
 
+def _check_token_types(session, tokenizer, ds) -> None:
+    """Refuse sentence pairs on a session that would drop their segment ids (a silently different model).
+
+    A Session says it reads ``token_type_ids`` with ``token_types = True``; the stock runtimes do. The native
+    engine adds it with its pair support; until then a BERT pair artifact is evaluated on the other runtimes."""
+    from edgekit.data import feeds as F
+
+    if ds.pairs is None or "token_type_ids" not in F.tokenize(tokenizer, ["a"], max_length=8, pairs=["b"]):
+        return  # single texts, or a model without segments (RoBERTa): nothing to drop
+    if getattr(session, "token_types", session.runtime != "native"):
+        return
+    raise InputError(f"runtime {session.runtime} does not read token_type_ids yet, so it cannot score sentence "
+                     f"pairs; evaluate them on torch, onnxruntime or openvino")
+
+
 def _run_split(session, tokenizer, ds, batch: int, max_length: int, desc: str, progress: bool) -> np.ndarray:
     return run_batched(session, tokenizer, ds.texts, batch, max_length, desc, progress, pairs=ds.pairs)
 
@@ -108,6 +123,11 @@ def predict(session, tokenizer, data="bbc-news", split: str = "test", batch: int
             progress: bool = True) -> np.ndarray:
     """The session's outputs on ``data``/``split``: what :func:`evaluate` scores, e.g. to keep a teacher's outputs
     as the reference of later evaluations."""
+    if getattr(session, "task", None) == "token-classification":  # per-word logits [scored words, tags]
+        from edgekit.tasks import word_outputs
+
+        ds = load_token_dataset(data, split)
+        return word_outputs(session, tokenizer, ds.tokens, batch, max_length, f"{session.runtime} {split}", progress)[0]
     ds = load_dataset(data, split)
     return _run_split(session, tokenizer, ds, batch, max_length, f"{session.runtime} {split}", progress)
 
@@ -135,7 +155,13 @@ def evaluate(session, tokenizer, data="bbc-news", split: str = "test", batch: in
     task = getattr(session, "task", None)
     if task not in TASKS:
         raise InputError(f"cannot evaluate task {task!r}; allowed: {', '.join(TASKS)}")
+    if task == "token-classification":  # per-word scores: edgekit.tasks
+        from edgekit.tasks import evaluate_tokens
+
+        return evaluate_tokens(session, tokenizer, data, split, batch, max_length, labels, reference_session,
+                               reference_outputs, outputs, progress, class_map=_class_map)
     ds = load_dataset(data, split)
+    _check_token_types(session, tokenizer, ds)
     out = outputs if outputs is not None else _run_split(session, tokenizer, ds, batch, max_length,
                                                          f"{session.runtime} {split}", progress)
     ref = reference_outputs

@@ -123,6 +123,8 @@ def hf_task(path: Path) -> str:
     archs = cfg.get("architectures") or []
     if any(a.endswith("ForImageClassification") for a in archs):
         return "image-classification"
+    if any(a.endswith("ForTokenClassification") for a in archs):
+        return "token-classification"
     return "text-classification" if any(a.endswith("ForSequenceClassification") for a in archs) else "feature-extraction"
 
 
@@ -168,15 +170,19 @@ def resolve(model: str | os.PathLike, task: str | None = None) -> ModelRef:
 
 def load_torch(ref: ModelRef, attn_implementation: str | None = None):
     """Load ``(task_wrapper, tokenizer)`` from a Hugging Face folder, in eval mode, fp32."""
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from .models import auto_class
 
     hf_logging.disable_progress_bar()
 
     if ref.kind != "hf":
         raise InputError(f"{ref.path} is an artifact; load it with edgekit.runtimes.load()")
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    cls = AutoModelForSequenceClassification if ref.task == "text-classification" else AutoModel
-    hf = cls.from_pretrained(ref.path, **kwargs).eval()
-    tok = AutoTokenizer.from_pretrained(ref.path)
-    return wrap(hf, ref.task), tok
+    hf = auto_class(ref.task).from_pretrained(ref.path, **kwargs).eval()
+    # token classification feeds pre-split words: a byte-level BPE tokenizer (RoBERTa) needs add_prefix_space
+    extra = {"add_prefix_space": True} if ref.task == "token-classification" and hf.config.model_type in (
+        "roberta", "xlm-roberta") else {}
+    tok = AutoTokenizer.from_pretrained(ref.path, **extra)
+    return wrap(hf, ref.task, ref.path), tok

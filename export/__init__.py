@@ -15,7 +15,7 @@ import numpy as np
 from edgekit import __version__
 from edgekit.artifact import FORMAT_VERSION, Artifact, Manifest, TensorSpec, finalize_manifest, load_artifact, staging_dir
 from edgekit.errors import InputError
-from edgekit.models import INPUT_NAMES, OUTPUT_NAME, hf_model_of
+from edgekit.models import OUTPUT_NAME, TOKEN_TYPES, hf_model_of, input_names, write_sentence_pooling
 
 EXPORT_FORMATS = ("torch", "onnx", "openvino")
 
@@ -64,6 +64,10 @@ def export_artifact(
 
     formats = tuple(dict.fromkeys(["torch", *formats]))
     out_name = OUTPUT_NAME[task]
+    inputs = input_names(hf_model_of(model))
+    if int8_calibration is not None and TOKEN_TYPES in inputs and TOKEN_TYPES not in int8_calibration:
+        # single texts are one segment; calibrating ORT / NNCF needs every graph input
+        int8_calibration = {**int8_calibration, TOKEN_TYPES: np.zeros_like(int8_calibration["input_ids"])}
     steps = [f for f in formats] + (["extra"] if extra_files else [])
     precision = "int8" if int8_calibration is not None else "fp32"
     with staging_dir(out_dir, overwrite=overwrite) as tmp, tqdm(
@@ -73,6 +77,8 @@ def export_artifact(
         prec: dict[str, str] = {}
         hf = hf_model_of(model)
         hf.save_pretrained(tmp / "torch", safe_serialization=True)
+        if getattr(model, "pooling", None) is not None:  # a sentence embedder: its torch folder pools as it does
+            write_sentence_pooling(tmp / "torch", model.pooling, model.normalize, _width(hf, task))
         tokenizer.save_pretrained(tmp / "tokenizer")
         paths["torch"], prec["torch"] = "torch", "fp32"
         bar.update()
@@ -81,7 +87,9 @@ def export_artifact(
             bar.set_postfix_str("onnx")
             onnx_dir = tmp / "onnx"
             onnx_dir.mkdir()
-            onnx_fp32 = onnx_export.to_onnx(model, onnx_dir / ("model.onnx" if int8_calibration is None else "model_fp32.onnx"), out_name)
+            onnx_fp32 = onnx_export.to_onnx(model, onnx_dir / ("model.onnx" if int8_calibration is None else "model_fp32.onnx"),
+                                            out_name, token_types=TOKEN_TYPES in inputs,
+                                            per_token=task == "token-classification")
         if "onnx" in formats:
             if int8_calibration is not None:
                 onnx_export.quantize_static_qdq(onnx_fp32, tmp / "onnx" / "model.onnx", int8_calibration, fp32_layers,
@@ -109,9 +117,9 @@ def export_artifact(
             edgekit_version=__version__,
             task=task,
             model=model_name,
-            inputs=[TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in INPUT_NAMES],
-            outputs=[TensorSpec(name=out_name, dtype="float32", shape=["batch", _width(hf, task)])],
-            max_sequence_length=int(getattr(hf.config, "max_position_embeddings", 512)),
+            inputs=[TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in inputs],
+            outputs=[TensorSpec(name=out_name, dtype="float32", shape=_out_shape(hf, task))],
+            max_sequence_length=_max_length(model),
             formats=paths,
             precision={**prec, **{k: "int8" for k in paths if k not in prec}},
             tokenizer="tokenizer",
@@ -122,9 +130,29 @@ def export_artifact(
     return load_artifact(out_dir, verify=False)
 
 
+def _out_shape(hf, task: str) -> list:
+    """The output's shape in the manifest: per-token logits carry the sequence axis."""
+    cfg = hf.config
+    if task == "token-classification":
+        return ["batch", "sequence", int(cfg.num_labels)]
+    return ["batch", _width(hf, task)]
+
+
 def _width(hf, task: str) -> int:
     cfg = hf.config
-    return int(cfg.num_labels if task == "text-classification" else cfg.hidden_size)
+    return int(cfg.num_labels if task != "feature-extraction" else getattr(cfg, "hidden_size", None) or cfg.dim)
+
+
+def _max_length(model) -> int:
+    """The longest sequence the model takes: its position table less the first position id (RoBERTa's 514
+    positions start at 2: 512 tokens)."""
+    from edgekit.arch import encoder
+
+    try:
+        enc = encoder(model)
+    except InputError:  # no text encoder adapter: the config's own limit
+        return int(getattr(hf_model_of(model).config, "max_position_embeddings", 512))
+    return int(enc.max_position - enc.position_offset)
 
 
 def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | Iterable[str] = ("onnx", "openvino"),
@@ -138,7 +166,7 @@ def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | 
         raise InputError(f"{model} is already an artifact; export takes a zoo name or a Hugging Face model folder")
     wrapper, tok = load_torch(ref)
     labels = None
-    if ref.task == "text-classification":
+    if ref.task in ("text-classification", "token-classification"):
         id2label = hf_model_of(wrapper).config.id2label
         labels = [id2label[i] for i in sorted(id2label)]
     return export_artifact(wrapper, tok, out_dir, task=ref.task, model_name=ref.name, formats=fmts, labels=labels,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.models import INPUT_NAMES
+from edgekit.models import INPUT_NAMES, TOKEN_TYPES
 
 OPSET = 18
 
@@ -21,24 +21,33 @@ def _example(batch: int = 2, seq: int = 16):
     return ids, mask
 
 
-def to_onnx(model, path: Path, output_name: str) -> Path:
+def to_onnx(model, path: Path, output_name: str, token_types: bool = False, per_token: bool = False) -> Path:
     """Export with the legacy TorchScript exporter: it writes one self-contained file with named
     dynamic axes and matches torch to ~4e-5 here; the dynamo exporter matches too but
-    is slower to run and splits large weights into side files."""
+    is slower to run and splits large weights into side files.
+
+    ``token_types``: the graph takes ``token_type_ids`` as a third input (sentence pairs on BERT);
+    ``per_token``: the output is [batch, sequence, tags] (token classification), else [batch, width]."""
     import torch
 
     model = model.eval()
     ids, mask = _example()
+    inputs, names = (ids, mask), list(INPUT_NAMES)
+    if token_types:
+        types = torch.zeros_like(ids)
+        types[0, ids.shape[1] // 2 :] = 1  # a pair in row 0, so the segment lookup is traced as data
+        inputs, names = inputs + (types,), names + [TOKEN_TYPES]
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes[output_name] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
-            (ids, mask),
+            inputs,
             str(path),
-            input_names=list(INPUT_NAMES),
+            input_names=names,
             output_names=[output_name],
-            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-                          output_name: {0: "batch"}},
+            dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
         )
@@ -49,7 +58,7 @@ class _FeedsReader:
     """ONNX Runtime's CalibrationDataReader over a dict of stacked feeds, a few rows at a time."""
 
     def __init__(self, feeds: dict[str, np.ndarray], batch: int = 8):
-        n = len(next(iter(feeds.values())))
+        n = len(next(iter(feeds.values())))  # feeds hold every graph input (export_artifact adds token_type_ids)
         self._batches = iter([{k: v[i : i + batch] for k, v in feeds.items()} for i in range(0, n, batch)])
 
     def get_next(self):

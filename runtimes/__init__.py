@@ -24,6 +24,8 @@ _BACKENDS = {
     "native": "edgekit.runtimes.native_backend:NativeRuntime",
 }
 RUNTIMES = tuple(_BACKENDS)
+#: the libraries each runtime imports when it loads (the native engine is part of edgekit itself)
+RUNTIME_MODULES = {"torch": ("torch", "transformers"), "onnxruntime": ("onnxruntime",), "openvino": ("openvino",)}
 
 
 def get_runtime(name: str) -> Runtime:
@@ -34,6 +36,13 @@ def get_runtime(name: str) -> Runtime:
         return getattr(importlib.import_module(module), cls)()
     except ModuleNotFoundError as exc:
         raise InputError(f"runtime {name!r} is not available in this build ({exc})") from exc
+
+
+def require_runtime(name: str) -> None:
+    """Refuse, in one line naming the extra to install, a runtime whose library is not installed."""
+    from edgekit.extras import require
+
+    require(*RUNTIME_MODULES.get(name, ()), what=f"the {name} runtime")
 
 
 def default_threads() -> int:
@@ -93,12 +102,37 @@ def check_feeds(feeds: dict[str, np.ndarray], max_len: int) -> tuple[int, int]:
     return b, s
 
 
-def load_tokenizer(artifact: Artifact | str | os.PathLike):
-    """The tokenizer saved in an artifact folder."""
-    from transformers import AutoTokenizer
+def model_feeds(feeds: dict[str, np.ndarray], inputs) -> dict[str, np.ndarray]:
+    """The feeds a graph with ``inputs`` (names) takes: others dropped; ``token_type_ids`` all zeros (one segment)
+    when the graph takes it and the caller has none (single texts: bench, serve)."""
+    out = {k: v for k, v in feeds.items() if k in inputs}
+    types = feeds.get("token_type_ids")
+    if "token_type_ids" not in inputs and isinstance(types, np.ndarray) and types.any():
+        raise InputError("this model's graph takes no token_type_ids, so the second text of a pair would read as "
+                         "the first; re-export it with this edgekit (BERT-family graphs take them)")
+    if "token_type_ids" in inputs and "token_type_ids" not in out:
+        out["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+    elif "token_type_ids" in out:
+        t = out["token_type_ids"]
+        if not isinstance(t, np.ndarray) or t.dtype != np.int64 or t.shape != feeds["input_ids"].shape:
+            raise InputError(f"token_type_ids must be an int64 array shaped like input_ids "
+                             f"{feeds['input_ids'].shape}; got {getattr(t, 'dtype', type(t).__name__)} "
+                             f"{getattr(t, 'shape', '')}")
+    return out
 
+
+def load_tokenizer(artifact: Artifact | str | os.PathLike):
+    """The tokenizer saved in an artifact folder: transformers' AutoTokenizer where transformers is installed,
+    else its ``tokenizer.json`` through the ``tokenizers`` library (:class:`edgekit.tokenizer.ArtifactTokenizer`,
+    the runtime-only install; same ids)."""
     if not isinstance(artifact, Artifact):
         artifact = load_artifact(artifact, verify=False)
     if artifact.tokenizer_path is None or not artifact.tokenizer_path.is_dir():
         raise InputError(f"artifact {artifact.root} has no tokenizer folder")
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        from edgekit.tokenizer import ArtifactTokenizer
+
+        return ArtifactTokenizer.from_folder(artifact.tokenizer_path)
     return AutoTokenizer.from_pretrained(artifact.tokenizer_path)

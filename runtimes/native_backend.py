@@ -72,5 +72,5 @@ class NativeRuntime:
         attention = enc.attention
         prec = cfg["precision"] + ("-sparse" if cfg["pattern"] == "4x1" else "") + (
             f"+{attention}-attention" if attention != "fp32" else "")
-        max_len = min(int(cfg["max_position"]), artifact.manifest.max_sequence_length)
+        max_len = min(int(cfg["max_position"]) - int(cfg["position_offset"]), artifact.manifest.max_sequence_length)
         return NativeSession(enc, artifact.task, threads, prec, max_len)

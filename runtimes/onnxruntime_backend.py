@@ -6,7 +6,7 @@ import numpy as np
 from edgekit.artifact import Artifact
 from edgekit.errors import EdgekitError
 
-from . import check_feeds
+from . import check_feeds, model_feeds
 
 
 class OrtSession:
@@ -18,7 +18,7 @@ class OrtSession:
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         check_feeds(feeds, self.max_len)
-        return self._sess.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+        return self._sess.run(None, model_feeds(feeds, self._inputs))[0]
 
 
 class OnnxRuntime:

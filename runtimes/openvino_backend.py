@@ -10,7 +10,7 @@ import numpy as np
 from edgekit.artifact import Artifact
 from edgekit.errors import EdgekitError, one_of
 
-from . import check_feeds
+from . import check_feeds, model_feeds
 
 HINTS = ("f32", "bf16")
 
@@ -25,7 +25,7 @@ class OvSession:
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         check_feeds(feeds, self.max_len)
-        res = self._request.infer({k: v for k, v in feeds.items() if k in self._inputs})
+        res = self._request.infer(model_feeds(feeds, self._inputs))
         return np.asarray(res[self._compiled.outputs[0]])
 
 

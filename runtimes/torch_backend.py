@@ -10,13 +10,6 @@ from edgekit.artifact import Artifact
 from . import check_feeds
 
 
-def _tensors(feeds: dict[str, np.ndarray]) -> tuple:
-    import torch
-
-    names = ("pixel_values",) if "pixel_values" in feeds else ("input_ids", "attention_mask")
-    return tuple(torch.from_numpy(feeds[n]) for n in names)
-
-
 class TorchSession:
     runtime = "torch"
 
@@ -29,8 +22,19 @@ class TorchSession:
         check_feeds(feeds, self.max_len)
         torch.set_num_threads(self.threads)
         with torch.inference_mode():
-            out = self.model(*_tensors(feeds))
+            out = self.model(*_inputs(feeds))
         return out.float().numpy()
+
+
+def _inputs(feeds: dict[str, np.ndarray]) -> tuple:
+    """(input_ids, attention_mask[, token_type_ids]) as torch tensors: segment ids only when given (pairs);
+    (pixel_values,) for image models."""
+    import torch
+
+    if "pixel_values" in feeds:
+        return (torch.from_numpy(np.ascontiguousarray(feeds["pixel_values"])),)
+    names = ("input_ids", "attention_mask") + (("token_type_ids",) if "token_type_ids" in feeds else ())
+    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names)
 
 
 class ModuleSession(TorchSession):
@@ -48,7 +52,7 @@ class ModuleSession(TorchSession):
         check_feeds(feeds, self.max_len)
         self.model.eval()
         with torch.inference_mode():
-            out = self.model(*_tensors(feeds))
+            out = self.model(*_inputs(feeds))
         return out.float().numpy()
 
 
@@ -64,10 +68,9 @@ class TorchRuntime:
 
     def load(self, artifact: Artifact, threads: int, precision: str | None = None) -> TorchSession:
         import torch
-        from transformers import AutoModel, AutoModelForSequenceClassification
         from transformers.utils import logging as hf_logging
 
-        from edgekit.models import wrap
+        from edgekit.models import auto_class, wrap
 
         hf_logging.disable_progress_bar()
         torch.set_num_threads(threads)
@@ -77,8 +80,7 @@ class TorchRuntime:
 
             model = load_image_classifier(path)[0]
         else:
-            cls = AutoModelForSequenceClassification if artifact.task == "text-classification" else AutoModel
-            model = wrap(cls.from_pretrained(path).eval(), artifact.task)
+            model = wrap(auto_class(artifact.task).from_pretrained(path).eval(), artifact.task, path)
         prec = "fp32"
         qfile = path / "quant.json"
         if qfile.is_file():

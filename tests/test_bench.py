@@ -242,7 +242,7 @@ def test_every_bench_script_has_help(capsys):
     from pathlib import Path
 
     names = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "bench").glob("*.py"))
-    assert names == ["engine_breakdown", "kernels", "native_ab", "serve_load"]
+    assert names == ["busy_machine", "engine_breakdown", "install_size", "kernels", "native_ab", "serve_load"]
     for name in names:
         with pytest.raises(SystemExit) as exc:
             _bench_script(name).main(["--help"])
@@ -269,6 +269,34 @@ def test_native_ab_script_interleaves_artifacts(quick_cls_artifact, tmp_path, mo
     assert all(r["output_cosine_vs_reference"] == pytest.approx(1.0) for r in rows)  # the same model twice
     assert "| other fp32 |" in md.read_text()
     assert ab.main([str(tmp_path / "missing"), "--batch", "1"]) == 2  # one line on stderr, no traceback
+
+
+def test_busy_machine_script_alternates_phases(quick_cls_artifact, tmp_path, monkeypatch):
+    for name, value in dict(MIN_RUNS=3, WARMUP_RUNS=2, WARMUP_S=0.0).items():
+        monkeypatch.setattr(B, name, value)
+    art, _ = quick_cls_artifact
+    busy = _bench_script("busy_machine")
+    spun = []
+    real = busy.BusyCore.__enter__
+
+    def enter(self):
+        spun.append(real(self))
+        assert self.proc.poll() is None  # the spinning process is alive while the phase runs
+        return self
+
+    monkeypatch.setattr(busy.BusyCore, "__enter__", enter)
+    out, md = tmp_path / "busy.jsonl", tmp_path / "busy.md"
+    assert busy.main([str(art), "--runtime", "native,onnxruntime", "--reference", "onnxruntime", "--seq", "16",
+                      "--cycles", "2", "--rounds", "2", "--min-time", "0.01", "--json", str(out),
+                      "--md", str(md)]) == 0
+    assert len(spun) == 2 and all(s.proc.poll() is not None for s in spun)  # one busy phase per cycle, stopped
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["runtime"] for r in rows] == ["native", "onnxruntime"]
+    for r in rows:
+        assert r["cycles"] == 2 and len(r["phases"]["quiet"]) == len(r["phases"]["busy"]) == 2
+        assert r["busy_over_quiet"]["median"] > 0 and r["quiet_p50_ms"] > 0 and r["busy_p50_ms"] > 0
+    assert rows[1]["ratio_vs_busy"]["median"] == pytest.approx(1.0)  # the reference against itself
+    assert "| native " in md.read_text()
 
 
 def test_engine_breakdown_script_writes_stages(quick_cls_artifact, tmp_path):

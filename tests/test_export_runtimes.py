@@ -36,7 +36,7 @@ def test_classifier_logits_agree(tiny_cls_artifact, real_feeds, runtime):
 def test_manifest_describes_the_folder(tiny_artifact):
     m = tiny_artifact.manifest
     assert m.task == "feature-extraction" and m.format_version == 1
-    assert [i.name for i in m.inputs] == ["input_ids", "attention_mask"]
+    assert [i.name for i in m.inputs] == ["input_ids", "attention_mask", "token_type_ids"]  # BERT: segments
     assert m.outputs[0].name == "embeddings" and m.outputs[0].shape == ["batch", 64]
     assert set(m.formats) == {"torch", "onnx", "openvino"}
     for rel in m.files:

@@ -110,8 +110,8 @@ def test_bad_data_exits_2_with_one_line_before_any_output(tmp_path, tickets, cla
     # the model's head must fit the data: tiny-bert-cls has 5 classes, the tickets 3
     _fails_cleanly(["compress", "tiny-bert-cls", "--recipe", "quick", "-o", str(out), "--data", str(tickets),
                     "--text-column", "body", "--label-column", "topic"], out, capsys, "5 classes", "3")
-    _fails_cleanly(base + ["--data", str(tickets), "--text-column", "body", "--text-pair-column", "id",
-                           "--label-column", "topic"], out, capsys, "--text-pair-column")
+    _fails_cleanly(base + ["--data", str(tickets), "--text-column", "body", "--text-pair-column", "answer",
+                           "--label-column", "topic"], out, capsys, "--text-pair-column", "'answer'")
     _fails_cleanly(base + ["--data", str(tickets), "--text-column", "body", "--label-column", "topic",
                            "--distill-data", str(tmp_path / "nothing.txt")], out, capsys, "nothing.txt")
     # eval refuses the same data before loading anything

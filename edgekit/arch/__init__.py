@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from edgekit.errors import InputError
 
-from .base import LINEAR_KINDS, Adapter, Encoder, Layer
+from .base import ACTIVATIONS, LINEAR_KINDS, POOLINGS, Adapter, Encoder, Layer
 
 ADAPTERS: dict[str, Adapter] = {}  # Hugging Face model_type -> adapter
 
@@ -28,7 +28,7 @@ def register(adapter: Adapter) -> Adapter:
 
 
 def supported() -> list[str]:
-    """Architecture families with an adapter, e.g. ``['bert']``."""
+    """Architecture families with an adapter, e.g. ``['bert', 'distilbert', 'roberta']``."""
     return sorted({a.arch for a in ADAPTERS.values()})
 
 
@@ -54,10 +54,17 @@ def adapter_for(model) -> Adapter:
 
 
 def encoder(model) -> Encoder:
-    """The description of ``model``'s encoder (live modules: changes to them change the model)."""
+    """The description of ``model``'s encoder (live modules: changes to them change the model). A sentence
+    embedder's pooling and normalisation are those of its task wrapper (read from a sentence-transformers folder,
+    see :func:`edgekit.models.sentence_pooling`)."""
+    from dataclasses import replace
+
     hf = _hf(model)
     base = hf.base_model if hasattr(hf, "base_model") else hf
-    return adapter_for(hf).describe(hf, base, classifier=hf is not base)
+    enc = adapter_for(hf).describe(hf, base, classifier=hf is not base)
+    if enc.classifier is None and getattr(model, "pooling", None) is not None:
+        enc = replace(enc, pooling=model.pooling, normalize=bool(model.normalize))
+    return enc
 
 
 def encoder_linears(model) -> dict:
@@ -98,8 +105,7 @@ def freeze_embeddings(model):
     return model
 
 
-from . import bert  # noqa: E402,F401  (registers the BERT adapter)
-from . import vit  # noqa: E402,F401  (registers the ViT / DeiT adapter)
+from . import bert, distilbert, roberta, vit  # noqa: E402,F401  (each registers its adapter)
 
-__all__ = ["ADAPTERS", "LINEAR_KINDS", "Adapter", "Encoder", "Layer", "adapter_for", "drop_layers", "encoder",
+__all__ = ["ACTIVATIONS", "ADAPTERS", "LINEAR_KINDS", "POOLINGS", "Adapter", "Encoder", "Layer", "adapter_for", "drop_layers", "encoder",
            "encoder_linears", "freeze_embeddings", "module_names", "num_layers", "register", "supported"]

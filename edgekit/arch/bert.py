@@ -1,9 +1,10 @@
 """BERT (``model_type`` ``bert``: BERT of any size, MiniLM, all-MiniLM-L6-v2): post-LayerNorm layers, absolute
-position ids from 0, token type embeddings, a tanh pooler on [CLS] under ``...ForSequenceClassification``."""
+position ids from 0, token type embeddings; ``...ForSequenceClassification`` has a tanh pooler on [CLS] before
+its classifier, ``...ForTokenClassification`` a classifier on every token."""
 from __future__ import annotations
 
 from . import register
-from .base import Encoder, Layer
+from .base import Encoder, Layer, activation_of, run_head, task_head
 
 
 def additive_mask(mask):
@@ -18,6 +19,14 @@ class BertAdapter:
     arch = "bert"
     model_types = ("bert",)
 
+    def position_offset(self, base) -> int:
+        return 0
+
+    def sequence_head(self, model, base):
+        """(Linear before the classifier or None, its activation, classifier Linear) of a sequence classifier."""
+        pooler = getattr(base, "pooler", None)
+        return (pooler.dense, "tanh", model.classifier) if pooler is not None else (None, None, model.classifier)
+
     def describe(self, model, base, classifier: bool) -> Encoder:
         cfg, emb = base.config, base.embeddings
         layers = tuple(Layer(
@@ -26,15 +35,20 @@ class BertAdapter:
                      "o": layer.attention.output.dense, "ffn_in": layer.intermediate.dense,
                      "ffn_out": layer.output.dense},
             attn_ln=layer.attention.output.LayerNorm, ffn_ln=layer.output.LayerNorm) for layer in base.encoder.layer)
-        head = classifier and getattr(base, "pooler", None) is not None and hasattr(model, "classifier")
+        kind = task_head(model) if classifier else "none"
+        pooler, act, cls = self.sequence_head(model, base) if kind == "sequence" else (None, None, None)
+        if kind == "token":
+            cls = model.classifier
+        token_type = getattr(emb, "token_type_embeddings", None)
         return Encoder(
             arch=self.arch, adapter=self, base=base, hidden=cfg.hidden_size, heads=cfg.num_attention_heads,
             intermediate=cfg.intermediate_size, vocab_size=cfg.vocab_size, max_position=cfg.max_position_embeddings,
-            type_vocab_size=cfg.type_vocab_size, layer_norm_eps=cfg.layer_norm_eps, activation=cfg.hidden_act,
-            norm="post", position_offset=0, pooling="cls-pooler" if classifier else "mean", embeddings=emb,
-            word=emb.word_embeddings, position=emb.position_embeddings, token_type=emb.token_type_embeddings,
-            embed_ln=emb.LayerNorm, layers=layers, pooler=base.pooler.dense if head else None,
-            classifier=model.classifier if head else None)
+            type_vocab_size=token_type.num_embeddings if token_type is not None else 0,
+            layer_norm_eps=cfg.layer_norm_eps, activation=activation_of(cfg.hidden_act), norm="post",
+            position_offset=self.position_offset(base),
+            pooling={"sequence": "cls", "token": "none"}.get(kind, "mean"), normalize=kind == "none",
+            head_activation=act, embeddings=emb, word=emb.word_embeddings, position=emb.position_embeddings,
+            token_type=token_type, embed_ln=emb.LayerNorm, layers=layers, pooler=pooler, classifier=cls)
 
     def set_layers(self, enc: Encoder, model, blocks: list) -> None:
         from torch import nn
@@ -60,8 +74,7 @@ class BertAdapter:
         return enc.base(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
 
     def head(self, enc: Encoder, hidden):
-        # pooler on [CLS] (dense + tanh), then the classifier; dropout is off in eval mode
-        return enc.classifier(enc.base.pooler(hidden))
+        return run_head(enc, hidden)
 
 
 register(BertAdapter())

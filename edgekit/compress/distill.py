@@ -1,6 +1,8 @@
 """Knowledge distillation losses (teacher = the original model, eval mode, no gradients).
 
-- logits: KL(softmax(t/T) || softmax(s/T)) * T^2 (Hinton et al. 2015), plus cross-entropy on labels;
+- logits: KL(softmax(t/T) || softmax(s/T)) * T^2 (Hinton et al. 2015), plus cross-entropy on labels; for token
+  classification per token, averaged over real (unpadded) tokens, and the cross-entropy over the tokens that carry
+  a tag (each word's first sub-token, label -100 elsewhere);
 - embeddings (feature extraction): 1 - cosine between sentence embeddings;
 - hidden states: MSE through a layer map (student layer i <- teacher layer map[i]; with layer dropping,
   ``DistillConfig.student_layers``: the student is the teacher with only those layers, see
@@ -20,8 +22,10 @@ from edgekit.errors import InputError
 from edgekit.models import SequenceClassifier, hf_model_of, mean_pool
 
 
-def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relation_layer: int | None):
-    """Run once; return (output, hidden_states tuple, (q, k, v) of ``relation_layer`` or None)."""
+def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relation_layer: int | None,
+                types: torch.Tensor | None = None):
+    """Run once; return (output, hidden_states tuple, (q, k, v) of ``relation_layer`` or None). ``types``: the
+    segment ids of sentence pairs (None: one segment)."""
     captured: dict[str, torch.Tensor] = {}
     hooks = []
     if relation_layer is not None:
@@ -30,14 +34,15 @@ def forward_all(wrapper: nn.Module, ids: torch.Tensor, mask: torch.Tensor, relat
             hooks.append(linears[kind].register_forward_hook(
                 lambda _m, _i, out, part=part: captured.__setitem__(part, out)))
     try:
-        res = hf_model_of(wrapper)(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        extra = {} if types is None else {"token_type_ids": types}
+        res = hf_model_of(wrapper)(input_ids=ids, attention_mask=mask, output_hidden_states=True, **extra)
     finally:
         for h in hooks:
             h.remove()
-    if isinstance(wrapper, SequenceClassifier):
+    if isinstance(wrapper, SequenceClassifier):  # TokenClassifier too: [B, S, tags]
         out = res.logits
     else:
-        out = mean_pool(res.last_hidden_state, mask)
+        out = wrapper.pool(res.last_hidden_state, mask) if hasattr(wrapper, "pool") else mean_pool(res.last_hidden_state, mask)
     qkv = (captured["query"], captured["key"], captured["value"]) if relation_layer is not None else None
     return out, res.hidden_states, qkv
 
@@ -72,6 +77,24 @@ def default_relation_layer(teacher_layers: int, student_layers: int) -> int:
     return max(0, (teacher_layers * 2) // 3 - 1) if teacher_layers > 2 else teacher_layers - 1
 
 
+def token_logit_losses(s_out: torch.Tensor, t_out: torch.Tensor, mask: torch.Tensor, labels, cfg,
+                       tokens: float | None = None) -> dict[str, torch.Tensor]:
+    """Per-token distillation of a token classifier: KL(teacher || student) at temperature T on every real token
+    (padding masked out, mean over real tokens or over ``tokens``), and cross-entropy on the tagged positions
+    (label -100 elsewhere: later sub-tokens, specials, padding)."""
+    parts: dict[str, torch.Tensor] = {}
+    if cfg.logits_weight > 0:
+        T = cfg.temperature
+        lt, ls = F.log_softmax(t_out / T, -1), F.log_softmax(s_out / T, -1)
+        kl = (lt.exp() * (lt - ls)).sum(-1)  # [B, S]
+        w = mask.to(kl.dtype)
+        parts["logits"] = cfg.logits_weight * (kl * w).sum() / (w.sum() if tokens is None else tokens) * T * T
+    if cfg.label_weight > 0 and labels is not None and bool((labels >= 0).any()):
+        parts["labels"] = cfg.label_weight * F.cross_entropy(s_out.reshape(-1, s_out.shape[-1]), labels.reshape(-1),
+                                                             ignore_index=-100)
+    return parts
+
+
 class Distiller:
     """Computes the weighted distillation loss of a student against a frozen teacher."""
 
@@ -89,6 +112,9 @@ class Distiller:
             default_relation_layer(t_layers, s_layers)
         self.s_rel = s_layers - 1
         self.tail_layers = self._tail_layers(cfg, s_layers)
+        if self.tail_layers and task == "token-classification":
+            raise InputError("distill.tail_weight is not available for token classification (its head reads every "
+                             "token, not a pooled one); set tail_weight: 0")
         if self.tail_layers and task == "text-classification" and encoder(teacher).classifier is None:
             raise InputError("distill.tail_weight: this classifier has no BERT-style head (pooler, then classifier) "
                              "for the teacher's tail to end in; set tail_weight: 0")
@@ -112,20 +138,24 @@ class Distiller:
         for layer in enc.layers[self.layer_map[student_layer] + 1:]:
             h = enc.run_layer(layer.block, h, mask)
         if self.task != "text-classification":
-            return mean_pool(h, mask)
+            return self.teacher.pool(h, mask) if hasattr(self.teacher, "pool") else mean_pool(h, mask)
         return enc.head(h)  # pooler on [CLS], then the classifier (dropout off in eval)
 
-    def loss(self, ids, mask, labels=None, tokens: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, ids, mask, labels=None, tokens: float | None = None,
+             types: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted sum of the enabled losses and their values. ``tokens``: denominator of the token
-        means (hidden, relation) instead of this batch's real-token count; data-parallel shards pass
-        global tokens / ranks so that the average of the shard losses is the global-batch loss."""
+        means (hidden, relation, per-token logits) instead of this batch's real-token count; data-parallel shards
+        pass global tokens / ranks so that the average of the shard losses is the global-batch loss. ``types``:
+        segment ids of sentence pairs. Token classification: ``labels`` [B, S] tag ids, -100 where none."""
         c = self.cfg
         need_rel = c.relation_weight > 0
         with torch.no_grad():
-            t_out, t_hid, t_qkv = forward_all(self.teacher, ids, mask, self.t_rel if need_rel else None)
-        s_out, s_hid, s_qkv = forward_all(self.student, ids, mask, self.s_rel if need_rel else None)
+            t_out, t_hid, t_qkv = forward_all(self.teacher, ids, mask, self.t_rel if need_rel else None, types)
+        s_out, s_hid, s_qkv = forward_all(self.student, ids, mask, self.s_rel if need_rel else None, types)
         parts: dict[str, torch.Tensor] = {}
-        if self.task == "text-classification":
+        if self.task == "token-classification":
+            parts.update(token_logit_losses(s_out, t_out, mask, labels, c, tokens))
+        elif self.task == "text-classification":
             if c.logits_weight > 0:
                 T = c.temperature
                 parts["logits"] = c.logits_weight * F.kl_div(F.log_softmax(s_out / T, -1), F.softmax(t_out / T, -1),

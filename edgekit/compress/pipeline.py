@@ -23,6 +23,9 @@ from .scoring import label_names, score_model, score_runtimes, score_student
 from .stages import handler_for
 from .stages.distill import make_student, objective
 
+#: tasks the native writer stores (edgekit.formats.native may list more in its own TASKS)
+NATIVE_TASKS = ("feature-extraction", "text-classification")
+
 
 def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None = None, seed: int = 0,
              resume: bool = False, progress: bool = True, distill_data=None):
@@ -74,25 +77,37 @@ def recipe_text(recipe=None, seed: int = 0) -> str:
     return "\n".join(lines)
 
 
-def distill_texts(source, data: DataSpec) -> list[str]:
+def distill_texts(source, data: DataSpec, task: str | None = None) -> list[str]:
     """The unlabelled texts of ``--distill-data`` (tables read with the data's text column), without the
-    labelled test split's texts; one InputError line when unreadable or empty."""
-    from edgekit.data import load_texts
+    labelled test split's texts (token classification: its sentences, words joined by spaces); one InputError
+    line when unreadable or empty."""
+    from edgekit.data import load_texts, load_token_dataset
 
     spec = as_spec(source)
-    return load_texts(spec, text_column=data.text_column, min_words=1, exclude=load_dataset(data, "test").texts)
+    if task == "token-classification":
+        test = tuple(" ".join(words) for words in load_token_dataset(data, "test").tokens)
+    else:
+        test = load_dataset(data, "test").texts
+    return load_texts(spec, text_column=data.text_column, min_words=1, exclude=test)
 
 
 def match_labels(config, task: str, data: DataSpec) -> None:
     """Give a classifier's Hugging Face ``config`` the data's label names (``id2label``, ``label2id``), or refuse
-    one whose head does not fit the data (one line). Feature extractors are left alone."""
-    if task != "text-classification":
+    one whose head does not fit the data (one line). Token classifiers get the data's tag names the same way.
+    Feature extractors are left alone."""
+    if task == "token-classification":
+        from edgekit.data import load_token_dataset
+
+        names = load_token_dataset(data, "train").label_names
+    elif task == "text-classification":
+        names = load_dataset(data, "train").label_names
+    else:
         return
-    names = load_dataset(data, "train").label_names
     have = [config.id2label[i] for i in sorted(config.id2label)]
     if len(have) != len(names):
-        raise InputError(f"the model has {len(have)} classes but {data} has {len(names)} ({', '.join(names)}); "
-                         f"compress a classifier fine-tuned on this data, with one output per class")
+        what, one = ("tags", "tag") if task == "token-classification" else ("classes", "class")
+        raise InputError(f"the model has {len(have)} {what} but {data} has {len(names)} ({', '.join(names)}); "
+                         f"compress a classifier fine-tuned on this data, with one output per {one}")
     if have != [f"LABEL_{i}" for i in range(len(have))] and have != list(names):
         raise InputError(f"the model's labels ({', '.join(have)}) are not {data}'s in label-id order "
                          f"({', '.join(names)}); compress a classifier fine-tuned on this data")
@@ -124,7 +139,7 @@ def _compress(model, out_dir, recipe, data: DataSpec, max_steps: int | None, see
     from edgekit.models import hf_model_of
 
     match_labels(hf_model_of(teacher).config, ref.task, data)
-    extra = distill_texts(distill_data, data) if distill_data is not None else None
+    extra = distill_texts(distill_data, data, ref.task) if distill_data is not None else None
     goal = objective(rec)
     student = make_student(teacher, goal)
     run = training.Run(rec, goal, teacher, student, tok, ref.task, data, max_steps, ckpt, progress)
@@ -171,9 +186,10 @@ def _export(run: training.Run, ref, rec: Recipe, out: Path, report: dict, progre
     """Take the fake-quant modules out, fill the report's model figures and write the artifact (every format,
     native included) with the activation qparams QAT trained with."""
     from edgekit.arch import encoder_linears, module_names
-    from edgekit.data import calibration_texts, tokenize
+    from edgekit.data import calibration_feeds
     from edgekit.export import export_artifact
     from edgekit.formats import fake_quant as FQ
+    from edgekit.formats import native as native_format
     from edgekit.formats.native import write_native
 
     from .prune import total_sparsity
@@ -192,11 +208,14 @@ def _export(run: training.Run, ref, rec: Recipe, out: Path, report: dict, progre
     names = module_names(student)
     # the recipe's fp32_layers plus those the sensitivity pass kept: every Linear without qparams
     fp32 = [names[n] for n in linears if qstate and n not in qstate["layers"]]
-    cal = tokenize(tok, calibration_texts(64, data, rec.seed), max_length=rec.max_length) if qstate else None
+    cal = calibration_feeds(tok, 64, data, rec.seed, rec.max_length, ref.task) if qstate else None
+    native = ref.task in NATIVE_TASKS or ref.task in getattr(native_format, "TASKS", ())
 
     def extra(tmp: Path) -> dict[str, str]:
         if qstate:
             (tmp / "torch" / "quant.json").write_text(json.dumps(qstate, indent=2))
+        if not native:  # per-token output lands in the native writer with the arch branch
+            return {}
         write_native(student, ref.task, qstate, tmp / "native", labels)
         return {"native": "native"}
 

@@ -39,7 +39,8 @@ def read_report(art) -> dict:
 
 
 def report_markdown(r: dict) -> str:
-    metric = "accuracy" if r["task"] == "text-classification" else "linear-probe accuracy"
+    metric = {"text-classification": "accuracy", "token-classification": "token accuracy"}.get(
+        r["task"], "linear-probe accuracy")
     lines = [f"# edgekit compress report: {r['model']} ({r['recipe']})", "",
              f"task {r['task']}, data {r['data']} (test split), precision {r['precision']}"
              + (f" ({r['weight_bits']}-bit weights)" if r.get("weight_bits") else "") + f", {r['seconds']} s",
@@ -58,6 +59,9 @@ def report_markdown(r: dict) -> str:
     c = r["compressed"]
     lines.append(f"| **compressed** | **{num(c.get('accuracy'))}** | {num(c.get('embedding_cosine'))} | "
                  f"{r['sparsity']['total']:.3f} | |")
+    if "entity_f1" in c:
+        lines += ["", f"Entity-level F1 (seqeval): baseline {num(r['baseline'].get('entity_f1'))}, "
+                      f"compressed {num(c['entity_f1'])}."]
     if r.get("student_layers"):
         lines += ["", f"Layer dropping: the student keeps teacher layers {r['student_layers']}."]
     for s in r["stages"]:

@@ -3,8 +3,9 @@
 
 The teacher, the student between stages and the exported artifact on each stock runtime are scored on the test
 split: classifiers by accuracy (and agreement with the teacher), feature extractors by the mean cosine to the
-teacher's embeddings (and, for the baseline and the final model, the linear-probe accuracy). Under torchrun only
-rank 0 scores; the others get empty figures.
+teacher's embeddings (and, for the baseline and the final model, the linear-probe accuracy), token classifiers by
+token accuracy (``accuracy``) and, for IOB tags, entity-level F1 (``entity_f1``). Under torchrun only rank 0
+scores; the others get empty figures.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from edgekit.evaluate import evaluate, predict
 from .training import current
 
 STOCK_RUNTIMES = ("torch", "onnxruntime", "openvino")
+CLASSIFIERS = ("text-classification", "token-classification")  #: scored against labels, not by cosine
 
 
 def label_names(model, task: str) -> list[str] | None:
     """A classifier's class names in class order (its ``id2label``); None for feature extraction."""
-    if task != "text-classification":
+    if task not in CLASSIFIERS:
         return None
     from edgekit.models import hf_model_of
 
@@ -29,6 +31,13 @@ def label_names(model, task: str) -> list[str] | None:
 
 def report_fields(res: dict) -> dict:
     """An evaluator result as report.json names its figures."""
+    if res["task"] == "token-classification":
+        out = {"accuracy": res["token_accuracy"]}
+        if "entity_f1" in res:
+            out["entity_f1"] = res["entity_f1"]
+        if "agreement" in res:
+            out["agreement_with_teacher"] = res["agreement"]
+        return out
     if res["task"] == "text-classification":
         out = {"accuracy": res["value"]}
         if "agreement" in res:
@@ -66,14 +75,20 @@ def score_student(run, probe: bool = False) -> dict:
 
 def score_runtimes(art, tok, data, teacher_out: np.ndarray | None) -> dict:
     """{runtime: {"accuracy" | "embedding_cosine", "precision"}} of the exported artifact on each stock runtime,
-    as ``edgekit eval`` computes them (feature extraction: the cosine to the teacher's embeddings)."""
+    as ``edgekit eval`` computes them (feature extraction: the cosine to the teacher's embeddings; token
+    classification: token accuracy, and ``entity_f1`` for IOB tags)."""
     from edgekit.runtimes import load
 
-    classifier = art.manifest.task == "text-classification"
+    task = art.manifest.task
+    classifier = task in CLASSIFIERS
     scores = {}
     for rt in STOCK_RUNTIMES:
         s = load(art, rt)
         res = evaluate(s, tok, data, labels=art.manifest.labels, progress=False,
                        reference_outputs=None if classifier else teacher_out, probe=False)
-        scores[rt] = {"accuracy" if classifier else "embedding_cosine": res["value"], "precision": s.precision}
+        if task == "token-classification":
+            scores[rt] = {k: v for k, v in report_fields(res).items() if k != "agreement_with_teacher"}
+            scores[rt]["precision"] = s.precision
+        else:
+            scores[rt] = {"accuracy" if classifier else "embedding_cosine": res["value"], "precision": s.precision}
     return scores

@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from edgekit.errors import InputError
 from edgekit.formats.fake_quant import FakeQuantLinear
 
 
@@ -46,11 +47,16 @@ class ValidationProbe:
     def __init__(self, student, teacher, tok, task: str, data: str, max_length: int, n: int, batch: int = 32):
         from edgekit.data import load_dataset, tokenize
 
+        if task == "token-classification":
+            raise InputError("quantize.accuracy_budget is not available for token classification yet; leave it out "
+                             "(or list fp32_layers yourself)")
         val = load_dataset(data, "validation")
         texts = list(val.texts[:n])
+        pairs = None if val.pairs is None else list(val.pairs[:n])
         self.student, self.task, self.n = student, task, len(texts)
         self.labels = np.asarray(val.labels[:n])
-        self.batches = [tokenize(tok, texts[i: i + batch], max_length=max_length, pad_to_max=False)
+        self.batches = [tokenize(tok, texts[i: i + batch], max_length=max_length, pad_to_max=False,
+                                 pairs=None if pairs is None else pairs[i: i + batch])
                         for i in range(0, len(texts), batch)]
         self.metric_name = "accuracy" if task == "text-classification" else "embedding_cosine"
         self.teacher_out = None if task == "text-classification" else self._run(teacher)
@@ -58,8 +64,8 @@ class ValidationProbe:
     @torch.inference_mode()
     def _run(self, model) -> np.ndarray:
         model.eval()
-        return np.concatenate([model(torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"]))
-                               .float().numpy() for f in self.batches])
+        return np.concatenate([model(*(torch.from_numpy(f[k]) for k in ("input_ids", "attention_mask", "token_type_ids")
+                                       if k in f)).float().numpy() for f in self.batches])
 
     def outputs(self) -> np.ndarray:
         return self._run(self.student)

@@ -42,7 +42,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from edgekit.data import load_dataset, tokenize_windows
+from edgekit.data import training_rows
 from edgekit.errors import InputError
 
 from .distill import Distiller
@@ -130,7 +130,7 @@ def shard(global_batch: tuple[torch.Tensor, ...], d: Dist) -> tuple[torch.Tensor
     if not d.active:
         return global_batch
     n = global_batch[0].shape[0] // d.world
-    return tuple(t[d.rank * n : (d.rank + 1) * n] for t in global_batch)
+    return tuple(None if t is None else t[d.rank * n : (d.rank + 1) * n] for t in global_batch)
 
 
 def broadcast(obj, d: Dist):
@@ -185,8 +185,8 @@ class _StudentLoss(nn.Module):
         self.student = distiller.student
         self.distiller = distiller
 
-    def forward(self, ids, mask, labels, tokens):
-        return self.distiller.loss(ids, mask, labels, tokens=tokens)
+    def forward(self, ids, mask, labels, tokens, types=None):
+        return self.distiller.loss(ids, mask, labels, tokens=tokens, types=types)
 
 
 def wrap(distiller, d: Dist) -> nn.Module:
@@ -226,10 +226,11 @@ class Run:
         check_batch(recipe.batch, self.dist)
         self.recipe, self.teacher, self.student, self.tok, self.task = recipe, teacher, student, tok, task
         self.data, self.max_steps, self.ckpt, self.progress = data, max_steps, ckpt, progress
-        train = load_dataset(data, "train")
-        feeds, source = tokenize_windows(tok, train.texts, recipe.max_length, recipe.train_windows)
+        # single texts (a window keeps its text's label), pairs (with segment ids) or words with per-token tags
+        feeds, labels = training_rows(tok, data, task, recipe.max_length, recipe.train_windows)
         self.ids, self.mask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
-        self.labels = torch.tensor(train.labels)[torch.from_numpy(source)]  # a window keeps its article's label
+        self.types = torch.from_numpy(feeds["token_type_ids"]) if "token_type_ids" in feeds else None
+        self.labels = torch.from_numpy(labels)
         # text tokens (not padding, not [CLS] / [SEP] / other specials): what augment_tokens replaces and draws from
         self.text = self.pool = None
         if recipe.augment_tokens > 0:
@@ -263,7 +264,7 @@ class Run:
         ids = self.ids[idx]
         if self.pool is not None:
             ids = replace_tokens(ids, self.text[idx], self.pool, self.recipe.augment_tokens, self.gen)
-        return ids, self.mask[idx], self.labels[idx]
+        return ids, self.mask[idx], self.labels[idx], None if self.types is None else self.types[idx]
 
     def steps(self, n: int) -> int:
         return n if self.max_steps is None else min(n, self.max_steps)
@@ -286,13 +287,14 @@ class Run:
                 if on_step:
                     on_step(step)
                     checked = self._check_masks(checked)
-                ids, mask, labels = self.batch()
+                ids, mask, labels, types = self.batch()
                 self.distiller.step = self.global_step
                 if ddp is None:
-                    loss, parts = self.distiller.loss(ids, mask, labels)
+                    loss, parts = self.distiller.loss(ids, mask, labels, types=types)
                 else:
                     tokens = float(mask.sum()) / self.dist.world
-                    loss, parts = ddp(*shard((ids, mask, labels), self.dist), tokens)
+                    s_ids, s_mask, s_labels, s_types = shard((ids, mask, labels, types), self.dist)
+                    loss, parts = ddp(s_ids, s_mask, s_labels, tokens, s_types)
                 loss.backward()
                 if self.pruner:
                     self.pruner.accumulate()

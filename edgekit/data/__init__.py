@@ -23,7 +23,8 @@ Formats, splits, label ids and errors are described in :mod:`edgekit.data.files`
 """
 from .feeds import tokenize, tokenize_windows, tokenize_words
 from .files import FORMATS, TABLE_SUFFIXES
-from .labelled import calibration_texts, dataset_splits, load_dataset, load_token_dataset, stratified_split
+from .labelled import (calibration_feeds, calibration_texts, check_splits, dataset_splits, load_dataset,
+                       load_token_dataset, stratified_split, training_rows)
 from .spec import BUILTIN, SPLIT_FRACTIONS, SPLITS, DataSpec, TextDataset, TokenDataset, as_spec
 from .unlabelled import TEXT_SOURCES, TEXT_SUFFIXES, TextSource, load_texts, register_text_source, split_passages
 from . import corpora  # noqa: F401  registers the installed English text sources (gensim-lee, linux-doc, english-mix, ...)
@@ -32,7 +33,8 @@ DATASETS = BUILTIN  # the name earlier releases exported
 
 __all__ = [
     "BUILTIN", "DATASETS", "FORMATS", "SPLITS", "SPLIT_FRACTIONS", "TABLE_SUFFIXES", "TEXT_SOURCES", "TEXT_SUFFIXES",
-    "DataSpec", "TextDataset", "TextSource", "TokenDataset", "as_spec", "calibration_texts", "dataset_splits",
+    "DataSpec", "TextDataset", "TextSource", "TokenDataset", "as_spec", "calibration_feeds", "calibration_texts",
+    "check_splits", "dataset_splits", "training_rows",
     "load_dataset", "load_texts", "load_token_dataset", "register_text_source", "split_passages", "stratified_split",
     "tokenize", "tokenize_windows", "tokenize_words",
 ]

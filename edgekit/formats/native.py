@@ -1,18 +1,41 @@
 """edgekit's native format: the folder ``native/`` in a compressed artifact, read by the native engine.
 
-``native/config.json``: ``{"format": "edgekit-native", "version": 1, "arch": "bert", "task", "hidden",
-"heads", "layers", "intermediate", "vocab_size", "max_position", "type_vocab_size", "layer_norm_eps",
-"activation": "gelu", "pooling": "mean" | "cls-pooler", "num_labels", "labels", "pattern": "4x1"|"dense",
-"precision": "int8"|"fp32", "fp32_layers": [...], "weight_bits": 8|7|null}``. ``weight_bits`` (null for fp32
-models; absent in folders written before it existed, read as 8): every int8 weight lies in
-[-(2^(bits-1) - 1), 2^(bits-1) - 1], i.e. [-63, 63] for 7-bit weights (checked on read).
+``native/config.json``: ``{"format": "edgekit-native", "version": 1, "arch": "bert"|"distilbert"|"roberta",
+"task", "hidden", "heads", "layers", "intermediate", "vocab_size", "max_position", "type_vocab_size",
+"layer_norm_eps", "activation", "position_offset", "pooling", "normalize", "head", "head_activation", "num_labels",
+"labels", "pattern": "4x1"|"dense", "precision": "int8"|"fp32", "fp32_layers": [...], "weight_bits": 8|7|null}``.
 
-``native/weights.safetensors`` (no pickles): fp32 ``embeddings.{word,position,token_type}``,
-``embeddings.ln.{weight,bias}``; per layer i and Linear L in q, k, v, o, ffn_in, ffn_out:
+The architecture fields (every one but ``pooling`` may be absent: a folder written before it existed is read as
+then, a post-LayerNorm BERT):
+
+- ``activation``: the feed-forward activation, ``gelu`` (erf), ``gelu_tanh`` (Hugging Face ``gelu_new`` /
+  ``gelu_pytorch_tanh``) or ``relu``; absent: ``gelu``.
+- ``type_vocab_size``: 0 means no token type embeddings (DistilBERT; no ``embeddings.token_type`` tensor).
+  Inputs carry no token types: token type 0 is added.
+- ``position_offset``: the first position id (absent: 0). Above 0 (RoBERTa: padding index + 1) position ids
+  also count attended tokens only, as RoBERTa's count non-padding tokens; the longest input is then
+  ``max_position - position_offset`` tokens.
+- ``pooling``: ``mean`` (over attended tokens), ``cls`` (the first token), ``max`` (per channel over attended
+  tokens) or ``none`` (one output row per token, ``[batch, seq, width]``, zeros at padded positions). Folders
+  written before the head fields existed hold ``mean`` (embeddings) or ``cls-pooler`` (read as ``cls``, head
+  ``sequence``, head_activation ``tanh``).
+- ``normalize``: L2-normalised output rows (embeddings); absent: true for ``mean`` pooling without a head.
+- ``head``: ``none`` (absent: the pooled vector is the output), ``sequence`` (the classifier on the pooled vector:
+  text classification) or ``token`` (the classifier on every token's state, with pooling ``none``: token
+  classification). ``num_labels`` is the classifier's width.
+- ``head_activation``: with a sequence head, ``tanh`` (BERT's pooler, RoBERTa's classification head) or ``relu``
+  (DistilBERT's pre_classifier): a dense layer (``pooler.*``) and that activation run before the classifier;
+  ``none`` (absent): the classifier reads the pooled vector.
+
+``weight_bits`` (null for fp32 models; absent in folders written before it existed, read as 8): every int8
+weight lies in [-(2^(bits-1) - 1), 2^(bits-1) - 1], i.e. [-63, 63] for 7-bit weights (checked on read).
+
+``native/weights.safetensors`` (no pickles): fp32 ``embeddings.{word,position}``, ``embeddings.token_type``
+(when ``type_vocab_size`` > 0), ``embeddings.ln.{weight,bias}``; per layer i and Linear L in q, k, v, o, ffn_in, ffn_out:
 ``layers.{i}.{L}.weight`` (int8 [N, K], pruned entries exactly 0; fp32 when the layer is kept fp32),
 ``.w_scale`` fp32 [N], ``.bias`` fp32 [N], ``.x_scale`` fp32 [1], ``.x_zp`` int32 [1] (int8 layers only);
 ``layers.{i}.attn_ln.{weight,bias}``, ``layers.{i}.ffn_ln.{weight,bias}``; classifiers also
-``pooler.{weight,bias}`` and ``classifier.{weight,bias}`` (fp32). The semantics are those of
+``classifier.{weight,bias}`` and, with a head activation, ``pooler.{weight,bias}`` (fp32). The semantics are those of
 :mod:`edgekit.formats.int8`. A layer's FFN neurons may be stored in another order than
 in the torch model (the same function): neuron-pruned rows are gathered into whole 4x1 blocks.
 
@@ -31,6 +54,10 @@ from edgekit.errors import ArtifactError
 from .int8 import WEIGHT_BITS, weight_qmax, weight_qparams
 
 FORMAT, VERSION = "edgekit-native", 1
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+POOLINGS = ("mean", "cls", "max", "none")
+HEADS = ("none", "sequence", "token")
+HEAD_ACTIVATIONS = ("none", "tanh", "relu")
 
 
 def _np(t) -> np.ndarray:
@@ -62,9 +89,10 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
     dest.mkdir(parents=True, exist_ok=True)
     t: dict[str, np.ndarray] = {
         "embeddings.word": _np(enc.word.weight), "embeddings.position": _np(enc.position.weight),
-        "embeddings.token_type": _np(enc.token_type.weight),
         "embeddings.ln.weight": _np(enc.embed_ln.weight), "embeddings.ln.bias": _np(enc.embed_ln.bias),
     }
+    if enc.token_type is not None and enc.type_vocab_size > 0:
+        t["embeddings.token_type"] = _np(enc.token_type.weight)
     linears = encoder_linears(wrapper)
     qlayers = (qstate or {}).get("layers", {})
     bits = int((qstate or {}).get("weight_bits", 8))
@@ -88,9 +116,11 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
         t[f"layers.{i}.attn_ln.bias"] = _np(layer.attn_ln.bias)
         t[f"layers.{i}.ffn_ln.weight"] = _np(layer.ffn_ln.weight)
         t[f"layers.{i}.ffn_ln.bias"] = _np(layer.ffn_ln.bias)
-    num_labels = None
-    if task == "text-classification":
-        t["pooler.weight"], t["pooler.bias"] = _np(enc.pooler.weight), _np(enc.pooler.bias)
+    num_labels, head = None, "none"
+    if enc.classifier is not None:
+        head = "token" if enc.token_level else "sequence"
+        if enc.pooler is not None:
+            t["pooler.weight"], t["pooler.bias"] = _np(enc.pooler.weight), _np(enc.pooler.bias)
         t["classifier.weight"], t["classifier.bias"] = _np(enc.classifier.weight), _np(enc.classifier.bias)
         num_labels = int(enc.classifier.out_features)
     sparse = all(is_4x1(w) for w, _ in weights.values()) and any(
@@ -99,8 +129,11 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
         "format": FORMAT, "version": VERSION, "arch": enc.arch, "task": task, "hidden": enc.hidden,
         "heads": enc.heads, "layers": len(enc.layers), "intermediate": enc.intermediate,
         "vocab_size": enc.vocab_size, "max_position": enc.max_position,
-        "type_vocab_size": enc.type_vocab_size, "layer_norm_eps": enc.layer_norm_eps, "activation": enc.activation,
-        "pooling": enc.pooling, "num_labels": num_labels,
+        "type_vocab_size": enc.type_vocab_size if enc.token_type is not None else 0,
+        "layer_norm_eps": enc.layer_norm_eps, "activation": enc.activation, "position_offset": enc.position_offset,
+        "pooling": enc.pooling, "normalize": bool(enc.normalize) and head == "none", "head": head,
+        "head_activation": (enc.head_activation or "none") if head == "sequence" and enc.pooler is not None else "none",
+        "num_labels": num_labels,
         "labels": labels, "pattern": "4x1" if sparse else "dense", "precision": "int8" if qlayers else "fp32",
         "fp32_layers": fp32_layers if qlayers else [], "weight_bits": bits if qlayers else None,
     }
@@ -130,6 +163,27 @@ def _gather_pruned_neurons(weights: dict, prefix: str) -> None:
     weights[prefix + "ffn_out"] = (w_out[:, order], b_out)
 
 
+def _architecture(cfg: dict, path: Path) -> None:
+    """Fill in the architecture fields a folder written before them lacks (as they were then) and check them."""
+    if cfg.get("pooling") == "cls-pooler":  # a BERT classifier from before pooling and head were separate
+        cfg.update(pooling="cls", head="sequence", head_activation="tanh", normalize=False)
+    cfg.setdefault("activation", "gelu")
+    cfg.setdefault("position_offset", 0)
+    cfg.setdefault("head", "none")
+    cfg.setdefault("head_activation", "none")
+    cfg.setdefault("normalize", cfg.get("pooling") == "mean" and cfg["head"] == "none")
+    for key, allowed in (("activation", ACTIVATIONS), ("pooling", POOLINGS), ("head", HEADS),
+                         ("head_activation", HEAD_ACTIVATIONS)):
+        if cfg.get(key) not in allowed:
+            raise ArtifactError(f"native model {path}: {key} {cfg.get(key)!r} is not supported; allowed: "
+                                f"{', '.join(allowed)}")
+    if (cfg["head"] == "token") != (cfg["pooling"] == "none"):
+        raise ArtifactError(f"native model {path}: head 'token' goes with pooling 'none' (and only it)")
+    off = cfg["position_offset"]
+    if isinstance(off, bool) or not isinstance(off, int) or not 0 <= off < int(cfg.get("max_position", 0)):
+        raise ArtifactError(f"native model {path}: position_offset {off!r} must be an integer in 0..max_position - 1")
+
+
 def read_native(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """(config, tensors), validated: format, version, the tensors each layer needs and their dtypes/shapes."""
     from safetensors.numpy import load_file
@@ -147,6 +201,7 @@ def read_native(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     if bits is not None and (isinstance(bits, bool) or bits not in WEIGHT_BITS):
         raise ArtifactError(f"native model {path}: weight_bits {bits!r} is not supported; allowed: "
                             f"{', '.join(map(str, WEIGHT_BITS))}")
+    _architecture(cfg, path)
     qmax = weight_qmax(bits) if bits is not None else 127
     h, inter = cfg["hidden"], cfg["intermediate"]
     shapes = {"q": (h, h), "k": (h, h), "v": (h, h), "o": (h, h), "ffn_in": (inter, h), "ffn_out": (h, inter)}

@@ -290,9 +290,24 @@ ek_engine* load(const std::string& dir, int threads) {
   const Json* eps = cfg.get("layer_norm_eps");
   if (!eps || eps->kind != Json::kNumber) fail(EK_ENGINE_EFORMAT, where + ": layer_norm_eps is missing");
   c.layer_norm_eps = (float)eps->num;
-  c.cls_pooler = str_field(cfg, "pooling", where) == "cls-pooler";
   c.sparse_4x1 = str_field(cfg, "pattern", where) == "4x1";
-  if (c.cls_pooler) c.num_labels = int_field(cfg, "num_labels", where);
+  // fields added after version 1 first shipped: absent (or null) means what a folder without them meant
+  auto opt_str = [&](const char* key) {
+    const Json* v = cfg.get(key);
+    if (v && v->kind == Json::kString) return v->str;
+    if (v && v->kind != Json::kNull) fail(EK_ENGINE_EFORMAT, where + ": " + key + " must be a string");
+    return std::string();
+  };
+  const Json* norm = cfg.get("normalize");
+  const int normalize = norm && norm->kind == Json::kBool ? (int)norm->b : -1;
+  if (cfg.get("position_offset")) c.position_offset = int_field(cfg, "position_offset", where);
+  try {
+    ek::engine::set_architecture(&c, opt_str("activation"), str_field(cfg, "pooling", where), normalize,
+                                 opt_str("head"), opt_str("head_activation"));
+  } catch (const std::invalid_argument& ex) {
+    fail(EK_ENGINE_EFORMAT, where + ": " + ex.what());
+  }
+  if (c.head != ek::engine::Head::kNone) c.num_labels = int_field(cfg, "num_labels", where);
 
   const std::vector<uint8_t> weights = art.read_verified(ndir + "/weights.safetensors");
   std::vector<std::vector<uint64_t>> aligned;
@@ -317,7 +332,7 @@ ek_engine* load(const std::string& dir, int threads) {
   e->task = task;
   const Json* msl = manifest.get("max_sequence_length");
   const int64_t manifest_max = msl && msl->is_int() && msl->num > 0 ? (int64_t)msl->num : 512;
-  e->max_len = std::min(c.max_position, manifest_max);
+  e->max_len = std::min(c.max_position - c.position_offset, manifest_max);
   return e.release();
 }
 }  // namespace
@@ -336,8 +351,27 @@ int ek_engine_output_shape(const ek_engine* e, int batch, int64_t shape[2]) {
   return guarded(EK_ENGINE_EINVAL, [&] {
     if (!e || !shape) fail(EK_ENGINE_EINVAL, "ek_engine_output_shape: engine and shape must not be NULL");
     if (batch < 1) fail(EK_ENGINE_EINVAL, "batch must be >= 1, not " + std::to_string(batch));
+    if (e->enc->per_token())
+      fail(EK_ENGINE_EINVAL, "this model writes one row per token: use ek_engine_output_dims");
     shape[0] = batch;
     shape[1] = e->enc->out_width();
+  });
+}
+
+int ek_engine_output_dims(const ek_engine* e, int batch, int seq, int64_t shape[3], int* rank) {
+  return guarded(EK_ENGINE_EINVAL, [&] {
+    if (!e || !shape || !rank) fail(EK_ENGINE_EINVAL, "ek_engine_output_dims: engine, shape and rank must not be NULL");
+    if (batch < 1 || seq < 1) fail(EK_ENGINE_EINVAL, "batch and seq must be >= 1");
+    shape[0] = batch;
+    if (e->enc->per_token()) {
+      shape[1] = seq;
+      shape[2] = e->enc->out_width();
+      *rank = 3;
+    } else {
+      shape[1] = e->enc->out_width();
+      shape[2] = 1;
+      *rank = 2;
+    }
   });
 }
 
@@ -354,7 +388,7 @@ int ek_engine_run(ek_engine* e, const int64_t* input_ids, const int64_t* attenti
     if (seq > e->max_len)
       fail(EK_ENGINE_EINVAL, "sequence length " + std::to_string(seq) + " is longer than the model's maximum " +
                                  std::to_string(e->max_len));
-    const size_t need = (size_t)batch * (size_t)e->enc->out_width();
+    const size_t need = (size_t)batch * (size_t)(e->enc->per_token() ? seq : 1) * (size_t)e->enc->out_width();
     if (out_len < need)
       fail(EK_ENGINE_EINVAL, "out holds " + std::to_string(out_len) + " floats; this run writes " + std::to_string(need));
     std::lock_guard<std::mutex> lock(e->mu);

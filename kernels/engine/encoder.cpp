@@ -37,6 +37,39 @@ void lap(double* times, int i, StepTimer::clock::time_point& t) {
 }
 }  // namespace
 
+void set_architecture(EncoderConfig* c, const std::string& activation, const std::string& pooling, int normalize,
+                      const std::string& head, const std::string& head_activation) {
+  if (activation.empty() || activation == "gelu") c->activation = Activation::kGelu;
+  else if (activation == "gelu_tanh") c->activation = Activation::kGeluTanh;
+  else if (activation == "relu") c->activation = Activation::kRelu;
+  else bad("activation '" + activation + "' is not supported; allowed: gelu, gelu_tanh, relu");
+  if (pooling == "cls-pooler") {  // written before pooling and head were separate fields: a BERT classifier
+    c->pooling = Pooling::kCls;
+    c->normalize = false;
+    c->head = Head::kSequence;
+    c->head_activation = HeadActivation::kTanh;
+    return;
+  }
+  if (pooling == "mean") c->pooling = Pooling::kMean;
+  else if (pooling == "cls") c->pooling = Pooling::kCls;
+  else if (pooling == "max") c->pooling = Pooling::kMax;
+  else if (pooling == "none") c->pooling = Pooling::kNone;
+  else bad("pooling '" + pooling + "' is not supported; allowed: mean, cls, max, none");
+  if (head.empty() || head == "none") c->head = Head::kNone;
+  else if (head == "sequence") c->head = Head::kSequence;
+  else if (head == "token") c->head = Head::kToken;
+  else bad("head '" + head + "' is not supported; allowed: none, sequence, token");
+  if (head_activation.empty() || head_activation == "none") c->head_activation = HeadActivation::kNone;
+  else if (head_activation == "tanh") c->head_activation = HeadActivation::kTanh;
+  else if (head_activation == "relu") c->head_activation = HeadActivation::kRelu;
+  else bad("head_activation '" + head_activation + "' is not supported; allowed: none, tanh, relu");
+  c->normalize = normalize < 0 ? (c->head == Head::kNone && c->pooling == Pooling::kMean) : normalize != 0;
+  if ((c->head == Head::kToken) != (c->pooling == Pooling::kNone))
+    bad("a token head needs pooling 'none' and pooling 'none' a token head or none");
+  if (c->head != Head::kSequence && c->head_activation != HeadActivation::kNone)
+    bad("head_activation applies to a sequence head only");
+}
+
 void Encoder::check_options(int threads, const std::string& attention) {
   if (threads < 1) bad("threads must be >= 1");
   if (attention == "bf16") {
@@ -60,16 +93,29 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg, const TensorLookup& t, int th
   vocab_ = cfg.vocab_size;
   maxpos_ = cfg.max_position;
   eps_ = cfg.layer_norm_eps;
-  cls_ = cfg.cls_pooler;
+  act_ = cfg.activation;
+  pooling_ = cfg.pooling;
+  head_ = cfg.head;
+  head_act_ = cfg.head_activation;
+  normalize_ = cfg.normalize && head_ == Head::kNone;
+  pos_off_ = cfg.position_offset;
+  cls_ = pooling_ == Pooling::kCls;
   if (h_ <= 0 || heads_ <= 0 || h_ % heads_ || nl_ <= 0 || inter_ <= 0) bad("native model: bad config sizes");
+  if (pos_off_ < 0 || pos_off_ >= maxpos_) bad("native model: position_offset must lie in 0..max_position - 1");
+  if ((head_ == Head::kToken) != (pooling_ == Pooling::kNone))
+    bad("native model: a token head needs pooling 'none' and pooling 'none' a token head or none");
   const ek_pattern pat = cfg.sparse_4x1 ? EK_BLOCK_4X1 : EK_DENSE;
   chain_t_ = pat == EK_BLOCK_4X1;  // the 4x1 kernels take and give transposed activations natively
   ek_set_num_threads(threads_);
   const int64_t tv = cfg.type_vocab_size;
   word_ = take<float>(t, "embeddings.word", {vocab_, h_});
   pos_ = take<float>(t, "embeddings.position", {maxpos_, h_});
-  type0_ = take<float>(t, "embeddings.token_type", {tv, h_});
-  type0_.resize(h_);
+  if (tv > 0) {
+    type0_ = take<float>(t, "embeddings.token_type", {tv, h_});
+    type0_.resize(h_);  // token type 0: the inputs carry no token types
+  } else {
+    type0_.assign(h_, 0.f);  // no token type embeddings (DistilBERT)
+  }
   eln_w_ = take<float>(t, "embeddings.ln.weight", {h_});
   eln_b_ = take<float>(t, "embeddings.ln.bias", {h_});
   for (int64_t i = 0; i < nl_; ++i) {
@@ -97,9 +143,10 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg, const TensorLookup& t, int th
   if (attn_int8_ && !int8_runs)
     bad("attention='int8' runs on the transposed q, k, v of a 4x1 sparse int8 model with a head size that is a "
         "multiple of 16 (up to 128)");
-  if (cls_) {
+  if (head_ != Head::kNone) {
     labels_ = cfg.num_labels;
-    pooler_ = load_linear(t, "pooler", h_, h_, EK_DENSE);
+    if (labels_ < 1) bad("native model: a classifier needs num_labels >= 1");
+    if (head_act_ != HeadActivation::kNone) pooler_ = load_linear(t, "pooler", h_, h_, EK_DENSE);
     cls_w_ = take<float>(t, "classifier.weight", {labels_, h_});
     cls_b_ = take<float>(t, "classifier.bias", {labels_});
   }
@@ -107,27 +154,33 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg, const TensorLookup& t, int th
 
 void EncoderImpl::set_input(const int64_t* id, const int64_t* mk, int64_t B, int64_t S) {
   if (B == 0 || S == 0) bad("empty input: batch and seq must be at least 1");
-  if (S > maxpos_) bad("sequence length " + std::to_string(S) + " is longer than the model's maximum " + std::to_string(maxpos_));
+  if (S + pos_off_ > maxpos_)
+    bad("sequence length " + std::to_string(S) + " is longer than the model's maximum " + std::to_string(maxpos_ - pos_off_));
   seq_start_.assign(B, 0);
   seq_len_.assign(B, 0);
   tok_id_.clear();
   tok_pos_.clear();
+  tok_col_.clear();
   for (int64_t b = 0; b < B; ++b) {
     seq_start_[b] = (int64_t)tok_id_.size();
-    if (cls_ && mk[b * S] == 0) bad("row " + std::to_string(b) + ": the first token must be attended (classification pools it)");
+    if (cls_ && mk[b * S] == 0) bad("row " + std::to_string(b) + ": the first token must be attended (the output pools it)");
     for (int64_t s = 0; s < S; ++s) {
       const int64_t m = mk[b * S + s];
       if (m != 0 && m != 1) bad("attention_mask must hold only 0 and 1");
       if (!m) continue;
       const int64_t v = id[b * S + s];
       if (v < 0 || v >= vocab_) bad("token id " + std::to_string(v) + " is outside the vocabulary (size " + std::to_string(vocab_) + ")");
+      // with an offset (RoBERTa) position ids count attended tokens from the offset, as RoBERTa counts non-padding
+      // tokens; else they are the column (BERT, DistilBERT)
+      tok_pos_.push_back(pos_off_ ? pos_off_ + (int64_t)tok_id_.size() - seq_start_[b] : s);
       tok_id_.push_back(v);
-      tok_pos_.push_back(s);
+      tok_col_.push_back(s);
     }
     seq_len_[b] = (int64_t)tok_id_.size() - seq_start_[b];
     if (seq_len_[b] == 0) bad("row " + std::to_string(b) + " has no attended token");
   }
   B_ = B;
+  S_ = S;
 }
 
 void EncoderImpl::check(int rc) {
@@ -339,7 +392,7 @@ void EncoderImpl::feed_forward(const Layer& L, const Linear* next, StepTimer& ti
   // FFN-in: GELU and (when FFN-out is int8) requantisation to u8 are fused into the GEMM epilogue. With
   // both sparse int8, the hidden activations stay transposed ([inter][padded T]) between the two GEMMs,
   // which is the layout the sparse kernel consumes, so neither side transposes them.
-  const bool fused_req = L.ffn_in.int8 && L.ffn_out.int8;
+  const bool fused_req = fused_act() && L.ffn_in.int8 && L.ffn_out.int8;
   if (fused_req && chain_t_) {
     const ek_epilogue ep{L.ffn_in.x_scale, L.ffn_in.x_zp, L.ffn_in.w_scale.data(), L.ffn_in.bias.data(), 1, 1,
                          L.ffn_out.x_scale, L.ffn_out.x_zp};
@@ -349,7 +402,8 @@ void EncoderImpl::feed_forward(const Layer& L, const Linear* next, StepTimer& ti
     linear(L.ffn_in, x_.data(), T, nullptr, true, &L.ffn_out, hq());
   } else {
     std::vector<float> hid(T * inter_);
-    linear(L.ffn_in, x_.data(), T, hid.data(), true);
+    linear(L.ffn_in, x_.data(), T, hid.data(), fused_act());
+    if (!fused_act()) activate(hid.data(), T * inter_);
     if (L.ffn_out.int8) ek_quantize_u8(hid.data(), T * inter_, L.ffn_out.x_scale, L.ffn_out.x_zp, hq());
     else ffn_hidden_ = std::move(hid);
   }
@@ -368,40 +422,95 @@ void EncoderImpl::feed_forward(const Layer& L, const Linear* next, StepTimer& ti
   timer.stop("add_ln");
 }
 
-// Classifier: rows 0..B-1 of x_ are the CLS rows (see forward): pooler as one fp32 GEMM, tanh, classifier.
-// Embeddings: mean pooling over the real tokens, then L2 normalisation.
-void EncoderImpl::pool(float* out, StepTimer&) {
-  const int64_t B = B_, H = h_;
-  if (cls_) {
-    check(ek_gemm_f32(pooler_.w.get(), x_.data(), B, H, pooler_.bias.data(), 0, tmp_.data(), H));
-    for (int64_t i = 0; i < B * H; ++i) tmp_[i] = std::tanh(tmp_[i]);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t c = 0; c < labels_; ++c) {
-        const float* w = cls_w_.data() + c * H;
-        const float* pv = tmp_.data() + b * H;
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 independent sums (no fast-math here to reorder one)
-        int64_t e = 0;
-        for (; e + 8 <= H; e += 8)
-          for (int u = 0; u < 8; ++u) acc[u] += w[e + u] * pv[e + u];
-        float s = cls_b_[c];
-        for (; e < H; ++e) s += w[e] * pv[e];
-        out[b * labels_ + c] = s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-      }
-    return;
-  }
-  for (int64_t b = 0; b < B; ++b) {
-    const float* xs = x_.data() + seq_start_[b] * H;
-    float* o = out + b * H;
-    std::fill(o, o + H, 0.f);
-    for (int64_t i = 0; i < seq_len_[b]; ++i)
-      for (int64_t e = 0; e < H; ++e) o[e] += xs[i * H + e];
-    double nrm = 0;
-    for (int64_t e = 0; e < H; ++e) {
-      o[e] /= (float)seq_len_[b];
-      nrm += (double)o[e] * o[e];
+// The FFN activation on n values, for activations the GEMM epilogues do not fuse (they fuse GELU with erf).
+void EncoderImpl::activate(float* y, int64_t n) const {
+  if (act_ == Activation::kRelu) {
+    for (int64_t i = 0; i < n; ++i) y[i] = y[i] > 0.f ? y[i] : 0.f;
+  } else if (act_ == Activation::kGeluTanh) {  // 0.5 y (1 + tanh(sqrt(2 / pi) (y + 0.044715 y^3))), as gelu_new
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = y[i];
+      y[i] = 0.5f * v * (1.f + std::tanh(0.7978845608028654f * (v + 0.044715f * v * v * v)));
     }
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * y[i] * (1.f + std::erf(y[i] * 0.70710678118654752f));
+  }
+}
+
+// out[r, c] = classifier(rows[r]) for n rows of H values.
+void EncoderImpl::classify(const float* rows, int64_t n, float* out) const {
+  const int64_t H = h_;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t c = 0; c < labels_; ++c) {
+      const float* w = cls_w_.data() + c * H;
+      const float* pv = rows + b * H;
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 independent sums (no fast-math here to reorder one)
+      int64_t e = 0;
+      for (; e + 8 <= H; e += 8)
+        for (int u = 0; u < 8; ++u) acc[u] += w[e + u] * pv[e + u];
+      float s = cls_b_[c];
+      for (; e < H; ++e) s += w[e] * pv[e];
+      out[b * labels_ + c] = s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    }
+}
+
+// The output from the last hidden states x_. Pooling none: one row per token, written at its column of the input
+// ([B, S, width], zeros at padded columns), through the token classifier when there is one. Else one vector per
+// sequence: the first token (with cls pooling rows 0..B-1 of x_ are those rows already, see forward), the mean or
+// the per-channel max over its tokens; then a sequence head (optional dense + tanh/ReLU, classifier) or, for
+// embeddings, optional L2 normalisation.
+void EncoderImpl::pool(float* out, StepTimer&) {
+  const int64_t B = B_, H = h_, W = head_ == Head::kNone ? H : labels_;
+  if (pooling_ == Pooling::kNone) {
+    std::fill(out, out + B * S_ * W, 0.f);
+    std::vector<float> row(W);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < seq_len_[b]; ++i) {
+        const int64_t tok = seq_start_[b] + i;
+        const float* xs = x_.data() + tok * H;
+        float* o = out + (b * S_ + tok_col_[tok]) * W;
+        if (head_ == Head::kToken) classify(xs, 1, o);
+        else std::copy(xs, xs + H, o);
+      }
+  } else {
+    pooled_.resize(B * H);
+    float* pooled = head_ == Head::kNone ? out : pooled_.data();
+    for (int64_t b = 0; b < B; ++b) {
+      float* o = pooled + b * H;
+      const float* xs = x_.data() + (cls_ ? b : seq_start_[b]) * H;
+      if (pooling_ == Pooling::kCls) {
+        std::copy(xs, xs + H, o);
+      } else if (pooling_ == Pooling::kMax) {
+        std::copy(xs, xs + H, o);
+        for (int64_t i = 1; i < seq_len_[b]; ++i)
+          for (int64_t e = 0; e < H; ++e) o[e] = std::max(o[e], xs[i * H + e]);
+      } else {
+        std::fill(o, o + H, 0.f);
+        for (int64_t i = 0; i < seq_len_[b]; ++i)
+          for (int64_t e = 0; e < H; ++e) o[e] += xs[i * H + e];
+        for (int64_t e = 0; e < H; ++e) o[e] /= (float)seq_len_[b];
+      }
+    }
+    if (head_ == Head::kSequence) {
+      const float* rows = pooled;
+      if (head_act_ != HeadActivation::kNone) {
+        check(ek_gemm_f32(pooler_.w.get(), pooled, B, H, pooler_.bias.data(), 0, tmp_.data(), H));
+        for (int64_t i = 0; i < B * H; ++i)
+          tmp_[i] = head_act_ == HeadActivation::kTanh ? std::tanh(tmp_[i]) : std::max(tmp_[i], 0.f);
+        rows = tmp_.data();
+      }
+      classify(rows, B, out);
+      return;
+    }
+  }
+  if (!normalize_) return;
+  const int64_t rows = pooling_ == Pooling::kNone ? B * S_ : B;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* o = out + r * W;
+    double nrm = 0;
+    for (int64_t e = 0; e < W; ++e) nrm += (double)o[e] * o[e];
+    if (nrm == 0) continue;  // a padded position of a per-token output
     const float inv = 1.0f / std::max(1e-12, std::sqrt(nrm));
-    for (int64_t e = 0; e < H; ++e) o[e] *= inv;
+    for (int64_t e = 0; e < W; ++e) o[e] *= inv;
   }
 }
 
@@ -475,7 +584,8 @@ int EncoderImpl::tile_tail(int64_t tile, const float* res, const std::vector<flo
 Encoder::Encoder(const EncoderConfig& config, const TensorLookup& tensors, int threads, const std::string& attention)
     : impl_(new EncoderImpl(config, tensors, threads, attention)) {}
 Encoder::~Encoder() = default;
-int64_t Encoder::out_width() const { return impl_->cls_ ? impl_->labels_ : impl_->h_; }
+int64_t Encoder::out_width() const { return impl_->head_ != Head::kNone ? impl_->labels_ : impl_->h_; }
+bool Encoder::per_token() const { return impl_->pooling_ == Pooling::kNone; }
 bool Encoder::fused_qkv() const { return !impl_->layers_.empty() && impl_->layers_[0].fused; }
 std::vector<std::string> Encoder::kernels() const {
   std::set<std::string> names;

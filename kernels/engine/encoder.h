@@ -1,5 +1,6 @@
-// edgekit native engine: a BERT-family encoder (post-LN) on edgekit's int8 / 4x1-sparse kernels, as a C++ API of
-// libedgekit.so (no Python here: kernels/python/engine_module.cpp binds it as edgekit._engine).
+// edgekit native engine: a BERT-family encoder (post-LN: BERT, DistilBERT, RoBERTa) on edgekit's int8 / 4x1-sparse
+// kernels, as a C++ API of libedgekit.so (no Python here: kernels/python/engine_module.cpp binds it as
+// edgekit._engine).
 //
 // Bad input (shapes, dtypes, ids, masks, options) throws std::invalid_argument with one readable line; a kernel
 // failure std::runtime_error. The weights come through a TensorLookup, so the caller owns their storage.
@@ -29,13 +30,37 @@ struct Tensor {
 // reports a missing tensor itself (throws).
 using TensorLookup = std::function<bool(const std::string& name, bool required, Tensor* out)>;
 
+// The feed-forward activation: GELU (erf), GELU's tanh approximation (gelu_new), ReLU.
+enum class Activation { kGelu = 0, kGeluTanh, kRelu };
+// How token states become the output: mean over attended tokens, the first token, the per-channel max over
+// attended tokens, or none (one output row per token: [batch, seq, width], zeros at padded positions).
+enum class Pooling { kMean = 0, kCls, kMax, kNone };
+// The classifier: none (the pooled vector is the output), on the pooled vector, or on every token's state.
+enum class Head { kNone = 0, kSequence, kToken };
+// What runs between the pooled vector and a sequence classifier: nothing, or a dense layer ("pooler.*" tensors)
+// followed by tanh (BERT, RoBERTa) or ReLU (DistilBERT).
+enum class HeadActivation { kNone = 0, kTanh, kRelu };
+
 struct EncoderConfig {
   int64_t hidden = 0, heads = 0, layers = 0, intermediate = 0, vocab_size = 0, max_position = 0;
-  int64_t type_vocab_size = 0, num_labels = 0;  // num_labels: classifiers only
+  int64_t type_vocab_size = 0, num_labels = 0;  // type_vocab_size 0: no token type embeddings; num_labels: heads
+  // The first position id; > 0 (RoBERTa: padding index + 1) also makes position ids count attended tokens only.
+  int64_t position_offset = 0;
   float layer_norm_eps = 1e-12f;
-  bool cls_pooler = false;  // BERT pooler + classifier on the first token; else mean pooling + L2 norm
+  Activation activation = Activation::kGelu;
+  Pooling pooling = Pooling::kMean;
+  bool normalize = true;  // L2-normalise the output rows (embeddings; ignored with a head)
+  Head head = Head::kNone;
+  HeadActivation head_activation = HeadActivation::kNone;
   bool sparse_4x1 = false;  // weights pruned in 4x1 blocks (else dense)
 };
+
+// Sets config's activation, pooling, normalize, head and head_activation from the native format's names
+// (edgekit/formats/native.py). Empty strings and normalize < 0 mean "not given": a folder written before these
+// fields existed, read as then: "mean" pooling normalised, "cls-pooler" a BERT classifier (cls pooling, tanh pooler,
+// classifier). Throws std::invalid_argument naming the allowed values.
+EK_ENGINE_API void set_architecture(EncoderConfig* config, const std::string& activation, const std::string& pooling,
+                                    int normalize, const std::string& head, const std::string& head_activation);
 
 // Per-stage wall time in microseconds, summed: embeddings, qkv, attention, o_proj, add_ln, ffn_in, ffn_out, pooling.
 using Profile = std::map<std::string, double>;
@@ -55,12 +80,14 @@ class EK_ENGINE_API Encoder {
   static void check_options(int threads, const std::string& attention);
 
   int64_t out_width() const;  // hidden size (embeddings) or number of labels (classifier)
+  bool per_token() const;     // one output row per input token (pooling none): [batch, seq, out_width()]
   bool fused_qkv() const;
   std::vector<std::string> kernels() const;  // the packed kernels of the encoder's Linears, e.g. "avx2-u8s7-4x1"
   std::string attention() const;             // "fp32", "bf16" or "int8"
 
   // One run in two steps: set_input checks ids and mask ([batch, seq], row-major; mask of 0 and 1) and keeps the
-  // attended tokens; forward writes [batch, out_width()] to out (no Python involved: the caller may drop the GIL).
+  // attended tokens; forward writes [batch, out_width()] (per_token(): [batch, seq, out_width()]) to out (no Python
+  // involved: the caller may drop the GIL).
   void set_input(const int64_t* ids, const int64_t* mask, int64_t batch, int64_t seq);
   void forward(float* out, Profile* profile);
 

@@ -4,8 +4,10 @@
 // Per run: drop padding tokens (GEMMs see only real tokens of all sequences, concatenated), embeddings +
 // LayerNorm, then per layer: quantise -> fused QKV GEMM -> attention per (sequence, head) in fp32 ->
 // quantise -> O GEMM -> add + LayerNorm -> quantise -> FFN-in GEMM with GELU and u8 requantisation fused
-// in its epilogue -> FFN-out GEMM -> add + LayerNorm; then mean pooling + L2 norm, or BERT pooler +
-// classifier. Buffers grow once to the largest shape seen and are reused.
+// in its epilogue (another activation: applied after the GEMM, then requantised) -> FFN-out GEMM -> add +
+// LayerNorm; then pooling (mean, first token, max or none) and optional L2 norm, or a classifier head (on the
+// pooled vector after an optional dense + tanh/ReLU, or on every token). Buffers grow once to the largest shape
+// seen and are reused.
 // On the token-tile path (4x1 sparse int8 on AVX-512 VNNI) the work is split so that data stays on the core that
 // made it: each attention task computes its own head's q, k, v rows (attn_task), and the steps after attention
 // run one 64-token tile per task (run_tile), so a layer is two parallel regions.
@@ -59,6 +61,9 @@ class EncoderImpl {
   void attention_layer(const Layer& L, bool cls_only, StepTimer& timer);
   void feed_forward(const Layer& L, const Linear* next, StepTimer& timer);
   void pool(float* out, StepTimer& timer);
+  void classify(const float* rows, int64_t n, float* out) const;  // classifier on n rows [n, H] -> [n, labels]
+  void activate(float* y, int64_t n) const;  // the FFN activation on n values (when not fused in the GEMM)
+  bool fused_act() const { return act_ == Activation::kGelu; }  // the GEMM epilogues apply GELU (erf) only
   // One 64-token tile of a layer after attention, or of the embeddings, on the calling thread (tile_task).
   int run_tile(const Layer& L, const Linear* next, int64_t tile, double* times);
   int embed_tile(const Linear* next, int64_t tile, double* times);
@@ -88,9 +93,15 @@ class EncoderImpl {
   const Linear* pre_q_ = nullptr;  // the Linear whose input add_ln left quantised in xq(), for rows pre_q_x_[0, T)
   const float* pre_q_x_ = nullptr;
   int64_t pre_q_t_ = 0;
-  int64_t h_, heads_, nl_, inter_, vocab_, maxpos_, labels_ = 0;
+  int64_t h_, heads_, nl_, inter_, vocab_, maxpos_, labels_ = 0, pos_off_ = 0;
   float eps_;
-  bool cls_;
+  Activation act_ = Activation::kGelu;
+  Pooling pooling_ = Pooling::kMean;
+  Head head_ = Head::kNone;
+  HeadActivation head_act_ = HeadActivation::kNone;
+  bool normalize_ = true;
+  bool cls_;  // the first token is all the output reads (cls pooling): the last layer goes on with those rows only
+  int64_t S_ = 0;  // the run's padded sequence length (per-token output)
   std::vector<float> word_, pos_, type0_, eln_w_, eln_b_, cls_w_, cls_b_;
   Linear pooler_;
   std::vector<Layer> layers_;
@@ -101,13 +112,13 @@ class EncoderImpl {
   // The run: its batch, tokens in flight (B after the last attention with CLS pooling) and the row stride of the
   // transposed u8 buffers.
   int64_t B_ = 0, T_ = 0, tp_ = 0;
-  std::vector<int64_t> seq_start_, seq_len_, tok_id_, tok_pos_, chunk_start_;
+  std::vector<int64_t> seq_start_, seq_len_, tok_id_, tok_pos_, tok_col_, chunk_start_;  // tok_col_: column in the input
   std::vector<std::pair<int64_t, int64_t>> chunks_;  // [first, last + 1) sequences per QKV + attention chunk
   bool aligned_ = true;  // every chunk starts on a 64-token tile
   // Tokens per QKV + attention chunk: q, k, v of 128 tokens x 384 x 3 fp32 = 590 KB, about the L2 of one core
   // plus the other's share of what attention reads; larger chunks measured slower at batch 8 (bench/native_ab.py).
   static constexpr int64_t kChunkTokens = 128;
-  std::vector<float> x_, qkv_, ctx_, tmp_, ffn_hidden_;
+  std::vector<float> x_, qkv_, ctx_, tmp_, ffn_hidden_, pooled_;
   std::vector<double> head_us_;  // profiling of the head tasks (AttnCtx::qkv_us)
   std::vector<AttnCtx> merged_;  // the chunks' contexts of a merged head-task region
   // The u8 activation buffers start on a cache line (ek_alloc_buffer): a transposed operand's 64-token rows then

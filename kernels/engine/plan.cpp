@@ -66,9 +66,9 @@ bool EncoderImpl::qkv_transposed(const Layer& L) const {
 }
 
 // Whether layer L runs tile by tile after attention (run_tile) on T tokens: every Linear after attention
-// sparse int8 and the tiles sharing out over the threads.
+// sparse int8, the tiles sharing out over the threads and GELU (erf), the activation the tile's FFN-in fuses.
 bool EncoderImpl::tiled(const Layer& L, int64_t T) const {
-  return tiles_share_out(T) && L.o.int8 && L.ffn_in.int8 && L.ffn_out.int8;
+  return tiles_share_out(T) && L.o.int8 && L.ffn_in.int8 && L.ffn_out.int8 && fused_act();
 }
 
 // The attention tasks' context for sequences [b0, b1) of layer L, q, k, v at row stride ldq.

@@ -56,12 +56,14 @@ int main(int argc, char **argv) {
   if (n > 0) {
     int64_t *mask = malloc(n * sizeof *mask);
     for (long i = 0; i < n; ++i) mask[i] = 1;
-    int64_t shape[2];
-    ek_engine_output_shape(engine, 1, shape);
-    float *out = malloc(shape[1] * sizeof *out);
-    status = ek_engine_run(engine, ids, mask, 1, (int)n, out, (size_t)shape[1]);
+    int64_t shape[3];
+    int rank;
+    ek_engine_output_dims(engine, 1, (int)n, shape, &rank);
+    const int64_t count = shape[1] * shape[2]; /* rank 3: one row of shape[2] values per token, in order */
+    float *out = malloc(count * sizeof *out);
+    status = ek_engine_run(engine, ids, mask, 1, (int)n, out, (size_t)count);
     if (status == EK_ENGINE_OK) {
-      for (int64_t j = 0; j < shape[1]; ++j) printf(j ? " %.9g" : "%.9g", out[j]);
+      for (int64_t j = 0; j < count; ++j) printf(j ? " %.9g" : "%.9g", out[j]);
       printf("\n");
       rc = 0;
     } else {

@@ -45,10 +45,21 @@ ek::engine::EncoderConfig read_config(const py::dict& cfg) {
   c.vocab_size = cfg["vocab_size"].cast<int64_t>();
   c.max_position = cfg["max_position"].cast<int64_t>();
   c.layer_norm_eps = cfg["layer_norm_eps"].cast<float>();
-  c.cls_pooler = cfg["pooling"].cast<std::string>() == "cls-pooler";
   c.sparse_4x1 = cfg["pattern"].cast<std::string>() == "4x1";
   c.type_vocab_size = cfg["type_vocab_size"].cast<int64_t>();
-  if (c.cls_pooler) c.num_labels = cfg["num_labels"].cast<int64_t>();
+  // fields added after version 1 first shipped: absent means what a folder without them meant (see set_architecture)
+  auto str = [&](const char* key) {
+    return cfg.contains(key) && !cfg[key].is_none() ? cfg[key].cast<std::string>() : std::string();
+  };
+  const int normalize = cfg.contains("normalize") && !cfg["normalize"].is_none() ? (int)cfg["normalize"].cast<bool>() : -1;
+  if (cfg.contains("position_offset") && !cfg["position_offset"].is_none())
+    c.position_offset = cfg["position_offset"].cast<int64_t>();
+  try {
+    ek::engine::set_architecture(&c, str("activation"), str("pooling"), normalize, str("head"), str("head_activation"));
+  } catch (const std::invalid_argument& ex) {
+    bad(std::string("native model: ") + ex.what());
+  }
+  if (c.head != ek::engine::Head::kNone) c.num_labels = cfg["num_labels"].cast<int64_t>();
   return c;
 }
 
@@ -81,7 +92,7 @@ py::array_t<float> run(LockedEncoder& e, py::array_t<int64_t, py::array::c_style
   if (ids.ndim() != 2 || mask.ndim() != 2 || ids.shape(0) != mask.shape(0) || ids.shape(1) != mask.shape(1))
     bad("input_ids and attention_mask must both be [batch, seq]");
   const int64_t B = ids.shape(0), S = ids.shape(1);
-  py::array_t<float> out({B, e.out_width()});
+  py::array_t<float> out = e.per_token() ? py::array_t<float>({B, S, e.out_width()}) : py::array_t<float>({B, e.out_width()});
   ek::engine::Profile prof;
   const int64_t* id = ids.data();  // ids, mask and out stay alive (held by this frame) while the GIL is released
   const int64_t* mk = mask.data();
@@ -118,13 +129,14 @@ py::array_t<float> attention_head(py::array_t<float, py::array::c_style | py::ar
 }  // namespace
 
 PYBIND11_MODULE(_engine, m) {
-  m.doc() = "edgekit native engine: BERT encoders on edgekit's int8 / 4x1-sparse kernels";
+  m.doc() = "edgekit native engine: BERT-family encoders on edgekit's int8 / 4x1-sparse kernels";
   py::class_<LockedEncoder>(m, "Encoder")
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"), py::arg("threads"),
            py::arg("attention") = "fp32")
       .def_property_readonly("attention", &Encoder::attention)
       .def("run", &run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("profile") = py::none())
       .def_property_readonly("out_width", &Encoder::out_width)
+      .def_property_readonly("per_token", &Encoder::per_token, "one output row per input token ([batch, seq, width])")
       .def_property_readonly("fused_qkv", &Encoder::fused_qkv)
       .def_property_readonly("kernels", &Encoder::kernels)
       .def_property("tile_fusion", &Encoder::tile_fusion, &Encoder::set_tile_fusion,

@@ -1,5 +1,6 @@
 """The architecture registry (edgekit.arch): the BERT adapter's description names the model's own modules, runs
-its pieces as the model does, and an architecture without an adapter is refused in one line."""
+its pieces as the model does, and an architecture without an adapter is refused in one line (the DistilBERT and
+RoBERTa adapters: tests/arch/test_adapters.py)."""
 from __future__ import annotations
 
 import pytest
@@ -27,7 +28,8 @@ def test_bert_description_names_the_models_modules():
     cls, _ = _tiny("tiny-bert-cls")
     enc, bert = encoder(cls), cls.model.bert
     assert (enc.arch, enc.hidden, enc.heads, enc.intermediate, len(enc.layers)) == ("bert", 64, 4, 128, 2)
-    assert (enc.norm, enc.position_offset, enc.pooling, enc.activation) == ("post", 0, "cls-pooler", "gelu")
+    assert (enc.norm, enc.position_offset, enc.pooling, enc.activation) == ("post", 0, "cls", "gelu")
+    assert (enc.head_activation, enc.normalize, enc.type_vocab_size) == ("tanh", False, 2)
     layer = bert.encoder.layer[1]
     assert enc.layers[1].linears == {"q": layer.attention.self.query, "k": layer.attention.self.key,
                                      "v": layer.attention.self.value, "o": layer.attention.output.dense,
@@ -37,8 +39,8 @@ def test_bert_description_names_the_models_modules():
     assert enc.pooler is bert.pooler.dense and enc.classifier is cls.model.classifier
     fe, _ = _tiny("tiny-bert")
     fe_enc = encoder(fe)
-    assert fe_enc.pooling == "mean" and fe_enc.classifier is None and fe_enc.pooler is None
-    assert supported() == ["bert"] and set(enc.layers[0].linears) == set(LINEAR_KINDS)
+    assert fe_enc.pooling == "mean" and fe_enc.normalize and fe_enc.classifier is None and fe_enc.pooler is None
+    assert supported() == ["bert", "distilbert", "roberta"] and set(enc.layers[0].linears) == set(LINEAR_KINDS)
 
 
 def test_encoder_linears_in_forward_order_and_without_wrapped_ones():
@@ -84,13 +86,14 @@ def test_drop_layers_and_freeze_embeddings():
     assert all(p.requires_grad for p in encoder(model).layers[0].block.parameters())
 
 
-def _distilbert(path):
-    """A tiny random DistilBERT folder (an architecture with no adapter yet), with tiny-bert's tokenizer."""
-    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+def _albert(path):
+    """A tiny random ALBERT folder (an architecture with no adapter), with tiny-bert's tokenizer."""
+    from transformers import AlbertConfig, AlbertModel, AutoTokenizer
 
     from edgekit.zoo import resolve
 
-    DistilBertModel(DistilBertConfig(vocab_size=30522, dim=32, n_layers=1, n_heads=2, hidden_dim=64)).save_pretrained(path)
+    AlbertModel(AlbertConfig(vocab_size=30522, embedding_size=16, hidden_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, intermediate_size=64)).save_pretrained(path)
     AutoTokenizer.from_pretrained(resolve("tiny-bert").path).save_pretrained(path)
     return path
 
@@ -99,11 +102,12 @@ def test_an_architecture_without_adapter_is_refused_in_one_line(tmp_path, capsys
     from edgekit.cli import main
     from edgekit.zoo import load_torch, resolve
 
-    path = _distilbert(tmp_path / "distil")
+    path = _albert(tmp_path / "albert")
     model, _ = load_torch(resolve(str(path)))
-    with pytest.raises(InputError, match="^unsupported architecture 'distilbert'; supported: bert$"):
+    supported = "bert, distilbert, roberta"
+    with pytest.raises(InputError, match=f"^unsupported architecture 'albert'; supported: {supported}$"):
         encoder(model)
     assert main(["compress", str(path), "-o", str(tmp_path / "out"), "--recipe", "quick"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "edgekit: error: unsupported architecture 'distilbert'; supported: bert"
+    assert err.strip() == f"edgekit: error: unsupported architecture 'albert'; supported: {supported}"
     assert not (tmp_path / "out").exists()

@@ -157,12 +157,12 @@ def test_compress_end_to_end_report_and_artifact(quick_cls_artifact):
     assert rts["torch"]["precision"] == "int8-fakequant" and rts["onnxruntime"]["precision"] == "int8"
 
 
-def test_print_recipe_and_cli_errors(capsys):
+def test_print_recipe_and_cli_errors(capsys, tmp_path):
     from edgekit.cli import main
 
     assert main(["compress", "tiny-bert", "--print-recipe"]) == 0
     assert "fast-distilbert" in capsys.readouterr().out
-    assert main(["compress", "tiny-bert", "-o", "/tmp/x", "--recipe", "nope"]) == 2
+    assert main(["compress", "tiny-bert", "-o", str(tmp_path / "x"), "--recipe", "nope"]) == 2
     assert "unknown recipe 'nope'" in capsys.readouterr().err
 
 

@@ -75,8 +75,7 @@ def _avx2_kernels() -> bool:
 @register(QuantizeConfig)
 def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
     from edgekit.arch import encoder_linears
-    from edgekit.data import calibration_texts
-    from edgekit.evaluate import run_batched
+    from edgekit.data import calibration_feeds
     from edgekit.formats import fake_quant as FQ
     from edgekit.runtimes.torch_backend import ModuleSession
 
@@ -104,9 +103,14 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
             run.fq[n].set_qparams(s, z)
             run.fq[n].mode = "quant"
     else:
-        texts = calibration_texts(cfg.calibration_samples, run.data, run.recipe.seed)
-        run_batched(ModuleSession(run.student, run.task), run.tok, texts, batch=16, max_length=run.recipe.max_length,
-                    progress=False)  # the fake-quant modules observe their inputs
+        # the fake-quant modules observe their inputs on training rows as the task feeds them (pairs, words)
+        cal = calibration_feeds(run.tok, cfg.calibration_samples, run.data, run.recipe.seed, run.recipe.max_length,
+                                run.task)
+        session = ModuleSession(run.student, run.task)
+        for i in range(0, len(cal["input_ids"]), 16):
+            rows = {k: v[i : i + 16] for k, v in cal.items()}
+            longest = int(rows["attention_mask"].sum(1).max())  # pad to the batch's longest row, as before
+            session.run({k: v[:, :longest] for k, v in rows.items()})
         FQ.finish_calibration(run.fq, cfg.calibration, cfg.percentile)
         if cfg.accuracy_budget is not None:
             out["sensitivity"] = _sensitivity(run, cfg)

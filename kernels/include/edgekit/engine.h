@@ -2,9 +2,9 @@
  *
  *   ek_engine *e;
  *   if (ek_engine_load("out/bbc", 2, &e) != EK_ENGINE_OK) { fprintf(stderr, "%s\n", ek_engine_last_error()); ... }
- *   int64_t shape[2];
- *   ek_engine_output_shape(e, 1, shape);                 // [batch, hidden] or [batch, num_labels]
- *   ek_engine_run(e, ids, mask, 1, seq, out, shape[0] * shape[1]);
+ *   int64_t shape[3]; int rank;
+ *   ek_engine_output_dims(e, 1, seq, shape, &rank);      // [batch, width] or, per token, [batch, seq, width]
+ *   ek_engine_run(e, ids, mask, 1, seq, out, shape[0] * shape[1] * shape[2]);
  *   ek_engine_free(e);
  *
  * Loading reads DIR/manifest.json, refuses any path in it that is absolute, contains "..", or leads outside the
@@ -41,9 +41,15 @@ typedef enum {
  * the engine (free it with ek_engine_free); on failure *out is NULL and the status says why. */
 EK_ENGINE_EXPORT int ek_engine_load(const char *artifact_dir, int threads, ek_engine **out);
 
-/* Output shape of a run of `batch` rows: shape[0] = batch, shape[1] = hidden size (feature extraction: mean
- * pooled, L2-normalised embeddings) or number of labels (text classification: logits). */
+/* Output shape of a run of `batch` rows: shape[0] = batch, shape[1] = hidden size (feature extraction: pooled
+ * embeddings) or number of labels (text classification: logits). Fails (EK_ENGINE_EINVAL) for a model with one
+ * output row per token (token classification): use ek_engine_output_dims. */
 EK_ENGINE_EXPORT int ek_engine_output_shape(const ek_engine *e, int batch, int64_t shape[2]);
+
+/* Output shape of a run of `batch` rows of `seq` tokens, for every model: *rank = 2 and shape = [batch, width]
+ * (shape[2] = 1), or *rank = 3 and shape = [batch, seq, width] for one row per token (token classification: padded
+ * positions are zeros). */
+EK_ENGINE_EXPORT int ek_engine_output_dims(const ek_engine *e, int batch, int seq, int64_t shape[3], int *rank);
 
 /* The longest sequence a run accepts (the model's and the manifest's limit). */
 EK_ENGINE_EXPORT int64_t ek_engine_max_sequence_length(const ek_engine *e);
@@ -52,7 +58,7 @@ EK_ENGINE_EXPORT int64_t ek_engine_max_sequence_length(const ek_engine *e);
 EK_ENGINE_EXPORT const char *ek_engine_task(const ek_engine *e);
 
 /* Run input_ids and attention_mask ([batch, seq], row-major; mask of 0 and 1) into out, which must hold at
- * least batch * shape[1] floats (out_len counts floats). */
+ * least the product of ek_engine_output_dims' shape floats (out_len counts floats). */
 EK_ENGINE_EXPORT int ek_engine_run(ek_engine *e, const int64_t *input_ids, const int64_t *attention_mask, int batch,
                                    int seq, float *out, size_t out_len);
 
