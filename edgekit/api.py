@@ -24,6 +24,10 @@ RUNTIME_FORMAT = {"torch": "torch", "onnxruntime": "onnx", "openvino": "openvino
 def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | Iterable[str] = "onnx,openvino",
            task: str | None = None, progress: bool = True) -> Artifact:
     """Export a zoo name or Hugging Face folder to an artifact folder (fp32)."""
+    from .api_images import export_image, is_image_model
+
+    if is_image_model(model):
+        return export_image(model, out_dir, formats=formats, progress=progress)
     from edgekit.export import export as _export
 
     return _export(model, out_dir, formats=formats, task=task, progress=progress)
@@ -96,6 +100,11 @@ def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | No
     from edgekit.runtimes import load, load_tokenizer
 
     (runtime,) = parse_runtimes(runtime)
+    from .api_images import evaluate_image, is_image_model
+
+    if is_image_model(model):
+        return evaluate_image(model, runtime, data=data, reference=reference, threads=threads, precision=precision,
+                              progress=progress)
     data = check_data(data)
     art = as_artifact(model, [runtime], progress=progress)
     check_formats(art, [runtime])
@@ -187,6 +196,11 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
         return {}
     if out_dir is None:
         raise InputError("compress needs an output folder (-o DIR)")
+    from .api_images import compress_image, is_image_model
+
+    if is_image_model(model):
+        return compress_image(model, out_dir, recipe=recipe, data=data, overwrite=overwrite, progress=progress,
+                              seed=seed if seed else None)
     check_compress_output(out_dir, resume=resume, overwrite=overwrite)
     rec = load_recipe(recipe)  # a bad recipe is refused now, not after the model is loaded
     data = check_data(data)
@@ -236,6 +250,13 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     from edgekit.runtimes import default_threads, load, load_tokenizer
 
     names = parse_runtimes(runtimes)
+    from .api_images import bench_image, is_image_model, write_bench_outputs
+
+    if is_image_model(model):
+        rows = bench_image(model, names, batches, seqs, threads=threads, precision=precision, baseline=baseline,
+                           progress=progress, budget_ms=budget_ms, min_time_s=min_time_s, min_runs=min_runs,
+                           rounds=rounds, reference=reference)
+        return rows, write_bench_outputs(rows, json_path, md_path, plot_path)
     art = as_artifact(model, names, progress=progress)
     check_formats(art, names)
     _check_shapes(art, batches, seqs)  # before any runtime loads: a bad --seq costs nothing

