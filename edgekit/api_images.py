@@ -176,7 +176,6 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
     real photos; writes an artifact with onnx/ and openvino/ int8 and fp32 models, report.json and report.md.
     Returns the report."""
     from edgekit.compress.config import load_recipe
-    from edgekit.compress.stages.quantize import resolve_weight_bits
     from edgekit.evaluate import evaluate_images, run_images
     from edgekit.export.image_export import export_image_artifact, fp32_view
     from edgekit.runtimes import default_threads, load
@@ -207,12 +206,13 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
     cal, _ = photo_crops(n_calibration=q.calibration_samples, n_eval=0, seed=seed)
     held = photo_crops()[1]  # the held-out set every eval uses; its crops never overlap calibration's
     x_cal, x_eval = pre.apply(cal), pre.apply(held)
-    reduce_range = resolve_weight_bits(q.weight_bits) == 7
+    weight_type = default_weight_type() if q.weight_bits == "auto" else "s8"
+    reduce_range = q.weight_bits == 7
     st = time.time()
     art = export_image_artifact(model_, pre, out_dir, model_name=f"{name}+{rec.name}",
                                 labels=list(entry.labels) if entry.labels else None, calibration=x_cal,
                                 calibration_method=q.calibration, percentile=q.percentile, reduce_range=reduce_range,
-                                recipe=rec.to_dict(), overwrite=overwrite)
+                                weight_type=weight_type, recipe=rec.to_dict(), overwrite=overwrite)
     quant_s = round(time.time() - st, 1)
     say(f"scoring int8 against fp32 on {len(held)} held-out photo crops", progress)
     torch_session = ImageTorchSession(model_, IMAGE_TASK, default_threads())
@@ -248,8 +248,9 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
               "sparsity": {"total": 0.0, "pattern": None, "layers": {}}, "precision": "int8",
               "stages": [{"stage": "quantize", "calibration": q.calibration, "calibration_samples": len(cal),
                           "calibration_data": "photo-crops (calibration band)", "reduce_range": reduce_range,
-                          "onnxruntime": "quantize_static QDQ, per-channel s8 weights, u8 activations",
-                          "openvino": "nncf.quantize, performance preset, fast bias correction",
+                          "onnxruntime": f"quantize_static QDQ, per-channel {weight_type} weights, u8 activations",
+                          "openvino": "nncf.quantize, performance preset, bias correction"
+                          + (", overflow fix (7-bit weights)" if weight_type == "u8" else ""),
                           "seconds": quant_s}],
               "runtimes": runtimes, "preprocess": pre.to_dict(), "seed": seed, "seconds": round(time.time() - t0, 1)}
     root = Path(art.root)
@@ -257,6 +258,15 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
     (root / "report.md").write_text(report_markdown(report))
     finalize_manifest(root, load_artifact(root, verify=False).manifest)
     return report
+
+
+def default_weight_type() -> str:
+    """ONNX Runtime int8 weights: ``s8`` where the CPU has VNNI, else ``u8``, because without VNNI its u8 x s8
+    kernels saturate (:mod:`edgekit.export.image_export` has the figures)."""
+    from edgekit.info import cpu_info
+
+    isa = cpu_info().get("isa") or {}
+    return "s8" if isa.get("avx512_vnni") or isa.get("avx_vnni") else "u8"
 
 
 def report_markdown(r: dict) -> str:

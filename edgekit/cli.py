@@ -240,7 +240,8 @@ def compress(model, out, recipe, data, text_column, text_pair_column, label_colu
                           "its first checkpoint continues with --resume)") from None
     if report and not print_recipe:
         click.echo(json.dumps({k: report[k] for k in ("baseline", "compressed", "precision") if k in report}, indent=2))
-        click.echo(f"wrote {out} (report.json, report.md, report.png)")
+        written = [f for f in ("report.json", "report.md", "report.png") if (Path(out) / f).is_file()]
+        click.echo(f"wrote {out} ({', '.join(written)})")
 
 
 @cli.command(name="eval", short_help="Accuracy of MODEL on a runtime (test split of --data).", epilog=MODEL_HELP)
