@@ -33,7 +33,7 @@ NATIVE_PRECISIONS = ("fp32", "bf16", "int8")
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 
 MODEL_HELP = ("MODEL is a zoo name, a Hugging Face model folder, or an edgekit artifact folder (has "
-              "manifest.json).\n\n\b\nZoo:\n" + "\n".join(f"  {k:<15}{v}" for k, v in ZOO_HELP.items()))
+              "manifest.json).\n\n\b\nZoo:\n" + "\n".join(f"  {k:<{max(map(len, ZOO_HELP)) + 2}}{v}" for k, v in ZOO_HELP.items()))
 
 
 DATA_HELP = ("bbc-news (built in) or a path: a CSV/TSV, JSON Lines (.jsonl) or Parquet file, a folder written by "
@@ -149,7 +149,7 @@ class _CompressCommand(click.Command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
              invoke_without_command=True,
              epilog="MODEL (every command): a zoo name (" + ", ".join(ZOO_HELP) + "), a Hugging Face model folder "
-                    "or an edgekit artifact folder. Built-in recipes and their times: edgekit compress --help.")
+                    "or an edgekit artifact folder.\n\n\b\nBuilt-in recipes and their times: edgekit compress --help.")
 @click.version_option(__version__, prog_name="edgekit")
 @click.option("--debug", is_flag=True, help="Show full Python tracebacks on errors.")
 @click.pass_context
