@@ -24,18 +24,15 @@ RUNTIME_FORMAT = {"torch": "torch", "onnxruntime": "onnx", "openvino": "openvino
 def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | Iterable[str] = "onnx,openvino",
            task: str | None = None, progress: bool = True) -> Artifact:
     """Export a zoo name or Hugging Face folder to an artifact folder (fp32)."""
+    from .api_images import export_image, image_family
+
+    if image_family(model):  # CNNs and ViT / DeiT: pixel_values in, logits out
+        return export_image(model, out_dir, formats=formats, progress=progress)
     from edgekit.extras import require
 
     require("torch", "transformers", "onnx", what="edgekit export")
     from edgekit.export import export as _export
-    from edgekit.vision_eval import is_image_model
 
-    if is_image_model(model):  # ViT / DeiT: pixel_values in, logits out
-        from edgekit.export import parse_formats
-        from edgekit.export.vision_export import export_image
-
-        return export_image(model, out_dir, formats=[f for f in parse_formats(formats) if f != "torch"],
-                            progress=progress)
     return _export(model, out_dir, formats=formats, task=task, progress=progress)
 
 
@@ -136,11 +133,11 @@ def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | No
     (runtime,) = parse_runtimes(runtime, installed=True)
     if reference is not None:
         parse_runtimes("torch", installed=True)
-    from edgekit.data.fashion_mnist import IMAGE_DATA
-    from edgekit.vision_eval import evaluate_image, is_image_model
+    from .api_images import evaluate_image, image_family, is_image_data
 
-    if str(data) in IMAGE_DATA or is_image_model(model):
-        return evaluate_image(model, runtime, str(data) if str(data) in IMAGE_DATA else "fashion-mnist", threads)
+    if image_family(model) or is_image_data(data):
+        return evaluate_image(model, runtime, data=data, reference=reference, threads=threads, precision=precision,
+                              progress=progress)
     data = check_data(data, task_of(model))
     art = as_artifact(model, [runtime], progress=progress)
     check_formats(art, [runtime])
@@ -235,21 +232,12 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
         return {}
     if out_dir is None:
         raise InputError("compress needs an output folder (-o DIR)")
+    from .api_images import compress_image, image_family
+
+    if image_family(model):  # CNNs: post-training int8 (ptq); ViT / DeiT: TinyMIM distillation (tinymim)
+        return compress_image(model, out_dir, recipe=recipe, data=data, overwrite=overwrite, resume=resume,
+                              max_steps=max_steps, progress=progress, seed=seed)
     check_compress_output(out_dir, resume=resume, overwrite=overwrite)
-    from edgekit.vision_eval import is_image_model
-
-    if is_image_model(model):  # ViT / DeiT: its own driver over the same stages (default recipe tinymim)
-        from edgekit.data.fashion_mnist import IMAGE_DATA
-        from edgekit.vision_compress import compress_images
-
-        load_recipe(recipe or "tinymim")
-        # the CLI's default --data (bbc-news) means the image default here
-        img_data = str(data) if str(data) in IMAGE_DATA else ("fashion-mnist" if str(data) == "bbc-news" else None)
-        if img_data is None:
-            raise InputError(f"image models take --data {', '.join(IMAGE_DATA)}; got {data}")
-        art = compress_images(model, out_dir, recipe=recipe, data=img_data, max_steps=max_steps, seed=seed,
-                              progress=progress)
-        return read_report(art)
     rec = load_recipe(recipe)  # a bad recipe is refused now, not after the model is loaded
     task = task_of(model)
     data = check_data(data, task)
@@ -297,6 +285,13 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     from edgekit.runtimes import default_threads, load, load_tokenizer
 
     names = parse_runtimes(runtimes, installed=True)
+    from .api_images import bench_image, image_family, write_bench_outputs
+
+    if image_family(model) == "cnn":  # ViT artifacts take the text path's sessions (native included)
+        rows = bench_image(model, names, batches, seqs, threads=threads, precision=precision, baseline=baseline,
+                           progress=progress, budget_ms=budget_ms, min_time_s=min_time_s, min_runs=min_runs,
+                           rounds=rounds, reference=reference)
+        return rows, write_bench_outputs(rows, json_path, md_path, plot_path)
     art = as_artifact(model, names, progress=progress)
     check_formats(art, names)
     _check_shapes(art, batches, seqs)  # before any runtime loads: a bad --seq costs nothing

@@ -1,7 +1,7 @@
 """Export an image classifier (ViT / DeiT) to an artifact: torch, ONNX and OpenVINO, fp32 or int8.
 
 One float32 input ``pixel_values`` [batch, C, H, W] (dynamic batch), one output ``logits`` [batch, classes].
-The preprocessing (:class:`edgekit.vision_models.Preprocessing`) goes into ``manifest.extra.preprocessing``
+The preprocessing (:class:`edgekit.vision.vit_models.Preprocessing`) goes into ``manifest.extra.preprocessing``
 and the torch folder's ``preprocessor_config.json``. int8 uses the same exporters as text: ONNX Runtime static
 QDQ (with the activation qparams edgekit's QAT trained, when given) and NNCF for OpenVINO, calibrated on
 ``int8_calibration`` (real training images); the torch folder gets ``quant.json`` for the fake-quant reference.
@@ -46,11 +46,11 @@ def export_image_artifact(model, prep, out_dir, *, model_name: str, labels: list
                           int8_calibration: dict[str, np.ndarray] | None = None, fp32_layers: Sequence[str] = (),
                           act_qparams: dict | None = None, recipe: dict | None = None, overwrite: bool = True,
                           progress: bool = True):
-    """Write ``model`` (an :class:`edgekit.vision_models.ImageClassifier`) as an artifact folder."""
+    """Write ``model`` (an :class:`edgekit.vision.vit_models.ImageClassifier`) as an artifact folder."""
     from tqdm.auto import tqdm
 
     from edgekit.models import hf_model_of
-    from edgekit.vision_models import IMAGE_TASK
+    from edgekit.vision.vit_models import IMAGE_TASK
 
     from . import onnx_export, openvino_export
 
@@ -109,7 +109,7 @@ def _hf_preprocessor(prep) -> dict:
 def export_image(model: str | os.PathLike, out_dir: str | os.PathLike, formats=("onnx", "openvino"),
                  progress: bool = True):
     """Export a zoo name or ViT / DeiT folder (fp32) to an artifact folder."""
-    from edgekit.vision_models import load_image_classifier
+    from edgekit.vision.vit_models import load_image_classifier
     from edgekit.zoo import resolve
 
     ref = resolve(model)

@@ -76,9 +76,9 @@ class TorchRuntime:
         torch.set_num_threads(threads)
         path = artifact.path("torch")
         if artifact.task == "image-classification":
-            from edgekit.vision_models import load_image_classifier
+            from edgekit.vision.io import load_image_model
 
-            model = load_image_classifier(path)[0]
+            model = load_image_model(path)  # CNNs and ViT / DeiT folders alike: pixel_values -> logits
         else:
             model = wrap(auto_class(artifact.task).from_pretrained(path).eval(), artifact.task, path)
         prec = "fp32"

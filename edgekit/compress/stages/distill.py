@@ -94,7 +94,7 @@ def make_student(teacher, cfg: DistillConfig):
 
 @register(DistillConfig)
 def run_distill(run: "Run", cfg: DistillConfig) -> dict:
-    if cfg.steps or cfg.ablate_relation:  # the image driver (edgekit.vision_compress) reads them; text has no use
+    if cfg.steps or cfg.ablate_relation:  # the image driver (edgekit.vision.compress) reads them; text has no use
         raise InputError("distill.steps and distill.ablate_relation apply to image models only; remove them")
     d = run.distiller
     return {"losses": {k: v for k, v in cfg.model_dump().items() if k.endswith("weight")},

@@ -150,7 +150,7 @@ def compress_images(model, out_dir, recipe=None, data="fashion-mnist", max_steps
     from edgekit.compress.pipeline import resolve_recipe
     from edgekit.compress.stages.distill import make_student, objective
     from edgekit.finetune import seed_everything
-    from edgekit.vision_models import load_image_classifier
+    from edgekit.vision.vit_models import load_image_classifier
     from edgekit.zoo import resolve
 
     rec = resolve_recipe(recipe or "tinymim", seed)
@@ -259,7 +259,7 @@ def compress_images(model, out_dir, recipe=None, data="fashion-mnist", max_steps
     art = export_image_artifact(student, prep, out_dir, model_name=f"{ref.name}+{rec.name}",
                                 labels=list(parts["train"].label_names), qstate=qstate, int8_calibration=cal,
                                 fp32_layers=fp32, act_qparams=act, recipe=rec.to_dict(), progress=progress)
-    from edgekit.vision_eval import evaluate_session
+    from edgekit.evaluate import evaluate_session
 
     report["runtimes"] = {}
     for rt in ("torch", "onnxruntime", "openvino"):
