@@ -33,19 +33,11 @@ DEFAULT_DATA = "bbc-news"  #: the CLI's --data default, which means "no data giv
 def image_family(model) -> str | None:
     """``"cnn"``, ``"vit"`` or None (not an image model), from the zoo table, the manifest or config.json alone
     (nothing is built or loaded). CNN artifacts record ``extra.preprocess``, ViT ones ``extra.preprocessing``."""
-    from .zoo import ZOO
-
     if isinstance(model, Artifact):
         if model.task != IMAGE_TASK:
             return None
         return "cnn" if "preprocess" in model.manifest.extra else "vit"
     name = str(model)
-    if name in ZOO:
-        if ZOO[name][0] != IMAGE_TASK:
-            return None
-        from .vision.io import VISION_ZOO
-
-        return "cnn" if name in VISION_ZOO else "vit"
     path = Path(name)
     if path.is_dir() and is_artifact(path):
         try:
@@ -55,6 +47,14 @@ def image_family(model) -> str | None:
         if not isinstance(m, dict) or m.get("task") != IMAGE_TASK:
             return None
         return "cnn" if "preprocess" in (m.get("extra") or {}) else "vit"
+    from .zoo import ZOO  # imports torch: artifacts are decided above without it
+
+    if name in ZOO:
+        if ZOO[name][0] != IMAGE_TASK:
+            return None
+        from .vision.io import VISION_ZOO
+
+        return "cnn" if name in VISION_ZOO else "vit"
     return "vit" if is_hf_image_model(model) else None
 
 
