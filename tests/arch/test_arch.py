@@ -104,7 +104,7 @@ def test_an_architecture_without_adapter_is_refused_in_one_line(tmp_path, capsys
 
     path = _albert(tmp_path / "albert")
     model, _ = load_torch(resolve(str(path)))
-    supported = "bert, distilbert, roberta"
+    supported = "bert, distilbert, roberta, vit"
     with pytest.raises(InputError, match=f"^unsupported architecture 'albert'; supported: {supported}$"):
         encoder(model)
     assert main(["compress", str(path), "-o", str(tmp_path / "out"), "--recipe", "quick"]) == 2
