@@ -46,7 +46,7 @@ def to_onnx_image(model, path: Path, input_shape: Sequence[int]) -> Path:
     import torch
 
     model = model.eval()
-    x = torch.randn(2, *input_shape)
+    x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), str(path), input_names=[PIXEL_INPUT], output_names=[LOGITS],

@@ -153,7 +153,7 @@ def test_distill_with_relations_prune_4x1_and_fake_quant_on_a_tiny_vit():
 
 # ------------------------------------------------------------------------------------------ export / runtimes
 def test_export_parity_torch_onnxruntime_openvino(tmp_path):
-    from edgekit.export.vision_export import export_image_artifact
+    from edgekit.export.vit_export import export_image_artifact
     from edgekit.runtimes import load
 
     model = tiny_vit(2)

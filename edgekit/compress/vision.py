@@ -237,7 +237,7 @@ def compress_images(model, out_dir, recipe=None, data="fashion-mnist", max_steps
 
     from edgekit.compress.prune import total_sparsity
     from edgekit.formats import fake_quant as FQ
-    from edgekit.export.vision_export import export_image_artifact
+    from edgekit.export.vit_export import export_image_artifact
 
     qstate = FQ.quant_state(fq) if fq else None
     compressed = {"accuracy": accuracy(student, x["test"], y["test"]), "n": int(len(y["test"]))}

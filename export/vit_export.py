@@ -1,4 +1,8 @@
-"""Export an image classifier (ViT / DeiT) to an artifact: torch, ONNX and OpenVINO, fp32 or int8.
+"""Export a ViT / DeiT image classifier to an artifact: torch (Hugging Face folder), ONNX and OpenVINO, fp32 or int8.
+
+The image graph and its signature are :mod:`edgekit.export.image_export`'s (shared with the CNNs); what is
+ViT-specific lives here: the Hugging Face torch folder, the fake-quant ``quant.json``, and the QDQ int8 with the
+activation ranges edgekit's QAT trained.
 
 One float32 input ``pixel_values`` [batch, C, H, W] (dynamic batch), one output ``logits`` [batch, classes].
 The preprocessing (:class:`edgekit.vision.vit_models.Preprocessing`) goes into ``manifest.extra.preprocessing``
@@ -12,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -22,24 +24,7 @@ from edgekit import __version__
 from edgekit.artifact import FORMAT_VERSION, Manifest, TensorSpec, finalize_manifest, load_artifact, staging_dir
 from edgekit.errors import InputError
 
-OUTPUT = "logits"
-
-
-def to_onnx_image(model, path: Path, example_shape: tuple[int, ...]) -> Path:
-    """pixel_values -> logits with the legacy TorchScript exporter (one self-contained file, dynamic batch)."""
-    import torch
-
-    from .onnx_export import OPSET
-
-    model = model.eval()
-    x = torch.randn(2, *example_shape[1:], generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), input_names=["pixel_values"], output_names=[OUTPUT],
-                          dynamic_axes={"pixel_values": {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=OPSET,
-                          dynamo=False)
-    return path
-
+from .image_export import IMAGE_TASK, LOGITS, PIXEL_INPUT, to_onnx_image
 
 def export_image_artifact(model, prep, out_dir, *, model_name: str, labels: list[str] | None,
                           formats: Sequence[str] = ("onnx", "openvino"), qstate: dict | None = None,
@@ -50,8 +35,6 @@ def export_image_artifact(model, prep, out_dir, *, model_name: str, labels: list
     from tqdm.auto import tqdm
 
     from edgekit.models import hf_model_of
-    from edgekit.vision.vit_models import IMAGE_TASK
-
     from . import onnx_export, openvino_export
 
     hf = hf_model_of(model)
@@ -68,7 +51,7 @@ def export_image_artifact(model, prep, out_dir, *, model_name: str, labels: list
         onnx_dir = tmp / "onnx"
         onnx_dir.mkdir()
         fp32 = to_onnx_image(model, onnx_dir / ("model.onnx" if int8_calibration is None else "model_fp32.onnx"),
-                             shape)
+                             shape[1:])
         if "onnx" in formats:
             if int8_calibration is not None:
                 onnx_export.quantize_static_qdq(fp32, onnx_dir / "model.onnx", int8_calibration, fp32_layers,
@@ -86,8 +69,8 @@ def export_image_artifact(model, prep, out_dir, *, model_name: str, labels: list
         tokens = (prep.size[0] // _patch(hf)) * (prep.size[1] // _patch(hf)) + 1 if _patch(hf) else 0
         manifest = Manifest(
             format_version=FORMAT_VERSION, edgekit_version=__version__, task=IMAGE_TASK, model=model_name,
-            inputs=[TensorSpec(name="pixel_values", dtype="float32", shape=["batch", *shape[1:]])],
-            outputs=[TensorSpec(name=OUTPUT, dtype="float32", shape=["batch", int(hf.config.num_labels)])],
+            inputs=[TensorSpec(name=PIXEL_INPUT, dtype="float32", shape=["batch", *shape[1:]])],
+            outputs=[TensorSpec(name=LOGITS, dtype="float32", shape=["batch", int(hf.config.num_labels)])],
             max_sequence_length=max(tokens, 1), formats=paths, precision=prec, tokenizer=None, labels=labels,
             recipe=recipe, extra={"preprocessing": prep.to_dict()})
         finalize_manifest(tmp, manifest)
