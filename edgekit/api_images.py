@@ -32,11 +32,11 @@ DEFAULT_DATA = "bbc-news"  #: the CLI's --data default, which means "no data giv
 
 def image_family(model) -> str | None:
     """``"cnn"``, ``"vit"`` or None (not an image model), from the zoo table, the manifest or config.json alone
-    (nothing is built or loaded). CNN artifacts record ``extra.preprocess``, ViT ones ``extra.preprocessing``."""
+    (nothing is built or loaded)."""
     if isinstance(model, Artifact):
         if model.task != IMAGE_TASK:
             return None
-        return "cnn" if "preprocess" in model.manifest.extra else "vit"
+        return _artifact_family(model.root)
     name = str(model)
     path = Path(name)
     if path.is_dir() and is_artifact(path):
@@ -46,7 +46,7 @@ def image_family(model) -> str | None:
             return None  # the text path's loader names what is wrong
         if not isinstance(m, dict) or m.get("task") != IMAGE_TASK:
             return None
-        return "cnn" if "preprocess" in (m.get("extra") or {}) else "vit"
+        return _artifact_family(path)
     from .zoo import ZOO  # imports torch: artifacts are decided above without it
 
     if name in ZOO:
@@ -56,6 +56,15 @@ def image_family(model) -> str | None:
 
         return "cnn" if name in VISION_ZOO else "vit"
     return "vit" if is_hf_image_model(model) else None
+
+
+def _artifact_family(root: Path) -> str:
+    """An image artifact's family from its torch folder: a Hugging Face config (``model_type``) is a ViT / DeiT."""
+    try:
+        cfg = json.loads((Path(root) / "torch" / "config.json").read_text())
+    except (OSError, ValueError):
+        return "cnn"
+    return "vit" if isinstance(cfg, dict) and "model_type" in cfg else "cnn"
 
 
 def is_image_model(model) -> bool:
@@ -145,13 +154,13 @@ def _reference_outputs(reference, pre, x: np.ndarray, threads: int | None, progr
     from edgekit.runtimes import default_threads, load
     from edgekit.runtimes.torch_backend import TorchSession
 
-    from .data.images import ImagePreprocessConfig
+    from .data.images import manifest_preprocess
 
     if Path(str(reference)).is_dir() and is_artifact(reference):
         ref_art = load_artifact(reference)
         if ref_art.task != IMAGE_TASK:
             raise InputError(f"reference {reference} is a {ref_art.task} model, not an image classifier")
-        ref_pre = ImagePreprocessConfig.from_dict(ref_art.manifest.extra.get("preprocess") or {})
+        ref_pre = manifest_preprocess(ref_art.manifest.extra, f"reference {reference}")
         session = load(ref_art, "torch", threads)
     else:
         entry = _entry(str(reference))
@@ -177,13 +186,13 @@ def evaluate_image(model, runtime: str = "torch", data=None, reference=None, thr
     from edgekit.runtimes import load
 
     from .api import check_formats
-    from .data.images import ImagePreprocessConfig, photo_crops
+    from .data.images import manifest_preprocess, photo_crops
 
     _check_runtimes([runtime])
     folder = _data_folder(data)  # bad data is refused before any model loads
     art = image_artifact(model, progress)
     check_formats(art, [runtime])
-    pre = ImagePreprocessConfig.from_dict(art.manifest.extra.get("preprocess") or {})
+    pre = manifest_preprocess(art.manifest.extra, f"artifact {art.root}")
     if folder is not None:
         x, name = pre.apply(list(folder.paths)), folder.root
     else:
@@ -334,14 +343,14 @@ def bench_image(model, runtimes: Sequence[str], batches: Sequence[int], seqs: Se
     from edgekit.runtimes import default_threads, load
 
     from .api import check_formats
-    from .data.images import ImagePreprocessConfig
+    from .data.images import manifest_preprocess
 
     _check_runtimes(runtimes)
     art = image_artifact(model, progress)
     check_formats(art, runtimes)
     if seqs and list(seqs) != [128]:
         say("--seq does not apply to image models (their input size comes from the artifact); ignored", progress)
-    pre = ImagePreprocessConfig.from_dict(art.manifest.extra.get("preprocess") or {})
+    pre = manifest_preprocess(art.manifest.extra, f"artifact {art.root}")
     threads = threads or default_threads()
     hint = {"openvino": precision}
     sessions = {rt: load(art, rt, threads, hint.get(rt)) for rt in runtimes}
@@ -417,7 +426,7 @@ def _evaluate_vit(model, runtime: str = "torch", data: str = "fashion-mnist", th
     folder (torch only)."""
     from edgekit.artifact import load_artifact
     from edgekit.data.fashion_mnist import image_splits
-    from edgekit.vision.vit_models import Preprocessing
+    from edgekit.data.images import manifest_preprocess
     from edgekit.zoo import resolve
 
     test = image_splits(data)["test"]
@@ -426,10 +435,7 @@ def _evaluate_vit(model, runtime: str = "torch", data: str = "fashion-mnist", th
         from edgekit.runtimes import load
 
         art = load_artifact(ref.path)
-        prep = art.manifest.extra.get("preprocessing")
-        if prep is None:
-            raise InputError(f"artifact {ref.path} records no image preprocessing (manifest extra.preprocessing)")
-        prep = Preprocessing.from_dict(prep)
+        prep = manifest_preprocess(art.manifest.extra, f"artifact {ref.path}")
         session = load(art, runtime, threads)
     else:
         if runtime != "torch":

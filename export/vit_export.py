@@ -5,7 +5,7 @@ ViT-specific lives here: the Hugging Face torch folder, the fake-quant ``quant.j
 activation ranges edgekit's QAT trained.
 
 One float32 input ``pixel_values`` [batch, C, H, W] (dynamic batch), one output ``logits`` [batch, classes].
-The preprocessing (:class:`edgekit.vision.vit_models.Preprocessing`) goes into ``manifest.extra.preprocessing``
+The preprocessing (:class:`edgekit.data.images.ImagePreprocessConfig`) goes into ``manifest.extra.preprocess``
 and the torch folder's ``preprocessor_config.json``. int8 uses the same exporters as text: ONNX Runtime static
 QDQ (with the activation qparams edgekit's QAT trained, when given) and NNCF for OpenVINO, calibrated on
 ``int8_calibration`` (real training images); the torch folder gets ``quant.json`` for the fake-quant reference.
@@ -38,7 +38,7 @@ def export_image_artifact(model, prep, out_dir, *, model_name: str, labels: list
     from . import onnx_export, openvino_export
 
     hf = hf_model_of(model)
-    shape = (1, prep.channels, *prep.size)
+    shape = (1, *prep.input_shape)
     precision = "int8" if int8_calibration is not None else "fp32"
     with staging_dir(out_dir, overwrite=overwrite) as tmp, tqdm(total=1 + len(formats), desc="export",
                                                                disable=not progress, unit="step") as bar:
@@ -66,13 +66,13 @@ def export_image_artifact(model, prep, out_dir, *, model_name: str, labels: list
             fp32.unlink()
         if not any(onnx_dir.iterdir()):
             onnx_dir.rmdir()
-        tokens = (prep.size[0] // _patch(hf)) * (prep.size[1] // _patch(hf)) + 1 if _patch(hf) else 0
+        tokens = (prep.crop // _patch(hf)) ** 2 + 1 if _patch(hf) else 0
         manifest = Manifest(
             format_version=FORMAT_VERSION, edgekit_version=__version__, task=IMAGE_TASK, model=model_name,
             inputs=[TensorSpec(name=PIXEL_INPUT, dtype="float32", shape=["batch", *shape[1:]])],
             outputs=[TensorSpec(name=LOGITS, dtype="float32", shape=["batch", int(hf.config.num_labels)])],
             max_sequence_length=max(tokens, 1), formats=paths, precision=prec, tokenizer=None, labels=labels,
-            recipe=recipe, extra={"preprocessing": prep.to_dict()})
+            recipe=recipe, extra={"preprocess": prep.to_dict()})
         finalize_manifest(tmp, manifest)
     return load_artifact(out_dir, verify=False)
 
@@ -84,8 +84,8 @@ def _patch(hf) -> int:
 
 def _hf_preprocessor(prep) -> dict:
     return {"image_processor_type": "ViTImageProcessor", "do_resize": True,
-            "size": {"height": prep.size[0], "width": prep.size[1]}, "do_rescale": True,
-            "rescale_factor": prep.rescale, "do_normalize": True, "image_mean": list(prep.mean),
+            "size": {"height": prep.crop, "width": prep.crop}, "do_rescale": True,
+            "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(prep.mean),
             "image_std": list(prep.std)}
 
 

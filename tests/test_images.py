@@ -81,3 +81,23 @@ def test_photo_crops_are_seeded_and_calibration_never_overlaps_evaluation(tmp_pa
 def test_default_photos_give_enough_held_out_crops():
     cal, held = photo_crops()
     assert len(cal) + len(held) >= 700 and len(held) >= 500
+
+
+def test_uint8_arrays_and_legacy_vit_records_use_the_same_spec():
+    """Data-set arrays (fashion-mnist) go through the same spec as photos: the batched path for images already at
+    the input size equals the per-image PIL path, and a ViT manifest of the older form reads into the same spec."""
+    from PIL import Image
+
+    from edgekit.data.images import manifest_preprocess
+
+    imgs = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    pre = ImagePreprocessConfig(28, 28, (0.286,), (0.353,), channels="L")
+    fast = pre.apply(imgs)
+    slow = np.stack([pre.apply_one(Image.fromarray(im)) for im in imgs])
+    assert fast.shape == (3, 1, 28, 28) and np.allclose(fast, slow, atol=1e-6)
+    old = {"preprocessing": {"size": [28, 28], "channels": 1, "mean": [0.286], "std": [0.353], "rescale": 1 / 255}}
+    assert manifest_preprocess(old) == pre and manifest_preprocess({"preprocess": pre.to_dict()}) == pre
+    with pytest.raises(InputError, match="records no image preprocessing"):
+        manifest_preprocess({})
+    with pytest.raises(InputError, match="uint8"):
+        pre.apply(imgs.astype(np.float32))

@@ -12,7 +12,8 @@ import torch
 from edgekit.arch import drop_layers, encoder, encoder_linears
 from edgekit.data.fashion_mnist import LABEL_NAMES, data_root, load_fashion_mnist
 from edgekit.errors import InputError
-from edgekit.vision.vit_models import ImageClassifier, Preprocessing
+from edgekit.data.images import ImagePreprocessConfig
+from edgekit.vision.vit_models import ImageClassifier, hf_preprocess
 
 HAVE_FMNIST = (data_root() / "t10k-images-idx3-ubyte.gz").is_file()
 needs_fmnist = pytest.mark.skipif(not HAVE_FMNIST, reason="Debian dataset-fashion-mnist is not installed")
@@ -98,12 +99,13 @@ def test_layer_dropping_keeps_a_working_shallower_vit():
 def test_preprocessing_matches_the_teacher_normalisation(tmp_path):
     from edgekit.vision.vit_teacher import to_pixel_values
 
-    prep = Preprocessing.from_folder(tiny_folder(tmp_path / "m"))
+    prep = hf_preprocess(tiny_folder(tmp_path / "m"))
     imgs = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
     assert np.allclose(prep.apply(imgs), to_pixel_values(imgs), atol=1e-6)
-    three = Preprocessing((32, 32), 3, (0.5,) * 3, (0.5,) * 3)  # grey -> 3 channels, resized
-    assert three.apply(imgs).shape == (4, 3, 32, 32)
-    assert Preprocessing.from_dict(prep.to_dict()) == prep
+    three = ImagePreprocessConfig(32, 32, (0.5,) * 3, (0.5,) * 3)  # grey -> 3 channels, resized
+    out = three.apply(imgs)
+    assert out.shape == (4, 3, 32, 32) and np.array_equal(out[:, 0], out[:, 2])
+    assert ImagePreprocessConfig.from_dict(prep.to_dict()) == prep
 
 
 # ------------------------------------------------------------------------------------------ techniques
@@ -157,13 +159,13 @@ def test_export_parity_torch_onnxruntime_openvino(tmp_path):
     from edgekit.runtimes import load
 
     model = tiny_vit(2)
-    prep = Preprocessing((28, 28), 1, (0.286,), (0.353,))
+    prep = ImagePreprocessConfig(28, 28, (0.286,), (0.353,), channels="L")
     art = export_image_artifact(model, prep, tmp_path / "a", model_name="tiny-vit", labels=list(LABEL_NAMES),
                                 progress=False)
     man = art.manifest
     assert man.task == "image-classification" and man.tokenizer is None
     assert [(i.name, i.dtype, i.shape) for i in man.inputs] == [("pixel_values", "float32", ["batch", 1, 28, 28])]
-    assert man.extra["preprocessing"]["mean"] == [0.286]
+    assert man.extra["preprocess"]["mean"] == [0.286]
     x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()

@@ -120,12 +120,54 @@ class ImagePreprocessConfig:
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 
-    def apply(self, images: Sequence) -> np.ndarray:
-        """PIL images (or paths to images) -> float32 [N, C, H, W]."""
+    def apply(self, images: Sequence | np.ndarray) -> np.ndarray:
+        """PIL images, paths to images, or a uint8 array [N, H, W] (grey) / [N, H, W, 3] (the built-in data sets)
+        -> float32 [N, C, H, W]."""
         if len(images) == 0:
             return np.zeros([0, *self.input_shape], np.float32)
+        if isinstance(images, np.ndarray):
+            return self._apply_array(images)
         return np.stack([self.apply_one(open_image(im) if isinstance(im, (str, os.PathLike)) else im)
                          for im in images])
+
+    def _apply_array(self, pixels: np.ndarray) -> np.ndarray:
+        if pixels.dtype != np.uint8 or pixels.ndim not in (3, 4) or (pixels.ndim == 4 and pixels.shape[3] != 3):
+            raise InputError(f"image arrays must be uint8 [N, H, W] or [N, H, W, 3]; got {pixels.dtype} "
+                             f"{list(pixels.shape)}")
+        grey = pixels.ndim == 3
+        if tuple(pixels.shape[1:3]) != (self.crop, self.crop) or self.resize != self.crop or \
+                grey != (self.channels == "L"):
+            from PIL import Image  # resize, crop or channel change: the same per-image path as photos
+
+            return np.stack([self.apply_one(Image.fromarray(im)) for im in pixels])
+        # already the input size and channels (fashion-mnist on a 28 x 28 model): the same arithmetic, batched
+        x = pixels.astype(np.float32) / 255.0
+        x = x[..., None] if grey else x
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+#: the manifest key an artifact's preprocessing is recorded under
+MANIFEST_KEY = "preprocess"
+
+
+def manifest_preprocess(extra: dict, where: str = "artifact") -> ImagePreprocessConfig:
+    """The preprocessing an image artifact records (``manifest.extra.preprocess``). Artifacts written by the ViT
+    path before the two image paths shared this spec recorded ``extra.preprocessing`` (size, channels, mean, std,
+    rescale 1/255); those are read into the same spec."""
+    if MANIFEST_KEY in extra:
+        return ImagePreprocessConfig.from_dict(extra[MANIFEST_KEY])
+    old = extra.get("preprocessing")
+    if not isinstance(old, dict):
+        raise InputError(f"{where} records no image preprocessing (manifest extra.{MANIFEST_KEY})")
+    try:
+        size, channels = int(old["size"][0]), int(old["channels"])
+        if abs(float(old.get("rescale", 1 / 255)) - 1 / 255) > 1e-9:
+            raise InputError(f"{where}: image preprocessing with rescale {old['rescale']} is not supported (1/255)")
+        return ImagePreprocessConfig(resize=size, crop=size, mean=tuple(old["mean"]), std=tuple(old["std"]),
+                                     channels="L" if channels == 1 else "RGB")
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"{where}: bad image preprocessing record ({exc})") from None
 
 
 def open_image(path: str | os.PathLike):

@@ -3,75 +3,51 @@
 Every runtime and exporter sees one float32 input ``pixel_values`` [batch, channels, height, width] and one
 output ``logits`` [batch, classes]. How grey uint8 images become ``pixel_values`` (scale, mean, std, size,
 channels) is read from the model folder's ``preprocessor_config.json`` and written into the artifact
-manifest (``extra.preprocessing``), so every runtime preprocesses the same way.
+manifest (``extra.preprocess``, :class:`edgekit.data.images.ImagePreprocessConfig`, the spec the CNNs use
+too), so every runtime preprocesses the same way.
 
->>> prep = Preprocessing.from_folder(Path("vit-fmnist"))         # doctest: +SKIP
+>>> prep = hf_preprocess(Path("vit-fmnist"))                     # doctest: +SKIP
 >>> prep.apply(images_uint8).shape                                # doctest: +SKIP
 (10000, 1, 28, 28)
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
+
+from edgekit.data.images import ImagePreprocessConfig
 
 IMAGE_TASK = "image-classification"
 IMAGE_INPUT = "pixel_values"
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """uint8 image -> float: ``x * rescale``, resized (bilinear) to ``size`` when it differs, grey repeated
-    to ``channels``, then ``(x - mean[c]) / std[c]``."""
+def hf_preprocess(path: Path, config=None) -> ImagePreprocessConfig:
+    """The :class:`~edgekit.data.images.ImagePreprocessConfig` of a ViT / DeiT folder: ``preprocessor_config.json``
+    (ViTImageProcessor fields) and the model config's image size / channels; ImageNet-style defaults (0.5 / 0.5)
+    where the file is missing, as ViTImageProcessor has. Images are resized (shorter side) and centre-cropped to
+    the model's square input."""
+    from edgekit.errors import InputError
 
-    size: tuple[int, int]
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    rescale: float = 1 / 255
-    version: int = 1
-
-    @classmethod
-    def from_folder(cls, path: Path, config=None) -> "Preprocessing":
-        """From ``preprocessor_config.json`` (ViTImageProcessor fields) and the model config's image size /
-        channels; ImageNet-style defaults (0.5 / 0.5) where the file is missing, as ViTImageProcessor has."""
-        if config is None:
-            config = json.loads((Path(path) / "config.json").read_text())
-        get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
-        size = get("image_size", 224)
-        size = tuple(size) if isinstance(size, (list, tuple)) else (int(size), int(size))
-        channels = int(get("num_channels", 3))
-        pfile = Path(path) / "preprocessor_config.json"
-        p = json.loads(pfile.read_text()) if pfile.is_file() else {}
-        mean = p.get("image_mean", [0.5] * channels) if p.get("do_normalize", True) else [0.0] * channels
-        std = p.get("image_std", [0.5] * channels) if p.get("do_normalize", True) else [1.0] * channels
-        rescale = p.get("rescale_factor", 1 / 255) if p.get("do_rescale", True) else 1.0
-        return cls(size, channels, tuple(float(m) for m in mean), tuple(float(s) for s in std), float(rescale))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
-        return cls(tuple(d["size"]), int(d["channels"]), tuple(d["mean"]), tuple(d["std"]), float(d["rescale"]),
-                   int(d.get("version", 1)))
-
-    def apply(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 [N, H, W] (grey) or [N, H, W, 3] -> float32 ``pixel_values`` [N, C, size, size]."""
-        x = pixels.astype(np.float32) * self.rescale
-        x = x[:, None] if x.ndim == 3 else np.transpose(x, (0, 3, 1, 2))
-        if tuple(x.shape[2:]) != tuple(self.size):
-            x = torch.nn.functional.interpolate(torch.from_numpy(x), size=tuple(self.size), mode="bilinear",
-                                                align_corners=False).numpy()
-        if x.shape[1] != self.channels:
-            x = np.repeat(x.mean(1, keepdims=True), self.channels, axis=1)
-        mean = np.asarray(self.mean, np.float32)[None, :, None, None]
-        std = np.asarray(self.std, np.float32)[None, :, None, None]
-        return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    if config is None:
+        config = json.loads((Path(path) / "config.json").read_text())
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    size = get("image_size", 224)
+    size = tuple(size) if isinstance(size, (list, tuple)) else (int(size), int(size))
+    if size[0] != size[1]:
+        raise InputError(f"{path}: image size {list(size)} is not square; edgekit's image preprocessing crops squares")
+    channels = int(get("num_channels", 3))
+    pfile = Path(path) / "preprocessor_config.json"
+    p = json.loads(pfile.read_text()) if pfile.is_file() else {}
+    mean = p.get("image_mean", [0.5] * channels) if p.get("do_normalize", True) else [0.0] * channels
+    std = p.get("image_std", [0.5] * channels) if p.get("do_normalize", True) else [1.0] * channels
+    rescale = p.get("rescale_factor", 1 / 255) if p.get("do_rescale", True) else 1.0
+    if abs(float(rescale) - 1 / 255) > 1e-9:
+        raise InputError(f"{pfile}: rescale_factor {rescale} is not supported; edgekit scales pixels by 1/255")
+    return ImagePreprocessConfig(resize=size[0], crop=size[0], mean=tuple(float(m) for m in mean),
+                                 std=tuple(float(v) for v in std), channels="L" if channels == 1 else "RGB")
 
 
 class ImageClassifier(nn.Module):
@@ -92,10 +68,10 @@ class ImageClassifier(nn.Module):
 
 
 def load_image_classifier(path: Path):
-    """``(ImageClassifier, Preprocessing)`` from a Hugging Face image-classification folder, eval mode, fp32."""
+    """``(ImageClassifier, ImagePreprocessConfig)`` from a Hugging Face image-classification folder, eval mode, fp32."""
     from transformers import AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf = AutoModelForImageClassification.from_pretrained(path).eval()
-    return ImageClassifier(hf).eval(), Preprocessing.from_folder(path, hf.config)
+    return ImageClassifier(hf).eval(), hf_preprocess(path, hf.config)
