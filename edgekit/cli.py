@@ -24,6 +24,7 @@ ZOO_HELP = {
     "minilm-l6-bbc": "minilm-l6 fine-tuned on bbc-news (5 classes); built on first use, 6-8 min",
     "tiny-bert": "2-layer random BERT for tests (feature extraction)",
     "tiny-bert-cls": "the same with a 5-class head",
+    "vit-fmnist": "small ViT trained on fashion-mnist (images; default recipe tinymim); built on first use, ~30 min",
     "efficientnet-lite0": "EfficientNet-Lite0 ImageNet classifier (images; default recipe ptq)",
     "tiny-cnn": "3-stage random EfficientNet-Lite, 32x32 images, 4 classes (tests)",
 }
