@@ -111,7 +111,7 @@ def export_image(model, out_dir, formats=("onnx", "openvino"), progress: bool = 
     from edgekit.export import parse_formats
 
     if image_family(model) == "vit":
-        from edgekit.export.vit_export import export_image as export_vit
+        from edgekit.export.vit_export import export_vit
 
         return export_vit(model, out_dir, formats=[f for f in parse_formats(formats) if f != "torch"],
                           progress=progress)

@@ -10,7 +10,7 @@ and the torch folder's ``preprocessor_config.json``. int8 uses the same exporter
 QDQ (with the activation qparams edgekit's QAT trained, when given) and NNCF for OpenVINO, calibrated on
 ``int8_calibration`` (real training images); the torch folder gets ``quant.json`` for the fake-quant reference.
 
->>> export_image("vit-fmnist", "out/vit-fp32")       # doctest: +SKIP
+>>> export_vit("vit-fmnist", "out/vit-fp32")       # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from edgekit.errors import InputError
 
 from .image_export import IMAGE_TASK, LOGITS, PIXEL_INPUT, to_onnx_image
 
-def export_image_artifact(model, prep, out_dir, *, model_name: str, labels: list[str] | None,
+def export_vit_artifact(model, prep, out_dir, *, model_name: str, labels: list[str] | None,
                           formats: Sequence[str] = ("onnx", "openvino"), qstate: dict | None = None,
                           int8_calibration: dict[str, np.ndarray] | None = None, fp32_layers: Sequence[str] = (),
                           act_qparams: dict | None = None, recipe: dict | None = None, overwrite: bool = True,
@@ -89,7 +89,7 @@ def _hf_preprocessor(prep) -> dict:
             "image_std": list(prep.std)}
 
 
-def export_image(model: str | os.PathLike, out_dir: str | os.PathLike, formats=("onnx", "openvino"),
+def export_vit(model: str | os.PathLike, out_dir: str | os.PathLike, formats=("onnx", "openvino"),
                  progress: bool = True):
     """Export a zoo name or ViT / DeiT folder (fp32) to an artifact folder."""
     from edgekit.vision.vit_models import load_image_classifier
@@ -100,5 +100,5 @@ def export_image(model: str | os.PathLike, out_dir: str | os.PathLike, formats=(
         raise InputError(f"{model} is already an artifact; export takes a zoo name or a Hugging Face model folder")
     wrapper, prep = load_image_classifier(ref.path)
     id2label = wrapper.model.config.id2label
-    return export_image_artifact(wrapper, prep, out_dir, model_name=ref.name, formats=tuple(formats),
+    return export_vit_artifact(wrapper, prep, out_dir, model_name=ref.name, formats=tuple(formats),
                                  labels=[id2label[i] for i in sorted(id2label)], progress=progress)

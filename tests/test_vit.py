@@ -155,12 +155,12 @@ def test_distill_with_relations_prune_4x1_and_fake_quant_on_a_tiny_vit():
 
 # ------------------------------------------------------------------------------------------ export / runtimes
 def test_export_parity_torch_onnxruntime_openvino(tmp_path):
-    from edgekit.export.vit_export import export_image_artifact
+    from edgekit.export.vit_export import export_vit_artifact
     from edgekit.runtimes import load
 
     model = tiny_vit(2)
     prep = ImagePreprocessConfig(28, 28, (0.286,), (0.353,), channels="L")
-    art = export_image_artifact(model, prep, tmp_path / "a", model_name="tiny-vit", labels=list(LABEL_NAMES),
+    art = export_vit_artifact(model, prep, tmp_path / "a", model_name="tiny-vit", labels=list(LABEL_NAMES),
                                 progress=False)
     man = art.manifest
     assert man.task == "image-classification" and man.tokenizer is None

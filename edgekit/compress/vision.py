@@ -237,7 +237,7 @@ def compress_images(model, out_dir, recipe=None, data="fashion-mnist", max_steps
 
     from edgekit.compress.prune import total_sparsity
     from edgekit.formats import fake_quant as FQ
-    from edgekit.export.vit_export import export_image_artifact
+    from edgekit.export.vit_export import export_vit_artifact
 
     qstate = FQ.quant_state(fq) if fq else None
     compressed = {"accuracy": accuracy(student, x["test"], y["test"]), "n": int(len(y["test"]))}
@@ -256,7 +256,7 @@ def compress_images(model, out_dir, recipe=None, data="fashion-mnist", max_steps
     fp32 = [names[n] for n in linears if qstate and n not in qstate["layers"]]
     act = {names[n]: (v["x_scale"], v["x_zp"]) for n, v in qstate["layers"].items()} if qstate else None
     cal = {"pixel_values": x["train"][:64]} if qstate else None
-    art = export_image_artifact(student, prep, out_dir, model_name=f"{ref.name}+{rec.name}",
+    art = export_vit_artifact(student, prep, out_dir, model_name=f"{ref.name}+{rec.name}",
                                 labels=list(parts["train"].label_names), qstate=qstate, int8_calibration=cal,
                                 fp32_layers=fp32, act_qparams=act, recipe=rec.to_dict(), progress=progress)
     from edgekit.evaluate import evaluate_session
