@@ -50,7 +50,7 @@ demo: .venv
 # tests marked `ci`, then the kernels under ASan + UBSan. `make test-all` runs every slow test too.
 test: .venv
 	.venv/bin/lint-imports
-	$(PY) -m pytest -m "not slow or ci" -q
+	$(PY) -m pytest -m "not slow or ci" -q --durations=25
 	bash tests/kernels/sanitize.sh
 
 test-all: .venv

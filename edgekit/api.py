@@ -24,6 +24,10 @@ RUNTIME_FORMAT = {"torch": "torch", "onnxruntime": "onnx", "openvino": "openvino
 def export(model: str | os.PathLike, out_dir: str | os.PathLike, formats: str | Iterable[str] = "onnx,openvino",
            task: str | None = None, progress: bool = True) -> Artifact:
     """Export a zoo name or Hugging Face folder to an artifact folder (fp32)."""
+    from .api_images import export_image, image_family
+
+    if image_family(model):  # CNNs and ViT / DeiT: pixel_values in, logits out
+        return export_image(model, out_dir, formats=formats, progress=progress)
     from edgekit.extras import require
 
     require("torch", "transformers", "onnx", what="edgekit export")
@@ -129,6 +133,11 @@ def evaluate(model, runtime: str = "torch", data="bbc-news", reference: str | No
     (runtime,) = parse_runtimes(runtime, installed=True)
     if reference is not None:
         parse_runtimes("torch", installed=True)
+    from .api_images import evaluate_image, image_family, is_image_data
+
+    if image_family(model) or is_image_data(data):
+        return evaluate_image(model, runtime, data=data, reference=reference, threads=threads, precision=precision,
+                              progress=progress)
     data = check_data(data, task_of(model))
     art = as_artifact(model, [runtime], progress=progress)
     check_formats(art, [runtime])
@@ -202,8 +211,8 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
     (``OUT.ckpt``: ``resume=True`` continues it, ``overwrite=True`` starts over).
 
     ``data``: ``bbc-news``, a path or a :class:`~edgekit.data.DataSpec`; it is read (and refused, if bad)
-    before the model loads. ``distill_data``: unlabelled text (a path or registered text source); today
-    it is checked and recorded in report.json, not yet trained on.
+    before the model loads. ``distill_data``: unlabelled text (a path or registered text source) the teacher
+    labels for distillation; it replaces the source of the recipe's ``distill_data`` section.
 
     >>> compress("tiny-bert-cls", "out/tiny", recipe="quick")["compressed"]["accuracy"]   # doctest: +SKIP
     """
@@ -223,6 +232,11 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
         return {}
     if out_dir is None:
         raise InputError("compress needs an output folder (-o DIR)")
+    from .api_images import compress_image, image_family
+
+    if image_family(model):  # CNNs: post-training int8 (ptq); ViT / DeiT: TinyMIM distillation (tinymim)
+        return compress_image(model, out_dir, recipe=recipe, data=data, overwrite=overwrite, resume=resume,
+                              max_steps=max_steps, progress=progress, seed=seed)
     check_compress_output(out_dir, resume=resume, overwrite=overwrite)
     rec = load_recipe(recipe)  # a bad recipe is refused now, not after the model is loaded
     task = task_of(model)
@@ -230,7 +244,7 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
     if distill_data is not None:
         from edgekit.compress.pipeline import distill_texts
 
-        distill_texts(distill_data, data, task)  # refused now if unreadable
+        distill_texts(distill_data, data, recipe, seed, task=task)  # refused now if unreadable
     from edgekit.zoo import resolve
 
     ref = resolve(model)  # may build a zoo model on first use (it says so)
@@ -271,6 +285,13 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     from edgekit.runtimes import default_threads, load, load_tokenizer
 
     names = parse_runtimes(runtimes, installed=True)
+    from .api_images import bench_image, image_family, write_bench_outputs
+
+    if image_family(model) == "cnn":  # ViT artifacts take the text path's sessions (native included)
+        rows = bench_image(model, names, batches, seqs, threads=threads, precision=precision, baseline=baseline,
+                           progress=progress, budget_ms=budget_ms, min_time_s=min_time_s, min_runs=min_runs,
+                           rounds=rounds, reference=reference)
+        return rows, write_bench_outputs(rows, json_path, md_path, plot_path)
     art = as_artifact(model, names, progress=progress)
     check_formats(art, names)
     _check_shapes(art, batches, seqs)  # before any runtime loads: a bad --seq costs nothing

@@ -85,6 +85,17 @@ def make_feeds(tokenizer, batch: int, seq: int, data: str = "bbc-news") -> dict[
     return tokenize(tokenizer, picked, max_length=seq, pad_to_max=True)
 
 
+def make_image_feeds(preprocess, batch: int) -> dict[str, np.ndarray]:
+    """``batch`` held-out real-photo crops preprocessed as the artifact says (``pixel_values`` float32 NCHW)."""
+    from edgekit.data.images import photo_crops
+
+    if batch < 1:
+        raise InputError(f"batch must be >= 1; got {batch}")
+    _, held = photo_crops()  # the evaluation crops, cached in-process
+    held = held[:64]
+    return {"pixel_values": preprocess.apply((held * (batch // len(held) + 1))[:batch])}
+
+
 def percentiles(ms: Sequence[float]) -> dict[str, float]:
     """``{"p50", "p90", "p99", "mean", "min"}`` of latencies in ms (linear interpolation)."""
     a = np.asarray(ms, dtype=np.float64)
@@ -208,7 +219,8 @@ def bench(sessions: Mapping[str, object], tokenizer, batches: Sequence[int] = (1
           threads: int | None = None, budget_ms: float = 10.0, min_time_s: float | None = None,
           min_runs: int | None = None, warmup_runs: int | None = None, warmup_s: float | None = None,
           rounds: int | None = None, reference: str | None = None, model_name: str = "", progress: bool = True,
-          data: str = "bbc-news", clock: Clock = time.perf_counter) -> list[dict]:
+          data: str = "bbc-news", clock: Clock = time.perf_counter,
+          feeds_fn: Callable[[int, int], dict] | None = None) -> list[dict]:
     """Benchmark ``sessions`` (runtime name -> Session, or -> loader) at every batch x seq point.
 
     Args:
@@ -219,6 +231,8 @@ def bench(sessions: Mapping[str, object], tokenizer, batches: Sequence[int] = (1
         min_time_s, min_runs, warmup_runs, warmup_s, rounds: the protocol's knobs (module defaults:
             50 runs and 2 s per point, warm-up 10 runs and 1 s, about 10 rounds).
         reference: runtime the ratios are taken against (default: the first contender).
+        feeds_fn: ``feeds_fn(batch, seq)`` builds the feeds instead of the tokenizer (image models:
+            :func:`make_image_feeds`; ``seq`` is then the image height, reported as ``seq``).
 
     Returns one JSON-serialisable dict per (seq, batch, runtime) with the CONTRACT fields
     ``model, runtime, precision, batch, seq, threads, latency_ms{p50,p90,p99,mean,min},
@@ -258,7 +272,7 @@ def bench(sessions: Mapping[str, object], tokenizer, batches: Sequence[int] = (1
     try:
         for seq in seqs:
             for batch in batches:
-                feeds = make_feeds(tokenizer, batch, seq, data)
+                feeds = feeds_fn(batch, seq) if feeds_fn is not None else make_feeds(tokenizer, batch, seq, data)
                 bar.set_postfix_str(f"batch {batch} seq {seq}")
 
                 def tick(r, _bar=bar):

@@ -24,6 +24,9 @@ ZOO_HELP = {
     "minilm-l6-bbc": "minilm-l6 fine-tuned on bbc-news (5 classes); built on first use, 6-8 min",
     "tiny-bert": "2-layer random BERT for tests (feature extraction)",
     "tiny-bert-cls": "the same with a 5-class head",
+    "vit-fmnist": "small ViT trained on fashion-mnist (images; default recipe tinymim); built on first use, ~30 min",
+    "efficientnet-lite0": "EfficientNet-Lite0 ImageNet classifier (images; default recipe ptq)",
+    "tiny-cnn": "3-stage random EfficientNet-Lite, 32x32 images, 4 classes (tests)",
 }
 RUNTIMES = ("torch", "onnxruntime", "openvino", "native")  # edgekit.runtimes.RUNTIMES; checked by a test
 EXPORT_FORMATS = ("torch", "onnx", "openvino")  # edgekit.export.EXPORT_FORMATS; checked by a test
@@ -32,7 +35,7 @@ NATIVE_PRECISIONS = ("fp32", "bf16", "int8")
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 
 MODEL_HELP = ("MODEL is a zoo name, a Hugging Face model folder, or an edgekit artifact folder (has "
-              "manifest.json).\n\n\b\nZoo:\n" + "\n".join(f"  {k:<15}{v}" for k, v in ZOO_HELP.items()))
+              "manifest.json).\n\n\b\nZoo:\n" + "\n".join(f"  {k:<{max(map(len, ZOO_HELP)) + 2}}{v}" for k, v in ZOO_HELP.items()))
 
 
 DATA_HELP = ("bbc-news (built in) or a path: a CSV/TSV, JSON Lines (.jsonl) or Parquet file, a folder written by "
@@ -149,7 +152,7 @@ class _CompressCommand(click.Command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
              invoke_without_command=True,
              epilog="MODEL (every command): a zoo name (" + ", ".join(ZOO_HELP) + "), a Hugging Face model folder "
-                    "or an edgekit artifact folder. Built-in recipes and their times: edgekit compress --help.")
+                    "or an edgekit artifact folder.\n\n\b\nBuilt-in recipes and their times: edgekit compress --help.")
 @click.version_option(__version__, prog_name="edgekit")
 @click.option("--debug", is_flag=True, help="Show full Python tracebacks on errors.")
 @click.pass_context
@@ -205,8 +208,8 @@ def export(model: str, out: str, formats: tuple[str, ...], task: str | None) -> 
 @data_options
 @click.option("--distill-data", default=None, metavar="PATH|SOURCE",
               help="Unlabelled text for distillation and calibration: a .txt file or folder of them, a table "
-                   "(read with --text-column) or a registered text source. Read, checked and recorded in "
-                   "report.json; not yet trained on.")
+                   "(read with --text-column) or a registered text source (english-mix, ...: edgekit info). The "
+                   "teacher labels it and training uses it; replaces the recipe's distill_data source.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap training steps per stage (quick runs).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (runs are deterministic).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint (OUT.ckpt).")
@@ -240,7 +243,8 @@ def compress(model, out, recipe, data, text_column, text_pair_column, label_colu
                           "its first checkpoint continues with --resume)") from None
     if report and not print_recipe:
         click.echo(json.dumps({k: report[k] for k in ("baseline", "compressed", "precision") if k in report}, indent=2))
-        click.echo(f"wrote {out} (report.json, report.md, report.png)")
+        written = [f for f in ("report.json", "report.md", "report.png") if (Path(out) / f).is_file()]
+        click.echo(f"wrote {out} ({', '.join(written)})")
 
 
 @cli.command(name="eval", short_help="Accuracy of MODEL on a runtime (test split of --data).", epilog=MODEL_HELP)

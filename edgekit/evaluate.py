@@ -85,6 +85,53 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.sum(a * b, axis=1)))
 
 
+#: how many nearest neighbours :func:`neighbour_overlap` compares (the ``_at_10`` in its JSON name)
+NEIGHBOURS = 10
+
+
+def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = NEIGHBOURS) -> float:
+    """Mean over rows i of |N_a(i) & N_b(i)| / k, where N_x(i) are the ``k`` rows of ``x`` (other than i) with the
+    highest cosine to row i: whether a search over these texts returns the same top-``k`` with embeddings ``a``
+    as with ``b`` (1 = always the same set). ``k`` is capped at rows - 1.
+
+    >>> x = np.eye(4) + 0.1
+    >>> neighbour_overlap(x, x, k=2)
+    1.0
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise InputError(f"cannot compare outputs of shapes {a.shape} and {b.shape}")
+    k = min(k, len(a) - 1)
+    if k < 1:
+        raise InputError("neighbour overlap needs at least two texts")
+
+    def top(x: np.ndarray) -> np.ndarray:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+        sim = x @ x.T
+        np.fill_diagonal(sim, -np.inf)
+        return np.argpartition(-sim, k - 1, axis=1)[:, :k]
+
+    na, nb = top(a), top(b)
+    return float(np.mean([len(set(p) & set(q)) / k for p, q in zip(na, nb)]))
+
+
+def neighbour_fields(out: np.ndarray, ref: np.ndarray) -> dict:
+    """``{"neighbour_overlap_at_10": ...}`` of a feature extractor's outputs against the reference's."""
+    return {f"neighbour_overlap_at_{NEIGHBOURS}": neighbour_overlap(out, ref)}
+
+
+def reference_probe_fields(reference_session, tokenizer, data, ref_out: np.ndarray, labels, value: float,
+                           batch: int, max_length: int, seed: int, progress: bool) -> dict:
+    """The reference's own linear-probe accuracy (its embeddings of train and validation, the same probe) and
+    the drop from it to ``value`` (reference minus evaluated model, in accuracy, so 0.01 = 1 point)."""
+    train, val = load_dataset(data, "train"), load_dataset(data, "validation")
+    name = f"reference {reference_session.runtime}"
+    tr = _run_split(reference_session, tokenizer, train, batch, max_length, f"{name} train", progress)
+    va = _run_split(reference_session, tokenizer, val, batch, max_length, f"{name} validation", progress)
+    acc, _ = linear_probe(tr, train.labels, va, val.labels, ref_out, np.asarray(labels), seed=seed)
+    return {"reference_linear_probe_accuracy": acc, "linear_probe_drop": acc - value}
+
+
 def _class_map(model_labels: Sequence[str] | None, data_labels: Sequence[str]) -> np.ndarray:
     """Index map model class i -> dataset label index.
 
@@ -129,7 +176,9 @@ def evaluate(session, tokenizer, data="bbc-news", split: str = "test", batch: in
       label i). With a reference: ``agreement`` = fraction of equal predictions.
     - feature-extraction: ``metric`` "linear_probe_accuracy" (see module doc; extra ``probe_c``); with
       ``probe=False`` the metric is "embedding_cosine" to the reference instead (no probe is fitted).
-      With a reference: ``embedding_cosine`` = mean cosine to the reference's embeddings of the same split.
+      With a reference: ``embedding_cosine`` = mean cosine to the reference's embeddings of the same split and
+      ``neighbour_overlap_at_10`` (:func:`neighbour_overlap`); with a reference session and the probe also
+      ``reference_linear_probe_accuracy`` and ``linear_probe_drop`` (reference minus this model).
 
     The reference is ``reference_session`` (run here) or ``reference_outputs`` (its outputs on the split,
     computed before, e.g. with :func:`predict`); ``outputs``: this session's own outputs when already computed.
@@ -180,8 +229,94 @@ def evaluate(session, tokenizer, data="bbc-news", split: str = "test", batch: in
     if ref is not None:
         if task == "feature-extraction":
             res["embedding_cosine"] = mean_cosine(out, ref)
+            res.update(neighbour_fields(out, ref))
+            if res["metric"] == "linear_probe_accuracy" and reference_session is not None:
+                res.update(reference_probe_fields(reference_session, tokenizer, data, ref, ds.labels, res["value"],
+                                                  batch, max_length, seed, progress))
         else:
             res["agreement"] = float(np.mean(out.argmax(1) == ref.argmax(1)))
         if reference_session is not None and reference_outputs is None:
             res["reference_runtime"] = reference_session.runtime
     return res
+
+
+# ------------------------------------------------------------------------------------------ image classifiers
+
+
+def run_images(session, x: np.ndarray, batch: int = 32, desc: str = "", progress: bool = True) -> np.ndarray:
+    """Run an image session over preprocessed images ``x`` (float32 NCHW) in batches; float32 [N, classes]."""
+    from tqdm.auto import tqdm
+
+    if len(x) == 0:
+        raise InputError("nothing to evaluate: no images")
+    outs = []
+    for i in tqdm(range(0, len(x), batch), desc=desc or session.runtime, disable=not progress, unit="batch",
+                  leave=False):
+        out = np.asarray(session.run({"pixel_values": np.ascontiguousarray(x[i:i + batch])}), np.float32)
+        if out.ndim != 2 or out.shape[0] != len(x[i:i + batch]):
+            raise InputError(f"{session.runtime} returned shape {out.shape} for {len(x[i:i + batch])} images; "
+                             "expected [batch, classes]")
+        outs.append(out)
+    return np.concatenate(outs)
+
+
+def image_class_map(num_classes: int, model_labels: Sequence[str] | None, folder_labels: Sequence[str]) -> np.ndarray:
+    """Index map dataset label i -> model class: by name when the model has label names, else by number when the
+    folders are named by class index (``0``, ``1``, ... or ``n01440764``-style is not known here), else by order
+    when the counts agree."""
+    if model_labels:
+        missing = [n for n in folder_labels if n not in model_labels]
+        if missing:
+            raise InputError(f"image folders {', '.join(missing[:3])} are not among the model's labels "
+                             f"({', '.join(list(model_labels)[:5])}, ...)")
+        return np.array([list(model_labels).index(n) for n in folder_labels])
+    if all(n.isdigit() for n in folder_labels):
+        idx = np.array([int(n) for n in folder_labels])
+        if idx.max() >= num_classes:
+            raise InputError(f"image folder {int(idx.max())} names no class of a model with {num_classes} outputs")
+        return idx
+    if len(folder_labels) == num_classes:
+        return np.arange(num_classes)
+    raise InputError(f"the model has {num_classes} unnamed classes and the data {len(folder_labels)} class folders "
+                     f"({', '.join(folder_labels[:3])}, ...); name the folders by class index (0, 1, ...)")
+
+
+def evaluate_images(session, x: np.ndarray, *, data: str, labels: Sequence[int] | None = None,
+                    label_names: Sequence[str] | None = None, model_labels: Sequence[str] | None = None,
+                    reference_outputs: np.ndarray | None = None, outputs: np.ndarray | None = None,
+                    batch: int = 32, progress: bool = True) -> dict:
+    """Score an image classifier on preprocessed images ``x``; returns the CONTRACT ``eval`` JSON.
+
+    With ``labels`` (dataset label ids, named ``label_names``): ``metric`` "accuracy". With
+    ``reference_outputs`` (the reference model's logits on the same images): ``agreement`` = fraction of equal
+    top-1 classes, and it is the metric when there are no labels.
+
+    >>> evaluate_images(s, x, data="photo-crops", reference_outputs=ref)["agreement"]   # doctest: +SKIP
+    0.97
+    """
+    out = outputs if outputs is not None else run_images(session, x, batch, f"{session.runtime} images", progress)
+    res = {"task": "image-classification", "data": data, "metric": None, "value": None, "n": int(len(out)),
+           "runtime": session.runtime, "precision": getattr(session, "precision", None)}
+    if reference_outputs is not None:
+        if reference_outputs.shape != out.shape:
+            raise InputError(f"cannot compare outputs of shapes {out.shape} and {reference_outputs.shape}")
+        res["agreement"] = float(np.mean(out.argmax(1) == reference_outputs.argmax(1)))
+    if labels is not None:
+        cmap = image_class_map(out.shape[1], model_labels, list(label_names or []))
+        res.update(metric="accuracy", value=float(np.mean(out.argmax(1) == cmap[np.asarray(labels)])))
+    elif "agreement" in res:
+        res.update(metric="agreement", value=res["agreement"])
+    else:
+        raise InputError("unlabelled images are scored by top-1 agreement with a reference model; give one "
+                         "(--reference MODEL) or labelled data (--data DIR with one sub-folder per class)")
+    return res
+
+
+def evaluate_session(session, x: np.ndarray, y: np.ndarray, batch: int = 100) -> dict:
+    """Top-1 accuracy of ``session`` on ``pixel_values`` ``x`` with labels ``y``."""
+    hits = 0
+    for i in range(0, len(y), batch):
+        logits = session.run({"pixel_values": np.ascontiguousarray(x[i:i + batch])})
+        hits += int((np.asarray(logits).argmax(1) == y[i:i + batch]).sum())
+    return {"task": "image-classification", "metric": "accuracy", "value": round(hits / max(len(y), 1), 4),
+            "n": int(len(y)), "runtime": getattr(session, "runtime", "torch")}

@@ -131,15 +131,20 @@ def machine_info() -> dict:
     """Everything ``edgekit info --json`` prints::
 
         {"cpu": {"model", "cores", "isa": {flag: bool}, ...},
-         "runtimes": {name: version | None}, "kernels": {"isa": str | None}}
+         "runtimes": {name: version | None}, "kernels": {"isa": str | None},
+         "text_sources": [{"name", "installed", "package", "licence", "passages", "words", ...}]}
     """
+    from edgekit.data.corpora import text_sources_info
     from edgekit.runtimes import versions
 
-    return {"cpu": cpu_info(), "runtimes": versions(), "kernels": {"isa": kernels_isa()}}
+    return {"cpu": cpu_info(), "runtimes": versions(), "kernels": {"isa": kernels_isa()},
+            "text_sources": text_sources_info()}
 
 
 def format_info(info: dict) -> str:
     """Human-readable lines for ``edgekit info``."""
+    from edgekit.data.corpora import format_text_sources
+
     cpu = info["cpu"]
     isa = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["isa"].items())
     rts = ", ".join(f"{k} {v or '(not available)'}" for k, v in info["runtimes"].items())
@@ -158,4 +163,4 @@ def format_info(info: dict) -> str:
         f"threads:  {cpu['cores']} by default (all physical cores)",
         f"runtimes: {rts}",
         f"kernels:  {info['kernels']['isa'] or 'not built'}",
-    ])
+    ] + (["", format_text_sources(info["text_sources"])] if info.get("text_sources") else []))

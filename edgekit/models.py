@@ -166,6 +166,6 @@ def wrap(hf_model: nn.Module, task: str, folder: str | Path | None = None) -> nn
 def hf_model_of(wrapper: nn.Module) -> nn.Module:
     """The Hugging Face model inside a task wrapper (what ``save_pretrained`` is called on); a model that is no
     task wrapper is returned as it is."""
-    if isinstance(wrapper, SequenceClassifier):
+    if isinstance(wrapper, SequenceClassifier) or getattr(wrapper, "task", None) == "image-classification":
         return wrapper.model
     return wrapper.encoder if isinstance(wrapper, SentenceEncoder) else wrapper

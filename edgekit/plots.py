@@ -164,7 +164,13 @@ def compression_figure(report: dict):
     names.append("compressed")
     values.append(report["compressed"].get(key, float("nan")))
 
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 0.45 * depth + 3.2), gridspec_kw={"width_ratios": [1.1, 1]})
+    search = next((st["search"] for st in report["stages"] if st.get("search")), None)
+    if search:
+        fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(16, 0.45 * depth + 3.4),
+                                            gridspec_kw={"width_ratios": [1.1, 1, 1]})
+        pareto_axes(ax2, search)
+    else:
+        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 0.45 * depth + 3.2), gridspec_kw={"width_ratios": [1.1, 1]})
     im = ax0.imshow(100 * grid, vmin=0, vmax=100, cmap="viridis", aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
         if np.isfinite(v):
@@ -205,6 +211,28 @@ def compression_figure(report: dict):
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=7, loc="best")
     return fig
+
+
+def pareto_axes(ax, search: dict) -> None:
+    """The prune search (``prune.scope: search``) on one axis: sampled trials, the Pareto front, the latency
+    target and the chosen point; x = predicted latency of the encoder Linears as a fraction of dense int8 (linear,
+    from 0), y = the summed sensitivity (quality cost, lower is better)."""
+    import numpy as np
+
+    pts = np.array(search.get("points") or [[np.nan, np.nan]], dtype=float)
+    front = np.array(search["front"], dtype=float)
+    ax.scatter(pts[:, 0], pts[:, 1], s=6, color="0.75", label=f"trials ({search['trials']}, a sample)")
+    ax.plot(front[:, 0], front[:, 1], "o-", ms=3, color="tab:blue", label=f"Pareto front ({len(front)} points)")
+    ax.axvline(search["target"], color="tab:red", ls="--", lw=0.9, label=f"latency target {search['target']:.2f}")
+    c = search["chosen"]
+    ax.plot([c["latency"]], [c["cost"]], "*", ms=14, color="tab:red",
+            label=f"chosen: {c['latency']:.3f} of dense" + ("" if search.get("met", True) else " (target not met)"))
+    ax.set_xlim(0, max(1.0, float(np.nanmax(pts[:, 0])) if np.isfinite(pts).any() else 1.0) * 1.02)
+    ax.set_xlabel("predicted Linear latency / dense int8 (measured kernels)")
+    ax.set_ylabel("quality cost (sum of per-Linear divergence)")
+    ax.set_title("sparsity search (NSGA-II): lower left is better", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
 
 
 def _pyplot():

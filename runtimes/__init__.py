@@ -77,7 +77,9 @@ def versions() -> dict[str, str | None]:
 
 
 def check_feeds(feeds: dict[str, np.ndarray], max_len: int) -> tuple[int, int]:
-    """Validate feeds before any runtime sees them; returns (batch, seq)."""
+    """Validate feeds before any runtime sees them; returns (batch, seq) (image feeds: (batch, height))."""
+    if "pixel_values" in feeds:
+        return check_pixel_values(feeds)
     missing = [k for k in ("input_ids", "attention_mask") if k not in feeds]
     if missing:
         raise InputError(f"missing input(s) {', '.join(missing)}; a session takes input_ids and attention_mask")
@@ -113,6 +115,17 @@ def model_feeds(feeds: dict[str, np.ndarray], inputs) -> dict[str, np.ndarray]:
                              f"{feeds['input_ids'].shape}; got {getattr(t, 'dtype', type(t).__name__)} "
                              f"{getattr(t, 'shape', '')}")
     return out
+
+
+def check_pixel_values(feeds: dict[str, np.ndarray]) -> tuple[int, int]:
+    """Image feeds: ``pixel_values`` float32 [batch, channels, height, width] (NCHW); returns (batch, height)."""
+    x = feeds["pixel_values"]
+    if not isinstance(x, np.ndarray) or x.ndim != 4 or x.dtype != np.float32:
+        got = f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}"
+        raise InputError(f"pixel_values must be a float32 array of shape [batch, channels, height, width]; got {got}")
+    if 0 in x.shape:
+        raise InputError(f"empty input of shape {x.shape}; every dimension of pixel_values must be at least 1")
+    return int(x.shape[0]), int(x.shape[2])
 
 
 def load_tokenizer(artifact: Artifact | str | os.PathLike):

@@ -27,9 +27,12 @@ class TorchSession:
 
 
 def _inputs(feeds: dict[str, np.ndarray]) -> tuple:
-    """(input_ids, attention_mask[, token_type_ids]) as torch tensors: segment ids only when given (pairs)."""
+    """(input_ids, attention_mask[, token_type_ids]) as torch tensors: segment ids only when given (pairs);
+    (pixel_values,) for image models."""
     import torch
 
+    if "pixel_values" in feeds:
+        return (torch.from_numpy(np.ascontiguousarray(feeds["pixel_values"])),)
     names = ("input_ids", "attention_mask") + (("token_type_ids",) if "token_type_ids" in feeds else ())
     return tuple(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names)
 
@@ -72,7 +75,12 @@ class TorchRuntime:
         hf_logging.disable_progress_bar()
         torch.set_num_threads(threads)
         path = artifact.path("torch")
-        model = wrap(auto_class(artifact.task).from_pretrained(path).eval(), artifact.task, path)
+        if artifact.task == "image-classification":
+            from edgekit.vision.io import load_image_model
+
+            model = load_image_model(path)  # CNNs and ViT / DeiT folders alike: pixel_values -> logits
+        else:
+            model = wrap(auto_class(artifact.task).from_pretrained(path).eval(), artifact.task, path)
         prec = "fp32"
         qfile = path / "quant.json"
         if qfile.is_file():

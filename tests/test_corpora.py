@@ -91,13 +91,13 @@ def test_missing_debian_source_is_one_line_and_the_others_run(no_debian, capsys)
     assert texts == load_texts("gensim-lee")
     load_texts(["linux-doc", "movie-reviews"])
     err = capsys.readouterr().err.splitlines()
-    assert err == ["linux-doc: not installed (Debian package linux-doc, needs root); skipped"]
+    assert err == ["edgekit: linux-doc: not installed (Debian package linux-doc, needs root); skipped"]
 
 
 def test_missing_source_alone_is_an_input_error(no_debian, capsys):
     with pytest.raises(InputError, match="no text in wordnet"):
         load_texts("wordnet")
-    assert capsys.readouterr().err.strip() == "wordnet: not installed (Debian package wordnet-base, needs root); skipped"
+    assert capsys.readouterr().err.strip() == "edgekit: wordnet: not installed (Debian package wordnet-base, needs root); skipped"
 
 
 def test_missing_gensim_names_pip(monkeypatch, fresh, capsys):
@@ -148,7 +148,7 @@ def test_mix_without_debian_says_one_line(no_debian, capsys):
     corpora.mix_documents(seed=0, words_per_source=2_000)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
-    assert err[0].startswith("english-mix: using gensim-lee, wiki-sample, newsgroups, movie-reviews; "
+    assert err[0].startswith("edgekit: english-mix: using gensim-lee, wiki-sample, newsgroups, movie-reviews; "
                              "not installed: linux-doc, python-doc, gcide, wordnet, fortunes")
     assert err[0].endswith("skipped") and "apt-get install --no-install-recommends linux-doc python3-doc" in err[0]
 

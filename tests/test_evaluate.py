@@ -95,8 +95,12 @@ def test_feature_extraction_probe_and_cosine(tok):
     assert res["n"] == n["test"] and res["probe_c"] in PROBE_C
     assert 0.6 < res["value"] <= 1.0  # 16 topic-word counts separate the 5 topics well
     assert res["embedding_cosine"] == pytest.approx(-1.0)
-    # train, validation and test all embedded by the evaluated session; the reference only sees test
-    assert sess.seen == sum(n.values()) and ref.seen == n["test"]
+    # train, validation and test all embedded by both: the reference's own probe is the baseline of the drop
+    assert sess.seen == sum(n.values()) and ref.seen == sum(n.values())
+    # negated embeddings keep every cosine between texts: the same neighbours, the same probe accuracy
+    assert res["neighbour_overlap_at_10"] == pytest.approx(1.0)
+    assert res["reference_linear_probe_accuracy"] == pytest.approx(res["value"], abs=0.01)
+    assert res["linear_probe_drop"] == pytest.approx(res["reference_linear_probe_accuracy"] - res["value"])
     with pytest.raises(InputError, match="probe"):
         evaluate(sess, tok, split="train", progress=False)
 

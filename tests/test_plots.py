@@ -148,3 +148,21 @@ def test_report_png_keeps_small_drops_small(tmp_path):
     assert bar.get_ylabel() == "% of weights that are zero" and bar.get_ylim() == (0.0, 100.0)
     assert heat.texts[0].get_text() == "80"
     assert plot_compression(_report(), tmp_path / "r.png").read_bytes()[:8] == PNG
+
+
+def test_report_png_draws_the_search_front_and_the_chosen_point(tmp_path):
+    report = _report()
+    front = [[0.2, 3.0], [0.3, 1.5], [0.6, 0.4]]
+    report["stages"][1]["search"] = {"trials": 50, "target": 0.33, "met": True, "front": front,
+                                     "points": front + [[0.5, 2.0], [0.9, 1.0]],
+                                     "chosen": {"latency": 0.3, "cost": 1.5, "trial": 7}}
+    fig = compression_figure(report)
+    pareto = next(ax for ax in fig.axes if ax.get_title().startswith("sparsity search"))
+    lines = {line.get_label(): line for line in pareto.lines}
+    front_line = next(v for k, v in lines.items() if k.startswith("Pareto front"))
+    assert list(front_line.get_xdata()) == [0.2, 0.3, 0.6]
+    star = next(v for k, v in lines.items() if k.startswith("chosen"))
+    assert (star.get_xdata()[0], star.get_ydata()[0]) == (0.3, 1.5)
+    assert pareto.get_xlim()[0] == 0  # latency from 0, linear
+    assert any(k.startswith("latency target 0.33") for k in lines)
+    assert plot_compression(report, tmp_path / "s.png").read_bytes()[:8] == PNG

@@ -105,7 +105,7 @@ def freeze_embeddings(model):
     return model
 
 
-from . import bert, distilbert, roberta  # noqa: E402,F401  (each registers its adapter)
+from . import bert, distilbert, roberta, vit  # noqa: E402,F401  (each registers its adapter)
 
 __all__ = ["ACTIVATIONS", "ADAPTERS", "LINEAR_KINDS", "POOLINGS", "Adapter", "Encoder", "Layer", "adapter_for", "drop_layers", "encoder",
            "encoder_linears", "freeze_embeddings", "module_names", "num_layers", "register", "supported"]

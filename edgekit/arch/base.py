@@ -80,6 +80,10 @@ class Encoder:
     layers: tuple[Layer, ...]
     pooler: Any | None  # the Linear on the pooled vector before the classifier (sequence classifiers)
     classifier: Any | None  # the classification Linear (classifiers)
+    # vision encoders (ViT / DeiT, ``norm="pre"``, ``pooling="cls"``): the LayerNorm after the last layer, and
+    # {image_size: (h, w), patch_size: (h, w), num_channels, prefix_tokens}; ``word`` is then the patch Conv2d
+    final_ln: Any | None = None
+    image: dict | None = None
 
     @property
     def token_level(self) -> bool:

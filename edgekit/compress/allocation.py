@@ -6,6 +6,8 @@ structured group's) final sparsity, or None for the same ``sparsity`` everywhere
 - ``per-layer``: uniform, or with ``kind_sparsity`` / ``layer_sparsity`` the listed Linears fixed and the others
   sharing what remains of ``sparsity`` (:func:`kind_allocation`).
 - ``global``: one magnitude threshold across all layers (:func:`global_allocation`).
+- ``search``: a multi-objective (NSGA-II) search over per-Linear sparsities for predicted latency and measured
+  sensitivity (:mod:`edgekit.compress.search`).
 - ``hardware-aware``: from latencies measured by edgekit's kernels on this CPU (:func:`hardware_allocation`).
   For each distinct Linear shape the table holds the median time of the int8 GEMM (M = 128 tokens) when dense
   and at 4x1 sparsities 0.5 ... 0.95, measured once and cached per CPU in the edgekit cache. Each layer then
@@ -42,8 +44,9 @@ def _median_us(fn, reps: int = 30) -> float:
     return float(np.median(ts))
 
 
-def latency_table(shapes: set[tuple[int, int]], weight_bits: int = 8) -> dict[str, dict[str, float]]:
-    """{"NxK": {"0.0": us, "0.5": us, ...}} for the int8 kernels on this CPU (cached). ``weight_bits`` 7 times
+def latency_table(shapes: set[tuple[int, int]], weight_bits: int = 8, levels=GRID) -> dict[str, dict[str, float]]:
+    """{"NxK": {"0.0": us, "0.5": us, ...}} for the int8 kernels on this CPU (cached); ``levels``: the 4x1
+    sparsities timed besides dense (those missing from the cache are measured). ``weight_bits`` 7 times
     weights in [-64, 63], which AVX2 CPUs run on other (faster) kernels than full-range ones."""
     from edgekit import kernels as K
     from edgekit.info import cpu_info
@@ -57,20 +60,27 @@ def latency_table(shapes: set[tuple[int, int]], weight_bits: int = 8) -> dict[st
     except ValueError:  # a damaged cache is measured again
         table = {}
     rng = np.random.default_rng(0)
+    changed = False
     for n, k in sorted(shapes):
         key = f"{n}x{k}"
-        if key in table:
+        row = table.get(key, {})
+        todo = [s for s in (float(v) for v in levels) if s > 0 and str(s) not in row]
+        if "0.0" in row and not todo:
             continue
+        changed = True
         lim = 128 if weight_bits == 8 else 64
         w = rng.integers(-lim, lim, (n, k), dtype=np.int16).astype(np.int8)
         x = rng.integers(0, 256, (TOKENS, k), dtype=np.uint8)
         ws = np.ones(n, np.float32)
-        row = {"0.0": _median_us(lambda p=K.pack_s8(w, "dense"): K.gemm_u8s8(p, x, 1.0, 0, ws))}
-        for s in GRID:
+        if "0.0" not in row:
+            row["0.0"] = _median_us(lambda p=K.pack_s8(w, "dense"): K.gemm_u8s8(p, x, 1.0, 0, ws))
+        for s in todo:
             keep = rng.random(((n + 3) // 4, k)) >= s
             p = K.pack_s8((w * np.repeat(keep, 4, 0)[:n]).astype(np.int8), "4x1")
             row[str(s)] = _median_us(lambda p=p: K.gemm_u8s8(p, x, 1.0, 0, ws))
         table[key] = row
+    if not changed:
+        return table
     # atomic: ranks of a torchrun job (or two compress runs) may write the cache at the same time
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(table, indent=1))
@@ -148,7 +158,8 @@ def global_allocation(linears, sparsity: float, pattern: str, heads: int | None 
 
 
 # ------------------------------------------------------------------------------------ scopes
-Scope = Callable[[dict, PruneConfig, "int | None", object], "dict[str, float] | None"]
+# (linears, prune config, attention heads, recipe, run or None) -> allocation
+Scope = Callable[..., "dict[str, float] | None"]
 SCOPES: dict[str, Scope] = {}
 
 
@@ -162,19 +173,19 @@ def scope(name: str) -> Callable[[Scope], Scope]:
 
 
 @scope("per-layer")
-def _per_layer(linears, cfg: PruneConfig, heads, recipe):
+def _per_layer(linears, cfg: PruneConfig, heads, recipe, run=None):
     if cfg.kind_sparsity or cfg.layer_sparsity:
         return kind_allocation(linears, cfg.sparsity, cfg.kind_sparsity or {}, cfg.layer_sparsity or {})
     return None
 
 
 @scope("global")
-def _global(linears, cfg: PruneConfig, heads, recipe):
+def _global(linears, cfg: PruneConfig, heads, recipe, run=None):
     return global_allocation(linears, cfg.sparsity, cfg.pattern, heads, cfg.head_sparsity)
 
 
 @scope("hardware-aware")
-def _hardware(linears, cfg: PruneConfig, heads, recipe):
+def _hardware(linears, cfg: PruneConfig, heads, recipe, run=None):
     from .stages.quantize import resolve_weight_bits
 
     qcfg = recipe.stage("quantize")  # time the kernels the quantized model will run on
@@ -182,6 +193,14 @@ def _hardware(linears, cfg: PruneConfig, heads, recipe):
     return hardware_allocation(linears, cfg.sparsity, cfg.target_speedup, bits)
 
 
-def allocate(linears: dict, cfg: PruneConfig, heads: int | None, recipe) -> dict[str, float] | None:
-    """Each Linear's (or structured group's) final sparsity under ``cfg.scope``; None: ``cfg.sparsity`` for all."""
-    return SCOPES[cfg.scope](linears, cfg, heads, recipe)
+@scope("search")
+def _search(linears, cfg: PruneConfig, heads, recipe, run=None):
+    from .search import run_search
+
+    return run_search(linears, cfg, run, recipe)
+
+
+def allocate(linears: dict, cfg: PruneConfig, heads: int | None, recipe, run=None) -> dict[str, float] | None:
+    """Each Linear's (or structured group's) final sparsity under ``cfg.scope``; None: ``cfg.sparsity`` for all.
+    ``run``: the compress run (:class:`edgekit.compress.training.Run`), for scopes that measure the model."""
+    return SCOPES[cfg.scope](linears, cfg, heads, recipe, run)

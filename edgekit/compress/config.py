@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +22,44 @@ RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 # one entry per registered stage config, told apart by its ``type``
 Stage = Annotated[Union[tuple(HANDLERS)], Field(discriminator="type")]
+
+
+class DistillDataConfig(BaseModel):
+    """Unlabelled text the teacher labels for distillation (and, with ``calibration``, int8 calibration).
+
+    ``source``: a registered text source (``english-mix``, ``gensim-lee``, ``linux-doc``, ... see ``edgekit info``),
+    a built-in dataset name, or a path (plain text or a table, read with the data's text column); a list reads
+    several. The texts are cut into passages of ``min_words``..``max_words`` words (shorter pieces dropped), the
+    evaluated data's validation and test texts never come back, and ``passages`` of them (all when None) are drawn
+    with the recipe's seed. ``use``: ``add`` trains on them mixed with the task's training windows (one shuffled
+    pool; for classifiers the label loss then counts only the labelled rows), ``replace`` trains on them alone.
+    ``edgekit compress --distill-data SOURCE`` replaces ``source`` (and adds these defaults to a recipe without
+    the section).
+
+    >>> DistillDataConfig(source="english-mix", passages=4000, min_words=64).use
+    'add'
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = 1
+    source: Union[str, list[str]] = "english-mix"
+    passages: int | None = Field(None, ge=1, description="how many passages to draw (None: all)")
+    min_words: int = Field(1, ge=1, description="shortest passage kept, in words")
+    max_words: int = Field(200, ge=1, description="passages are cut at this many words")
+    use: Literal["add", "replace"] = "add"
+    calibration: bool = Field(True, description="half of the int8 calibration texts come from these passages")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DistillDataConfig":
+        if self.max_words < self.min_words:
+            raise ValueError(f"max_words ({self.max_words}) must be >= min_words ({self.min_words})")
+        sources = [self.source] if isinstance(self.source, str) else self.source
+        if not sources or not all(isinstance(x, str) and x.strip() for x in sources):
+            raise ValueError("source must name a text source or a path (or a non-empty list of them)")
+        return self
+
+    def sources(self) -> list[str]:
+        return [self.source] if isinstance(self.source, str) else list(self.source)
 
 
 class Recipe(BaseModel):
@@ -40,6 +78,8 @@ class Recipe(BaseModel):
     augment_tokens: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
+    # unlabelled text for distillation and calibration (None: the task's training split only)
+    distill_data: DistillDataConfig | None = None
     stages: list[Stage]
 
     @model_validator(mode="after")

@@ -160,7 +160,8 @@ class Distiller:
                 T = c.temperature
                 parts["logits"] = c.logits_weight * F.kl_div(F.log_softmax(s_out / T, -1), F.softmax(t_out / T, -1),
                                                              reduction="batchmean") * T * T
-            if c.label_weight > 0 and labels is not None:
+            # distillation passages carry label -100 (ignored); a batch of only those has no label loss
+            if c.label_weight > 0 and labels is not None and bool((labels != -100).any()):
                 parts["labels"] = c.label_weight * F.cross_entropy(s_out, labels)
         elif c.embedding_weight > 0:
             parts["embedding"] = c.embedding_weight * (1 - F.cosine_similarity(s_out, t_out, dim=-1)).mean()

@@ -19,7 +19,8 @@ from edgekit.status import say
 
 from . import training
 from .config import Recipe, load_recipe
-from .scoring import label_names, score_model, score_runtimes, score_student
+from .extra_text import distill_settings, load_distill_texts, report_entry
+from .scoring import label_names, probe_drop, score_model, score_runtimes, score_student
 from .stages import handler_for
 from .stages.distill import make_student, objective
 
@@ -43,8 +44,9 @@ def compress(model, out_dir, recipe=None, data="bbc-news", max_steps: int | None
     ``data`` is a built-in name, a path or a :class:`edgekit.data.DataSpec`. A classifier must have one output
     per class of the data; its ``id2label`` becomes the data's label names when it has only placeholders
     (``LABEL_0``...), and the artifact (manifest ``labels``, torch config ``id2label``) carries them.
-    ``distill_data`` (unlabelled text) is read, checked and recorded in report.json; the training loop does
-    not use it yet.
+    ``distill_data`` (unlabelled text: a path or a registered text source such as ``english-mix``) replaces the
+    source of the recipe's ``distill_data`` section (:mod:`edgekit.compress.extra_text`); the teacher labels those
+    passages and the training stages train on them, with or instead of the training split.
     """
     group = training.setup()
     try:
@@ -77,18 +79,16 @@ def recipe_text(recipe=None, seed: int = 0) -> str:
     return "\n".join(lines)
 
 
-def distill_texts(source, data: DataSpec, task: str | None = None) -> list[str]:
-    """The unlabelled texts of ``--distill-data`` (tables read with the data's text column), without the
-    labelled test split's texts (token classification: its sentences, words joined by spaces); one InputError
-    line when unreadable or empty."""
-    from edgekit.data import load_texts, load_token_dataset
+def distill_texts(source, data: DataSpec, recipe=None, seed: int = 0, progress: bool = False,
+                  task: str | None = None) -> list[str]:
+    """The passages the run distils on with ``--distill-data source`` (the recipe's ``distill_data`` settings,
+    or their defaults), without the data's validation and test texts (token classification: its sentences,
+    words joined by spaces); one InputError line when unreadable or empty. ``compress`` calls it before loading
+    the model, so bad text is refused first."""
+    from .extra_text import distill_settings, load_distill_texts
 
-    spec = as_spec(source)
-    if task == "token-classification":
-        test = tuple(" ".join(words) for words in load_token_dataset(data, "test").tokens)
-    else:
-        test = load_dataset(data, "test").texts
-    return load_texts(spec, text_column=data.text_column, min_words=1, exclude=test)
+    rec = resolve_recipe(recipe, seed)
+    return load_distill_texts(distill_settings(rec, source), as_spec(data), rec.seed, progress, task=task)
 
 
 def match_labels(config, task: str, data: DataSpec) -> None:
@@ -139,10 +139,13 @@ def _compress(model, out_dir, recipe, data: DataSpec, max_steps: int | None, see
     from edgekit.models import hf_model_of
 
     match_labels(hf_model_of(teacher).config, ref.task, data)
-    extra = distill_texts(distill_data, data, ref.task) if distill_data is not None else None
+    dd = distill_settings(rec, distill_data)
+    extra = load_distill_texts(dd, data, rec.seed, progress, task=ref.task) if dd is not None else None
     goal = objective(rec)
     student = make_student(teacher, goal)
-    run = training.Run(rec, goal, teacher, student, tok, ref.task, data, max_steps, ckpt, progress)
+    run = training.Run(rec, goal, teacher, student, tok, ref.task, data, max_steps, ckpt, progress,
+                       extra=extra, extra_use=dd.use if dd else "add",
+                       extra_calibration=bool(dd and dd.calibration))
     if resume:
         run.resume_state = run.load_checkpoint()
         if run.resume_state is None:
@@ -168,11 +171,11 @@ def _compress(model, out_dir, recipe, data: DataSpec, max_steps: int | None, see
     if not run.dist.is_main:
         return None
     report = {"task": ref.task, "data": str(data), "recipe": rec.name, "model": ref.name, "baseline": baseline,
-              "compressed": score_student(run, probe=probe)}
+              "compressed": probe_drop(baseline, score_student(run, probe=probe))}
     if extra is not None:
-        report["distill_data"] = {"source": str(distill_data), "texts": len(extra)}  # checked; not trained on yet
+        report["distill_data"] = report_entry(dd, extra)
     art = _export(run, ref, rec, out, report, progress)
-    report["runtimes"] = score_runtimes(art, tok, data, run.teacher_out)
+    report["runtimes"] = score_runtimes(art, tok, data, run.teacher_out, baseline)
     from .report import format_sizes, write_reports
 
     report["size_mb"] = format_sizes(art)

@@ -65,6 +65,14 @@ def report_markdown(r: dict) -> str:
     if r.get("student_layers"):
         lines += ["", f"Layer dropping: the student keeps teacher layers {r['student_layers']}."]
     for s in r["stages"]:
+        found = s.get("search")
+        if found:
+            lines += ["", f"Sparsity search (NSGA-II, {found['trials']} trials, grid {found['grid']}): predicted "
+                          f"encoder-Linear latency {found['chosen']['latency']:.3f} of dense int8 "
+                          f"({found['predicted_us']:.0f} of {found['dense_us']:.0f} us at 128 tokens, kernels timed "
+                          f"on this CPU), target {found['target']:.3f}"
+                          + ("" if found["met"] else " (not reachable: the fastest allocation is used)")
+                          + f"; {len(found['front'])} allocations on the Pareto front (report.png)."]
         for kind, v in s.get("kept", {}).items():
             lines += ["", f"{kind.capitalize()} kept per layer (of {v['of']}): {v['kept']}"]
         sens = s.get("sensitivity")
@@ -74,9 +82,33 @@ def report_markdown(r: dict) -> str:
             lines += ["", f"Sensitivity pass ({sens['metric']}, {sens['samples']} validation examples, budget "
                           f"{sens['budget']} points): fp32 {sens['fp32']:.2f}, all int8 {sens['int8']:.2f}, final "
                           f"{sens['final']:.2f}; kept fp32: {', '.join(sens['keep_fp32']) or 'none'}"]
+    lines += quality_lines(r)
     lines += ["", "Exported model per runtime:", ""]
     for rt, v in r.get("runtimes", {}).items():
         lines.append(f"- {rt} ({v['precision']}): " + ", ".join(f"{k} {x:.4f}" for k, x in v.items() if k != "precision"))
     lines += ["", "Size on disk (MB): " + ", ".join(f"{k} {v}" for k, v in r.get("size_mb", {}).items()), "",
               "![sparsity per encoder Linear and the metric per stage](report.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def quality_lines(r: dict) -> list[str]:
+    """Feature extraction: what a user of the embeddings feels, on the test split, per model and runtime: the
+    cosine to the teacher, the top-10 neighbour overlap with the teacher's neighbours among the test texts, the
+    linear probe and its drop from the teacher's. Nothing for classifiers."""
+    if r["task"] != "feature-extraction" or "embedding_cosine" not in r["compressed"]:
+        return []
+    teacher = r["baseline"].get("accuracy")
+    rows = [("compressed (torch, before export)", r["compressed"])]
+    rows += [(f"{rt} ({v['precision']})", v) for rt, v in r.get("runtimes", {}).items()]
+
+    def cell(v: dict, key: str, scale: float = 1.0) -> str:
+        return "-" if v.get(key) is None else f"{scale * v[key]:.4f}" if scale == 1 else f"{scale * v[key]:+.2f}"
+
+    lines = ["", f"Embedding quality on the {r['data']} test split (teacher's linear probe "
+                 f"{'-' if teacher is None else f'{teacher:.4f}'}):", "",
+             "| model | cosine to teacher | top-10 neighbour overlap | linear probe | probe drop (points) |",
+             "|---|---|---|---|---|"]
+    for name, v in rows:
+        lines.append(f"| {name} | {cell(v, 'embedding_cosine')} | {cell(v, 'neighbour_overlap_at_10')} | "
+                     f"{cell(v, 'accuracy')} | {cell(v, 'linear_probe_drop', 100.0)} |")
+    return lines

@@ -16,6 +16,7 @@ from edgekit.evaluate import evaluate, predict
 from .training import current
 
 STOCK_RUNTIMES = ("torch", "onnxruntime", "openvino")
+EXTRA_RUNTIMES = ("native",)  #: scored too when the artifact holds them
 CLASSIFIERS = ("text-classification", "token-classification")  #: scored against labels, not by cosine
 
 
@@ -44,11 +45,20 @@ def report_fields(res: dict) -> dict:
             out["agreement_with_teacher"] = res["agreement"]
         return out
     out = {}
-    if "embedding_cosine" in res:
-        out["embedding_cosine"] = res["embedding_cosine"]
+    for key in ("embedding_cosine", "neighbour_overlap_at_10"):
+        if key in res:
+            out[key] = res[key]
     if res["metric"] == "linear_probe_accuracy":
         out["accuracy"] = res["value"]
     return out
+
+
+def probe_drop(baseline: dict, scores: dict) -> dict:
+    """``scores`` with ``linear_probe_drop``: the teacher's linear-probe accuracy minus this model's (0.01 = 1
+    point), when both have one (feature extraction)."""
+    if "accuracy" in scores and "accuracy" in baseline and "embedding_cosine" in scores:
+        scores["linear_probe_drop"] = baseline["accuracy"] - scores["accuracy"]
+    return scores
 
 
 def score_model(model, tok, task: str, data, max_length: int, reference: np.ndarray | None = None,
@@ -73,22 +83,23 @@ def score_student(run, probe: bool = False) -> dict:
     return score_model(run.student, run.tok, run.task, run.data, run.recipe.max_length, run.teacher_out, probe)[0]
 
 
-def score_runtimes(art, tok, data, teacher_out: np.ndarray | None) -> dict:
-    """{runtime: {"accuracy" | "embedding_cosine", "precision"}} of the exported artifact on each stock runtime,
-    as ``edgekit eval`` computes them (feature extraction: the cosine to the teacher's embeddings; token
-    classification: token accuracy, and ``entity_f1`` for IOB tags)."""
+def score_runtimes(art, tok, data, teacher_out: np.ndarray | None, baseline: dict | None = None) -> dict:
+    """{runtime: {figures..., "precision"}} of the exported artifact on each runtime it holds (the stock ones and
+    native), as ``edgekit eval --reference`` computes them: classifiers ``accuracy`` (token classification: token
+    accuracy, and ``entity_f1`` for IOB tags); feature extractors the cosine to the teacher's embeddings, the
+    top-10 neighbour overlap with the teacher's, the linear-probe ``accuracy`` on that runtime's own embeddings
+    and, given the teacher's ``baseline``, the probe's drop."""
     from edgekit.runtimes import load
 
     task = art.manifest.task
     classifier = task in CLASSIFIERS
     scores = {}
-    for rt in STOCK_RUNTIMES:
+    for rt in STOCK_RUNTIMES + tuple(r for r in EXTRA_RUNTIMES if r in art.manifest.formats):
         s = load(art, rt)
+        if rt in EXTRA_RUNTIMES and getattr(data, "text_pair_column", None) and not getattr(s, "token_types", False):
+            continue  # a session that drops segment ids does not score sentence pairs; the stock runtimes do
         res = evaluate(s, tok, data, labels=art.manifest.labels, progress=False,
-                       reference_outputs=None if classifier else teacher_out, probe=False)
-        if task == "token-classification":
-            scores[rt] = {k: v for k, v in report_fields(res).items() if k != "agreement_with_teacher"}
-            scores[rt]["precision"] = s.precision
-        else:
-            scores[rt] = {"accuracy" if classifier else "embedding_cosine": res["value"], "precision": s.precision}
+                       reference_outputs=None if classifier else teacher_out, probe=not classifier)
+        figures = {k: v for k, v in report_fields(res).items() if k != "agreement_with_teacher"}
+        scores[rt] = {**probe_drop(baseline or {}, figures), "precision": s.precision}
     return scores

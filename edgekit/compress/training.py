@@ -39,13 +39,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from edgekit.data import training_rows
+from edgekit.data import tokenize_windows, training_rows
 from edgekit.errors import InputError
 
 from .distill import Distiller
+
+#: the label of a distillation passage (no true label: cross-entropy's default ``ignore_index`` skips it)
+UNLABELLED = -100
 
 # Rank 0 evaluates and exports while the others wait in a collective; give it room before gloo's
 # timeout turns a long export into a failure (a crashed rank is torn down by torchrun anyway).
@@ -221,16 +225,38 @@ class Run:
     minimises (:func:`edgekit.compress.stages.distill.objective`)."""
 
     def __init__(self, recipe, objective, teacher, student, tok, task: str, data: str, max_steps: int | None,
-                 ckpt: Path, progress: bool):
+                 ckpt: Path, progress: bool, extra: list[str] | None = None, extra_use: str = "add",
+                 extra_calibration: bool = False):
         self.dist = current()  # rank and world size under torchrun; Dist() alone
         check_batch(recipe.batch, self.dist)
         self.recipe, self.teacher, self.student, self.tok, self.task = recipe, teacher, student, tok, task
         self.data, self.max_steps, self.ckpt, self.progress = data, max_steps, ckpt, progress
-        # single texts (a window keeps its text's label), pairs (with segment ids) or words with per-token tags
-        feeds, labels = training_rows(tok, data, task, recipe.max_length, recipe.train_windows)
-        self.ids, self.mask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
-        self.types = torch.from_numpy(feeds["token_type_ids"]) if "token_type_ids" in feeds else None
-        self.labels = torch.from_numpy(labels)
+        self.extra = list(extra or [])  # unlabelled distillation passages (edgekit.compress.extra_text)
+        self.extra_calibration = extra_calibration and bool(self.extra)
+        parts = []  # (feeds, labels) blocks
+        if not (self.extra and extra_use == "replace"):
+            # single texts (a window keeps its text's label), pairs (with segment ids) or words with per-token tags
+            parts.append(training_rows(tok, data, task, recipe.max_length, recipe.train_windows))
+        if self.extra:  # after the training split's rows: one-shot pruning calibrates on the first rows
+            feeds, source = tokenize_windows(tok, self.extra, recipe.max_length, recipe.train_windows)
+            shape = (len(source),) if task != "token-classification" else feeds["input_ids"].shape
+            parts.append((feeds, np.full(shape, UNLABELLED, dtype=np.int64)))  # the teacher's outputs only
+        width = max(f["input_ids"].shape[1] for f, _ in parts)
+        pad = tok.pad_token_id or 0
+
+        def cat(key, value=0):
+            return torch.cat([torch.nn.functional.pad(torch.from_numpy(np.asarray(f[key]) if key in f else
+                                                                       np.zeros_like(f["input_ids"])),
+                                                      (0, width - f["input_ids"].shape[1]), value=value)
+                              for f, _ in parts])
+
+        self.ids, self.mask = cat("input_ids", pad), cat("attention_mask")
+        self.types = cat("token_type_ids") if any("token_type_ids" in f for f, _ in parts) else None
+        labels = [np.asarray(lab) for _, lab in parts]
+        if task == "token-classification":
+            labels = [np.pad(lab, ((0, 0), (0, width - lab.shape[1])), constant_values=UNLABELLED) for lab in labels]
+        self.labels = torch.from_numpy(np.concatenate(labels).astype(np.int64))
+        self.labelled_rows = 0 if self.extra and extra_use == "replace" else len(labels[0])  # the split's rows
         # text tokens (not padding, not [CLS] / [SEP] / other specials): what augment_tokens replaces and draws from
         self.text = self.pool = None
         if recipe.augment_tokens > 0:
@@ -240,6 +266,7 @@ class Run:
         self.order: list[int] = []
         self.global_step = 0
         self.pruner = None  # edgekit.compress.prune.Pruner, set by the prune stage
+        self.allocation_record: dict | None = None  # what the search scope measured and chose (report.json)
         self.fq: dict = {}  # name -> FakeQuantLinear, set by the quantize stage
         self.weight_bits: int | None = None  # resolved by the quantize stage
         self.stage_reports: list[dict] = []
@@ -249,6 +276,26 @@ class Run:
         if self.dist.active:
             # dropout: each shard draws its own masks, as the rows of one batch do in a single process
             torch.manual_seed(recipe.seed + self.dist.rank)
+
+    def calibration_feeds(self, n: int) -> dict:
+        """``n`` int8 calibration rows as the task feeds them (:func:`edgekit.data.calibration_feeds`: single
+        texts, pairs, pre-split words); single-text tasks take half of them from the distillation passages when
+        the recipe's ``distill_data.calibration`` says so."""
+        from edgekit.data import calibration_feeds, tokenize
+
+        if self.extra_calibration and self.types is None and self.task != "token-classification":
+            return tokenize(self.tok, self.calibration_texts(n), self.recipe.max_length)
+        return calibration_feeds(self.tok, n, self.data, self.recipe.seed, self.recipe.max_length, self.task)
+
+    def calibration_texts(self, n: int) -> list[str]:
+        """``n`` texts for int8 calibration: a seeded draw from the training split, half of them replaced by
+        distillation passages when the recipe's ``distill_data.calibration`` says so."""
+        from edgekit.data import calibration_texts
+
+        from .extra_text import calibration_mix
+
+        train = calibration_texts(n, self.data, self.recipe.seed)
+        return calibration_mix(train, self.extra if self.extra_calibration else None, n, self.recipe.seed)
 
     def resumed(self, desc: str) -> dict | None:
         """The checkpoint state when the run resumes inside training ``desc`` (``prune``, ``qat``), else None."""

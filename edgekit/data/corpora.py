@@ -27,7 +27,6 @@ import os
 import pickle
 import random
 import re
-import sys
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -342,10 +341,13 @@ _said: set[str] = set()
 
 
 def _say(line: str) -> None:
-    """Say a line on stderr once per process (several loads of one source repeat nothing)."""
+    """Say a status line (``edgekit: ...`` on stderr) once per process (several loads of one source repeat
+    nothing)."""
+    from edgekit.status import say
+
     if line not in _said:
         _said.add(line)
-        print(line, file=sys.stderr)
+        say(line)
 
 
 def installed_sources() -> list[str]:

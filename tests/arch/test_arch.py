@@ -40,7 +40,7 @@ def test_bert_description_names_the_models_modules():
     fe, _ = _tiny("tiny-bert")
     fe_enc = encoder(fe)
     assert fe_enc.pooling == "mean" and fe_enc.normalize and fe_enc.classifier is None and fe_enc.pooler is None
-    assert supported() == ["bert", "distilbert", "roberta"] and set(enc.layers[0].linears) == set(LINEAR_KINDS)
+    assert supported() == ["bert", "distilbert", "roberta", "vit"] and set(enc.layers[0].linears) == set(LINEAR_KINDS)
 
 
 def test_encoder_linears_in_forward_order_and_without_wrapped_ones():
@@ -104,7 +104,7 @@ def test_an_architecture_without_adapter_is_refused_in_one_line(tmp_path, capsys
 
     path = _albert(tmp_path / "albert")
     model, _ = load_torch(resolve(str(path)))
-    supported = "bert, distilbert, roberta"
+    supported = "bert, distilbert, roberta, vit"
     with pytest.raises(InputError, match=f"^unsupported architecture 'albert'; supported: {supported}$"):
         encoder(model)
     assert main(["compress", str(path), "-o", str(tmp_path / "out"), "--recipe", "quick"]) == 2

@@ -191,7 +191,7 @@ def test_export_runs_on_onnxruntime_and_openvino(tiny_folder, arch, head, poolin
     import onnx
 
     names = [i.name for i in onnx.load(str(tmp_path / "art" / "onnx" / "model.onnx")).graph.input]
-    # segment ids are an input where the model has more than one segment row (BERT), for sentence pairs
+    # segment ids are an input only where the model has a segment vocabulary (BERT), not RoBERTa / DistilBERT
     assert names == ["input_ids", "attention_mask"] + (["token_type_ids"] if arch == "bert" else [])
     for runtime in ("onnxruntime", "openvino"):
         out = load(tmp_path / "art", runtime, threads=1).run(f)

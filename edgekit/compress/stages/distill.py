@@ -42,6 +42,11 @@ class DistillConfig(StageConfig):
                                                         "output (1 - cosine, or the logits' KL); 0 = off")
     tail_layers: list[int] | None = Field(None, description="student layers whose output feeds the teacher's tail, one "
                                                              "per step in turn; default: every layer but the last")
+    steps: int = Field(0, ge=0, description="dense distillation steps before the next stage (image models; the text "
+                                            "driver trains only inside prune and quantize)")
+    lr: float = Field(5e-4, gt=0.0, description="learning rate of those dense distillation steps")
+    ablate_relation: bool = Field(False, description="image models: also distil a second student for `steps` steps "
+                                                     "without the relation loss and report both accuracies")
 
     @field_validator("student_layers")
     @classmethod
@@ -89,6 +94,8 @@ def make_student(teacher, cfg: DistillConfig):
 
 @register(DistillConfig)
 def run_distill(run: "Run", cfg: DistillConfig) -> dict:
+    if cfg.steps or cfg.ablate_relation:  # the image driver (edgekit.vision.compress) reads them; text has no use
+        raise InputError("distill.steps and distill.ablate_relation apply to image models only; remove them")
     d = run.distiller
     return {"losses": {k: v for k, v in cfg.model_dump().items() if k.endswith("weight")},
             "relation_teacher_layer": d.t_rel, "student_layers": cfg.student_layers, "layer_map": d.layer_map}

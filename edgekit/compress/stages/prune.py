@@ -11,7 +11,7 @@ import time
 from enum import Enum
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgekit.arch.base import LINEAR_KINDS
 from edgekit.errors import InputError
@@ -33,7 +33,7 @@ class Pattern(str, Enum):
 
 
 STRUCTURED = ("head", "neuron", "head+neuron")
-SCOPES = ("per-layer", "global", "hardware-aware")
+SCOPES = ("per-layer", "global", "hardware-aware", "search")
 
 
 class Criterion(str, Enum):
@@ -66,8 +66,17 @@ class PruneConfig(StageConfig):
     sparsity: float = Field(0.8, ge=0.0, lt=1.0, description="final fraction of zero weights; for head / neuron "
                                                                 "patterns the fraction of heads / neurons pruned")
     criterion: Criterion = Criterion.magnitude
-    scope: Literal["per-layer", "global", "hardware-aware"] = "per-layer"
-    target_speedup: float | None = Field(None, gt=1.0, description="hardware-aware: wanted speedup of the Linears")
+    scope: Literal["per-layer", "global", "hardware-aware", "search"] = "per-layer"
+    target_speedup: float | None = Field(None, gt=1.0, description="hardware-aware, search: wanted speedup of the "
+                                                                   "encoder Linears over dense int8")
+    latency_target: float | None = Field(None, gt=0.0, le=1.0, description="search: wanted latency of the encoder "
+                                                                          "Linears as a fraction of dense int8 "
+                                                                          "(0.33 = 3x faster); or target_speedup")
+    search_grid: list[float] = Field([0.5, 0.7, 0.8, 0.9, 0.95], min_length=1,
+                                     description="search: the sparsities each Linear may get (0 = dense)")
+    search_trials: int = Field(2000, ge=1, description="search: NSGA-II trials (each costs two table sums; "
+                                                       "--max-steps caps them too)")
+    search_samples: int = Field(64, ge=1, description="search: training windows the sensitivity is measured on")
     steps: int = Field(300, ge=1, description="training steps of this stage (pruning + fixed-mask fine-tune)")
     ramp: float = Field(0.75, gt=0.0, le=1.0, description="fraction of steps over which sparsity ramps up (cubic)")
     update_every: int = Field(10, ge=1, description="steps between mask updates while ramping")
@@ -157,6 +166,27 @@ class PruneConfig(StageConfig):
         return v
 
 
+    @field_validator("search_grid")
+    @classmethod
+    def _grid_valid(cls, v):
+        bad = [x for x in v if not 0.0 <= x < 1.0]
+        if bad:
+            raise ValueError(f"{bad[0]} is not a sparsity in [0, 1)")
+        return v
+
+    @model_validator(mode="after")
+    def _search_needs_target(self) -> "PruneConfig":
+        if self.scope == "search":
+            if self.pattern not in ("4x1", "4x4"):
+                raise ValueError(f"scope 'search' times the 4x1 kernels; pattern must be 4x1 or 4x4, not "
+                                 f"{self.pattern!r}")
+            if (self.latency_target is None) == (self.target_speedup is None):
+                raise ValueError("scope 'search' needs exactly one of latency_target (e.g. 0.33) and target_speedup")
+        elif self.latency_target is not None:
+            raise ValueError(f"latency_target applies with scope 'search' only (scope is {self.scope!r})")
+        return self
+
+
 @register(PruneConfig)
 def run_prune(run: "Run", cfg: PruneConfig) -> dict:
     from edgekit.arch import encoder, encoder_linears
@@ -167,7 +197,7 @@ def run_prune(run: "Run", cfg: PruneConfig) -> dict:
     linears = encoder_linears(run.student)
     heads = encoder(run.student).heads
     try:
-        allocation = allocate(linears, cfg, heads, run.recipe)
+        allocation = allocate(linears, cfg, heads, run.recipe, run)
         run.pruner = Pruner(linears, cfg.pattern, cfg.criterion, allocation, heads, cfg.head_sparsity)
     except ValueError as exc:
         raise InputError(f"prune.pattern {cfg.pattern!r} does not fit this model: {exc}") from None
@@ -184,6 +214,8 @@ def run_prune(run: "Run", cfg: PruneConfig) -> dict:
     schedule.finish(run, cfg)
     sp = run.pruner.sparsity()
     out = {"sparsity": total_sparsity(linears), "layers": sp, "steps": total, **extra}
+    if run.allocation_record is not None:  # the search scope's tables, front and choice
+        out["search"] = run.allocation_record
     if cfg.pattern in STRUCTURED:  # {"heads": {"kept": [per layer], "of": n}, "neurons": ...}
         out["kept"] = run.pruner.kept()
     return out

@@ -75,7 +75,6 @@ def _avx2_kernels() -> bool:
 @register(QuantizeConfig)
 def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
     from edgekit.arch import encoder_linears
-    from edgekit.data import calibration_feeds
     from edgekit.formats import fake_quant as FQ
     from edgekit.runtimes.torch_backend import ModuleSession
 
@@ -103,9 +102,9 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
             run.fq[n].set_qparams(s, z)
             run.fq[n].mode = "quant"
     else:
-        # the fake-quant modules observe their inputs on training rows as the task feeds them (pairs, words)
-        cal = calibration_feeds(run.tok, cfg.calibration_samples, run.data, run.recipe.seed, run.recipe.max_length,
-                                run.task)
+        # the fake-quant modules observe their inputs on training rows as the task feeds them (pairs, words),
+        # half of them distillation passages when the recipe's distill_data.calibration says so
+        cal = run.calibration_feeds(cfg.calibration_samples)
         session = ModuleSession(run.student, run.task)
         for i in range(0, len(cal["input_ids"]), 16):
             rows = {k: v[i : i + 16] for k, v in cal.items()}

@@ -1,0 +1,156 @@
+"""The CNN path on a tiny random EfficientNet-Lite (``tiny-cnn``, 32 x 32 inputs) and tiny photos made in-test:
+SAME padding, export parity, preprocessing recorded and applied identically, the ptq artifact, eval and bench."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from edgekit.cli import main
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three random-texture 'photos' (smooth noise, so crops differ) as the photo folder, and a private cache."""
+    d = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((800, 600), Image.Resampling.BICUBIC).save(d / f"p{i}.png")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGEKIT_PHOTO_DIR", str(d))
+    mp.setenv("EDGEKIT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield d
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def ptq_artifact(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ptq") / "tiny"
+    assert main(["compress", "tiny-cnn", "--recipe", "ptq", "-o", str(out)]) == 0
+    return out
+
+
+def test_same_padding_matches_tensorflow():
+    """TF 'SAME' with stride 2 on an even side pads (k-2)//2 before and the rest after: compare with an explicit
+    asymmetric pad."""
+    from edgekit.vision.efficientnet_lite import SameConv2d
+
+    torch.manual_seed(0)
+    conv = SameConv2d(3, 4, 5, stride=2)
+    x = torch.randn(1, 3, 32, 32)
+    want = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 2, 1, 2)), conv.weight, stride=2)
+    assert conv(x).shape == (1, 4, 16, 16)
+    torch.testing.assert_close(conv(x), want)
+
+
+def test_lite0_weights_load_strictly_with_the_expected_size():
+    from edgekit.vision.efficientnet_lite import efficientnet_lite0
+
+    model = efficientnet_lite0(pretrained=True)  # strict=True: every key of the package's state dict matched
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(4.65e6, rel=0.01)
+    assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1000)
+
+
+def test_export_parity_and_preprocessing_recorded(photos, tmp_path):
+    from edgekit.api import export
+    from edgekit.data.images import ImagePreprocessConfig, photo_crops
+    from edgekit.runtimes import load
+    from edgekit.vision.io import TINY_PREPROCESS, VISION_ZOO
+
+    art = export("tiny-cnn", tmp_path / "fp32", formats="onnx,openvino")
+    m = art.manifest
+    assert m.task == "image-classification" and m.inputs[0].name == "pixel_values"
+    assert m.inputs[0].shape == ["batch", 3, 32, 32] and m.outputs[0].shape == ["batch", 4]
+    pre = ImagePreprocessConfig.from_dict(m.extra["preprocess"])
+    assert pre == TINY_PREPROCESS
+    x = pre.apply(photo_crops()[1][:5])
+    with torch.no_grad():
+        want = VISION_ZOO["tiny-cnn"].build()(torch.from_numpy(x)).numpy()
+    for rt in ("torch", "onnxruntime", "openvino"):
+        got = load(art, rt, threads=1).run({"pixel_values": x})
+        assert got.shape == (5, 4)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=rt)
+
+
+def test_ptq_artifact_is_int8_checksummed_and_scored(ptq_artifact):
+    from edgekit.artifact import load_artifact
+
+    art = load_artifact(ptq_artifact)  # verifies every sha256, report included
+    m = art.manifest
+    assert m.precision == {"torch": "fp32", "onnx": "int8", "openvino": "int8"}
+    assert m.extra["fp32"] == {"onnx": "onnx/model_fp32.onnx", "openvino": "openvino/model_fp32.xml"}
+    ops = [n.op_type for n in onnx.load(str(ptq_artifact / "onnx" / "model.onnx")).graph.node]
+    assert ops.count("QuantizeLinear") >= 10 and "Conv" in ops
+    assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(ptq_artifact / "onnx/model_fp32.onnx")).graph.node}
+    assert "FakeQuantize" in (ptq_artifact / "openvino" / "model.xml").read_text()
+    assert "FakeQuantize" not in (ptq_artifact / "openvino" / "model_fp32.xml").read_text()
+    report = json.loads((ptq_artifact / "report.json").read_text())
+    assert report["recipe"] == "ptq" and report["precision"] == "int8" and report["task"] == "image-classification"
+    for rt in ("onnxruntime", "openvino", "onnxruntime-fp32", "openvino-fp32"):
+        assert report["runtimes"][rt]["n"] == 600 and 0 <= report["runtimes"][rt]["agreement"] <= 1
+    assert report["runtimes"]["onnxruntime-fp32"]["agreement"] == 1.0  # fp32 ONNX vs torch: same top-1 everywhere
+
+
+def test_eval_reports_agreement_per_runtime(ptq_artifact, capsys):
+    for rt, ref in (("onnxruntime", "tiny-cnn"), ("openvino", None)):
+        capsys.readouterr()
+        assert main(["eval", str(ptq_artifact), "-r", rt, "--json"] + (["--reference", ref] if ref else [])) == 0
+        res = json.loads(capsys.readouterr().out)
+        assert res["metric"] == "agreement" and res["n"] == 600 and res["runtime"] == rt
+        assert res["precision"].startswith("int8") and 0 <= res["agreement"] <= 1
+        assert res["reference"] == (ref or f"{rt}-fp32")
+
+
+def test_eval_accuracy_on_a_labelled_folder(ptq_artifact, tmp_path, capsys):
+    """Folders named by the model's labels (tiny-cnn: a, b, c, d) score by name; the torch runtime is the fp32 model,
+    so its accuracy equals the share of images whose top-1 is their folder's class, computed here directly."""
+    from edgekit.data.images import ImagePreprocessConfig
+    from edgekit.vision.io import VISION_ZOO
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for c, idx in (("a", 0), ("c", 2)):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(6):
+            p = tmp_path / "d" / c / f"{i}.png"
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(p)
+            paths.append((p, idx))
+    assert main(["eval", str(ptq_artifact), "-r", "torch", "--data", str(tmp_path / "d"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    pre = ImagePreprocessConfig.from_dict(VISION_ZOO["tiny-cnn"].preprocess.to_dict())
+    with torch.no_grad():
+        pred = VISION_ZOO["tiny-cnn"].build()(torch.from_numpy(pre.apply([p for p, _ in paths]))).argmax(1).numpy()
+    assert res["metric"] == "accuracy" and res["n"] == 12
+    assert res["value"] == pytest.approx(np.mean(pred == np.array([c for _, c in paths])))
+
+
+def test_bench_image_model_fp32_and_int8_rows(ptq_artifact, tmp_path):
+    out = tmp_path / "b.jsonl"
+    assert main(["bench", str(ptq_artifact), "-r", "onnxruntime,openvino", "-b", "1,2", "--min-time", "0.01",
+                 "--min-runs", "2", "--rounds", "1", "--json", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(r["runtime"], r["batch"]) for r in rows} == {(rt, b) for rt in ("onnxruntime", "openvino",
+                                                                            "onnxruntime-fp32", "openvino-fp32")
+                                                          for b in (1, 2)}
+    for r in rows:
+        assert {"model", "runtime", "precision", "batch", "seq", "threads", "latency_ms", "throughput_per_s",
+                "cpu"} <= r.keys()
+        assert r["image_shape"] == [3, 32, 32] and r["seq"] == 32
+    assert {r["precision"] for r in rows if r["runtime"].endswith("-fp32")} == {"fp32"}
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(photos, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "never"
+    assert main(["compress", "tiny-cnn", "-o", str(out), "--data", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "no class sub-folders" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+    assert main(["compress", "tiny-cnn", "-o", str(out), "--recipe", "quick"]) == 2
+    assert "post-training int8 only" in capsys.readouterr().err and not out.exists()
+    assert main(["eval", "tiny-cnn", "-r", "native"]) == 2
+    assert "image models run on torch, onnxruntime, openvino" in capsys.readouterr().err
