@@ -129,7 +129,7 @@ def test_compress_report_and_artifact(compressed, ner):
         assert 0.0 <= report[part]["accuracy"] <= 1.0 and 0.0 <= report[part]["entity_f1"] <= 1.0
     assert 0.0 <= report["compressed"]["agreement_with_teacher"] <= 1.0
     assert report["sparsity"]["total"] > 0.5
-    assert set(report["runtimes"]) == {"torch", "onnxruntime", "openvino"}
+    assert set(report["runtimes"]) == {"torch", "onnxruntime", "openvino", "native"}  # native: head token
     manifest = json.loads((compressed / "manifest.json").read_text())
     assert manifest["labels"] == names
     cfg = json.loads((compressed / "torch" / "config.json").read_text())
