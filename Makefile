@@ -31,16 +31,17 @@ DEMO_DIR ?= out/demo
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $@
 
-# English text for distillation (README, "Text sources"): Debian packages, installed only when run as
-# root (CI is); otherwise edgekit uses the gensim corpora alone. Never fails the set-up.
-DEBIAN_TEXT := linux-doc python3-doc dict-gcide wordnet-base fortunes
+# English text for distillation (README, "Text sources") and image data (Fashion-MNIST, real photos for int8
+# calibration): Debian packages, installed only when run as root (CI is); otherwise edgekit uses the gensim
+# corpora alone and the image data says in one line which package is missing. Never fails the set-up.
+DEBIAN_TEXT := linux-doc python3-doc dict-gcide wordnet-base fortunes dataset-fashion-mnist gnome-backgrounds
 .venv/.text:
 	@mkdir -p .venv
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  export DEBIAN_FRONTEND=noninteractive; apt="apt-get install -y -q --no-install-recommends $(DEBIAN_TEXT)"; \
 	  $$apt >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && $$apt >/dev/null 2>&1; } \
-	  || echo "text sources: apt-get install $(DEBIAN_TEXT) failed; those sources are skipped"; \
-	else echo "text sources: Debian packages $(DEBIAN_TEXT) need root; skipped (the gensim corpora remain)"; fi
+	  || echo "data sources: apt-get install $(DEBIAN_TEXT) failed; those sources are skipped"; \
+	else echo "data sources: Debian packages $(DEBIAN_TEXT) need root; skipped (the gensim corpora remain)"; fi
 	@touch $@
 
 demo: .venv
