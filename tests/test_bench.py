@@ -242,7 +242,7 @@ def test_every_bench_script_has_help(capsys):
     from pathlib import Path
 
     names = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "bench").glob("*.py"))
-    assert names == ["busy_machine", "engine_breakdown", "install_size", "kernels", "native_ab", "serve_load"]
+    assert names == ["busy_machine", "distilbert_base", "engine_breakdown", "install_size", "kernels", "native_ab", "serve_load"]
     for name in names:
         with pytest.raises(SystemExit) as exc:
             _bench_script(name).main(["--help"])
