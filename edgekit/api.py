@@ -285,13 +285,13 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     from edgekit.runtimes import default_threads, load, load_tokenizer
 
     names = parse_runtimes(runtimes, installed=True)
-    from .api_images import bench_image, image_family, write_bench_outputs
+    from .api_images import bench_image, image_family
 
     if image_family(model) == "cnn":  # ViT artifacts take the text path's sessions (native included)
         rows = bench_image(model, names, batches, seqs, threads=threads, precision=precision, baseline=baseline,
                            progress=progress, budget_ms=budget_ms, min_time_s=min_time_s, min_runs=min_runs,
                            rounds=rounds, reference=reference)
-        return rows, write_bench_outputs(rows, json_path, md_path, plot_path)
+        return rows, _bench.write_outputs(rows, json_path, md_path, plot_path)
     art = as_artifact(model, names, progress=progress)
     check_formats(art, names)
     _check_shapes(art, batches, seqs)  # before any runtime loads: a bad --seq costs nothing
@@ -312,15 +312,7 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
                         threads=threads, budget_ms=budget_ms, min_time_s=min_time_s, min_runs=min_runs,
                         rounds=rounds, reference=reference,
                         model_name=art.manifest.model, progress=progress)
-    if json_path:
-        _bench.write_jsonl(rows, json_path)
-    if md_path:
-        Path(md_path).write_text(_bench.markdown_table(rows))
-    if plot_path:
-        from edgekit.plots import plot_latency
-
-        plot_latency(rows, plot_path)
-    return rows, _bench.format_table(rows)
+    return rows, _bench.write_outputs(rows, json_path, md_path, plot_path)
 
 
 def _check_shapes(art: Artifact, batches: Sequence[int], seqs: Sequence[int]) -> None:

@@ -372,20 +372,6 @@ def bench_image(model, runtimes: Sequence[str], batches: Sequence[int], seqs: Se
     return rows
 
 
-def write_bench_outputs(rows, json_path=None, md_path=None, plot_path=None) -> str:
-    from edgekit import bench as _bench
-
-    if json_path:
-        _bench.write_jsonl(rows, json_path)
-    if md_path:
-        Path(md_path).write_text(_bench.markdown_table(rows))
-    if plot_path:
-        from edgekit.plots import plot_latency
-
-        plot_latency(rows, plot_path)
-    return _bench.format_table(rows)
-
-
 # ViT / DeiT (Hugging Face folders, vit-fmnist) on the built-in fashion-mnist split
 
 def is_hf_image_model(model) -> bool:

@@ -444,3 +444,16 @@ def markdown_table(rows: Sequence[dict]) -> str:
            "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
     out += ["| " + " | ".join(b) + " |" for b in body]
     return "\n".join(out + [""] + [f"- {n}" for n in _notes(rows)]) + "\n"
+
+
+def write_outputs(rows: Sequence[dict], json_path=None, md_path=None, plot_path=None) -> str:
+    """Write ``rows`` where asked (JSON Lines, Markdown table, latency plot); return the console table."""
+    if json_path:
+        write_jsonl(rows, json_path)
+    if md_path:
+        Path(md_path).write_text(markdown_table(rows))
+    if plot_path:
+        from edgekit.plots import plot_latency
+
+        plot_latency(rows, plot_path)
+    return format_table(rows)
