@@ -338,3 +338,30 @@ def test_short_flags_reach_the_api(monkeypatch, capsys):
 def test_hints_that_cannot_apply_are_refused(capsys, argv, match):
     assert main(argv) == 2
     assert match in _one_line_error(capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_resume_after_the_last_stage_writes_the_uninterrupted_int8_artifact(tmp_path, monkeypatch, capsys):
+    """Stopped after quantize finished (during the export): the resumed run skips every stage, so it must
+    restore their fake-quant modules and masks itself. It once exported the fp32 student instead."""
+    from edgekit.compress import pipeline
+
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    assert main(["compress", "tiny-bert-cls", "-o", str(whole), "--recipe", "quick"]) == 0
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "_export", stop)
+        assert main(["compress", "tiny-bert-cls", "-o", str(out), "--recipe", "quick"]) == 130
+    assert json.loads((tmp_path / "out.ckpt" / "state.json").read_text())["stage"] == "quantize-done"
+    assert main(["compress", "tiny-bert-cls", "-o", str(out), "--recipe", "quick", "--resume"]) == 0
+    capsys.readouterr()
+    a, b = (json.loads((d / "report.json").read_text()) for d in (whole, out))
+    assert b["runtimes"]["native"]["precision"] == "int8-sparse" and b["sparsity"]["total"] > 0.75, b
+    assert (b["runtimes"], b["sparsity"], b["precision"]) == (a["runtimes"], a["sparsity"], a["precision"])
+    fa, fb = (json.loads((d / "manifest.json").read_text())["files"] for d in (whole, out))
+    native = {k: v for k, v in fa.items() if k.startswith("native/")}
+    assert native and {k: fb.get(k) for k in native} == native  # the same int8 weights, byte for byte

@@ -150,6 +150,7 @@ def _compress(model, out_dir, recipe, data: DataSpec, max_steps: int | None, see
         run.resume_state = run.load_checkpoint()
         if run.resume_state is None:
             raise InputError(f"--resume: no checkpoint in {ckpt}")
+        restore_finished_stages(run, rec)
     probe = ref.task == "feature-extraction"
     say(f"scoring the original model on the {data} test split" + (" (and its linear probe)" if probe else "")
         + "; training starts after that", progress)
@@ -183,6 +184,21 @@ def _compress(model, out_dir, recipe, data: DataSpec, max_steps: int | None, see
     art = write_reports(art.root, report)
     shutil.rmtree(ckpt, ignore_errors=True)
     return art
+
+
+def restore_finished_stages(run: training.Run, rec: Recipe) -> None:
+    """After a checkpoint is loaded: what the stages it had finished left on the student besides weights
+    (masks, fake-quant modules), which the loop below skips. A stage stopped midway restores its own state."""
+    from .stages.prune import restore_pruned
+    from .stages.quantize import restore_quantized
+
+    st = run.resume_state
+    done = {r["stage"] for r in st["stage_reports"]}
+    for cfg in rec.stages:
+        if cfg.type == "prune" and "prune" in done:
+            restore_pruned(run, cfg, st["masks"])
+        elif cfg.type == "quantize" and "quantize" in done:
+            restore_quantized(run, st)
 
 
 def _export(run: training.Run, ref, rec: Recipe, out: Path, report: dict, progress: bool):

@@ -395,7 +395,7 @@ class Run:
         tmp = self.ckpt.with_name(self.ckpt.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        state = {k: v.detach().clone().contiguous() for k, v in self.student.state_dict().items()}
+        state = {k: v.detach().clone().contiguous() for k, v in plain_state_dict(self.student).items()}
         if self.pruner:
             state.update({f"__mask__.{n}": m.contiguous() for n, m in self.pruner.masks.items()})
         save_file(state, str(tmp / "student.safetensors"))
@@ -407,6 +407,9 @@ class Run:
         tmp.rename(self.ckpt)
 
     def load_checkpoint(self) -> dict | None:
+        """The saved state (stage, step, order, qparams, masks) after loading the saved weights into the
+        student, which must still be plain (no fake-quant modules yet): the stages restore what they add
+        (:func:`edgekit.compress.pipeline.restore_finished_stages` for the ones already done)."""
         from safetensors.torch import load_file
 
         if not (self.ckpt / "state.json").is_file():
@@ -414,8 +417,26 @@ class Run:
         st = json.loads((self.ckpt / "state.json").read_text())
         tensors = load_file(str(self.ckpt / "student.safetensors"))
         masks = {k[len("__mask__."):]: v for k, v in tensors.items() if k.startswith("__mask__.")}
-        self.student.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("__mask__.")}, strict=False)
+        weights = {k: v for k, v in tensors.items() if not k.startswith("__mask__.")}
+        try:  # strict: a key that does not match would leave that weight as the teacher's, silently
+            self.student.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise InputError(f"--resume: the checkpoint in {self.ckpt} does not fit this model and recipe "
+                             f"({str(exc).splitlines()[0]}); rerun with --overwrite to start over") from None
         self.order, self.global_step, self.stage_reports = st["order"], st["global_step"], st["stage_reports"]
         self.gen.set_state(torch.tensor(st["gen"], dtype=torch.uint8))
         st["masks"] = masks
         return st
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with the keys it has without fake-quant wrappers (``....query.linear.weight`` is
+    saved as ``....query.weight``), so a checkpoint loads into the plain student a resumed run starts from."""
+    from edgekit.formats.fake_quant import FakeQuantLinear
+
+    wrapped = [name + "." for name, m in model.named_modules() if isinstance(m, FakeQuantLinear)]
+    out = {}
+    for key, value in model.state_dict().items():
+        prefix = next((w for w in wrapped if key.startswith(w + "linear.")), None)
+        out[prefix + key[len(prefix) + len("linear."):] if prefix else key] = value
+    return out

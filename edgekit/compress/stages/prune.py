@@ -221,6 +221,19 @@ def run_prune(run: "Run", cfg: PruneConfig) -> dict:
     return out
 
 
+def restore_pruned(run: "Run", cfg: PruneConfig, masks: dict) -> None:
+    """A run resumed after its prune stage finished: a pruner holding the saved masks, so later training
+    (QAT, distillation) keeps the pruned weights at zero as it does in an uninterrupted run."""
+    from edgekit.arch import encoder, encoder_linears
+
+    from ..prune import Pruner
+
+    run.pruner = Pruner(encoder_linears(run.student), cfg.pattern, cfg.criterion, None, encoder(run.student).heads,
+                        cfg.head_sparsity)
+    run.pruner.masks.update(masks)
+    run.pruner.apply()
+
+
 class Gradual:
     """Sparsity follows a cubic ramp from 0 to the target over ``ramp * steps`` (masks recomputed every
     ``update_every`` steps, pruned weights stay pruned), then the masks are fixed."""

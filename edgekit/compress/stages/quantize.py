@@ -93,14 +93,9 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
     run.fq = FQ.insert_fake_quant(run.student, skip=tuple(cfg.fp32_layers), weight_bits=bits)
     out = {"calibration": cfg.calibration, "samples": cfg.calibration_samples, "weight_bits": bits}
     if resumed:
-        saved = resumed["qparams"]
-        chosen = [n for n in run.fq if n not in saved]  # by the sensitivity pass before the stop
-        _keep_fp32(run, chosen)
+        chosen = restore_qparams(run, resumed["qparams"])
         if cfg.accuracy_budget is not None:  # its measurements are not in the checkpoint
             out["sensitivity"] = {"keep_fp32": chosen, "resumed": True}
-        for n, (s, z) in saved.items():
-            run.fq[n].set_qparams(s, z)
-            run.fq[n].mode = "quant"
     else:
         # the fake-quant modules observe their inputs on training rows as the task feeds them (pairs, words),
         # half of them distillation passages when the recipe's distill_data.calibration says so
@@ -122,6 +117,27 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
         run.train(steps, cfg.lr, "qat", None, start)
     out["qat_steps"] = steps
     return out
+
+
+def restore_qparams(run: "Run", saved: dict) -> list[str]:
+    """Put a checkpoint's activation qparams back into ``run.fq`` (already inserted); the Linears without
+    saved qparams were kept fp32 by the sensitivity pass before the stop and are unwrapped again (returned)."""
+    chosen = [n for n in run.fq if n not in saved]
+    _keep_fp32(run, chosen)
+    for n, (s, z) in saved.items():
+        run.fq[n].set_qparams(s, z)
+        run.fq[n].mode = "quant"
+    return chosen
+
+
+def restore_quantized(run: "Run", state: dict) -> None:
+    """A run resumed after its quantize stage finished: the fake-quant modules as that stage left them
+    (the saved weight bits and activation qparams), so training and export go on in int8."""
+    from edgekit.formats import fake_quant as FQ
+
+    run.weight_bits = int(state["weight_bits"])
+    run.fq = FQ.insert_fake_quant(run.student, weight_bits=run.weight_bits)
+    restore_qparams(run, state["qparams"])
 
 
 def _sensitivity(run: "Run", cfg: QuantizeConfig) -> dict:
