@@ -25,7 +25,7 @@ from .paths import cache_dir
 from .status import say
 
 IMAGE_TASK = "image-classification"
-IMAGE_RUNTIMES = ("torch", "onnxruntime", "openvino")
+IMAGE_RUNTIMES = ("torch", "onnxruntime", "openvino", "native")  # native: ViT artifacts (native/ folder) only
 EVAL_DATA = "photo-crops"  #: what reports call the held-out crops of real photos (edgekit.data.images.photo_crops)
 DEFAULT_DATA = "bbc-news"  #: the CLI's --data default, which means "no data given" for an image model
 
@@ -334,7 +334,7 @@ def report_markdown(r: dict) -> str:
 
 def bench_image(model, runtimes: Sequence[str], batches: Sequence[int], seqs: Sequence[int] | None = None,
                 threads: int | None = None, precision: str | None = None, baseline=None, progress: bool = True,
-                **bench_kwargs) -> list[dict]:
+                native_precision: str | None = None, **bench_kwargs) -> list[dict]:
     """``bench`` rows for an image model: every runtime listed, plus ``RUNTIME-fp32`` contenders from the artifact's
     own fp32 models (or from ``baseline``) for int8 artifacts. The image size comes from the artifact; ``seq`` in
     the rows is the image height, and ``image_shape`` ([C, H, W]) is added."""
@@ -352,9 +352,9 @@ def bench_image(model, runtimes: Sequence[str], batches: Sequence[int], seqs: Se
         say("--seq does not apply to image models (their input size comes from the artifact); ignored", progress)
     pre = manifest_preprocess(art.manifest.extra, f"artifact {art.root}")
     threads = threads or default_threads()
-    hint = {"openvino": precision}
+    hint = {"openvino": precision, "native": native_precision}
     sessions = {rt: load(art, rt, threads, hint.get(rt)) for rt in runtimes}
-    stock = [rt for rt in runtimes if rt != "torch"]
+    stock = [rt for rt in runtimes if rt not in ("torch", "native")]
     if baseline is not None:
         base = image_artifact(baseline, progress)
         check_formats(base, stock)
