@@ -25,7 +25,8 @@ from .paths import cache_dir
 from .status import say
 
 IMAGE_TASK = "image-classification"
-IMAGE_RUNTIMES = ("torch", "onnxruntime", "openvino", "native")  # native: ViT artifacts (native/ folder) only
+IMAGE_RUNTIMES = ("torch", "onnxruntime", "openvino")
+VIT_RUNTIMES = IMAGE_RUNTIMES + ("native",)  # ViT artifacts also run on the native engine (their native/ folder)
 EVAL_DATA = "photo-crops"  #: what reports call the held-out crops of real photos (edgekit.data.images.photo_crops)
 DEFAULT_DATA = "bbc-news"  #: the CLI's --data default, which means "no data given" for an image model
 
@@ -100,10 +101,12 @@ def _data_folder(data):
     return load_image_folder(source)
 
 
-def _check_runtimes(runtimes: Sequence[str]) -> None:
-    bad = [r for r in runtimes if r.removesuffix("-fp32") not in IMAGE_RUNTIMES]
+def _check_runtimes(runtimes: Sequence[str], family: str | None = "cnn") -> None:
+    allowed = VIT_RUNTIMES if family == "vit" else IMAGE_RUNTIMES
+    bad = [r for r in runtimes if r.removesuffix("-fp32") not in allowed]
     if bad:
-        raise InputError(f"image models run on {', '.join(IMAGE_RUNTIMES)}; not on {', '.join(bad)}")
+        kind, also = ("ViT", "") if family == "vit" else ("CNN", " (ViTs also on native)")
+        raise InputError(f"{kind} image models run on {', '.join(allowed)}{also}; not on {', '.join(bad)}")
 
 
 def export_image(model, out_dir, formats=("onnx", "openvino"), progress: bool = True) -> Artifact:
@@ -345,7 +348,7 @@ def bench_image(model, runtimes: Sequence[str], batches: Sequence[int], seqs: Se
     from .api import check_formats
     from .data.images import manifest_preprocess
 
-    _check_runtimes(runtimes)
+    _check_runtimes(runtimes, image_family(model))
     art = image_artifact(model, progress)
     check_formats(art, runtimes)
     if seqs and list(seqs) != [128]:
