@@ -296,3 +296,24 @@ def test_cached_vit_fmnist_teacher_native_vs_torch_accuracy(tmp_path):
            for name, s in (("torch", ModuleSession(model, TASK)), ("native", native))}
     assert acc["torch"] >= 0.85, acc
     assert abs(acc["native"] - acc["torch"]) <= 0.003, acc
+
+
+def test_c_api_refuses_an_image_model_in_one_line(tmp_path):
+    """The C API (run_artifact example) takes token ids only: a ViT artifact is refused, exit 2, one line."""
+    import shutil
+
+    from edgekit.data.images import ImagePreprocessConfig
+    from edgekit.export.vit_export import export_vit_artifact
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc)")
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(["make", "-s", "c-example"], cwd=root, check=True, capture_output=True, timeout=600)
+    prep = ImagePreprocessConfig(28, 28, (0.286,), (0.353,), channels="L")
+    art = export_vit_artifact(build_vit(), prep, tmp_path / "a", model_name="tiny-vit", labels=None, formats=(),
+                              progress=False, native=True)
+    r = subprocess.run([str(root / "build" / "c-example" / "run_artifact"), str(art.root)], input="1 2 3\n",
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "an image model (ViT)" in lines[0], r.stderr
