@@ -287,9 +287,9 @@ def bench(model, runtimes: str | Sequence[str] = "torch,onnxruntime,openvino", b
     names = parse_runtimes(runtimes, installed=True)
     from .api_images import bench_image, image_family
 
-    if image_family(model) == "cnn":  # ViT artifacts take the text path's sessions (native included)
+    if image_family(model):  # image artifacts (CNN, ViT: native included): pixel_values feeds, image size
         rows = bench_image(model, names, batches, seqs, threads=threads, precision=precision, baseline=baseline,
-                           progress=progress, budget_ms=budget_ms, min_time_s=min_time_s, min_runs=min_runs,
+                           progress=progress, native_precision=native_precision, budget_ms=budget_ms, min_time_s=min_time_s, min_runs=min_runs,
                            rounds=rounds, reference=reference)
         return rows, _bench.write_outputs(rows, json_path, md_path, plot_path)
     art = as_artifact(model, names, progress=progress)

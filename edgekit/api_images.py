@@ -26,6 +26,7 @@ from .status import say
 
 IMAGE_TASK = "image-classification"
 IMAGE_RUNTIMES = ("torch", "onnxruntime", "openvino")
+VIT_RUNTIMES = IMAGE_RUNTIMES + ("native",)  # ViT artifacts also run on the native engine (their native/ folder)
 EVAL_DATA = "photo-crops"  #: what reports call the held-out crops of real photos (edgekit.data.images.photo_crops)
 DEFAULT_DATA = "bbc-news"  #: the CLI's --data default, which means "no data given" for an image model
 
@@ -100,10 +101,12 @@ def _data_folder(data):
     return load_image_folder(source)
 
 
-def _check_runtimes(runtimes: Sequence[str]) -> None:
-    bad = [r for r in runtimes if r.removesuffix("-fp32") not in IMAGE_RUNTIMES]
+def _check_runtimes(runtimes: Sequence[str], family: str | None = "cnn") -> None:
+    allowed = VIT_RUNTIMES if family == "vit" else IMAGE_RUNTIMES
+    bad = [r for r in runtimes if r.removesuffix("-fp32") not in allowed]
     if bad:
-        raise InputError(f"image models run on {', '.join(IMAGE_RUNTIMES)}; not on {', '.join(bad)}")
+        kind, also = ("ViT", "") if family == "vit" else ("CNN", " (ViTs also on native)")
+        raise InputError(f"{kind} image models run on {', '.join(allowed)}{also}; not on {', '.join(bad)}")
 
 
 def export_image(model, out_dir, formats=("onnx", "openvino"), progress: bool = True) -> Artifact:
@@ -334,7 +337,7 @@ def report_markdown(r: dict) -> str:
 
 def bench_image(model, runtimes: Sequence[str], batches: Sequence[int], seqs: Sequence[int] | None = None,
                 threads: int | None = None, precision: str | None = None, baseline=None, progress: bool = True,
-                **bench_kwargs) -> list[dict]:
+                native_precision: str | None = None, **bench_kwargs) -> list[dict]:
     """``bench`` rows for an image model: every runtime listed, plus ``RUNTIME-fp32`` contenders from the artifact's
     own fp32 models (or from ``baseline``) for int8 artifacts. The image size comes from the artifact; ``seq`` in
     the rows is the image height, and ``image_shape`` ([C, H, W]) is added."""
@@ -345,16 +348,16 @@ def bench_image(model, runtimes: Sequence[str], batches: Sequence[int], seqs: Se
     from .api import check_formats
     from .data.images import manifest_preprocess
 
-    _check_runtimes(runtimes)
+    _check_runtimes(runtimes, image_family(model))
     art = image_artifact(model, progress)
     check_formats(art, runtimes)
     if seqs and list(seqs) != [128]:
         say("--seq does not apply to image models (their input size comes from the artifact); ignored", progress)
     pre = manifest_preprocess(art.manifest.extra, f"artifact {art.root}")
     threads = threads or default_threads()
-    hint = {"openvino": precision}
+    hint = {"openvino": precision, "native": native_precision}
     sessions = {rt: load(art, rt, threads, hint.get(rt)) for rt in runtimes}
-    stock = [rt for rt in runtimes if rt != "torch"]
+    stock = [rt for rt in runtimes if rt not in ("torch", "native")]
     if baseline is not None:
         base = image_artifact(baseline, progress)
         check_formats(base, stock)

@@ -30,8 +30,9 @@ def export_vit_artifact(model, prep, out_dir, *, model_name: str, labels: list[s
                           formats: Sequence[str] = ("onnx", "openvino"), qstate: dict | None = None,
                           int8_calibration: dict[str, np.ndarray] | None = None, fp32_layers: Sequence[str] = (),
                           act_qparams: dict | None = None, recipe: dict | None = None, overwrite: bool = True,
-                          progress: bool = True):
-    """Write ``model`` (an :class:`edgekit.vision.vit_models.ImageClassifier`) as an artifact folder."""
+                          progress: bool = True, native: bool = False):
+    """Write ``model`` (an :class:`edgekit.vision.vit_models.ImageClassifier`) as an artifact folder; ``native``:
+    also edgekit's native format (``native/``, :func:`edgekit.formats.native.write_native`, with ``qstate``)."""
     from tqdm.auto import tqdm
 
     from edgekit.models import hf_model_of
@@ -47,6 +48,11 @@ def export_vit_artifact(model, prep, out_dir, *, model_name: str, labels: list[s
         if qstate:
             (tmp / "torch" / "quant.json").write_text(json.dumps(qstate, indent=2))
         paths, prec = {"torch": "torch"}, {"torch": "fp32"}
+        if native:
+            from edgekit.formats.native import write_native
+
+            write_native(model, IMAGE_TASK, qstate, tmp / "native", labels)
+            paths["native"], prec["native"] = "native", "int8" if qstate else "fp32"
         bar.update()
         onnx_dir = tmp / "onnx"
         onnx_dir.mkdir()

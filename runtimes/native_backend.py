@@ -1,4 +1,5 @@
-"""edgekit's native engine (C++, on edgekit's int8 / 4x1 block-sparse kernels) on an artifact's ``native/``.
+"""edgekit's native engine (C++, on edgekit's int8 / 4x1 block-sparse kernels) on an artifact's ``native/``: text
+encoders (token ids in) and ViTs (pixel values in, :class:`NativeImageSession`).
 
 Precision hint: ``fp32`` runs attention (softmax(QK^T)V) in fp32; ``bf16`` runs its two products with AVX-512
 BF16 dot products; ``int8`` runs both on vpdpbusd (AVX-512 VNNI, 4x1 sparse int8 models; softmax stays fp32).
@@ -46,6 +47,36 @@ class NativeSession:
             raise InputError(str(exc)) from None
 
 
+class NativeImageSession:
+    """A ViT on the native engine: ``pixel_values`` [B, C, H, W] float32 (preprocessed as the artifact's
+    ``extra.preprocess`` says) cut into flattened patches here, the rest in the engine."""
+
+    runtime = "native"
+
+    def __init__(self, encoder, task: str, threads: int, precision: str, image: dict):
+        self._enc, self.task, self.threads, self.precision, self._image = encoder, task, threads, precision, image
+        self.input_shape = (int(image["num_channels"]), *map(int, image["image_size"]))
+
+    @property
+    def kernels(self) -> list[str]:
+        return list(self._enc.kernels)
+
+    def run(self, feeds: dict[str, np.ndarray], profile: dict | None = None) -> np.ndarray:
+        from edgekit.formats.native import image_patches
+
+        if "pixel_values" not in feeds:
+            raise InputError("missing input pixel_values; an image model takes pixel_values [batch, C, H, W]")
+        check_feeds(feeds, 0)
+        x = feeds["pixel_values"]
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise InputError(f"pixel_values must be [batch, {', '.join(map(str, self.input_shape))}] for this model; "
+                             f"got {list(x.shape)}")
+        try:
+            return self._enc.run_image(image_patches(x, self._image), profile)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+
 class NativeRuntime:
     name = "native"
 
@@ -77,5 +108,7 @@ class NativeRuntime:
         attention = enc.attention
         prec = cfg["precision"] + ("-sparse" if cfg["pattern"] == "4x1" else "") + (
             f"+{attention}-attention" if attention != "fp32" else "")
+        if cfg["image"] is not None:
+            return NativeImageSession(enc, artifact.task, threads, prec, cfg["image"])
         max_len = min(int(cfg["max_position"]) - int(cfg["position_offset"]), artifact.manifest.max_sequence_length)
         return NativeSession(enc, artifact.task, threads, prec, max_len, int(cfg["type_vocab_size"]) > 0)

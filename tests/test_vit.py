@@ -197,13 +197,18 @@ stages:
     assert rep["task"] == "image-classification" and rep["precision"] == "int8"
     assert rep["sparsity"]["total"] >= 0.8 and rep["sparsity"]["pattern"] == "4x1"
     assert set(rep["ablation"]) >= {"student_with_relation", "student_without_relation", "teacher"}
-    assert set(rep["runtimes"]) == {"torch", "onnxruntime", "openvino"}
+    assert set(rep["runtimes"]) == {"torch", "onnxruntime", "openvino", "native"}
+    # int8 4x1 on the native engine against torch fake-quant of the same model (parity: tests/test_vit_native.py)
+    assert abs(rep["runtimes"]["native"]["accuracy"] - rep["runtimes"]["torch"]["accuracy"]) <= 0.003
     assert "Ablation" in (out / "report.md").read_text()
     capsys.readouterr()
     assert main(["eval", str(out), "--runtime", "onnxruntime", "--data", "fashion-mnist", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["metric"] == "accuracy" and res["n"] == 10000 and res["runtime"] == "onnxruntime"
     assert res["value"] == pytest.approx(rep["runtimes"]["onnxruntime"]["accuracy"], abs=1e-4)
+    assert main(["eval", str(out), "--runtime", "native", "--data", "fashion-mnist", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["runtime"] == "native" and res["value"] == pytest.approx(rep["runtimes"]["native"]["accuracy"], abs=1e-4)
 
 
 # ------------------------------------------------------------------------------------------ real teacher

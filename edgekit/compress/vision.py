@@ -258,11 +258,12 @@ def compress_images(model, out_dir, recipe=None, data="fashion-mnist", max_steps
     cal = {"pixel_values": x["train"][:64]} if qstate else None
     art = export_vit_artifact(student, prep, out_dir, model_name=f"{ref.name}+{rec.name}",
                                 labels=list(parts["train"].label_names), qstate=qstate, int8_calibration=cal,
-                                fp32_layers=fp32, act_qparams=act, recipe=rec.to_dict(), progress=progress)
+                                fp32_layers=fp32, act_qparams=act, recipe=rec.to_dict(), progress=progress,
+                              native=True)
     from edgekit.evaluate import evaluate_session
 
     report["runtimes"] = {}
-    for rt in ("torch", "onnxruntime", "openvino"):
+    for rt in ("torch", "onnxruntime", "openvino", "native"):
         from edgekit.runtimes import load
 
         res = evaluate_session(load(art, rt), x["test"], y["test"])

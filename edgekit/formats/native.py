@@ -27,6 +27,23 @@ then, a post-LayerNorm BERT):
   (DistilBERT's pre_classifier): a dense layer (``pooler.*``) and that activation run before the classifier;
   ``none`` (absent): the classifier reads the pooled vector.
 
+Vision Transformers (ViT, DeiT; task ``image-classification``) add two fields (absent: a text model, as before):
+
+- ``norm``: ``pre`` (LayerNorm before attention and before the FFN, the residual added after each, and a final
+  LayerNorm after the last layer) or ``post`` (absent: ``post``, BERT's LayerNorm after each residual add).
+- ``image``: ``{"image_size": [h, w], "patch_size": [ph, pw], "num_channels": c, "prefix_tokens": n}``. The input
+  is pixel values [batch, c, h, w] (preprocessed as the artifact's ``extra.preprocess`` says); the runtime cuts
+  them into (h / ph) * (w / pw) patches, row by row, each flattened in (channel, row, column) order, i.e. the order
+  of the patch Conv2d's weight. ``prefix_tokens`` learned tokens (the class token; DeiT: and the distillation
+  token) come before the patches; the classifier reads the first token's state after the final LayerNorm
+  (``pooling`` ``cls``, ``head`` ``sequence``). ``vocab_size`` and ``type_vocab_size`` are 0, ``max_position`` is
+  ``prefix_tokens`` + patches.
+
+Their tensors replace the text embeddings: ``embeddings.patch.{weight,bias}`` (fp32, [hidden, c * ph * pw] and
+[hidden]: the Conv2d as a GEMM over flattened patches), ``embeddings.prefix`` (fp32 [prefix_tokens, hidden]),
+``embeddings.position`` (fp32 [max_position, hidden]) and ``final_ln.{weight,bias}``; ``attn_ln`` is then the
+LayerNorm before attention and ``ffn_ln`` the one before the FFN. The layers' Linears are stored as for text.
+
 ``weight_bits`` (null for fp32 models; absent in folders written before it existed, read as 8): every int8
 weight lies in [-(2^(bits-1) - 1), 2^(bits-1) - 1], i.e. [-63, 63] for 7-bit weights (checked on read).
 
@@ -58,6 +75,7 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 POOLINGS = ("mean", "cls", "max", "none")
 HEADS = ("none", "sequence", "token")
 HEAD_ACTIVATIONS = ("none", "tanh", "relu")
+NORMS = ("post", "pre")
 
 
 def _np(t) -> np.ndarray:
@@ -87,12 +105,13 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
 
     enc = encoder(wrapper)
     dest.mkdir(parents=True, exist_ok=True)
-    t: dict[str, np.ndarray] = {
-        "embeddings.word": _np(enc.word.weight), "embeddings.position": _np(enc.position.weight),
-        "embeddings.ln.weight": _np(enc.embed_ln.weight), "embeddings.ln.bias": _np(enc.embed_ln.bias),
-    }
-    if enc.token_type is not None and enc.type_vocab_size > 0:
-        t["embeddings.token_type"] = _np(enc.token_type.weight)
+    if enc.image is not None:
+        t = _image_embeddings(enc)
+    else:
+        t = {"embeddings.word": _np(enc.word.weight), "embeddings.position": _np(enc.position.weight),
+             "embeddings.ln.weight": _np(enc.embed_ln.weight), "embeddings.ln.bias": _np(enc.embed_ln.bias)}
+        if enc.token_type is not None and enc.type_vocab_size > 0:
+            t["embeddings.token_type"] = _np(enc.token_type.weight)
     linears = encoder_linears(wrapper)
     qlayers = (qstate or {}).get("layers", {})
     bits = int((qstate or {}).get("weight_bits", 8))
@@ -137,9 +156,35 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
         "labels": labels, "pattern": "4x1" if sparse else "dense", "precision": "int8" if qlayers else "fp32",
         "fp32_layers": fp32_layers if qlayers else [], "weight_bits": bits if qlayers else None,
     }
+    if enc.image is not None:
+        im = enc.image
+        config.update(norm="pre", image={"image_size": list(im["image_size"]), "patch_size": list(im["patch_size"]),
+                                         "num_channels": int(im["num_channels"]),
+                                         "prefix_tokens": int(im["prefix_tokens"])})
     save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, str(dest / "weights.safetensors"))
     (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return dest
+
+
+def _image_embeddings(enc) -> dict[str, np.ndarray]:
+    """A ViT's embedding tensors: the patch Conv2d (kernel = stride = patch) as a [hidden, C * ph * pw] GEMM, the
+    prefix tokens (class token; DeiT: then the distillation token), the position table and the final LayerNorm."""
+    conv, emb = enc.word, enc.embeddings
+    if tuple(conv.kernel_size) != tuple(conv.stride) or any(conv.padding) or conv.groups != 1:
+        raise ArtifactError("the native format takes a patch embedding whose kernel equals its stride "
+                            f"(got kernel {tuple(conv.kernel_size)}, stride {tuple(conv.stride)})")
+    prefix = [emb.cls_token] + ([emb.distillation_token] if getattr(emb, "distillation_token", None) is not None
+                                else [])
+    if len(prefix) != enc.image["prefix_tokens"]:
+        raise ArtifactError(f"{enc.image['prefix_tokens']} prefix tokens described, {len(prefix)} found")
+    hidden = enc.hidden
+    return {
+        "embeddings.patch.weight": _np(conv.weight).reshape(hidden, -1),
+        "embeddings.patch.bias": _np(conv.bias) if conv.bias is not None else np.zeros(hidden, np.float32),
+        "embeddings.prefix": np.concatenate([_np(p).reshape(1, hidden) for p in prefix]),
+        "embeddings.position": _np(enc.position).reshape(-1, hidden),
+        "final_ln.weight": _np(enc.final_ln.weight), "final_ln.bias": _np(enc.final_ln.bias),
+    }
 
 
 def _gather_pruned_neurons(weights: dict, prefix: str) -> None:
@@ -179,9 +224,49 @@ def _architecture(cfg: dict, path: Path) -> None:
                                 f"{', '.join(allowed)}")
     if (cfg["head"] == "token") != (cfg["pooling"] == "none"):
         raise ArtifactError(f"native model {path}: head 'token' goes with pooling 'none' (and only it)")
+    cfg.setdefault("norm", "post")
+    if cfg["norm"] not in NORMS:
+        raise ArtifactError(f"native model {path}: norm {cfg['norm']!r} is not supported; allowed: {', '.join(NORMS)}")
+    image = cfg.setdefault("image", None)
+    if (image is not None) != (cfg["norm"] == "pre"):
+        raise ArtifactError(f"native model {path}: norm 'pre' goes with an image entry (a ViT), and only it")
+    if image is not None:
+        _check_image(cfg, image, path)
     off = cfg["position_offset"]
     if isinstance(off, bool) or not isinstance(off, int) or not 0 <= off < int(cfg.get("max_position", 0)):
         raise ArtifactError(f"native model {path}: position_offset {off!r} must be an integer in 0..max_position - 1")
+
+
+def _check_image(cfg: dict, image, path: Path) -> None:
+    """A ViT's ``image`` entry: whole patches, and positions for the prefix tokens and every patch."""
+    def pair(key):
+        v = image.get(key) if isinstance(image, dict) else None
+        ok = isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and x >= 1 for x in v)
+        return v if ok else None
+
+    size, patch = pair("image_size"), pair("patch_size")
+    ch, prefix = (image.get("num_channels"), image.get("prefix_tokens")) if isinstance(image, dict) else (None, None)
+    if (size is None or patch is None or size[0] % patch[0] or size[1] % patch[1] or not isinstance(ch, int)
+            or ch < 1 or not isinstance(prefix, int) or prefix < 1):
+        raise ArtifactError(f"native model {path}: image must hold image_size and patch_size ([height, width], "
+                            f"whole patches), num_channels >= 1 and prefix_tokens >= 1; got {image!r}")
+    tokens = prefix + (size[0] // patch[0]) * (size[1] // patch[1])
+    if cfg.get("max_position") != tokens or cfg.get("pooling") != "cls" or cfg.get("head") != "sequence":
+        raise ArtifactError(f"native model {path}: an image model has max_position = prefix_tokens + patches "
+                            f"({tokens}), cls pooling and a sequence head")
+
+
+def image_patches(pixels: np.ndarray, image: dict) -> np.ndarray:
+    """Pixel values [B, C, H, W] as the flattened patches a ViT's native model takes: [B, patches, C * ph * pw],
+    patches row by row, each in (channel, row, column) order (that of the patch Conv2d's weight).
+
+    >>> image_patches(np.zeros((2, 1, 28, 28), np.float32), {"patch_size": [7, 7]}).shape
+    (2, 16, 49)
+    """
+    b, c, h, w = pixels.shape
+    ph, pw = image["patch_size"]
+    x = pixels.reshape(b, c, h // ph, ph, w // pw, pw).transpose(0, 2, 4, 1, 3, 5)
+    return np.ascontiguousarray(x.reshape(b, (h // ph) * (w // pw), c * ph * pw), dtype=np.float32)
 
 
 def read_native(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -220,4 +305,14 @@ def read_native(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
                                         f"although weight_bits is {bits}")
             elif w.dtype != np.float32:
                 raise ArtifactError(f"native model {path}: {name}.weight must be int8 or float32, not {w.dtype}")
+    if cfg["image"] is not None:
+        im = cfg["image"]
+        dim = im["num_channels"] * im["patch_size"][0] * im["patch_size"][1]
+        for name, shape in (("embeddings.patch.weight", (h, dim)), ("embeddings.patch.bias", (h,)),
+                            ("embeddings.prefix", (im["prefix_tokens"], h)),
+                            ("embeddings.position", (cfg["max_position"], h)), ("final_ln.weight", (h,)),
+                            ("final_ln.bias", (h,))):
+            a = tensors.get(name)
+            if a is None or a.dtype != np.float32 or tuple(a.shape) != shape:
+                raise ArtifactError(f"native model {path}: {name} missing or not float32 of shape {shape}")
     return cfg, tensors

@@ -279,6 +279,10 @@ ek_engine* load(const std::string& dir, int threads) {
   if (!mtask || mtask->kind != Json::kString || mtask->str != task)
     fail(EK_ENGINE_EFORMAT, where + ": task " + task + " differs from the artifact's");
 
+  const Json* image = cfg.get("image");
+  if (image && image->kind != Json::kNull)
+    fail(EK_ENGINE_EFORMAT, where + ": an image model (ViT); the C API runs token-id models only (use the Python "
+                                    "native runtime)");
   ek::engine::EncoderConfig c;
   c.hidden = int_field(cfg, "hidden", where);
   c.heads = int_field(cfg, "heads", where);

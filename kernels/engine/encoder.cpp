@@ -108,17 +108,35 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg, const TensorLookup& t, int th
   chain_t_ = pat == EK_BLOCK_4X1;  // the 4x1 kernels take and give transposed activations natively
   ek_set_num_threads(threads_);
   const int64_t tv = cfg.type_vocab_size;
-  word_ = take<float>(t, "embeddings.word", {vocab_, h_});
-  pos_ = take<float>(t, "embeddings.position", {maxpos_, h_});
-  if (tv > 0) {
-    type_ = take<float>(t, "embeddings.token_type", {tv, h_});
-    types_ = tv;
+  pre_ln_ = cfg.pre_ln;
+  patches_ = cfg.patches;
+  if (pre_ln_ != (patches_ > 0))
+    bad("native model: pre-LayerNorm layers come with image input (a ViT) and image input with them");
+  if (patches_ > 0) {  // a ViT: patch GEMM, prefix tokens and positions; the final LayerNorm after the last layer
+    patch_dim_ = cfg.patch_dim;
+    prefix_ = cfg.prefix_tokens;
+    if (patch_dim_ < 1 || prefix_ < 0 || maxpos_ != prefix_ + patches_ || (cls_ && prefix_ < 1))
+      bad("native model: bad image sizes (patch_dim >= 1, max_position = prefix_tokens + patches, a class token "
+          "for cls pooling)");
+    patch_ = load_linear(t, "embeddings.patch", h_, patch_dim_, EK_DENSE);
+    if (patch_.int8) bad("native model: embeddings.patch must be fp32");
+    prefix_emb_ = take<float>(t, "embeddings.prefix", {prefix_, h_});
+    pos_ = take<float>(t, "embeddings.position", {maxpos_, h_});
+    fln_w_ = take<float>(t, "final_ln.weight", {h_});
+    fln_b_ = take<float>(t, "final_ln.bias", {h_});
   } else {
-    type_.assign(h_, 0.f);  // no token type embeddings (DistilBERT, RoBERTa-like): one zero row all tokens add
-    types_ = 0;
+    word_ = take<float>(t, "embeddings.word", {vocab_, h_});
+    pos_ = take<float>(t, "embeddings.position", {maxpos_, h_});
+    if (tv > 0) {
+      type_ = take<float>(t, "embeddings.token_type", {tv, h_});
+      types_ = tv;
+    } else {
+      type_.assign(h_, 0.f);  // no token type embeddings (DistilBERT, RoBERTa-like): one zero row all tokens add
+      types_ = 0;
+    }
+    eln_w_ = take<float>(t, "embeddings.ln.weight", {h_});
+    eln_b_ = take<float>(t, "embeddings.ln.bias", {h_});
   }
-  eln_w_ = take<float>(t, "embeddings.ln.weight", {h_});
-  eln_b_ = take<float>(t, "embeddings.ln.bias", {h_});
   for (int64_t i = 0; i < nl_; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
     Layer L;
@@ -154,6 +172,7 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg, const TensorLookup& t, int th
 }
 
 void EncoderImpl::set_input(const int64_t* id, const int64_t* mk, const int64_t* ty, int64_t B, int64_t S) {
+  if (patches_ > 0) bad("this model takes images (pixel patches), not token ids");
   if (B == 0 || S == 0) bad("empty input: batch and seq must be at least 1");
   if (S + pos_off_ > maxpos_)
     bad("sequence length " + std::to_string(S) + " is longer than the model's maximum " + std::to_string(maxpos_ - pos_off_));
@@ -191,6 +210,28 @@ void EncoderImpl::set_input(const int64_t* id, const int64_t* mk, const int64_t*
     seq_len_[b] = (int64_t)tok_id_.size() - seq_start_[b];
     if (seq_len_[b] == 0) bad("row " + std::to_string(b) + " has no attended token");
   }
+  B_ = B;
+  S_ = S;
+}
+
+// An image batch: every image is prefix_ tokens then its patches_ patches, all attended; the token bookkeeping plan()
+// and pool() read is filled as for unpadded sequences of that length.
+void EncoderImpl::set_image_input(const float* px, int64_t B, int64_t P, int64_t K) {
+  if (patches_ == 0) bad("this model takes token ids, not image patches");
+  if (B < 1) bad("empty input: batch must be at least 1");
+  if (P != patches_ || K != patch_dim_)
+    bad("image patches must be [batch, " + std::to_string(patches_) + ", " + std::to_string(patch_dim_) + "]; got [" +
+        std::to_string(B) + ", " + std::to_string(P) + ", " + std::to_string(K) + "]");
+  const int64_t S = prefix_ + P;
+  pix_.assign(px, px + B * P * K);
+  seq_start_.resize(B);
+  seq_len_.assign(B, S);
+  for (int64_t b = 0; b < B; ++b) seq_start_[b] = b * S;
+  tok_id_.assign(B * S, 0);
+  tok_type_.assign(B * S, 0);
+  tok_pos_.resize(B * S);
+  for (int64_t i = 0; i < B * S; ++i) tok_pos_[i] = i % S;
+  tok_col_ = tok_pos_;
   B_ = B;
   S_ = S;
 }
@@ -254,6 +295,10 @@ void EncoderImpl::linear_u8(const Linear& l, const uint8_t* xq, int64_t ldx, boo
 }
 
 void EncoderImpl::forward(float* out, Profile* prof) {
+  if (pre_ln_) {
+    forward_pre(out, prof);
+    return;
+  }
   plan(B_);
   StepTimer timer(prof);
   embeddings(timer);
@@ -391,7 +436,7 @@ void EncoderImpl::attention_layer(const Layer& L, bool cls_only, StepTimer& time
 // The steps after attention: O projection, add + LayerNorm, FFN-in, FFN-out, add + LayerNorm (quantised for
 // `next`, the Linear that reads the layer's output), tile by tile where that applies.
 void EncoderImpl::feed_forward(const Layer& L, const Linear* next, StepTimer& timer) {
-  const int64_t H = h_, T = T_, tp = tp_;
+  const int64_t T = T_;
   if (tiled(L, T)) {
     run_tiles(&L, next, timer);
     ++tile_fused_layers;
@@ -402,6 +447,14 @@ void EncoderImpl::feed_forward(const Layer& L, const Linear* next, StepTimer& ti
   timer.stop("o_proj");
   add_ln(x_.data(), tmp_.data(), T, L.ln1_w, L.ln1_b, &L.ffn_in);
   timer.stop("add_ln");
+  ffn(L, timer);
+  add_ln(x_.data(), tmp_.data(), T, L.ln2_w, L.ln2_b, next);
+  timer.stop("add_ln");
+}
+
+// The feed-forward block on the T rows of x_ (the LayerNorm before it has run) into tmp_.
+void EncoderImpl::ffn(const Layer& L, StepTimer& timer) {
+  const int64_t H = h_, T = T_, tp = tp_;
   // FFN-in: GELU and (when FFN-out is int8) requantisation to u8 are fused into the GEMM epilogue. With
   // both sparse int8, the hidden activations stay transposed ([inter][padded T]) between the two GEMMs,
   // which is the layout the sparse kernel consumes, so neither side transposes them.
@@ -431,8 +484,67 @@ void EncoderImpl::feed_forward(const Layer& L, const Linear* next, StepTimer& ti
     linear(L.ffn_out, ffn_hidden_.data(), T, tmp_.data());
   }
   timer.stop("ffn_out");
-  add_ln(x_.data(), tmp_.data(), T, L.ln2_w, L.ln2_b, next);
+}
+
+// A pre-LN encoder (ViT) on image input: the residual stream lives in res_, each LayerNorm writes its output to x_
+// (which the attention and FFN steps read, as in the post-LN loop), and the sublayers' outputs are added back to
+// res_. As there, CLS pooling lets the last layer go on with the class tokens only after attention.
+void EncoderImpl::forward_pre(float* out, Profile* prof) {
+  plan(B_);
+  StepTimer timer(prof);
+  const int64_t H = h_;
+  res_.resize(T_ * H);
+  embed_image(timer);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& L = layers_[i];
+    const bool cls_only = cls_ && i + 1 == layers_.size();
+    timer.restart();
+    std::copy(res_.begin(), res_.begin() + T_ * H, x_.begin());
+    add_ln(x_.data(), nullptr, T_, L.ln1_w, L.ln1_b, qkv_reader(i));
+    timer.stop("add_ln");
+    attention_layer(L, cls_only, timer);
+    timer.restart();
+    if (cls_only) {  // seq_start[b] >= b: moving rows forward in order never overwrites a source
+      for (int64_t b = 0; b < B_; ++b) {
+        std::memmove(ctx_.data() + b * H, ctx_.data() + seq_start_[b] * H, H * sizeof(float));
+        std::memmove(res_.data() + b * H, res_.data() + seq_start_[b] * H, H * sizeof(float));
+      }
+      T_ = B_;
+      tp_ = t_stride(T_);
+    }
+    timer.stop("attention");
+    linear(L.o, ctx_.data(), T_, tmp_.data());
+    timer.stop("o_proj");
+    for (int64_t j = 0; j < T_ * H; ++j) res_[j] += tmp_[j];
+    std::copy(res_.begin(), res_.begin() + T_ * H, x_.begin());
+    add_ln(x_.data(), nullptr, T_, L.ln2_w, L.ln2_b, &L.ffn_in);
+    timer.stop("add_ln");
+    ffn(L, timer);
+    timer.restart();
+    for (int64_t j = 0; j < T_ * H; ++j) res_[j] += tmp_[j];
+    timer.stop("add_ln");
+  }
+  std::copy(res_.begin(), res_.begin() + T_ * H, x_.begin());
+  add_ln(x_.data(), nullptr, T_, fln_w_, fln_b_, nullptr);
   timer.stop("add_ln");
+  pool(out, timer);
+  timer.stop("pooling");
+}
+
+// res_ rows of image b: its prefix tokens, then its patches through the patch GEMM (all B * patches rows in one
+// call, into tmp_), each plus its position's embedding.
+void EncoderImpl::embed_image(StepTimer& timer) {
+  const int64_t H = h_, P = patches_, S = prefix_ + P;
+  timer.restart();
+  linear(patch_, pix_.data(), B_ * P, tmp_.data());
+  for (int64_t b = 0; b < B_; ++b)
+    for (int64_t s = 0; s < S; ++s) {
+      const float* src = s < prefix_ ? prefix_emb_.data() + s * H : tmp_.data() + (b * P + s - prefix_) * H;
+      const float* p = pos_.data() + s * H;
+      float* r = res_.data() + (b * S + s) * H;
+      for (int64_t e = 0; e < H; ++e) r[e] = src[e] + p[e];
+    }
+  timer.stop("embeddings");
 }
 
 // The FFN activation on n values, for activations the GEMM epilogues do not fuse (they fuse GELU with erf).
@@ -617,6 +729,10 @@ void Encoder::set_input(const int64_t* ids, const int64_t* mask, int64_t batch, 
 void Encoder::set_input(const int64_t* ids, const int64_t* mask, const int64_t* token_types, int64_t batch,
                         int64_t seq) {
   impl_->set_input(ids, mask, token_types, batch, seq);
+}
+bool Encoder::image_input() const { return impl_->patches_ > 0; }
+void Encoder::set_image_input(const float* patches, int64_t batch, int64_t patches_per_image, int64_t patch_dim) {
+  impl_->set_image_input(patches, batch, patches_per_image, patch_dim);
 }
 void Encoder::forward(float* out, Profile* profile) {
   ek_set_num_threads(impl_->threads_);

@@ -1,6 +1,6 @@
-// edgekit native engine: a BERT-family encoder (post-LN: BERT, DistilBERT, RoBERTa) on edgekit's int8 / 4x1-sparse
-// kernels, as a C++ API of libedgekit.so (no Python here: kernels/python/engine_module.cpp binds it as
-// edgekit._engine).
+// edgekit native engine: a BERT-family encoder (post-LN: BERT, DistilBERT, RoBERTa) or a Vision Transformer (pre-LN:
+// ViT, DeiT; image patches in) on edgekit's int8 / 4x1-sparse kernels, as a C++ API of libedgekit.so (no Python here:
+// kernels/python/engine_module.cpp binds it as edgekit._engine).
 //
 // Bad input (shapes, dtypes, ids, masks, options) throws std::invalid_argument with one readable line; a kernel
 // failure std::runtime_error. The weights come through a TensorLookup, so the caller owns their storage.
@@ -53,6 +53,15 @@ struct EncoderConfig {
   Head head = Head::kNone;
   HeadActivation head_activation = HeadActivation::kNone;
   bool sparse_4x1 = false;  // weights pruned in 4x1 blocks (else dense)
+  // Vision Transformers (ViT, DeiT): LayerNorm before attention and before the FFN, the residual added after each,
+  // and a final LayerNorm ("final_ln.*") after the last layer. Needs the image input below.
+  bool pre_ln = false;
+  // Image input (patches > 0): each row of the input is one image as `patches` flattened patches of patch_dim
+  // values (C * ph * pw, in the order of the patch Conv2d's weight), embedded by an fp32 GEMM ("embeddings.patch.*",
+  // [hidden, patch_dim]) after prefix_tokens learned tokens ("embeddings.prefix", [prefix_tokens, hidden]: the class
+  // token, DeiT's distillation token), plus "embeddings.position" [max_position, hidden] with max_position =
+  // prefix_tokens + patches. Every token is attended; there is no embedding LayerNorm.
+  int64_t patches = 0, patch_dim = 0, prefix_tokens = 0;
 };
 
 // Sets config's activation, pooling, normalize, head and head_activation from the native format's names
@@ -93,6 +102,11 @@ class EK_ENGINE_API Encoder {
   // without token type embeddings takes only 0). token_types may be null: every token is segment 0.
   void set_input(const int64_t* ids, const int64_t* mask, const int64_t* token_types, int64_t batch, int64_t seq);
   void forward(float* out, Profile* profile);
+  // Image models (image_input()): set_image_input takes [batch, patches, patch_dim] fp32 (row-major, flattened
+  // patches; copied) in place of ids and mask; forward then runs as above. The token set_input refuses image models
+  // and this one the others.
+  bool image_input() const;
+  void set_image_input(const float* patches, int64_t batch, int64_t patches_per_image, int64_t patch_dim);
 
   // Run each layer's steps after attention one 64-token tile per task when that applies (results are identical
   // either way; false is for comparisons).

@@ -11,6 +11,9 @@
 // On the token-tile path (4x1 sparse int8 on AVX-512 VNNI) the work is split so that data stays on the core that
 // made it: each attention task computes its own head's q, k, v rows (attn_task), and the steps after attention
 // run one 64-token tile per task (run_tile), so a layer is two parallel regions.
+// Pre-LN encoders (ViT, image input) take their own, plainer loop (forward_pre): patch GEMM + prefix tokens +
+// positions into the residual stream res_, then per layer x = LN1(res) -> the same attention step -> res += O(ctx),
+// x = LN2(res) -> the same FFN step -> res += FFN(x); final LayerNorm, pooling and head as above.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -60,6 +63,10 @@ class EncoderImpl {
   void embeddings(StepTimer& timer);
   void attention_layer(const Layer& L, bool cls_only, StepTimer& timer);
   void feed_forward(const Layer& L, const Linear* next, StepTimer& timer);
+  void ffn(const Layer& L, StepTimer& timer);  // tmp_[T, H] = FFN-out(act(FFN-in(x_))) (both LayerNorm styles)
+  void set_image_input(const float* px, int64_t B, int64_t P, int64_t K);
+  void forward_pre(float* out, Profile* prof);  // pre-LN layers on image input
+  void embed_image(StepTimer& timer);           // res_ = [prefix tokens; patch GEMM] + positions
   void pool(float* out, StepTimer& timer);
   void classify(const float* rows, int64_t n, float* out) const;  // classifier on n rows [n, H] -> [n, labels]
   void activate(float* y, int64_t n) const;  // the FFN activation on n values (when not fused in the GEMM)
@@ -105,6 +112,11 @@ class EncoderImpl {
   int64_t S_ = 0;  // the run's padded sequence length (per-token output)
   std::vector<float> word_, pos_, type_, eln_w_, eln_b_, cls_w_, cls_b_;
   Linear pooler_;
+  // image input / pre-LN (zero / empty otherwise): patches per image, values per patch, prefix tokens
+  bool pre_ln_ = false;
+  int64_t patches_ = 0, patch_dim_ = 0, prefix_ = 0;
+  Linear patch_;                                       // fp32 dense [H, patch_dim]
+  std::vector<float> prefix_emb_, fln_w_, fln_b_, pix_, res_;  // pix_: the run's patches; res_: residual stream
   std::vector<Layer> layers_;
   bool merge_chunks = true;  // head tasks of several 64-aligned chunks in one region; false: one per chunk
   bool tile_fusion = true;   // run each layer's steps after attention tile by tile when that applies (run_tile)

@@ -60,6 +60,17 @@ ek::engine::EncoderConfig read_config(const py::dict& cfg) {
     bad(std::string("native model: ") + ex.what());
   }
   if (c.head != ek::engine::Head::kNone) c.num_labels = cfg["num_labels"].cast<int64_t>();
+  // a ViT (edgekit/formats/native.py): pre-LN layers and image input, sized from the "image" entry
+  c.pre_ln = str("norm") == "pre";
+  if (cfg.contains("image") && !cfg["image"].is_none()) {
+    const py::dict im = cfg["image"].cast<py::dict>();
+    const auto size = im["image_size"].cast<std::vector<int64_t>>(), patch = im["patch_size"].cast<std::vector<int64_t>>();
+    if (size.size() != 2 || patch.size() != 2 || patch[0] < 1 || patch[1] < 1 || size[0] % patch[0] || size[1] % patch[1])
+      bad("native model: image_size must be a whole number of patch_size patches ([height, width] each)");
+    c.patches = (size[0] / patch[0]) * (size[1] / patch[1]);
+    c.patch_dim = im["num_channels"].cast<int64_t>() * patch[0] * patch[1];
+    c.prefix_tokens = im["prefix_tokens"].cast<int64_t>();
+  }
   return c;
 }
 
@@ -87,6 +98,16 @@ std::unique_ptr<LockedEncoder> make_encoder(const py::dict& cfg, const py::dict&
   return std::make_unique<LockedEncoder>(c, lookup, threads, attention);
 }
 
+// A run's step times added into the caller's dict (when it passed one): microseconds, summed over calls.
+void add_profile(const py::object& profile, const ek::engine::Profile& prof) {
+  if (profile.is_none()) return;
+  py::dict d = profile.cast<py::dict>();
+  for (auto& kv : prof) {
+    const double before = d.contains(kv.first.c_str()) ? d[kv.first.c_str()].cast<double>() : 0.0;
+    d[kv.first.c_str()] = before + kv.second;
+  }
+}
+
 py::array_t<float> run(LockedEncoder& e, py::array_t<int64_t, py::array::c_style> ids,
                        py::array_t<int64_t, py::array::c_style> mask, py::object profile, py::object token_types) {
   if (ids.ndim() != 2 || mask.ndim() != 2 || ids.shape(0) != mask.shape(0) || ids.shape(1) != mask.shape(1))
@@ -110,13 +131,25 @@ py::array_t<float> run(LockedEncoder& e, py::array_t<int64_t, py::array::c_style
     e.set_input(id, mk, ty, B, S);  // std::invalid_argument (bad ids, mask or types) -> ValueError, with the GIL back
     e.forward(dst, profile.is_none() ? nullptr : &prof);
   }
-  if (!profile.is_none()) {
-    py::dict d = profile.cast<py::dict>();
-    for (auto& kv : prof) {
-      const double before = d.contains(kv.first.c_str()) ? d[kv.first.c_str()].cast<double>() : 0.0;
-      d[kv.first.c_str()] = before + kv.second;  // microseconds, summed over calls
-    }
+  add_profile(profile, prof);
+  return out;
+}
+
+// An image batch: patches [batch, patches, patch_dim] fp32 (the session flattens the pixels into patches).
+py::array_t<float> run_image(LockedEncoder& e, py::array_t<float, py::array::c_style> patches, py::object profile) {
+  if (patches.ndim() != 3) bad("image patches must be [batch, patches, patch_dim]");
+  const int64_t B = patches.shape(0), P = patches.shape(1), K = patches.shape(2);
+  py::array_t<float> out({B, e.out_width()});
+  ek::engine::Profile prof;
+  const float* px = patches.data();
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(e.run_mu);
+    e.set_image_input(px, B, P, K);
+    e.forward(dst, profile.is_none() ? nullptr : &prof);
   }
+  add_profile(profile, prof);
   return out;
 }
 
@@ -136,13 +169,16 @@ py::array_t<float> attention_head(py::array_t<float, py::array::c_style | py::ar
 }  // namespace
 
 PYBIND11_MODULE(_engine, m) {
-  m.doc() = "edgekit native engine: BERT-family encoders on edgekit's int8 / 4x1-sparse kernels";
+  m.doc() = "edgekit native engine: BERT-family encoders and ViTs on edgekit's int8 / 4x1-sparse kernels";
   py::class_<LockedEncoder>(m, "Encoder")
       .def(py::init(&make_encoder), py::arg("config"), py::arg("tensors"), py::arg("threads"),
            py::arg("attention") = "fp32")
       .def_property_readonly("attention", &Encoder::attention)
       .def("run", &run, py::arg("input_ids"), py::arg("attention_mask"), py::arg("profile") = py::none(),
            py::arg("token_type_ids") = py::none())
+      .def("run_image", &run_image, py::arg("patches"), py::arg("profile") = py::none(),
+           "logits of an image batch: patches [batch, patches, patch_dim] float32 (C-contiguous)")
+      .def_property_readonly("image_input", &Encoder::image_input, "the model takes image patches (a ViT)")
       .def_property_readonly("out_width", &Encoder::out_width)
       .def_property_readonly("per_token", &Encoder::per_token, "one output row per input token ([batch, seq, width])")
       .def_property_readonly("fused_qkv", &Encoder::fused_qkv)
