@@ -42,6 +42,7 @@ def export_artifact(
     int8_calibration: dict[str, np.ndarray] | None = None,
     fp32_layers: Sequence[str] = (),
     act_qparams: dict[str, tuple[float, int]] | None = None,
+    weight_bits: int | None = None,
     recipe: dict | None = None,
     extra_files: Callable[[Path], dict[str, str]] | None = None,
     overwrite: bool = True,
@@ -55,7 +56,7 @@ def export_artifact(
     and OpenVINO with NNCF; otherwise both stay fp32. ``fp32_layers`` names Linear modules (as in
     ``model.named_modules()``, e.g. ``encoder.layer.3.output.dense``) that both keep in fp32. ``act_qparams``
     ({module name: (scale, zero point)}) replaces ONNX Runtime's own activation calibration for those
-    Linears with the values the model was trained with (edgekit's QAT). ``extra_files(tmp)`` may write more files into
+    Linears with the values the model was trained with (edgekit's QAT), and ``weight_bits`` its weight rounding. ``extra_files(tmp)`` may write more files into
     the staging folder and returns the formats it added (``{"native": "native"}``).
     """
     from tqdm.auto import tqdm
@@ -93,7 +94,7 @@ def export_artifact(
         if "onnx" in formats:
             if int8_calibration is not None:
                 onnx_export.quantize_static_qdq(onnx_fp32, tmp / "onnx" / "model.onnx", int8_calibration, fp32_layers,
-                                                act_qparams)
+                                                act_qparams, weight_bits)
             paths["onnx"], prec["onnx"] = "onnx/model.onnx", precision
             bar.update()
         if "openvino" in formats:

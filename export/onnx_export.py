@@ -127,6 +127,43 @@ def set_activation_qparams(path: Path, act_qparams: dict[str, tuple[float, int]]
     return done
 
 
+def requantize_weights(path: Path, fp32_path: Path, modules, bits: int) -> int:
+    """Round the s8 weights of the named Linears' MatMuls (torch module names) as edgekit's fake-quant and native
+    engine do: per output channel, scale = max |w| / weight_qmax(bits), |q| <= weight_qmax(bits) (63 for the
+    7-bit weights of AVX2 hosts). ONNX Runtime's quantizer rounds to 8 bits with its own scales; after QAT with
+    7-bit weights that put its logits up to 0.36 away from torch's on a small random DistilBERT. The fp32
+    weights come from ``fp32_path``, the model the quantizer read. Returns how many MatMuls were rewritten."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgekit.formats.int8 import weight_qmax
+
+    qmax = weight_qmax(bits)
+    source = {i.name: i for i in onnx.load(str(fp32_path)).graph.initializer}
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    pats = [node_pattern(m) for m in modules]
+    done = 0
+    for n in g.node:
+        if n.op_type != "MatMul" or not any(p in n.name for p in pats):
+            continue
+        dq = producer.get(n.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or not dq.input[0].endswith("_quantized"):
+            continue
+        q_name, s_name = dq.input[0], dq.input[1]
+        w = numpy_helper.to_array(source[q_name[: -len("_quantized")]]).astype(np.float32)  # [K, N]
+        amax = np.abs(w).max(axis=0)
+        scale = np.where(amax > 0, amax / np.float32(qmax), np.float32(1.0)).astype(np.float32)
+        q = np.clip(np.round(w / scale[None, :]), -qmax, qmax).astype(np.int8)
+        inits[q_name].CopyFrom(numpy_helper.from_array(q, q_name))
+        inits[s_name].CopyFrom(numpy_helper.from_array(scale, s_name))
+        done += 1
+    onnx.save(model, str(path))
+    return done
+
+
 def float_outside_linears(path: Path) -> int:
     """Keep every tensor fp32 except the inputs of quantised Linear MatMuls, as edgekit's scheme does.
 
@@ -177,13 +214,16 @@ def float_outside_linears(path: Path) -> int:
 
 
 def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, np.ndarray], fp32_layers=(),
-                        act_qparams: dict[str, tuple[float, int]] | None = None) -> Path:
+                        act_qparams: dict[str, tuple[float, int]] | None = None,
+                        weight_bits: int | None = None) -> Path:
     """Static int8 in QDQ form: s8 per-channel weights, u8 activations, calibrated on real text.
 
     Only MatMuls with a constant weight (the Linear layers) are quantised, as in edgekit's own scheme;
     attention products, LayerNorm and softmax stay fp32, and so do the Linear modules in ``fp32_layers``.
     Measured on minilm-l6 (64 bbc-news test texts): all Linears int8 gives embedding cosine 0.937 vs
     fp32; keeping the six FFN-output Linears (input = GELU output, long-tailed) in fp32 gives 0.994.
+    With ``act_qparams`` and ``weight_bits`` (a QAT-trained model) those Linears get the activation qparams and
+    the weight rounding it was trained with (:func:`set_activation_qparams`, :func:`requantize_weights`).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -198,6 +238,8 @@ def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, 
             op_types_to_quantize=["MatMul"], calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=_activation_matmuls(pre) + _matmuls_of(pre, fp32_layers),
         )
+        if act_qparams and weight_bits is not None:
+            requantize_weights(out_path, pre, act_qparams, weight_bits)
     except Exception as exc:  # onnxruntime raises many kinds; report one line
         raise EdgekitError(f"ONNX Runtime int8 quantization failed: {exc}") from exc
     finally:

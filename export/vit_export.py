@@ -61,7 +61,7 @@ def export_vit_artifact(model, prep, out_dir, *, model_name: str, labels: list[s
         if "onnx" in formats:
             if int8_calibration is not None:
                 onnx_export.quantize_static_qdq(fp32, onnx_dir / "model.onnx", int8_calibration, fp32_layers,
-                                                act_qparams)
+                                                act_qparams, qstate["weight_bits"] if qstate else None)
             paths["onnx"], prec["onnx"] = "onnx/model.onnx", precision
             bar.update()
         if "openvino" in formats:

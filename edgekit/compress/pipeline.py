@@ -243,5 +243,6 @@ def _export(run: training.Run, ref, rec: Recipe, out: Path, report: dict, progre
     act = {names[n]: (v["x_scale"], v["x_zp"]) for n, v in qstate["layers"].items()} if qstate else None
     return export_artifact(student, tok, out, task=ref.task, model_name=f"{ref.name}+{rec.name}",
                            formats=("onnx", "openvino"), labels=labels, int8_calibration=cal, fp32_layers=fp32,
-                           act_qparams=act, recipe=rec.to_dict(), extra_files=extra, progress=progress)
+                           act_qparams=act, weight_bits=qstate["weight_bits"] if qstate else None,
+                           recipe=rec.to_dict(), extra_files=extra, progress=progress)
 

@@ -64,3 +64,49 @@ def test_compress_and_run_everywhere(tiny_folder, tmp_path, arch, head, pooling)
         else:  # their own int8 schemes (NNCF, ONNX Runtime's QDQ) of the same weights: a sanity bound only (the
             # 5 logits of a random 2-layer model moved 0.86 in cosine by OpenVINO int8 in one run)
             assert cos.mean() >= 0.8, (runtime, cos.mean())
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+@pytest.mark.parametrize("arch", ["distilbert", pytest.param("roberta", marks=pytest.mark.slow)])
+def test_a_users_csv_and_folder_through_compress_eval_everywhere_and_bench(tiny_folder, tmp_path, capsys, arch):
+    """Issue 24's path: a CSV with string labels in a column not called ``label`` and the text in one not called
+    ``text``, a DistilBERT / RoBERTa classifier folder; every runtime scores the CSV's test split within 2
+    points of torch (random weights: the same predictions up to a row or so), and the bench runs on it."""
+    import csv
+
+    from edgekit.cli import main
+
+    words = {"billing": "invoice charge refund payment card", "login": "password account sign locked reset",
+             "shipping": "parcel delivery courier tracking late"}
+    path = tmp_path / "tickets.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "queue", "body"])
+        for k in range(150):
+            for queue, ws in words.items():
+                ws = ws.split()
+                w.writerow([f"{queue}-{k}", queue, f"case {k}: my {ws[k % 5]} and {ws[(k * 3 + 1) % 5]} issue, "
+                                                   f"ref {k * 7919 % 1000}"])
+    cols = ["--data", str(path), "--text-column", "body", "--label-column", "queue"]
+    folder = tiny_folder(arch, "sequence", num_labels=3)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE)
+    out = tmp_path / "out"
+    assert main(["compress", str(folder), "-o", str(out), "--recipe", str(recipe), "--max-steps", "3", *cols]) == 0
+    assert json.loads((out / "manifest.json").read_text())["labels"] == sorted(words)
+    capsys.readouterr()
+    scores = {}
+    for runtime in ("torch", "onnxruntime", "openvino", "native"):
+        assert main(["eval", str(out), "--runtime", runtime, "--json", *cols]) == 0
+        res = json.loads(capsys.readouterr().out)
+        assert (res["n"], res["metric"], res["runtime"]) == (90, "accuracy", runtime)  # 20% of 450 rows
+        scores[runtime] = res["value"]
+    for runtime, value in scores.items():
+        assert abs(value - scores["torch"]) <= 0.02, scores
+    table = tmp_path / "bench.jsonl"
+    assert main(["bench", str(out), "-r", "native,onnxruntime,openvino", "--reference", "openvino", "-b", "1",
+                 "-s", "32", "--min-time", "0.05", "--rounds", "2", "--json", str(table)]) == 0
+    rows = [json.loads(line) for line in table.read_text().splitlines()]
+    assert {r["runtime"] for r in rows} == {"native", "onnxruntime", "openvino"}
+    assert all(r["latency_ms"]["p50"] > 0 and r["batch"] == 1 and r["seq"] == 32 for r in rows)
