@@ -145,6 +145,8 @@ PYBIND11_MODULE(_kernels, m) {
     ek_set_num_threads(n);
   });
   m.def("get_num_threads", &ek_get_num_threads);
+  m.def("pool_solo_jobs", &ek_pool_solo_jobs, "jobs the pool ran on the caller alone because its workers' cores "
+        "were busy with other processes");
   m.attr("PACK_VERSION") = EK_PACK_VERSION;
 
   py::class_<Packed>(m, "PackedWeight")

@@ -19,6 +19,11 @@ namespace {
 // touches the same part of the output and of the weights and finds them in its own core's L2. (With one shared
 // counter the tasks landed on either core at random: each core read all of a GEMM's weights and took the
 // output's lines from the other core's cache. M = 128, K = 384, N = 1536 int8, 2 threads: see the README.)
+// When another process holds a core, a worker is descheduled in the middle of a task now and then, and the caller,
+// done with every other task, waits for that one for up to a scheduler slice; an encoder issues ~50 jobs per run, so
+// those waits add up (2.5x the quiet latency measured with one core busy). The pool therefore watches that tail:
+// the caller's wait for a worker that had started work, as a share of the job's time, over a window of jobs. When it
+// stays over a threshold the caller runs the next jobs alone (the workers stay asleep), then tries the workers again.
 class Pool {
  public:
   explicit Pool(int n) { resize(n); }
@@ -44,6 +49,13 @@ class Pool {
       return;
     }
     std::lock_guard<std::mutex> serial(run_mu_);  // one job at a time
+    if (solo_left_ > 0) {  // the workers' cores were busy elsewhere lately: run this job on the caller alone
+      --solo_left_;
+      solo_jobs_.fetch_add(1, std::memory_order_relaxed);
+      for (int64_t i = 0; i < n; ++i) fn(i, ctx);
+      return;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
     fn_ = fn;
     ctx_ = ctx;
     for (int t = 0; t < nthreads_; ++t) {
@@ -56,20 +68,44 @@ class Pool {
       std::lock_guard<std::mutex> lk(mu_);  // wakes sleepers; see loop() for why this cannot be missed
       if (sleepers_) cv_.notify_all();
     }
-    work(0);
+    const int64_t mine = work(0);
+    const auto t1 = std::chrono::steady_clock::now();
     for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
       if (spins < 4096) __builtin_ia32_pause();
       else std::this_thread::yield();
+    }
+    // The tail counts only when a worker took part (a worker still waking up took no task: no tail of ours).
+    if (mine < n) {
+      const auto t2 = std::chrono::steady_clock::now();
+      window_tail_ += std::chrono::duration<double>(t2 - t1).count();
+      window_total_ += std::chrono::duration<double>(t2 - t0).count();
+    }
+    if (++window_jobs_ == kWindowJobs) {
+      // two windows in a row: a single slow window also happens on a quiet machine (an interrupt, a page fault)
+      strikes_ = window_total_ > 0 && window_tail_ > kTailShare * window_total_ ? strikes_ + 1 : 0;
+      if (strikes_ >= 2) {
+        solo_left_ = kSoloJobs;
+        strikes_ = 0;
+      }
+      window_jobs_ = 0;
+      window_tail_ = window_total_ = 0;
     }
   }
 
  private:
   static constexpr double kSpinSeconds = 300e-6;
-  void work(int self) {
+  // Solo mode: judged over kWindowJobs jobs; entered when the caller's wait for busy workers exceeds kTailShare of
+  // those jobs' time in two windows in a row; lasts kSoloJobs jobs (a few encoder runs).
+  static constexpr int kWindowJobs = 64;
+  static constexpr double kTailShare = 0.25;
+  static constexpr int kSoloJobs = 256;
+  int64_t work(int self) {  // returns the number of tasks this thread ran
+    int64_t done = 0;
     for (int d = 0; d < nthreads_; ++d) {
       Range& r = ranges_[(self + d) % nthreads_];
-      for (int64_t i; (i = r.next.fetch_add(1, std::memory_order_relaxed)) < r.end;) fn_(i, ctx_);
+      for (int64_t i; (i = r.next.fetch_add(1, std::memory_order_relaxed)) < r.end; ++done) fn_(i, ctx_);
     }
+    return done;
   }
   void loop(uint64_t seen, int self) {
     for (;;) {
@@ -117,6 +153,13 @@ class Pool {
   std::atomic<uint64_t> gen_{0};
   std::atomic<bool> quit_{false};
   int sleepers_ = 0;
+ public:
+  std::atomic<int64_t> solo_jobs_{0};
+
+ private:
+  // solo-mode bookkeeping, touched by the caller under run_mu_ only
+  int solo_left_ = 0, window_jobs_ = 0, strikes_ = 0;
+  double window_tail_ = 0, window_total_ = 0;
   // Atomic: run()'s one-thread shortcut reads it without run_mu_ while another caller (an encoder with another
   // thread count) may be resizing; inside run_mu_ it cannot change.
   std::atomic<int> nthreads_{0};
@@ -137,5 +180,6 @@ int num_threads() { return pool().size(); }
 extern "C" {
 void ek_set_num_threads(int n) { pool().resize(n); }
 int ek_get_num_threads(void) { return pool().size(); }
+int64_t ek_pool_solo_jobs(void) { return pool().solo_jobs_.load(std::memory_order_relaxed); }
 void ek_parallel_for(int64_t n, void (*fn)(int64_t, void*), void* ctx) { pool().run(n, fn, ctx); }
 }

@@ -82,3 +82,33 @@ def test_soak_memory_stays_flat(quick_cls_artifact, capsys):
     with capsys.disabled():
         print(f"\nsoak: RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB after 10,000 runs ({growth:+.2%})")
     assert growth < 0.05
+
+
+def _spin(seconds: float) -> None:
+    import time
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_outputs_stay_bit_identical_while_other_processes_hold_the_cores(quick_fe_artifact):
+    """With a spinning process on every CPU the pool's workers get descheduled mid-job and the pool switches to
+    running jobs on the caller alone for a while (edgekit._kernels.pool_solo_jobs counts them); either way every
+    run must give the quiet run's output exactly."""
+    import multiprocessing as mp
+
+    sess = load(quick_fe_artifact[0], "native", threads=2)
+    feeds = _inputs(seed=2)
+    expected = [sess.run(f) for f in feeds]
+    ctx = mp.get_context("spawn")
+    spinners = [ctx.Process(target=_spin, args=(30.0,), daemon=True) for _ in range(os.cpu_count() or 2)]
+    for p in spinners:
+        p.start()
+    try:
+        for i in range(300):
+            np.testing.assert_array_equal(sess.run(feeds[i % len(feeds)]), expected[i % len(feeds)], err_msg=f"run {i}")
+    finally:
+        for p in spinners:
+            p.terminate()
+            p.join()

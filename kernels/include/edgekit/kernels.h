@@ -35,6 +35,9 @@ const char* ek_last_error(void); /* message of the last failure in this thread *
 /* Threads: one persistent pool shared by all kernels (not OpenMP). Default: all online CPUs. */
 void ek_set_num_threads(int n);
 int ek_get_num_threads(void);
+/* Jobs the pool's caller ran alone so far because the workers' cores were busy with other processes (the pool
+   measures how long it waits for descheduled workers and stops waking them for a while when that wait grows). */
+int64_t ek_pool_solo_jobs(void);
 /* Run fn(i, ctx) for i in [0, n) on the pool (used by the native engine for its own loops). */
 void ek_parallel_for(int64_t n, void (*fn)(int64_t i, void* ctx), void* ctx);
 
