@@ -56,9 +56,12 @@ def to_onnx_image(model, path: Path, input_shape: Sequence[int]) -> Path:
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader over preprocessed images, a few at a time."""
+    """ONNX Runtime's CalibrationDataReader over preprocessed images, ``batch`` at a time. Every batch has the
+    same size (the largest divisor of the image count up to ``batch``): ONNX Runtime's histogram calibrators
+    (percentile, entropy) stack the batches' outputs and fail on a shorter last batch."""
 
     def __init__(self, x: np.ndarray, batch: int = 8):
+        batch = max(b for b in range(1, max(1, min(batch, len(x))) + 1) if len(x) % b == 0) if len(x) else 1
         self._it = iter([{PIXEL_INPUT: x[i:i + batch]} for i in range(0, len(x), batch)])
 
     def get_next(self):
