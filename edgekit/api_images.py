@@ -263,7 +263,8 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
     art = export_image_artifact(model_, pre, out_dir, model_name=f"{name}+{rec.name}",
                                 labels=list(entry.labels) if entry.labels else None, calibration=x_cal,
                                 calibration_method=q.calibration, percentile=q.percentile, reduce_range=reduce_range,
-                                weight_type=weight_type, recipe=rec.to_dict(), overwrite=overwrite)
+                                weight_type=weight_type, float_ops=q.float_ops, recipe=rec.to_dict(),
+                                overwrite=overwrite)
     quant_s = round(time.time() - st, 1)
     say(f"scoring int8 against fp32 on {len(held)} held-out photo crops", progress)
     torch_session = TorchSession(model_.eval(), IMAGE_TASK, default_threads(), "fp32", 0)
@@ -302,6 +303,7 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
                           "onnxruntime": f"quantize_static QDQ, per-channel {weight_type} weights, u8 activations",
                           "openvino": "nncf.quantize, performance preset, bias correction"
                           + (", overflow fix (7-bit weights)" if weight_type == "u8" else ""),
+                          "float_ops": list(q.float_ops),
                           "seconds": quant_s}],
               "runtimes": runtimes, "photo_source": source.to_dict(), "preprocess": pre.to_dict(), "seed": seed, "seconds": round(time.time() - t0, 1)}
     root = Path(art.root)
