@@ -31,10 +31,12 @@ DEMO_DIR ?= out/demo
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $@
 
-# English text for distillation (README, "Text sources") and image data (Fashion-MNIST, real photos for int8
-# calibration): Debian packages, installed only when run as root (CI is); otherwise edgekit uses the gensim
-# corpora alone and the image data says in one line which package is missing. Never fails the set-up.
-DEBIAN_TEXT := linux-doc python3-doc dict-gcide wordnet-base fortunes dataset-fashion-mnist gnome-backgrounds
+# English text for distillation (README, "Text sources") and image data (Fashion-MNIST; real photos for int8
+# calibration and agreement from the Plasma and MATE wallpapers, gnome-backgrounds' renders as the fallback):
+# Debian packages, installed only when run as root (CI is); otherwise edgekit uses the gensim corpora alone and
+# the image data says in one line which package is missing. Never fails the set-up.
+DEBIAN_TEXT := linux-doc python3-doc dict-gcide wordnet-base fortunes dataset-fashion-mnist gnome-backgrounds \
+  plasma-workspace-wallpapers mate-backgrounds
 .venv/.text:
 	@mkdir -p .venv
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

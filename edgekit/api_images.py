@@ -189,7 +189,7 @@ def evaluate_image(model, runtime: str = "torch", data=None, reference=None, thr
     from edgekit.runtimes import load
 
     from .api import check_formats
-    from .data.images import manifest_preprocess, photo_crops
+    from .data.images import manifest_preprocess, photo_crops, photo_source
 
     _check_runtimes([runtime])
     folder = _data_folder(data)  # bad data is refused before any model loads
@@ -200,6 +200,7 @@ def evaluate_image(model, runtime: str = "torch", data=None, reference=None, thr
         x, name = pre.apply(list(folder.paths)), folder.root
     else:
         x, name = pre.apply(photo_crops()[1]), EVAL_DATA
+    source = photo_source().name if folder is None else None
     session = load(art, runtime, threads, precision if runtime == "openvino" else None)
     out = run_images(session, x, desc=f"{runtime} images", progress=progress)
     ref_out, ref_name = None, None
@@ -213,6 +214,8 @@ def evaluate_image(model, runtime: str = "torch", data=None, reference=None, thr
                           reference_outputs=ref_out, outputs=out)
     if ref_name:
         res["reference"] = ref_name
+    if source:
+        res["photo_source"] = source  # photos, user (EDGEKIT_PHOTO_DIR) or gnome-backgrounds (renders, the fallback)
     return res
 
 
@@ -232,7 +235,7 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
     from edgekit.runtimes.torch_backend import TorchSession
 
     from .artifact import check_output, finalize_manifest
-    from .data.images import photo_crops
+    from .data.images import photo_crops, photo_source
 
     t0 = time.time()
     name = str(model)
@@ -250,8 +253,9 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
     entry = _entry(name)
     seed = rec.seed if seed is None else seed
     pre = entry.preprocess
+    source = photo_source()
     say(f"compressing {name} ({IMAGE_TASK}) with recipe {rec.name}: int8, calibrated on {q.calibration_samples} "
-        "crops of real photos", progress)
+        f"crops of {source.about}", progress)
     model_ = entry.build()
     cal, _ = photo_crops(n_calibration=q.calibration_samples, n_eval=0, seed=seed)
     held = photo_crops()[1]  # the held-out set every eval uses; its crops never overlap calibration's
@@ -262,7 +266,8 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
     art = export_image_artifact(model_, pre, out_dir, model_name=f"{name}+{rec.name}",
                                 labels=list(entry.labels) if entry.labels else None, calibration=x_cal,
                                 calibration_method=q.calibration, percentile=q.percentile, reduce_range=reduce_range,
-                                weight_type=weight_type, recipe=rec.to_dict(), overwrite=overwrite)
+                                weight_type=weight_type, float_ops=q.float_ops, recipe=rec.to_dict(),
+                                overwrite=overwrite)
     quant_s = round(time.time() - st, 1)
     say(f"scoring int8 against fp32 on {len(held)} held-out photo crops", progress)
     torch_session = TorchSession(model_.eval(), IMAGE_TASK, default_threads(), "fp32", 0)
@@ -297,12 +302,13 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
               "model": name, "baseline": baseline, "compressed": compressed,
               "sparsity": {"total": 0.0, "pattern": None, "layers": {}}, "precision": "int8",
               "stages": [{"stage": "quantize", "calibration": q.calibration, "calibration_samples": len(cal),
-                          "calibration_data": "photo-crops (calibration band)", "reduce_range": reduce_range,
+                          "calibration_data": f"photo-crops ({source.name}: calibration pictures)", "reduce_range": reduce_range,
                           "onnxruntime": f"quantize_static QDQ, per-channel {weight_type} weights, u8 activations",
                           "openvino": "nncf.quantize, performance preset, bias correction"
                           + (", overflow fix (7-bit weights)" if weight_type == "u8" else ""),
+                          "float_ops": list(q.float_ops),
                           "seconds": quant_s}],
-              "runtimes": runtimes, "preprocess": pre.to_dict(), "seed": seed, "seconds": round(time.time() - t0, 1)}
+              "runtimes": runtimes, "photo_source": source.to_dict(), "preprocess": pre.to_dict(), "seed": seed, "seconds": round(time.time() - t0, 1)}
     root = Path(art.root)
     (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (root / "report.md").write_text(report_markdown(report))
@@ -322,8 +328,9 @@ def default_weight_type() -> str:
 def report_markdown(r: dict) -> str:
     lines = [f"# edgekit compress report: {r['model']} ({r['recipe']})", "",
              f"task {r['task']}, int8 (post-training, calibrated on {r['stages'][0]['calibration_samples']} crops of "
-             f"real photos), {r['seconds']} s", "",
-             f"Top-1 agreement with the torch fp32 model on {r['compressed']['n']} held-out photo crops"
+             f"{_about(r)}), {r['seconds']} s", "",
+             f"Top-1 agreement with the torch fp32 model on {r['compressed']['n']} held-out crops (other pictures "
+             "than calibration's)"
              + (f"; accuracy on {r['data']}" if r.get("data") else "") + ":", "",
              "| runtime | precision | agreement |" + (" accuracy |" if r.get("data") else ""),
              "|---|---|---|" + ("---|" if r.get("data") else "")]
@@ -333,6 +340,11 @@ def report_markdown(r: dict) -> str:
     if r.get("data"):
         lines += ["", f"torch fp32 accuracy on {r['data']}: {r['baseline']['accuracy']:.4f}"]
     return "\n".join(lines) + "\n"
+
+
+def _about(report: dict) -> str:
+    src = report.get("photo_source")
+    return src["about"] if src else "real photos"
 
 
 def bench_image(model, runtimes: Sequence[str], batches: Sequence[int], seqs: Sequence[int] | None = None,

@@ -132,13 +132,28 @@ def machine_info() -> dict:
 
         {"cpu": {"model", "cores", "isa": {flag: bool}, ...},
          "runtimes": {name: version | None}, "kernels": {"isa": str | None},
-         "text_sources": [{"name", "installed", "package", "licence", "passages", "words", ...}]}
+         "text_sources": [{"name", "installed", "package", "licence", "passages", "words", ...}],
+         "photos": {"name", "photographs", "images", "about"} | None}   # int8 calibration / agreement pictures
     """
     from edgekit.data.corpora import text_sources_info
     from edgekit.runtimes import versions
 
     return {"cpu": cpu_info(), "runtimes": versions(), "kernels": {"isa": kernels_isa()},
-            "text_sources": text_sources_info()}
+            "text_sources": text_sources_info(), "photos": _photos()}
+
+
+def _photos() -> dict | None:
+    from edgekit.data.images import photo_source
+    from edgekit.errors import InputError
+
+    try:
+        return photo_source().to_dict()
+    except InputError:
+        return None
+
+
+NO_PHOTOS = ("none installed (image int8 calibration needs Debian plasma-workspace-wallpapers / mate-backgrounds, "
+             "or EDGEKIT_PHOTO_DIR)")
 
 
 def format_info(info: dict) -> str:
@@ -163,4 +178,5 @@ def format_info(info: dict) -> str:
         f"threads:  {cpu['cores']} by default (all physical cores)",
         f"runtimes: {rts}",
         f"kernels:  {info['kernels']['isa'] or 'not built'}",
+        f"photos:   {info['photos']['about'] if info.get('photos') else NO_PHOTOS}",
     ] + (["", format_text_sources(info["text_sources"])] if info.get("text_sources") else []))

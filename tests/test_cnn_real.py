@@ -1,34 +1,40 @@
-"""The real EfficientNet-Lite0 through recipe ptq on the held-out crops of real photos (gnome-backgrounds): int8 top-1
-agreement with fp32 on ONNX Runtime and OpenVINO, fp32 exports identical to torch. Minutes on 2 cores: slow.
+"""The real EfficientNet-Lite0 through recipe ptq on held-out crops of real photos (Debian plasma-workspace-wallpapers
+and mate-backgrounds): int8 top-1 agreement with fp32 on ONNX Runtime and OpenVINO, fp32 exports identical to torch.
+Minutes on 2 cores: slow.
 
-Issue 26 targets agreement >= 0.95; on this host (AVX2, no VNNI) recipe ptq reached 0.810 (ONNX Runtime) and 0.763
-(OpenVINO) on the 600 held-out crops, so the target is an expected failure and the floors below guard what is reached.
-About 25 minutes on a busy 2-core machine (the torch fp32 reference and ONNX Runtime's u8 x u8 int8 dominate)."""
+Issue 26 targets agreement >= 0.95. On this host (AVX2, no VNNI) recipe ptq (stem and depthwise convolutions in
+float, 300 calibration crops) reached FLOOR's figures plus the margin on the 600 held-out crops (see
+export/image_export.py for every setting tried), so the target is an expected failure and the floors guard what is
+reached."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from edgekit.cli import main
+from edgekit.data.images import MIN_PHOTOS, installed_photographs
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path("/usr/share/backgrounds/gnome").is_dir(),
-                                 reason="gnome-backgrounds (the real photos) not installed")]
-FLOOR = {"onnxruntime": 0.78, "openvino": 0.72}  # measured minus a margin (see the module doc)
+              pytest.mark.skipif(len(installed_photographs()) < MIN_PHOTOS,
+                                 reason="plasma-workspace-wallpapers / mate-backgrounds (the real photos) not installed")]
+FLOOR = {"onnxruntime": 0.85, "openvino": 0.85}  # measured (0.878 / 0.877 with these settings) minus a margin
 
 
 @pytest.fixture(scope="module")
 def lite0(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.delenv("EDGEKIT_PHOTO_DIR", raising=False)
     out = tmp_path_factory.mktemp("lite0") / "lite0"
     assert main(["compress", "efficientnet-lite0", "--recipe", "ptq", "-o", str(out)]) == 0
-    return out, json.loads((out / "report.json").read_text())
+    yield out, json.loads((out / "report.json").read_text())
+    mp.undo()
 
 
 def test_efficientnet_lite0_ptq_agreement_floor(lite0, capsys):
     out, report = lite0
     rts = report["runtimes"]
+    assert report["photo_source"]["name"] == "photos" and report["photo_source"]["photographs"]
     for rt in ("onnxruntime", "openvino"):
         assert rts[rt]["n"] >= 500 and rts[rt]["agreement"] >= FLOOR[rt], (rt, rts[rt])
         assert rts[f"{rt}-fp32"]["agreement"] >= 0.995, (rt, rts[f"{rt}-fp32"])  # fp32 export vs torch

@@ -60,27 +60,65 @@ def test_image_folder_reads_classes_and_refuses_bad_input(tmp_path):
         load_image_folder(tmp_path / "bad")
 
 
-def test_photo_crops_are_seeded_and_calibration_never_overlaps_evaluation(tmp_path):
-    # every photo is white in its left quarter and black elsewhere: a calibration crop must be all white and an
-    # evaluation crop all black, whatever its size and position
-    for i in range(2):
-        a = np.zeros((600, 800, 3), np.uint8)
-        a[:, :200] = 255
-        Image.fromarray(a).save(tmp_path / f"p{i}.png")
+def test_photo_crops_are_seeded_and_calibration_never_shares_a_picture_with_evaluation(tmp_path):
+    # six flat pictures, each a different grey level: every crop is flat, and its level names its picture
+    levels = [0, 50, 100, 150, 200, 250]
+    for v in levels:
+        Image.fromarray(np.full((600, 800, 3), v, np.uint8)).save(tmp_path / f"p{v}.png")
     cal, held = photo_crops(n_calibration=40, n_eval=120, size=32, seed=3, folder=tmp_path)
     assert len(cal) == 40 and len(held) == 120 and held[0].size == (32, 32)
-    assert all(np.asarray(c).min() == 255 for c in cal) and all(np.asarray(h).max() == 0 for h in held)
+    cal_pics = {int(np.asarray(c)[0, 0, 0]) for c in cal}
+    held_pics = {int(np.asarray(h)[0, 0, 0]) for h in held}
+    assert cal_pics and held_pics and not cal_pics & held_pics and cal_pics | held_pics == set(levels)
     again = photo_crops(n_calibration=40, n_eval=120, size=32, seed=3, folder=tmp_path)
     assert all((np.asarray(a) == np.asarray(b)).all() for a, b in zip(again[0], cal))
-    with pytest.raises(InputError, match="gnome-backgrounds"):
+    # another seed moves the crops but never the pictures: its calibration stays off the held-out pictures
+    cal7, _ = photo_crops(n_calibration=40, n_eval=0, size=32, seed=7, folder=tmp_path)
+    assert {int(np.asarray(c)[0, 0, 0]) for c in cal7} == cal_pics
+
+
+def test_photo_variants_stay_on_one_side_and_bad_folders_are_one_line(tmp_path):
+    from edgekit.data.images import split_pictures
+
+    files = [f"/x/{n}-{v}.webp" for n in "abcdef" for v in "dl"]
+    cal, held = split_pictures(files)
+    group = (lambda f: f.rsplit("-", 1)[0])
+    assert not {group(f) for f in cal} & {group(f) for f in held} and len(cal) + len(held) == len(files)
+    Image.fromarray(np.zeros((600, 800, 3), np.uint8)).save(tmp_path / "only.png")
+    with pytest.raises(InputError, match="at least two different pictures"):
+        photo_crops(folder=tmp_path)
+    with pytest.raises(InputError, match="no images in .*nowhere"):
         photo_crops(folder=tmp_path / "nowhere")
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/backgrounds/gnome").is_dir(),
-                    reason="gnome-backgrounds not installed")
-def test_default_photos_give_enough_held_out_crops():
+def test_missing_photo_packages_name_them(monkeypatch):
+    import edgekit.data.images as im
+
+    monkeypatch.delenv(im.PHOTO_DIR_ENV, raising=False)
+    for name in ("MATE_PHOTO_DIR", "PLASMA_DIR", "GNOME_DIR"):
+        monkeypatch.setattr(im, name, "/nonexistent")
+    with pytest.raises(InputError, match="apt-get install plasma-workspace-wallpapers mate-backgrounds"):
+        photo_crops()
+
+
+_PHOTOS = __import__("edgekit.data.images", fromlist=["x"]).installed_photographs()
+
+
+@pytest.mark.skipif(len(_PHOTOS) < 4, reason="plasma-workspace-wallpapers / mate-backgrounds not installed")
+def test_installed_photographs_are_the_default_and_split_by_picture(monkeypatch):
+    from edgekit.data.images import MIN_PHOTO_SIDE, photo_source, split_pictures
+
+    monkeypatch.delenv("EDGEKIT_PHOTO_DIR", raising=False)
+    src = photo_source()
+    assert src.name == "photos" and src.photographs and len(src.files) == len(_PHOTOS) >= 20
+    # one file per Plasma wallpaper (it ships each at several sizes), so a picture is never on both sides
+    assert len({str(__import__("pathlib").Path(f).parent) for f in src.files if "/wallpapers/" in f}) == \
+        sum("/wallpapers/" in f for f in src.files)
+    cal_files, eval_files = split_pictures(src.files)
+    assert not set(cal_files) & set(eval_files) and len(eval_files) > len(cal_files) >= 5
     cal, held = photo_crops()
-    assert len(cal) + len(held) >= 700 and len(held) >= 500
+    assert len(cal) == 300 and len(held) >= 500 and min(held[0].size) == 256
+    assert MIN_PHOTO_SIDE <= 1024
 
 
 def test_uint8_arrays_and_legacy_vit_records_use_the_same_spec():

@@ -91,9 +91,47 @@ def test_ptq_artifact_is_int8_checksummed_and_scored(ptq_artifact):
     assert "FakeQuantize" not in (ptq_artifact / "openvino" / "model_fp32.xml").read_text()
     report = json.loads((ptq_artifact / "report.json").read_text())
     assert report["recipe"] == "ptq" and report["precision"] == "int8" and report["task"] == "image-classification"
+    assert report["stages"][0]["float_ops"] == ["stem", "depthwise"] and report["photo_source"]["name"] == "user"
     for rt in ("onnxruntime", "openvino", "onnxruntime-fp32", "openvino-fp32"):
         assert report["runtimes"][rt]["n"] == 600 and 0 <= report["runtimes"][rt]["agreement"] <= 1
     assert report["runtimes"]["onnxruntime-fp32"]["agreement"] == 1.0  # fp32 ONNX vs torch: same top-1 everywhere
+
+
+def _weight_bits_of_convs(ptq_artifact):
+    """{conv kind: set of weight element types} of the int8 ONNX model and of the int8 OpenVINO model."""
+    import openvino as ov
+
+    q = onnx.load(str(ptq_artifact / "onnx" / "model.onnx"))
+    init = {i.name: i.data_type for i in q.graph.initializer}
+    producer = {o: n for n in q.graph.node for o in n.output}
+    onnx_bits: dict[str, set] = {}
+    for i, n in enumerate(c for c in q.graph.node if c.op_type == "Conv"):
+        group = next((onnx.helper.get_attribute_value(a) for a in n.attribute if a.name == "group"), 1)
+        kind = "stem" if i == 0 else "depthwise" if group > 1 else "other"
+        dq = producer[n.input[1]]
+        onnx_bits.setdefault(kind, set()).add(onnx.TensorProto.DataType.Name(init[dq.input[0]]))
+    ov_bits: dict[str, set] = {}
+    model = ov.Core().read_model(str(ptq_artifact / "openvino" / "model.xml"))
+    convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
+    for i, op in enumerate(convs):
+        kind = "stem" if i == 0 else "depthwise" if op.get_type_name() == "GroupConvolution" else "other"
+        seen, todo = set(), [op.input_value(1).get_node()]
+        while todo:  # the weight path: Constant [-> Convert -> Subtract -> Multiply] or FakeQuantize
+            node = todo.pop()
+            seen.add(node.get_type_name() if node.get_type_name() != "Constant" else node.get_element_type().get_type_name())
+            if node.get_type_name() != "Constant":
+                todo += [v.get_node() for v in node.input_values()]
+        ov_bits.setdefault(kind, set()).update(seen)
+    return onnx_bits, ov_bits
+
+
+def test_ptq_keeps_the_stem_and_depthwise_convolutions_in_float(ptq_artifact):
+    onnx_bits, ov_bits = _weight_bits_of_convs(ptq_artifact)
+    assert onnx_bits["stem"] == onnx_bits["depthwise"] == {"INT16"}  # ONNX Runtime runs these in float
+    assert onnx_bits["other"] <= {"INT8", "UINT8"}
+    for kind in ("stem", "depthwise"):
+        assert not ov_bits[kind] & {"i8", "u8", "FakeQuantize"}, (kind, ov_bits[kind])
+    assert ov_bits["other"] & {"i8", "u8", "FakeQuantize"}
 
 
 def test_eval_reports_agreement_per_runtime(ptq_artifact, capsys):
@@ -154,3 +192,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(photos, tmp_path, capsy
     assert "post-training int8 only" in capsys.readouterr().err and not out.exists()
     assert main(["eval", "tiny-cnn", "-r", "native"]) == 2
     assert "image models run on torch, onnxruntime, openvino" in capsys.readouterr().err
+
+
+def test_float_ops_are_validated_and_refused_for_vits(tmp_path):
+    from edgekit.compress.config import load_recipe
+    from edgekit.compress.vision import check_image_recipe
+    from edgekit.errors import InputError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nstages:\n  - type: quantize\n    qat_steps: 0\n    float_ops: [pointwise]\n")
+    with pytest.raises(InputError, match="float_ops"):
+        load_recipe(str(bad))
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: ok\nstages:\n  - type: quantize\n    qat_steps: 0\n    float_ops: [depthwise]\n")
+    assert load_recipe(str(ok)).stage("quantize").float_ops == ["depthwise"]
+    with pytest.raises(InputError, match="not to ViTs"):
+        check_image_recipe(load_recipe(str(ok)))

@@ -30,9 +30,7 @@ CHANNELS = ("RGB", "L")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 LAYOUTS = ("NCHW",)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-#: unlabelled real photos for calibration and fp32-vs-int8 agreement (Debian ``gnome-backgrounds``)
-PHOTO_DIR = "/usr/share/backgrounds/gnome"
-PHOTO_DIR_ENV = "EDGEKIT_PHOTO_DIR"
+PHOTO_DIR_ENV = "EDGEKIT_PHOTO_DIR"  #: a folder of the user's own photos, used instead of the packages below
 
 
 @dataclass(frozen=True)
@@ -243,77 +241,161 @@ def load_image_folder(path: str | os.PathLike, check: bool = True) -> ImageFolde
 
 
 # ------------------------------------------------------------------------------------------ photo crops
+#
+# Where unlabelled pictures for int8 calibration and fp32-vs-int8 agreement come from, in order of preference:
+# 1. ``$EDGEKIT_PHOTO_DIR``: every image in that folder (the user's own photos);
+# 2. real photographs from two Debian wallpaper packages: MATE's ``nature`` set (all twelve are photos) and the
+#    Plasma wallpapers listed in PLASMA_PHOTOS (looked at one by one: the photographs; the other Plasma
+#    wallpapers are renders or paintings). Plasma ships each wallpaper at up to twelve sizes: one file
+#    (the largest landscape one) stands for it;
+# 3. Debian ``gnome-backgrounds`` (abstract renders, not photos): a fallback only, said so by
+#    :func:`photo_source` and in every report that names the source.
 
-
-def photo_dir() -> Path:
-    return Path(os.environ.get(PHOTO_DIR_ENV) or PHOTO_DIR)
-
-
-def _photo_files(folder: Path) -> list[Path]:
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES) \
-        if folder.is_dir() else []
-    if not files:
-        raise InputError(f"no photos in {folder}: install Debian's gnome-backgrounds (apt-get install gnome-backgrounds) "
-                         f"or point {PHOTO_DIR_ENV} at a folder of photos")
-    return files
-
-
-#: fraction of each photo's width (its left part) that calibration crops come from; evaluation crops come from
-#: the rest, so the two sets never share a pixel
-CALIBRATION_BAND = 0.25
+MATE_PHOTO_DIR = "/usr/share/backgrounds/mate/nature"
+PLASMA_DIR = "/usr/share/wallpapers"
+PLASMA_PHOTOS = ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey",
+                 "Kite", "OneStandsOut", "Path", "summer_1am")
+GNOME_DIR = "/usr/share/backgrounds/gnome"
+PHOTO_PACKAGES = ("plasma-workspace-wallpapers", "mate-backgrounds")
+MIN_PHOTOS = 4  # fewer installed photographs than this (a partial install) and the fallback is used
 MIN_PHOTO_SIDE = 512  # smaller files (gnome-backgrounds' 256-pixel plain tiles) give no useful crops
+WORK_SIDE = 1024  # photos are halved while their shorter side stays >= this: crops are resized to 256 anyway
+#: share of the source pictures (whole pictures, chosen with SPLIT_SEED) that calibration crops come from;
+#: evaluation crops come from the others, so no evaluation picture was ever seen in calibration
+CALIBRATION_SHARE = 1 / 3
+SPLIT_SEED = 0  # fixed: every seed's calibration pictures must stay disjoint from the one held-out set
 
 
-@functools.lru_cache(maxsize=2)
-def _photos(folder: str) -> tuple:
-    """The photos of ``folder`` decoded once per process (the 4096-pixel WebP files take seconds each)."""
-    photos = []
-    for f in _photo_files(Path(folder)):
-        im = open_image(f).convert("RGB")
-        while min(im.size) >= 4 * MIN_PHOTO_SIDE:  # decode once, work at <= 2048 px: crops are resized anyway
-            im = im.reduce(2)
-        if min(im.size) >= MIN_PHOTO_SIDE:
-            photos.append(im)
-    if not photos:
-        raise InputError(f"no photo in {folder} is at least {MIN_PHOTO_SIDE} pixels on its shorter side")
-    return tuple(photos)
+@dataclass(frozen=True)
+class PhotoSource:
+    """The pictures photo crops are cut from: ``name`` (``user``, ``photos`` or ``gnome-backgrounds``), whether
+    they are real photographs, and the files."""
+
+    name: str
+    photographs: bool
+    files: tuple[str, ...]
+    about: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "photographs": self.photographs, "images": len(self.files), "about": self.about}
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES) \
+        if folder.is_dir() else []
+
+
+def _plasma_file(name: str) -> Path | None:
+    """The largest landscape file of one Plasma wallpaper (files are named WIDTHxHEIGHT.ext)."""
+    sizes = []
+    for f in _image_files(Path(PLASMA_DIR) / name / "contents" / "images"):
+        w, _, h = f.stem.partition("x")
+        if w.isdigit() and h.isdigit() and int(w) >= int(h):
+            sizes.append((int(w) * int(h), f))
+    return max(sizes)[1] if sizes else None
+
+
+def installed_photographs() -> list[Path]:
+    """The real photographs installed from the Debian wallpaper packages (possibly none)."""
+    plasma = [f for f in map(_plasma_file, PLASMA_PHOTOS) if f is not None]
+    mate = [f for f in _image_files(Path(MATE_PHOTO_DIR)) if f.suffix.lower() in (".jpg", ".jpeg")]
+    return mate + plasma
+
+
+def photo_source(folder: str | os.PathLike | None = None) -> PhotoSource:
+    """Which pictures photo crops come from (see the comment above): ``folder``, else ``$EDGEKIT_PHOTO_DIR``, else
+    the installed photographs, else gnome-backgrounds' renders. Nothing installed: one InputError line.
+
+    >>> photo_source().to_dict()                       # doctest: +SKIP
+    {'name': 'photos', 'photographs': True, 'images': 23, 'about': '...'}
+    """
+    folder = folder or os.environ.get(PHOTO_DIR_ENV) or None
+    if folder is not None:
+        files = _image_files(Path(folder))
+        if not files:
+            raise InputError(f"no images in {folder} ({PHOTO_DIR_ENV} or folder): it needs image files "
+                             f"({', '.join(IMAGE_SUFFIXES)})")
+        return PhotoSource("user", True, tuple(map(str, files)), f"images in {folder}")
+    photos = installed_photographs()
+    if len(photos) >= MIN_PHOTOS:
+        return PhotoSource("photos", True, tuple(map(str, photos)),
+                           f"{len(photos)} photographs from Debian {' and '.join(PHOTO_PACKAGES)}")
+    gnome = [f for f in _image_files(Path(GNOME_DIR)) if f.suffix.lower() != ".svg"]
+    if gnome:
+        return PhotoSource("gnome-backgrounds", False, tuple(map(str, gnome)),
+                           f"abstract renders from Debian gnome-backgrounds (not photos: install "
+                           f"{' '.join(PHOTO_PACKAGES)} for real photos)")
+    raise InputError(f"no photos installed: apt-get install {' '.join(PHOTO_PACKAGES)} (real photos) or "
+                     f"gnome-backgrounds, or point {PHOTO_DIR_ENV} at a folder of photos")
+
+
+def _group(path: str) -> str:
+    """Variants of one picture (gnome's ``name-d`` / ``name-l`` dark and light pair) share a group."""
+    p = Path(path)
+    return str(p.parent / (p.stem[:-2] if p.stem.endswith(("-d", "-l")) else p.stem))
+
+
+def split_pictures(files: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(calibration pictures, evaluation pictures): whole pictures (variants together), a CALIBRATION_SHARE of
+    them for calibration, chosen with the fixed SPLIT_SEED. Needs two pictures at least."""
+    groups = sorted({_group(f) for f in files})
+    if len(groups) < 2:
+        raise InputError(f"photo crops need at least two different pictures (calibration and evaluation never "
+                         f"share one); found {len(groups)}")
+    random.Random(SPLIT_SEED).shuffle(groups)
+    n_cal = min(len(groups) - 1, max(1, round(len(groups) * CALIBRATION_SHARE)))
+    cal_groups = set(groups[:n_cal])
+    return [f for f in files if _group(f) in cal_groups], [f for f in files if _group(f) not in cal_groups]
 
 
 @functools.lru_cache(maxsize=4)
-def _crops(folder: str, n_calibration: int, n_eval: int, size: int, seed: int) -> tuple[tuple, tuple]:
+def _decoded(files: tuple[str, ...]) -> tuple:
+    """The pictures decoded once per process (the 4096-pixel WebP files take seconds each), RGB, halved while
+    their shorter side stays >= WORK_SIDE; pictures under MIN_PHOTO_SIDE are left out."""
+    photos = []
+    for f in files:
+        im = open_image(f).convert("RGB")
+        while min(im.size) >= 2 * WORK_SIDE:
+            im = im.reduce(2)
+        if min(im.size) >= MIN_PHOTO_SIDE:
+            photos.append(im)
+    return tuple(photos)
+
+
+def _cut(rng: random.Random, photos: tuple, n: int, size: int, side: str) -> list:
     from PIL import Image
 
-    rng = random.Random(seed)
-    photos = _photos(folder)
-
-    def cut(im, x0: int, x1: int):
-        w_band, h = x1 - x0, im.size[1]
-        side = int(round(min(w_band, h) * rng.uniform(0.25, 1.0)))
-        x = x0 + rng.randint(0, w_band - side)
-        y = rng.randint(0, h - side)
-        crop = im.crop((x, y, x + side, y + side)).resize((size, size), Image.Resampling.BILINEAR)
-        return crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
-
-    cal, held = [], []
-    for i in range(max(n_calibration, n_eval)):
+    if n and not photos:
+        raise InputError(f"no {side} picture is at least {MIN_PHOTO_SIDE} pixels on its shorter side")
+    out = []
+    for i in range(n):
         im = photos[i % len(photos)]
-        band = int(im.size[0] * CALIBRATION_BAND)
-        if i < n_calibration:
-            cal.append(cut(im, 0, band))
-        if i < n_eval:
-            held.append(cut(im, band, im.size[0]))
+        w, h = im.size
+        s = int(round(min(w, h) * rng.uniform(0.25, 1.0)))
+        x, y = rng.randint(0, w - s), rng.randint(0, h - s)
+        crop = im.crop((x, y, x + s, y + s)).resize((size, size), Image.Resampling.BILINEAR)
+        out.append(crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop)
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _crops(files: tuple[str, ...], n_calibration: int, n_eval: int, size: int, seed: int) -> tuple[tuple, tuple]:
+    cal_files, eval_files = split_pictures(files)
+    cal = _cut(random.Random(seed), _decoded(tuple(cal_files)), n_calibration, size, "calibration")
+    held = _cut(random.Random(seed + 1), _decoded(tuple(eval_files)), n_eval, size, "evaluation")
     return tuple(cal), tuple(held)
 
 
 def photo_crops(n_calibration: int = 300, n_eval: int = 600, size: int = 256, seed: int = 0,
                 folder: str | os.PathLike | None = None) -> tuple[list, list]:
-    """Square RGB crops (PIL, ``size`` pixels) of the real photos in ``folder`` (default
-    ``/usr/share/backgrounds/gnome``, or ``$EDGEKIT_PHOTO_DIR``): ``n_calibration`` for calibration and
-    ``n_eval`` held out for evaluation. Deterministic for a seed.
+    """Square RGB crops (PIL, ``size`` pixels) of the pictures :func:`photo_source` picks (real photographs
+    when installed): ``n_calibration`` for calibration and ``n_eval`` held out for evaluation. Deterministic
+    for a seed.
 
-    Crops of random size (a quarter to all of the band's height) and position, half of them mirrored,
-    taken from the photos in turn. Calibration crops lie in the left quarter of each photo and evaluation
-    crops in the other three quarters, so no evaluation pixel was ever seen in calibration.
+    The pictures are split once (fixed seed, whole pictures): a third for calibration, the rest for
+    evaluation, so no evaluation crop shares a picture with any calibration crop, whatever ``seed``. Crops
+    of random size (a quarter to all of the shorter side) and position, half of them mirrored, taken from
+    each side's pictures in turn; ``seed`` moves the crops only.
 
     >>> cal, held_out = photo_crops()                   # doctest: +SKIP
     >>> len(cal), len(held_out), held_out[0].size       # doctest: +SKIP
@@ -321,5 +403,5 @@ def photo_crops(n_calibration: int = 300, n_eval: int = 600, size: int = 256, se
     """
     if n_calibration < 0 or n_eval < 0 or size < 8:
         raise InputError(f"photo crops need counts >= 0 and size >= 8; got {n_calibration}, {n_eval}, {size}")
-    cal, held = _crops(str(folder or photo_dir()), n_calibration, n_eval, size, seed)
+    cal, held = _crops(photo_source(folder).files, n_calibration, n_eval, size, seed)
     return list(cal), list(held)

@@ -36,6 +36,9 @@ class QuantizeConfig(StageConfig):
                                                                     "on the validation split before Linears are kept fp32; "
                                                                     "None = off")
     sensitivity_samples: int = Field(128, ge=1, description="validation examples the sensitivity pass evaluates on")
+    float_ops: list[Literal["stem", "depthwise"]] = Field(
+        default_factory=list, description="image CNNs (recipe ptq): convolutions kept in float by the stock "
+                                          "runtimes' int8: stem (the first convolution), depthwise")
     weight_bits: Literal[7, 8, "auto"] = Field("auto", description="8: weights in [-127, 127]; 7: in [-63, 63] "
                                                                   "(exact with vpmaddubsw on AVX2 CPUs without "
                                                                   "VNNI; ONNX Runtime's reduce_range); auto: 7 when "
@@ -81,6 +84,9 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
     from .. import training
     from ..scoring import score_student
 
+    if cfg.float_ops:
+        raise InputError("quantize.float_ops applies to image CNNs (recipe ptq) only; use quantize.fp32_layers "
+                         "for transformer Linears")
     linears = encoder_linears(run.student)
     missing = [n for n in cfg.fp32_layers if n not in linears]
     if missing:
