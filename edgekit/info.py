@@ -127,8 +127,9 @@ def kernels_isa() -> str | None:
     return None
 
 
-def machine_info() -> dict:
-    """Everything ``edgekit info --json`` prints::
+def machine_info(count_text: bool = False) -> dict:
+    """Everything ``edgekit info --json`` prints (``count_text``: count every installed text source's passages and
+    words now rather than only reporting earlier, cached counts)::
 
         {"cpu": {"model", "cores", "isa": {flag: bool}, ...},
          "runtimes": {name: version | None}, "kernels": {"isa": str | None},
@@ -139,7 +140,7 @@ def machine_info() -> dict:
     from edgekit.runtimes import versions
 
     return {"cpu": cpu_info(), "runtimes": versions(), "kernels": {"isa": kernels_isa()},
-            "text_sources": text_sources_info(), "photos": _photos()}
+            "text_sources": text_sources_info(count=count_text), "photos": _photos()}
 
 
 def _photos() -> dict | None:

@@ -95,14 +95,12 @@ def _activation_matmuls(path: Path) -> list[str]:
     return [n.name for n in g.node if n.op_type == "MatMul" and n.input[1] not in weights]
 
 
-def set_activation_qparams(path: Path, act_qparams: dict[str, tuple[float, int]]) -> int:
+def _set_activation_qparams(model, act_qparams: dict[str, tuple[float, int]]) -> int:
     """Overwrite the input scale / zero point of quantised Linear MatMuls with given values (keyed by
     torch module name), so ONNX Runtime runs the activation quantisation the model was trained with.
     Returns how many MatMuls were set."""
-    import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
@@ -123,24 +121,20 @@ def set_activation_qparams(path: Path, act_qparams: dict[str, tuple[float, int]]
                 inits[s_name].CopyFrom(numpy_helper.from_array(np.array(scale, np.float32), s_name))
                 inits[z_name].CopyFrom(numpy_helper.from_array(np.array(zp, np.uint8), z_name))
             done += 1
-    onnx.save(model, str(path))
     return done
 
 
-def requantize_weights(path: Path, fp32_path: Path, modules, bits: int) -> int:
+def _requantize_weights(model, source: dict, modules, bits: int) -> int:
     """Round the s8 weights of the named Linears' MatMuls (torch module names) as edgekit's fake-quant and native
     engine do: per output channel, scale = max |w| / weight_qmax(bits), |q| <= weight_qmax(bits) (63 for the
     7-bit weights of AVX2 hosts). ONNX Runtime's quantizer rounds to 8 bits with its own scales; after QAT with
-    7-bit weights that put its logits up to 0.36 away from torch's on a small random DistilBERT. The fp32
-    weights come from ``fp32_path``, the model the quantizer read. Returns how many MatMuls were rewritten."""
-    import onnx
+    7-bit weights that put its logits up to 0.36 away from torch's on a small random DistilBERT. ``source``: the
+    fp32 initializers of the model the quantizer read, by name. Returns how many MatMuls were rewritten."""
     from onnx import numpy_helper
 
     from edgekit.formats.int8 import weight_qmax
 
     qmax = weight_qmax(bits)
-    source = {i.name: i for i in onnx.load(str(fp32_path)).graph.initializer}
-    model = onnx.load(str(path))
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
@@ -160,11 +154,10 @@ def requantize_weights(path: Path, fp32_path: Path, modules, bits: int) -> int:
         inits[q_name].CopyFrom(numpy_helper.from_array(q, q_name))
         inits[s_name].CopyFrom(numpy_helper.from_array(scale, s_name))
         done += 1
-    onnx.save(model, str(path))
     return done
 
 
-def float_outside_linears(path: Path) -> int:
+def float_outside_linears(model) -> int:
     """Keep every tensor fp32 except the inputs of quantised Linear MatMuls, as edgekit's scheme does.
 
     ONNX Runtime's QDQ quantizer also puts QuantizeLinear/DequantizeLinear on the MatMul outputs and lets
@@ -172,10 +165,8 @@ def float_outside_linears(path: Path) -> int:
     dense outputs get rounded to u8 with its own calibration (1.6 points lost on minilm-l6-bbc, where the
     torch fake-quant and the native engine round only the Linear inputs). This rewires every consumer of
     an activation Q->DQ pair that is not a Linear MatMul's data input back to the fp32 tensor, then drops
-    the pairs nobody reads. Returns the number of rewired inputs."""
-    import onnx
-
-    model = onnx.load(str(path))
+    the pairs nobody reads. ``model``: an ONNX ModelProto, changed in place. Returns the number of rewired
+    inputs."""
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
     weights = {i.name for i in g.initializer}
@@ -209,7 +200,6 @@ def float_outside_linears(path: Path) -> int:
     used = {i for n in g.node for i in n.input}
     for init in [i for i in g.initializer if i.name not in used]:
         g.initializer.remove(init)
-    onnx.save(model, str(path))
     return rewired
 
 
@@ -223,8 +213,9 @@ def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, 
     Measured on minilm-l6 (64 bbc-news test texts): all Linears int8 gives embedding cosine 0.937 vs
     fp32; keeping the six FFN-output Linears (input = GELU output, long-tailed) in fp32 gives 0.994.
     With ``act_qparams`` and ``weight_bits`` (a QAT-trained model) those Linears get the activation qparams and
-    the weight rounding it was trained with (:func:`set_activation_qparams`, :func:`requantize_weights`).
+    the weight rounding it was trained with (:func:`_set_activation_qparams`, :func:`_requantize_weights`).
     """
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -238,13 +229,18 @@ def quantize_static_qdq(fp32_path: Path, out_path: Path, calibration: dict[str, 
             op_types_to_quantize=["MatMul"], calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=_activation_matmuls(pre) + _matmuls_of(pre, fp32_layers),
         )
+        # edgekit's scheme on the quantizer's output, in one load and save: the QAT weight rounding, only the
+        # Linear inputs rounded, the QAT activation qparams
+        model = onnx.load(str(out_path))
         if act_qparams and weight_bits is not None:
-            requantize_weights(out_path, pre, act_qparams, weight_bits)
+            _requantize_weights(model, {i.name: i for i in onnx.load(str(pre)).graph.initializer}, act_qparams,
+                                weight_bits)
+        float_outside_linears(model)
+        if act_qparams:
+            _set_activation_qparams(model, act_qparams)
+        onnx.save(model, str(out_path))
     except Exception as exc:  # onnxruntime raises many kinds; report one line
         raise EdgekitError(f"ONNX Runtime int8 quantization failed: {exc}") from exc
     finally:
         pre.unlink(missing_ok=True)
-    float_outside_linears(out_path)
-    if act_qparams:
-        set_activation_qparams(out_path, act_qparams)
     return out_path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import gzip
+import json
 import re
 
 import pytest
@@ -191,6 +192,8 @@ def test_info_rows_count_once_and_cache(monkeypatch, tmp_path, no_debian):
     rows = corpora.text_sources_info()
     assert [(r["name"], r["installed"], r["passages"]) for r in rows] == [("gensim-lee", True, None),
                                                                           ("linux-doc", False, None)]
+    assert corpora.format_text_sources(rows).endswith("(passages and words of installed sources: edgekit info "
+                                                      "--count-text)")
     counted = corpora.text_sources_info(count=True)
     lee = counted[0]
     assert lee["passages"] == len(load_texts("gensim-lee")) and lee["words"] == _words(load_texts("gensim-lee"))
@@ -198,6 +201,20 @@ def test_info_rows_count_once_and_cache(monkeypatch, tmp_path, no_debian):
     table = corpora.format_text_sources(counted)
     assert re.search(r"^gensim-lee\s+yes\s+[\d,]+\s+[\d,]+\s+gensim \(PyPI\)", table, re.M)
     assert re.search(r"^linux-doc\s+no\s+-\s+-\s+linux-doc \(Debian\)\s+GPL-2.0$", table, re.M)
+    assert "--count-text" not in table  # every installed source is counted
+
+
+def test_cli_info_count_text_counts(monkeypatch, tmp_path, no_debian, capsys):
+    from edgekit.cli import main
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(corpora, "CORPORA", {n: corpora.CORPORA[n] for n in ("gensim-lee",)})
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["text_sources"][0]["words"] is None
+    assert main(["info", "--count-text"]) == 0
+    out = capsys.readouterr().out
+    words = _words(load_texts("gensim-lee"))
+    assert re.search(rf"^gensim-lee\s+yes\s+[\d,]+\s+{words:,}\s", out, re.M), out
 
 
 # --- the markup strippers --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from edgekit.errors import InputError
 from edgekit.status import say
 
 from .prune import mask_for
+from .speed_target import PROBE_SPARSITY, openvino_target
 
 #: trials drawn at random from the record for the plot (the front is always kept whole)
 PLOT_POINTS = 400
@@ -189,10 +190,19 @@ def run_search(linears: dict, cfg, run, recipe) -> dict[str, float]:
     bits = resolve_weight_bits(qcfg.weight_bits) if qcfg is not None else 8
     grid = sorted(set(float(s) for s in cfg.search_grid))
     shape_of = {n: f"{m.weight.shape[0]}x{m.weight.shape[1]}" for n, m in linears.items()}
+    levels = grid + ([PROBE_SPARSITY] if cfg.openvino_speedup is not None else [])
     try:
-        table = latency_table({tuple(m.weight.shape) for m in linears.values()}, bits, levels=grid)
+        table = latency_table({tuple(m.weight.shape) for m in linears.values()}, bits, levels=levels)
     except ImportError as exc:
         raise InputError(f"prune.scope 'search' times edgekit's kernels, which are not built here ({exc})") from None
+    speed = None  # openvino_speedup: the target from OpenVINO int8 and the native engine timed on this CPU
+    if cfg.openvino_speedup is not None and current().is_main:  # other ranks take rank 0's allocation
+        speed = openvino_target(run, table, shape_of, cfg.openvino_speedup, bits)
+        target = speed["target"]
+    elif cfg.openvino_speedup is not None:
+        target = 1.0
+    else:
+        target = cfg.latency_target if cfg.latency_target is not None else 1.0 / cfg.target_speedup
     n = min(cfg.search_samples, len(run.ids))
     batches = [(run.ids[i:i + 16], run.mask[i:i + 16]) for i in range(0, n, 16)]
     say(f"search: measuring the sensitivity of {len(linears)} Linears at {len(grid)} sparsities on {n} windows",
@@ -200,12 +210,18 @@ def run_search(linears: dict, cfg, run, recipe) -> dict[str, float]:
     t1 = time.perf_counter()
     cost = sensitivity_table(run.student, linears, batches, grid, run.task, cfg.pattern)
     t2 = time.perf_counter()
-    target = cfg.latency_target if cfg.latency_target is not None else 1.0 / cfg.target_speedup
     trials = run.steps(cfg.search_trials) if hasattr(run, "steps") else cfg.search_trials  # --max-steps caps it
     alloc, record = search_allocation(list(linears), shape_of, table, cost, grid, target, trials, seed=recipe.seed)
+    if speed is not None:
+        record["openvino"] = speed
     record.update(latency_table={k: table[k] for k in sorted(set(shape_of.values()))}, sensitivity=cost,
                   weight_bits=bits, samples=n, seconds={"latency": round(t1 - t0, 1), "sensitivity": round(t2 - t1, 1),
                                                         "search": round(time.perf_counter() - t2, 1)})
+    if speed is not None:
+        pred = speed["overhead_ms"] + record["chosen"]["latency"] * speed["dense_linear_ms"]
+        say(f"search: OpenVINO int8 {speed['openvino_ms']:.1f} ms, native at 80% 4x1 {speed['native_probe_ms']:.1f} ms "
+            f"({speed['overhead_ms']:.1f} ms outside the Linears); chosen allocation predicted {pred:.1f} ms = "
+            f"{speed['openvino_ms'] / max(pred, 1e-9):.1f}x OpenVINO int8 (wanted {speed['speedup']:g}x)", run.progress)
     if not record["met"]:
         say(f"search: no allocation reaches latency {target:.3f} of dense (fastest {record['chosen']['latency']:.3f}); "
             f"using the fastest", run.progress)

@@ -482,6 +482,8 @@ def format_text_sources(rows: list[dict]) -> str:
         num = (lambda v: "-" if v is None else f"{v:,}")
         lines.append(f"{r['name']:<14} {'yes' if r['installed'] else 'no':<9} {num(r['passages']):>10} "
                      f"{num(r['words']):>10}  {r['package'] + ' (' + r['registry'] + ')':<24} {r['licence']}")
+    if any(r["installed"] and r["passages"] is None for r in rows):
+        lines.append("(passages and words of installed sources: edgekit info --count-text)")
     return "\n".join(lines)
 
 

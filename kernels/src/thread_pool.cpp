@@ -29,6 +29,7 @@ class Pool {
   explicit Pool(int n) { resize(n); }
   ~Pool() { stop(); }
   int size() const { return nthreads_; }
+  int64_t solo_jobs() const { return solo_jobs_.load(std::memory_order_relaxed); }
   void resize(int n) {
     if (n < 1) n = 1;
     if (n == nthreads_) return;
@@ -153,10 +154,7 @@ class Pool {
   std::atomic<uint64_t> gen_{0};
   std::atomic<bool> quit_{false};
   int sleepers_ = 0;
- public:
-  std::atomic<int64_t> solo_jobs_{0};
-
- private:
+  std::atomic<int64_t> solo_jobs_{0};  // jobs run on the caller alone, ever (read by solo_jobs())
   // solo-mode bookkeeping, touched by the caller under run_mu_ only
   int solo_left_ = 0, window_jobs_ = 0, strikes_ = 0;
   double window_tail_ = 0, window_total_ = 0;
@@ -180,6 +178,6 @@ int num_threads() { return pool().size(); }
 extern "C" {
 void ek_set_num_threads(int n) { pool().resize(n); }
 int ek_get_num_threads(void) { return pool().size(); }
-int64_t ek_pool_solo_jobs(void) { return pool().solo_jobs_.load(std::memory_order_relaxed); }
+int64_t ek_pool_solo_jobs(void) { return pool().solo_jobs(); }
 void ek_parallel_for(int64_t n, void (*fn)(int64_t, void*), void* ctx) { pool().run(n, fn, ctx); }
 }

@@ -69,7 +69,10 @@ def test_search_meets_the_target_with_a_point_of_the_front():
     ({"scope": "search"}, "needs exactly one of latency_target"),
     ({"scope": "search", "latency_target": 0.3, "target_speedup": 3.0}, "needs exactly one of latency_target"),
     ({"scope": "search", "latency_target": 0.3, "pattern": "unstructured"}, "pattern must be 4x1 or 4x4"),
+    ({"scope": "search", "latency_target": 0.3, "openvino_speedup": 3.0}, "needs exactly one of latency_target"),
     ({"latency_target": 0.3}, "latency_target applies with scope 'search' only"),
+    ({"openvino_speedup": 3.0}, "openvino_speedup applies with scope 'search' only"),
+    ({"scope": "search", "openvino_speedup": 1.0}, "openvino_speedup: Input should be greater than 1"),
     ({"scope": "search", "latency_target": 1.5}, "latency_target: Input should be less than or equal to 1"),
     ({"scope": "search", "latency_target": 0.3, "search_grid": [0.5, 1.0]}, "1.0 is not a sparsity in"),
 ])
@@ -153,3 +156,36 @@ def test_search_outside_compress_is_refused():
     run = _tiny_run("tiny-bert", "feature-extraction")
     with pytest.raises(InputError, match="runs inside compress"):
         allocate(encoder_linears(run.student), rec.stage("prune"), 2, rec)
+
+
+def test_openvino_target_times_both_runtimes_on_a_probe(tmp_path):
+    """prune.openvino_speedup: a probe copy of the student (80% 4x1, int8) runs on OpenVINO int8 and the native
+    engine; the target is the Linear-time fraction that leaves room for the engine's measured overhead."""
+    import types
+
+    import numpy as np
+
+    from edgekit.arch import encoder_linears
+    from edgekit.compress.allocation import latency_table
+    from edgekit.compress.speed_target import PROBE_SPARSITY, openvino_target
+    from edgekit.data import tokenize
+    from edgekit.zoo import load_torch, resolve
+
+    model, tok = load_torch(resolve("tiny-bert"))
+    before = {n: m.weight.detach().clone() for n, m in encoder_linears(model).items()}
+    texts = [f"the {w} market moved again on {d}" for w in ("stock", "bond", "oil", "gold") for d in range(8)]
+    run = types.SimpleNamespace(student=model, tok=tok, task="feature-extraction", progress=False,
+                                calibration_feeds=lambda n: tokenize(tok, texts[:n], 32))
+    linears = encoder_linears(model)
+    shape_of = {n: f"{m.weight.shape[0]}x{m.weight.shape[1]}" for n, m in linears.items()}
+    table = latency_table({tuple(m.weight.shape) for m in linears.values()}, 8, levels=(PROBE_SPARSITY,))
+    rec = openvino_target(run, table, shape_of, 3.0, 8)
+    assert rec["openvino_ms"] > 0 and rec["native_probe_ms"] > 0 and rec["overhead_ms"] >= 0
+    dense = sum(table[s]["0.0"] for s in shape_of.values()) / 1e3
+    assert rec["dense_linear_ms"] == pytest.approx(dense, rel=1e-4)
+    assert rec["target"] == pytest.approx((rec["openvino_ms"] / 3.0 - rec["overhead_ms"]) / dense, rel=1e-3, abs=1e-4)
+    probe_linears = sum(table[s][str(PROBE_SPARSITY)] for s in shape_of.values()) / 1e3
+    assert rec["overhead_ms"] == pytest.approx(max(rec["native_probe_ms"] - probe_linears, 0.0), abs=1e-5)
+    # the student itself is left as it was (the probe is a copy)
+    assert all(np.array_equal(before[n], m.weight.detach()) for n, m in encoder_linears(model).items())
+    assert not any("FakeQuant" in type(m).__name__ for m in model.modules())

@@ -1,0 +1,100 @@
+"""``prune.openvino_speedup``: the sparsity search's latency target from what the user is promised, the native
+engine k times faster than OpenVINO int8 on this CPU, instead of a fraction of dense kernel time.
+
+The search predicts the time of the encoder Linears from kernel timings (:func:`edgekit.compress.allocation
+.latency_table`, M = 128 tokens). What the user sees is the whole model at batch 1, 128 tokens, on the native
+engine beside OpenVINO int8. So before the search, a probe copy of the student (every encoder Linear at 80% 4x1 by
+magnitude, int8 with min-max activation ranges) is written as a throwaway artifact with the native and OpenVINO
+int8 formats, and both run interleaved (:func:`edgekit.bench.measure_point`) on 128-token inputs:
+
+- ``openvino_ms``: OpenVINO int8's latency; it does not depend on the 4x1 pattern, so it stands for OpenVINO int8
+  of the final model;
+- ``overhead_ms``: the native engine's time outside the Linears, its measured latency minus the probe
+  allocation's predicted Linear time (embeddings, attention, LayerNorms, GELU, pooling, the layout changes);
+- the target, as a fraction of dense Linear time: ``(openvino_ms / k - overhead_ms) / dense_ms``.
+
+On a CPU where OpenVINO int8 is slow (AVX2 without VNNI) this allows denser, more accurate allocations; where it is
+fast, sparser ones. A target at or below zero cannot be met by any allocation: the search then takes its fastest
+point and the record says so.
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgekit.status import say
+
+#: the probe allocation: every encoder Linear at this 4x1 sparsity
+PROBE_SPARSITY = 0.8
+#: tokens per input: the latency table's M
+TOKENS = 128
+
+
+def _probe_artifact(run, bits: int, dest: Path):
+    """The student's probe copy (80% 4x1 by magnitude, int8) as an artifact with native and OpenVINO int8."""
+    from edgekit.arch import encoder_linears
+    from edgekit.export import export_artifact
+    from edgekit.formats import fake_quant as FQ
+    from edgekit.formats.native import write_native
+    from edgekit.runtimes.torch_backend import ModuleSession
+
+    from .prune import mask_for
+    from .scoring import label_names
+
+    probe = copy.deepcopy(run.student).eval()
+    with torch.no_grad():
+        for lin in encoder_linears(probe).values():
+            lin.weight.mul_(mask_for(lin.weight.abs(), PROBE_SPARSITY, "4x1"))
+    fq = FQ.insert_fake_quant(probe, weight_bits=bits)
+    cal = run.calibration_feeds(32)
+    session = ModuleSession(probe, run.task)
+    with torch.no_grad():
+        for i in range(0, len(cal["input_ids"]), 16):
+            session.run({k: v[i:i + 16] for k, v in cal.items()})
+    FQ.finish_calibration(fq, "minmax")
+    qstate = FQ.quant_state(fq)
+    FQ.remove_fake_quant(probe)
+    labels = label_names(probe, run.task)
+
+    def native(tmp: Path) -> dict[str, str]:
+        write_native(probe, run.task, qstate, tmp / "native", labels)
+        return {"native": "native"}
+
+    return export_artifact(probe, run.tok, dest, task=run.task, model_name="speed-probe", formats=("openvino",),
+                           labels=labels, int8_calibration={k: np.asarray(v) for k, v in cal.items()},
+                           weight_bits=bits, extra_files=native, progress=False)
+
+
+def openvino_target(run, table: dict, shape_of: dict[str, str], speedup: float, bits: int) -> dict:
+    """Measure OpenVINO int8 and the native engine's overhead on this CPU and turn ``speedup`` into the search's
+    latency target (a fraction of dense int8 Linear time). Returns the record: ``target``, ``openvino_ms``,
+    ``native_probe_ms``, ``overhead_ms``, ``dense_linear_ms``, ``probe_sparsity``, ``seconds``."""
+    from edgekit.bench import make_feeds, measure_point
+    from edgekit.runtimes import load
+
+    t0 = time.perf_counter()
+    say(f"search: timing OpenVINO int8 and the native engine on this CPU for the {speedup:g}x target", run.progress)
+    probe_lvl = str(PROBE_SPARSITY)
+    dense = sum(table[s]["0.0"] for s in shape_of.values()) / 1e3
+    linears_probe = sum(table[s][probe_lvl] for s in shape_of.values()) / 1e3
+    with tempfile.TemporaryDirectory(prefix="edgekit-speed-") as tmp:
+        art = _probe_artifact(run, bits, Path(tmp) / "probe")
+        sessions = {"native": load(art, "native"), "openvino": load(art, "openvino")}
+        feeds = make_feeds(run.tok, 1, TOKENS)  # bbc-news test articles (timing only), else vocabulary words
+        timed = measure_point(sessions, feeds, min_runs=20, min_time_s=1.0, rounds=5)
+        del sessions
+    med = {n: float(np.median(timed[n]["times_ms"])) for n in timed}
+    overhead = max(med["native"] - linears_probe, 0.0)
+    target = (med["openvino"] / speedup - overhead) / dense
+    return {"speedup": speedup, "target": round(target, 6), "openvino_ms": round(med["openvino"], 6),
+            "native_probe_ms": round(med["native"], 6), "overhead_ms": round(overhead, 6),
+            "dense_linear_ms": round(dense, 6), "probe_sparsity": PROBE_SPARSITY, "tokens": TOKENS,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+__all__ = ["PROBE_SPARSITY", "openvino_target"]
