@@ -41,10 +41,9 @@ def _probe_artifact(run, bits: int, dest: Path):
     from edgekit.export import export_artifact
     from edgekit.formats import fake_quant as FQ
     from edgekit.formats.native import write_native
-    from edgekit.runtimes.torch_backend import ModuleSession
-
     from .prune import mask_for
     from .scoring import label_names
+    from .stages.quantize import observe
 
     probe = copy.deepcopy(run.student).eval()
     with torch.no_grad():
@@ -52,10 +51,7 @@ def _probe_artifact(run, bits: int, dest: Path):
             lin.weight.mul_(mask_for(lin.weight.abs(), PROBE_SPARSITY, "4x1"))
     fq = FQ.insert_fake_quant(probe, weight_bits=bits)
     cal = run.calibration_feeds(32)
-    session = ModuleSession(probe, run.task)
-    with torch.no_grad():
-        for i in range(0, len(cal["input_ids"]), 16):
-            session.run({k: v[i:i + 16] for k, v in cal.items()})
+    observe(probe, run.task, cal)
     FQ.finish_calibration(fq, "minmax")
     qstate = FQ.quant_state(fq)
     FQ.remove_fake_quant(probe)

@@ -79,7 +79,6 @@ def _avx2_kernels() -> bool:
 def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
     from edgekit.arch import encoder_linears
     from edgekit.formats import fake_quant as FQ
-    from edgekit.runtimes.torch_backend import ModuleSession
 
     from .. import training
     from ..scoring import score_student
@@ -105,12 +104,7 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
     else:
         # the fake-quant modules observe their inputs on training rows as the task feeds them (pairs, words),
         # half of them distillation passages when the recipe's distill_data.calibration says so
-        cal = run.calibration_feeds(cfg.calibration_samples)
-        session = ModuleSession(run.student, run.task)
-        for i in range(0, len(cal["input_ids"]), 16):
-            rows = {k: v[i : i + 16] for k, v in cal.items()}
-            longest = int(rows["attention_mask"].sum(1).max())  # pad to the batch's longest row, as before
-            session.run({k: v[:, :longest] for k, v in rows.items()})
+        observe(run.student, run.task, run.calibration_feeds(cfg.calibration_samples))
         FQ.finish_calibration(run.fq, cfg.calibration, cfg.percentile)
         if cfg.accuracy_budget is not None:
             out["sensitivity"] = _sensitivity(run, cfg)
@@ -123,6 +117,18 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
         run.train(steps, cfg.lr, "qat", None, start)
     out["qat_steps"] = steps
     return out
+
+
+def observe(model, task: str, cal: dict) -> None:
+    """Run ``cal`` (calibration feeds) through ``model`` 16 rows at a time, each batch cut to its longest row, so
+    that its fake-quant modules observe their input ranges."""
+    from edgekit.runtimes.torch_backend import ModuleSession
+
+    session = ModuleSession(model, task)
+    for i in range(0, len(cal["input_ids"]), 16):
+        rows = {k: v[i : i + 16] for k, v in cal.items()}
+        longest = int(rows["attention_mask"].sum(1).max())
+        session.run({k: v[:, :longest] for k, v in rows.items()})
 
 
 def restore_qparams(run: "Run", saved: dict) -> list[str]:
