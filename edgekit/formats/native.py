@@ -3,7 +3,12 @@
 ``native/config.json``: ``{"format": "edgekit-native", "version": 1, "arch": "bert"|"distilbert"|"roberta",
 "task", "hidden", "heads", "layers", "intermediate", "vocab_size", "max_position", "type_vocab_size",
 "layer_norm_eps", "activation", "position_offset", "pooling", "normalize", "head", "head_activation", "num_labels",
-"labels", "pattern": "4x1"|"dense", "precision": "int8"|"fp32", "fp32_layers": [...], "weight_bits": 8|7|null}``.
+"labels", "pattern": "4x1"|"dense", "dense_linears": [...], "precision": "int8"|"fp32", "fp32_layers": [...],
+"weight_bits": 8|7|null}``.
+
+``dense_linears`` (4x1 models; absent: none): the encoder Linears that run on the dense kernels, those with under
+:data:`DENSE_BELOW` of their 4x1 blocks pruned (a searched allocation leaves some Linears unpruned: the 4x1
+kernels do not beat the dense ones there). q, k and v run as one fused Linear, dense only when all three are listed.
 
 The architecture fields (every one but ``pooling`` may be absent: a folder written before it existed is read as
 then, a post-LayerNorm BERT):
@@ -82,6 +87,19 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().float().numpy().copy()
 
 
+#: a Linear of a 4x1 model with fewer of its 4x1 blocks all-zero than this runs on the dense kernels
+DENSE_BELOW = 0.25
+
+
+def block_sparsity(w) -> float:
+    """The fraction of the 4x1 blocks of torch weight ``w`` (rows padded to a multiple of 4) that are all zero."""
+    import torch
+
+    n, k = w.shape
+    nz = torch.nn.functional.pad((w != 0).float(), (0, 0, 0, (-n) % 4)).reshape(-1, 4, k)
+    return float((nz.sum(1) == 0).float().mean())
+
+
 def is_4x1(w) -> bool:
     """Every 4x1 block of torch weight ``w`` is all-zero or all-kept (the last partial block counts its rows
     only): the layout the sparse kernels pack."""
@@ -153,7 +171,9 @@ def write_native(wrapper, task: str, qstate: dict | None, dest: Path, labels: li
         "pooling": enc.pooling, "normalize": bool(enc.normalize) and head == "none", "head": head,
         "head_activation": (enc.head_activation or "none") if head == "sequence" and enc.pooler is not None else "none",
         "num_labels": num_labels,
-        "labels": labels, "pattern": "4x1" if sparse else "dense", "precision": "int8" if qlayers else "fp32",
+        "labels": labels, "pattern": "4x1" if sparse else "dense",
+        "dense_linears": sorted(n for n, (w, _) in weights.items() if block_sparsity(w) < DENSE_BELOW) if sparse else [],
+        "precision": "int8" if qlayers else "fp32",
         "fp32_layers": fp32_layers if qlayers else [], "weight_bits": bits if qlayers else None,
     }
     if enc.image is not None:

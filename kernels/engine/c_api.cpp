@@ -295,6 +295,13 @@ ek_engine* load(const std::string& dir, int threads) {
   if (!eps || eps->kind != Json::kNumber) fail(EK_ENGINE_EFORMAT, where + ": layer_norm_eps is missing");
   c.layer_norm_eps = (float)eps->num;
   c.sparse_4x1 = str_field(cfg, "pattern", where) == "4x1";
+  if (const Json* dl = cfg.get("dense_linears"); dl && dl->kind != Json::kNull) {  // added after version 1 shipped
+    if (dl->kind != Json::kArray) fail(EK_ENGINE_EFORMAT, where + ": dense_linears must be a list of Linear names");
+    for (const Json& n : dl->items) {
+      if (n.kind != Json::kString) fail(EK_ENGINE_EFORMAT, where + ": dense_linears must be a list of Linear names");
+      c.dense_linears.push_back(n.str);
+    }
+  }
   // fields added after version 1 first shipped: absent (or null) means what a folder without them meant
   auto opt_str = [&](const char* key) {
     const Json* v = cfg.get(key);

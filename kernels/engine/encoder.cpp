@@ -137,18 +137,31 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg, const TensorLookup& t, int th
     eln_w_ = take<float>(t, "embeddings.ln.weight", {h_});
     eln_b_ = take<float>(t, "embeddings.ln.bias", {h_});
   }
+  std::set<std::string> dense(cfg.dense_linears.begin(), cfg.dense_linears.end());
+  for (const std::string& name : dense) {  // each an encoder Linear of this model
+    const auto dot = name.rfind('.');
+    const std::string kind = dot == std::string::npos ? "" : name.substr(dot + 1);
+    const std::string layer = name.substr(0, dot == std::string::npos ? 0 : dot);
+    bool known = false;
+    for (int64_t i = 0; i < nl_ && !known; ++i) known = layer == "layers." + std::to_string(i);
+    if (!known || !(kind == "q" || kind == "k" || kind == "v" || kind == "o" || kind == "ffn_in" || kind == "ffn_out"))
+      bad("native model: dense_linears names '" + name + "', not an encoder Linear (layers.<i>.q, k, v, o, ffn_in, "
+          "ffn_out)");
+  }
+  auto pat_of = [&](const std::string& name) { return dense.count(name) ? EK_DENSE : pat; };
   for (int64_t i = 0; i < nl_; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
     Layer L;
-    L.fused = fuse_qkv(t, p, h_, pat, &L.qkv);
+    const bool qkv_dense = dense.count(p + "q") && dense.count(p + "k") && dense.count(p + "v");
+    L.fused = fuse_qkv(t, p, h_, qkv_dense ? EK_DENSE : pat, &L.qkv);
     if (!L.fused) {
-      L.q = load_linear(t, p + "q", h_, h_, pat);
-      L.k = load_linear(t, p + "k", h_, h_, pat);
-      L.v = load_linear(t, p + "v", h_, h_, pat);
+      L.q = load_linear(t, p + "q", h_, h_, pat_of(p + "q"));
+      L.k = load_linear(t, p + "k", h_, h_, pat_of(p + "k"));
+      L.v = load_linear(t, p + "v", h_, h_, pat_of(p + "v"));
     }
-    L.o = load_linear(t, p + "o", h_, h_, pat);
-    L.ffn_in = load_linear(t, p + "ffn_in", inter_, h_, pat);
-    L.ffn_out = load_linear(t, p + "ffn_out", h_, inter_, pat);
+    L.o = load_linear(t, p + "o", h_, h_, pat_of(p + "o"));
+    L.ffn_in = load_linear(t, p + "ffn_in", inter_, h_, pat_of(p + "ffn_in"));
+    L.ffn_out = load_linear(t, p + "ffn_out", h_, inter_, pat_of(p + "ffn_out"));
     L.ln1_w = take<float>(t, p + "attn_ln.weight", {h_});
     L.ln1_b = take<float>(t, p + "attn_ln.bias", {h_});
     L.ln2_w = take<float>(t, p + "ffn_ln.weight", {h_});
@@ -157,7 +170,7 @@ EncoderImpl::EncoderImpl(const EncoderConfig& cfg, const TensorLookup& t, int th
   }
   const IsaConfig& isa = active_config();
   const bool int8_runs = isa.token_tiles && isa.attention_t_int8.takes(h_ / heads_) && chain_t_ && layers_[0].fused &&
-                         layers_[0].qkv.int8;
+                         layers_[0].qkv.int8 && layers_[0].qkv.sparse;
   if (attention == "auto") attn_int8_ = int8_runs;  // int8 where it runs, else fp32 (see attention())
   if (attn_int8_ && !int8_runs)
     bad("attention='int8' runs on the transposed q, k, v of a 4x1 sparse int8 model with a head size that is a "
@@ -245,7 +258,7 @@ void EncoderImpl::check(int rc) {
 void EncoderImpl::add_ln(float* x, const float* res, int64_t T, const std::vector<float>& w,
                            const std::vector<float>& b, const Linear* next) {
   pre_q_ = nullptr;
-  if (next && next->int8 && quant_t_ && active_config().token_tiles && h_ % 16 == 0) {
+  if (next && takes_t(*next) && active_config().token_tiles && h_ % 16 == 0) {
     check(add_layer_norm_quantize_t(x, res, T, h_, w.data(), b.data(), eps_, next->x_scale, next->x_zp, xq(),
                                     t_stride(T)));
     pre_q_ = next;
@@ -256,8 +269,8 @@ void EncoderImpl::add_ln(float* x, const float* res, int64_t T, const std::vecto
   add_layer_norm(x, res, T, h_, w.data(), b.data(), eps_);
 }
 
-// Quantises x [T, l.k] for l into xq_: transposed ([l.k][padded T], what the 4x1 kernels read natively) when
-// quant_t_, else row-major. Returns the (stride, transposed) pair to pass to ek_gemm_u8s8_t. Rows add_ln has
+// Quantises x [T, l.k] for l into xq_: transposed ([l.k][padded T], what the 4x1 kernels read natively) when l
+// takes it (takes_t), else row-major. Returns the (stride, transposed) pair to pass to ek_gemm_u8s8_t. Rows add_ln has
 // already quantised for l are not done again.
 std::pair<int64_t, bool> EncoderImpl::quant(const float* x, int64_t T, const Linear& l) {
   if (pre_q_ == &l && pre_q_x_ == x && pre_q_t_ == T) {  // quantised by add_ln already
@@ -265,7 +278,7 @@ std::pair<int64_t, bool> EncoderImpl::quant(const float* x, int64_t T, const Lin
     return {t_stride(T), true};
   }
   pre_q_ = nullptr;
-  if (quant_t_) {
+  if (takes_t(l)) {
     const int64_t ld = t_stride(T);
     check(ek_quantize_u8_t(x, T, l.k, l.k, l.x_scale, l.x_zp, xq(), ld));
     return {ld, true};
@@ -459,7 +472,8 @@ void EncoderImpl::ffn(const Layer& L, StepTimer& timer) {
   // both sparse int8, the hidden activations stay transposed ([inter][padded T]) between the two GEMMs,
   // which is the layout the sparse kernel consumes, so neither side transposes them.
   const bool fused_req = fused_act() && L.ffn_in.int8 && L.ffn_out.int8;
-  if (fused_req && chain_t_) {
+  const bool both_t = L.ffn_in.sparse && L.ffn_out.sparse;  // (a 4x1 model's Linears may run dense: dense_linears)
+  if (fused_req && both_t) {
     const ek_epilogue ep{L.ffn_in.x_scale, L.ffn_in.x_zp, L.ffn_in.w_scale.data(), L.ffn_in.bias.data(), 1, 1,
                          L.ffn_out.x_scale, L.ffn_out.x_zp};
     const auto [ldx, x_t] = quant(x_.data(), T, L.ffn_in);
@@ -474,7 +488,7 @@ void EncoderImpl::ffn(const Layer& L, StepTimer& timer) {
     else ffn_hidden_ = std::move(hid);
   }
   timer.stop("ffn_in");
-  if (fused_req && chain_t_) {
+  if (fused_req && both_t) {
     const ek_epilogue ep{L.ffn_out.x_scale, L.ffn_out.x_zp, L.ffn_out.w_scale.data(), L.ffn_out.bias.data(), 0, 0,
                          1.f, 0};
     check(ek_gemm_u8s8_t(L.ffn_out.w.get(), hq(), T, tp, 1, &ep, tmp_.data(), H, 0));

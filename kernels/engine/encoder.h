@@ -53,6 +53,10 @@ struct EncoderConfig {
   Head head = Head::kNone;
   HeadActivation head_activation = HeadActivation::kNone;
   bool sparse_4x1 = false;  // weights pruned in 4x1 blocks (else dense)
+  // In a 4x1 model, the encoder Linears that run on the dense kernels instead (names "layers.<i>.<q|k|v|o|ffn_in|
+  // ffn_out>"): those pruned too lightly for the 4x1 kernels to beat dense ones. q, k and v fuse into one 4x1
+  // Linear unless all three are listed.
+  std::vector<std::string> dense_linears;
   // Vision Transformers (ViT, DeiT): LayerNorm before attention and before the FFN, the residual added after each,
   // and a final LayerNorm ("final_ln.*") after the last layer. Needs the image input below.
   bool pre_ln = false;

@@ -91,6 +91,8 @@ class EncoderImpl {
   const Linear* qkv_reader(size_t layer) const;
   bool tiles_share_out(int64_t T) const;
   bool qkv_transposed(const Layer& L) const;
+  // Whether l reads its u8 input transposed: an int8 4x1 Linear on a path whose 4x1 kernels take that layout.
+  bool takes_t(const Linear& l) const { return quant_t_ && l.int8 && l.sparse; }
   bool tiled(const Layer& L, int64_t T) const;
   AttnCtx chunk_ctx(const Layer& L, int64_t b0, int64_t b1, int64_t ldq, bool cls_only);
   static int64_t t_stride(int64_t T);

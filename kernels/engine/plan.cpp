@@ -44,7 +44,7 @@ void EncoderImpl::plan(int64_t B) {
 // (add_ln, the tile tasks): with a single chunk, or with several that all start on a 64-token tile (batches of
 // 128-token sequences), whose head tasks then read their chunk's columns of it.
 const Linear* EncoderImpl::qkv_reader(size_t layer) const {
-  if (layer >= layers_.size() || !layers_[layer].fused) return nullptr;
+  if (layer >= layers_.size() || !layers_[layer].fused || !takes_t(layers_[layer].qkv)) return nullptr;
   const bool whole = chunks_.size() == 1 || (aligned_ && qkv_transposed(layers_[layer]));
   return whole ? &layers_[layer].qkv : nullptr;
 }
@@ -62,13 +62,14 @@ bool EncoderImpl::tiles_share_out(int64_t T) const {
 // sparse int8 QKV on the token-tile path with the fp32 (or int8) attention on transposed q, k, v.
 bool EncoderImpl::qkv_transposed(const Layer& L) const {
   const IsaConfig& cfg = active_config();
-  return L.fused && L.qkv.int8 && chain_t_ && !attn_bf16_ && cfg.token_tiles && cfg.attention_t.takes(h_ / heads_);
+  return L.fused && L.qkv.int8 && L.qkv.sparse && chain_t_ && !attn_bf16_ && cfg.token_tiles && cfg.attention_t.takes(h_ / heads_);
 }
 
 // Whether layer L runs tile by tile after attention (run_tile) on T tokens: every Linear after attention
 // sparse int8, the tiles sharing out over the threads and GELU (erf), the activation the tile's FFN-in fuses.
 bool EncoderImpl::tiled(const Layer& L, int64_t T) const {
-  return tiles_share_out(T) && L.o.int8 && L.ffn_in.int8 && L.ffn_out.int8 && fused_act();
+  return tiles_share_out(T) && L.o.int8 && L.ffn_in.int8 && L.ffn_out.int8 && L.o.sparse && L.ffn_in.sparse &&
+         L.ffn_out.sparse && fused_act();
 }
 
 // The attention tasks' context for sequences [b0, b1) of layer L, q, k, v at row stride ldq.

@@ -61,6 +61,7 @@ Linear load_linear(const TensorLookup& t, const std::string& name, int64_t n, in
   Linear l;
   l.n = n;
   l.k = k;
+  l.sparse = pat == EK_BLOCK_4X1;
   const Tensor w = weight(t, name);
   l.bias = take<float>(t, name + ".bias", {n});
   if (w.dtype == DType::kInt8) {
@@ -99,6 +100,7 @@ bool fuse_qkv(const TensorLookup& t, const std::string& p, int64_t h, ek_pattern
     b.insert(b.end(), bi.begin(), bi.end());
   }
   out->int8 = true;
+  out->sparse = pat == EK_BLOCK_4X1;
   out->n = 3 * h;
   out->k = h;
   out->w = packed(ek_pack_s8(w.data(), 3 * h, h, pat));

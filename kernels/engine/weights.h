@@ -37,6 +37,7 @@ class ByteBuffer {
 
 struct Linear {
   bool int8 = false;
+  bool sparse = false;  // packed as 4x1 blocks (the 4x1 kernels; on their paths, transposed activations)
   std::shared_ptr<ek_packed> w;
   std::vector<float> w_scale, bias;
   float x_scale = 1.f;

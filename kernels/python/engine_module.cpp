@@ -46,6 +46,8 @@ ek::engine::EncoderConfig read_config(const py::dict& cfg) {
   c.max_position = cfg["max_position"].cast<int64_t>();
   c.layer_norm_eps = cfg["layer_norm_eps"].cast<float>();
   c.sparse_4x1 = cfg["pattern"].cast<std::string>() == "4x1";
+  if (cfg.contains("dense_linears") && !cfg["dense_linears"].is_none())
+    c.dense_linears = cfg["dense_linears"].cast<std::vector<std::string>>();
   c.type_vocab_size = cfg["type_vocab_size"].cast<int64_t>();
   // fields added after version 1 first shipped: absent means what a folder without them meant (see set_architecture)
   auto str = [&](const char* key) {

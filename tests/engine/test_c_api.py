@@ -120,3 +120,21 @@ def test_own_sha256_matches_hashlib(tmp_path):
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         got = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout.decode().strip()
         assert got == hashlib.sha256(data).hexdigest(), n
+
+
+def test_c_example_reads_dense_linears(quick_fe_artifact, run_artifact, tmp_path):
+    """A 4x1 model with some Linears on the dense kernels: the C loader reads the list as the Python one does (the
+    same output; integer accumulation makes it the all-4x1 model's too), and refuses a name that is no Linear."""
+    from tests.engine.test_native import MIXED, _with_dense_linears
+
+    art, _ = quick_fe_artifact
+    mixed = _with_dense_linears(art, tmp_path / "mixed", MIXED)
+    ids = np.array([IDS], np.int64)
+    ref = load(mixed, "native", threads=1).run({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    r = _run(run_artifact, mixed, IDS)
+    assert r.returncode == 0, r.stderr
+    got = np.array([float(x) for x in r.stdout.split()], np.float32)
+    assert np.abs(got - ref[0]).max() <= 1e-4
+    bad = _with_dense_linears(art, tmp_path / "bad", ["layers.0.attn"])
+    r = _run(run_artifact, bad, IDS)
+    assert r.returncode != 0 and "dense_linears names 'layers.0.attn'" in _err_line(r)

@@ -147,6 +147,35 @@ def test_fp32_native_model_matches_torch(tmp_path):
     np.testing.assert_allclose(s.run(f), load(art, "torch", threads=1).run(f), atol=2e-5)
 
 
+def test_writer_lists_unpruned_linears_of_a_4x1_model_as_dense(tmp_path):
+    """Linears left (nearly) unpruned in a 4x1 model are written to dense_linears and run on the dense kernels;
+    the model still matches torch."""
+    import torch
+
+    from edgekit.arch import encoder_linears
+    from edgekit.artifact import load_artifact
+    from edgekit.compress.prune import mask_for
+    from edgekit.export import export_artifact
+    from edgekit.formats.native import write_native
+    from edgekit.zoo import load_torch, resolve
+
+    model, tok = load_torch(resolve("tiny-bert"))
+    keep = {"layers.0.ffn_out", "layers.1.q", "layers.1.k", "layers.1.v"}
+    with torch.no_grad():
+        for name, lin in encoder_linears(model).items():
+            sp = 0.1 if name == "layers.1.v" else 0.0 if name in keep else 0.8  # 10%: under DENSE_BELOW
+            if sp:
+                lin.weight.mul_(mask_for(lin.weight.abs(), sp, "4x1"))
+    export_artifact(model, tok, tmp_path / "a", task="feature-extraction", model_name="tiny-bert", formats=(),
+                    extra_files=lambda d: (write_native(model, "feature-extraction", None, d / "native"),
+                                           {"native": "native"})[1], progress=False)
+    cfg = json.loads((tmp_path / "a" / "native" / "config.json").read_text())
+    assert cfg["pattern"] == "4x1" and cfg["dense_linears"] == sorted(keep)
+    art = load_artifact(tmp_path / "a")
+    f = _feeds(art.root)
+    np.testing.assert_allclose(load(art, "native", threads=2).run(f), load(art, "torch", threads=1).run(f), atol=2e-5)
+
+
 @pytest.mark.parametrize("mutate, match", [
     (lambda f: f.update(input_ids=np.full_like(f["input_ids"], 10**7)), "outside the vocabulary"),
     (lambda f: f.update(attention_mask=np.full_like(f["attention_mask"], 2)), "only 0 and 1"),
@@ -434,3 +463,58 @@ def test_avx2_attention_and_layernorm_match_the_scalar_path():
         np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=tol, err_msg=f"avx2 vs ref, {key}")
         np.testing.assert_allclose(got[1], got[0], rtol=0, atol=tol, err_msg=f"avx2 padded vs alone, {key}")
         assert not np.array_equal(got[0], ref[0]), key  # really a different code path
+
+
+def _with_dense_linears(art, dest, names):
+    """A copy of artifact ``art`` whose native config runs ``names`` on the dense kernels (checksums renewed)."""
+    import shutil
+
+    from edgekit.artifact import finalize_manifest, load_artifact
+
+    shutil.copytree(art, dest)
+    cfg_path = dest / "native" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["pattern"] == "4x1" and cfg["dense_linears"] == []
+    cfg["dense_linears"] = names
+    cfg_path.write_text(json.dumps(cfg))
+    finalize_manifest(dest, load_artifact(dest, verify=False).manifest)
+    return dest
+
+
+# layer 0: q, k, v all dense (one dense fused QKV) and FFN-out dense; layer 1: q alone (QKV stays 4x1), O and FFN-in
+MIXED = ["layers.0.q", "layers.0.k", "layers.0.v", "layers.0.ffn_out", "layers.1.q", "layers.1.o", "layers.1.ffn_in"]
+
+
+@pytest.mark.parametrize("which", ["quick_fe_artifact", "quick_cls_artifact"])
+def test_dense_linears_beside_4x1_ones_match_torch_on_every_isa_path(request, which, tmp_path):
+    """A 4x1 model whose dense_linears run on the dense kernels (mixed layouts between the GEMMs: transposed for
+    the 4x1 kernels, row-major for the dense ones): the same model output as the torch fake-quant reference and
+    as the all-4x1 engine, on every kernel path, tile by tile or whole."""
+    from edgekit import _engine, kernels
+
+    art, _ = request.getfixturevalue(which)
+    mixed = _with_dense_linears(art, tmp_path / "mixed", MIXED)
+    f = _feeds(art, n=6, seq=64)
+    ref = load(art, "torch", threads=1).run(f)
+    for isa in kernels.available_isas():
+        with kernels.using_isa(isa):
+            sess = load(mixed, "native", threads=2, precision="fp32")
+            kinds = set(sess._enc.kernels)  # the reference path has one kernel for both layouts
+            assert isa == "ref" or (any("4x1" in k for k in kinds) and any("4x1" not in k for k in kinds)), kinds
+            out = sess.run(f)
+            assert _cos(out, ref).min() >= 0.9999, isa
+            np.testing.assert_allclose(out, ref, atol=1e-3 * np.abs(ref).max() + 1e-6)
+            allsparse = load(art, "native", threads=2, precision="fp32").run(f)
+            np.testing.assert_allclose(out, allsparse, atol=1e-4 * np.abs(ref).max() + 1e-6)
+            if isa == _engine.isa():
+                sess._enc.tile_fusion = False
+                np.testing.assert_array_equal(sess.run(f), out)
+
+
+def test_dense_linears_naming_no_linear_is_a_clear_error(quick_fe_artifact, tmp_path):
+    art, _ = quick_fe_artifact
+    bad = _with_dense_linears(art, tmp_path / "bad", ["layers.0.ffn_in", "layers.9.q"])
+    from edgekit.errors import EdgekitError
+
+    with pytest.raises(EdgekitError, match="dense_linears names 'layers.9.q', not an encoder Linear"):
+        load(bad, "native", threads=1)
