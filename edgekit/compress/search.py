@@ -32,7 +32,7 @@ from edgekit.errors import InputError
 from edgekit.status import say
 
 from .prune import mask_for
-from .speed_target import PROBE_SPARSITY, openvino_target
+from .speed_target import PROBE_LOW, PROBE_SPARSITY, openvino_target
 
 #: trials drawn at random from the record for the plot (the front is always kept whole)
 PLOT_POINTS = 400
@@ -190,7 +190,7 @@ def run_search(linears: dict, cfg, run, recipe) -> dict[str, float]:
     bits = resolve_weight_bits(qcfg.weight_bits) if qcfg is not None else 8
     grid = sorted(set(float(s) for s in cfg.search_grid))
     shape_of = {n: f"{m.weight.shape[0]}x{m.weight.shape[1]}" for n, m in linears.items()}
-    levels = grid + ([PROBE_SPARSITY] if cfg.openvino_speedup is not None else [])
+    levels = grid + ([PROBE_SPARSITY, PROBE_LOW] if cfg.openvino_speedup is not None else [])
     try:
         table = latency_table({tuple(m.weight.shape) for m in linears.values()}, bits, levels=levels)
     except ImportError as exc:
@@ -218,9 +218,10 @@ def run_search(linears: dict, cfg, run, recipe) -> dict[str, float]:
                   weight_bits=bits, samples=n, seconds={"latency": round(t1 - t0, 1), "sensitivity": round(t2 - t1, 1),
                                                         "search": round(time.perf_counter() - t2, 1)})
     if speed is not None:
-        pred = speed["overhead_ms"] + record["chosen"]["latency"] * speed["dense_linear_ms"]
-        say(f"search: OpenVINO int8 {speed['openvino_ms']:.1f} ms, native at 80% 4x1 {speed['native_probe_ms']:.1f} ms "
-            f"({speed['overhead_ms']:.1f} ms outside the Linears); chosen allocation predicted {pred:.1f} ms = "
+        pred = speed["overhead_ms"] + speed["scale"] * record["chosen"]["latency"] * speed["dense_linear_ms"]
+        say(f"search: OpenVINO int8 {speed['openvino_ms']:.1f} ms, native at 80% / 50% 4x1 {speed['native_probe_ms']:.1f} / "
+            f"{speed['native_probe_low_ms']:.1f} ms ({speed['overhead_ms']:.1f} ms outside the Linears, kernel-time "
+            f"scale {speed['scale']:.2f}{'' if speed['scale_fitted'] else ' (not fitted)'}); chosen allocation predicted {pred:.1f} ms = "
             f"{speed['openvino_ms'] / max(pred, 1e-9):.1f}x OpenVINO int8 (wanted {speed['speedup']:g}x)", run.progress)
     if not record["met"]:
         say(f"search: no allocation reaches latency {target:.3f} of dense (fastest {record['chosen']['latency']:.3f}); "

@@ -167,7 +167,7 @@ def test_openvino_target_times_both_runtimes_on_a_probe(tmp_path):
 
     from edgekit.arch import encoder_linears
     from edgekit.compress.allocation import latency_table
-    from edgekit.compress.speed_target import PROBE_SPARSITY, openvino_target
+    from edgekit.compress.speed_target import PROBE_LOW, PROBE_SPARSITY, openvino_target
     from edgekit.data import tokenize
     from edgekit.zoo import load_torch, resolve
 
@@ -178,14 +178,24 @@ def test_openvino_target_times_both_runtimes_on_a_probe(tmp_path):
                                 calibration_feeds=lambda n: tokenize(tok, texts[:n], 32))
     linears = encoder_linears(model)
     shape_of = {n: f"{m.weight.shape[0]}x{m.weight.shape[1]}" for n, m in linears.items()}
-    table = latency_table({tuple(m.weight.shape) for m in linears.values()}, 8, levels=(PROBE_SPARSITY,))
+    table = latency_table({tuple(m.weight.shape) for m in linears.values()}, 8, levels=(PROBE_SPARSITY, PROBE_LOW))
     rec = openvino_target(run, table, shape_of, 3.0, 8)
-    assert rec["openvino_ms"] > 0 and rec["native_probe_ms"] > 0 and rec["overhead_ms"] >= 0
+    assert rec["openvino_ms"] > 0 and rec["native_probe_ms"] > 0 and rec["native_probe_low_ms"] > 0
+    assert rec["overhead_ms"] >= 0 and rec["probe_sparsity"] == [PROBE_SPARSITY, PROBE_LOW]
     dense = sum(table[s]["0.0"] for s in shape_of.values()) / 1e3
     assert rec["dense_linear_ms"] == pytest.approx(dense, rel=1e-4)
-    assert rec["target"] == pytest.approx((rec["openvino_ms"] / 3.0 - rec["overhead_ms"]) / dense, rel=1e-3, abs=1e-4)
-    probe_linears = sum(table[s][str(PROBE_SPARSITY)] for s in shape_of.values()) / 1e3
-    assert rec["overhead_ms"] == pytest.approx(max(rec["native_probe_ms"] - probe_linears, 0.0), abs=1e-5)
+    pred = {lv: sum(table[s][str(lv)] for s in shape_of.values()) / 1e3 for lv in (PROBE_SPARSITY, PROBE_LOW)}
+    # the engine's time = overhead + scale x predicted Linear time, fitted through both probes (or scale 1)
+    scale = rec["scale"]
+    if rec["scale_fitted"]:
+        assert 0.2 <= scale <= 5.0
+        assert scale == pytest.approx((rec["native_probe_low_ms"] - rec["native_probe_ms"])
+                                      / (pred[PROBE_LOW] - pred[PROBE_SPARSITY]), rel=1e-3)
+    else:
+        assert scale == 1.0
+    assert rec["overhead_ms"] == pytest.approx(max(rec["native_probe_ms"] - scale * pred[PROBE_SPARSITY], 0.0), abs=1e-4)
+    assert rec["target"] == pytest.approx((rec["openvino_ms"] / 3.0 - rec["overhead_ms"]) / (scale * dense),
+                                          rel=1e-3, abs=1e-4)
     # the student itself is left as it was (the probe is a copy)
     assert all(np.array_equal(before[n], m.weight.detach()) for n, m in encoder_linears(model).items())
     assert not any("FakeQuant" in type(m).__name__ for m in model.modules())
