@@ -91,13 +91,17 @@ def _np(t) -> np.ndarray:
 DENSE_BELOW = 0.25
 
 
-def block_sparsity(w) -> float:
-    """The fraction of the 4x1 blocks of torch weight ``w`` (rows padded to a multiple of 4) that are all zero."""
+def _block_nonzeros(w):
+    """Non-zero count per 4x1 block of torch weight ``w`` ([ceil(N/4), K]; rows padded with zeros to whole blocks)."""
     import torch
 
     n, k = w.shape
-    nz = torch.nn.functional.pad((w != 0).float(), (0, 0, 0, (-n) % 4)).reshape(-1, 4, k)
-    return float((nz.sum(1) == 0).float().mean())
+    return torch.nn.functional.pad((w != 0).float(), (0, 0, 0, (-n) % 4)).reshape(-1, 4, k).sum(1)
+
+
+def block_sparsity(w) -> float:
+    """The fraction of the 4x1 blocks of torch weight ``w`` (rows padded to a multiple of 4) that are all zero."""
+    return float((_block_nonzeros(w) == 0).float().mean())
 
 
 def is_4x1(w) -> bool:
@@ -105,12 +109,11 @@ def is_4x1(w) -> bool:
     only): the layout the sparse kernels pack."""
     import torch
 
-    n, k = w.shape
-    nz = torch.nn.functional.pad((w != 0).float(), (0, 0, 0, (-n) % 4)).reshape(-1, 4, k)
+    n = w.shape[0]
     rows = torch.ones(((n + 3) // 4) * 4)
     rows[n:] = 0
     full = rows.reshape(-1, 4).sum(1, keepdim=True)
-    cnt = nz.sum(1)
+    cnt = _block_nonzeros(w)
     return bool(((cnt == 0) | (cnt == full)).all())
 
 
