@@ -303,7 +303,7 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
               "sparsity": {"total": 0.0, "pattern": None, "layers": {}}, "precision": "int8",
               "stages": [{"stage": "quantize", "calibration": q.calibration, "calibration_samples": len(cal),
                           "calibration_data": f"photo-crops ({source.name}: calibration pictures)", "reduce_range": reduce_range,
-                          "onnxruntime": f"quantize_static QDQ, per-channel {weight_type} weights, u8 activations",
+                          "onnxruntime": f"quantize_static QDQ, per-channel {weight_type} weights, u8 activations, float logits",
                           "openvino": "nncf.quantize, performance preset, bias correction"
                           + (", overflow fix (7-bit weights)" if weight_type == "u8" else ""),
                           "float_ops": list(q.float_ops),

@@ -91,47 +91,97 @@ def test_ptq_artifact_is_int8_checksummed_and_scored(ptq_artifact):
     assert "FakeQuantize" not in (ptq_artifact / "openvino" / "model_fp32.xml").read_text()
     report = json.loads((ptq_artifact / "report.json").read_text())
     assert report["recipe"] == "ptq" and report["precision"] == "int8" and report["task"] == "image-classification"
-    assert report["stages"][0]["float_ops"] == ["stem", "depthwise"] and report["photo_source"]["name"] == "user"
+    assert report["stages"][0]["float_ops"] == ["stem", "depthwise", "projection"]
+    assert report["photo_source"]["name"] == "user"
     for rt in ("onnxruntime", "openvino", "onnxruntime-fp32", "openvino-fp32"):
         assert report["runtimes"][rt]["n"] == 600 and 0 <= report["runtimes"][rt]["agreement"] <= 1
     assert report["runtimes"]["onnxruntime-fp32"]["agreement"] == 1.0  # fp32 ONNX vs torch: same top-1 everywhere
 
 
+def _conv_kinds(convs, grouped, activated) -> dict:
+    """{conv name: stem | depthwise | projection | other}; projections are the ungrouped convolutions after the stem
+    whose output goes to no activation."""
+    return {name: "stem" if i == 0 else "depthwise" if grouped[name] else "other" if activated[name] else "projection"
+            for i, name in enumerate(convs)}
+
+
 def _weight_bits_of_convs(ptq_artifact):
-    """{conv kind: set of weight element types} of the int8 ONNX model and of the int8 OpenVINO model."""
+    """{conv kind: set of weight element types} of the int8 ONNX model and of the int8 OpenVINO model (kinds read
+    from the artifact's fp32 models, whose graphs have no quantization nodes between a convolution and its
+    activation)."""
     import openvino as ov
 
+    from edgekit.export.image_export import _ov_activated
+
+    f = onnx.load(str(ptq_artifact / "onnx" / "model_fp32.onnx"))
+    clipped = {i for n in f.graph.node if n.op_type == "Clip" for i in n.input}
+    fconvs = [n for n in f.graph.node if n.op_type == "Conv"]
+    kinds = _conv_kinds([n.name for n in fconvs],
+                        {n.name: any(a.name == "group" and a.i > 1 for a in n.attribute) for n in fconvs},
+                        {n.name: n.output[0] in clipped for n in fconvs})
     q = onnx.load(str(ptq_artifact / "onnx" / "model.onnx"))
     init = {i.name: i.data_type for i in q.graph.initializer}
     producer = {o: n for n in q.graph.node for o in n.output}
     onnx_bits: dict[str, set] = {}
-    for i, n in enumerate(c for c in q.graph.node if c.op_type == "Conv"):
-        group = next((onnx.helper.get_attribute_value(a) for a in n.attribute if a.name == "group"), 1)
-        kind = "stem" if i == 0 else "depthwise" if group > 1 else "other"
+    for n in (c for c in q.graph.node if c.op_type == "Conv"):
         dq = producer[n.input[1]]
-        onnx_bits.setdefault(kind, set()).add(onnx.TensorProto.DataType.Name(init[dq.input[0]]))
+        onnx_bits.setdefault(kinds[n.name], set()).add(onnx.TensorProto.DataType.Name(init[dq.input[0]]))
+    core = ov.Core()
+    fov = [op for op in core.read_model(str(ptq_artifact / "openvino" / "model_fp32.xml")).get_ordered_ops()
+           if op.get_type_name() in ("Convolution", "GroupConvolution")]
+    ov_kinds = _conv_kinds([op.get_friendly_name() for op in fov],
+                           {op.get_friendly_name(): op.get_type_name() == "GroupConvolution" for op in fov},
+                           {op.get_friendly_name(): _ov_activated(op) for op in fov})
     ov_bits: dict[str, set] = {}
-    model = ov.Core().read_model(str(ptq_artifact / "openvino" / "model.xml"))
-    convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
-    for i, op in enumerate(convs):
-        kind = "stem" if i == 0 else "depthwise" if op.get_type_name() == "GroupConvolution" else "other"
+    model = core.read_model(str(ptq_artifact / "openvino" / "model.xml"))
+    for op in (o for o in model.get_ordered_ops() if o.get_type_name() in ("Convolution", "GroupConvolution")):
         seen, todo = set(), [op.input_value(1).get_node()]
         while todo:  # the weight path: Constant [-> Convert -> Subtract -> Multiply] or FakeQuantize
             node = todo.pop()
             seen.add(node.get_type_name() if node.get_type_name() != "Constant" else node.get_element_type().get_type_name())
             if node.get_type_name() != "Constant":
                 todo += [v.get_node() for v in node.input_values()]
-        ov_bits.setdefault(kind, set()).update(seen)
+        ov_bits.setdefault(ov_kinds[op.get_friendly_name()], set()).update(seen)
     return onnx_bits, ov_bits
 
 
-def test_ptq_keeps_the_stem_and_depthwise_convolutions_in_float(ptq_artifact):
+def test_ptq_keeps_the_stem_depthwise_and_projection_convolutions_in_float(ptq_artifact):
+    """Recipe ptq's float_ops reach both exporters: ONNX Runtime gives those convolutions 16-bit weights (it runs
+    them in float), NNCF leaves them out; the rest is int8. The logits stay float on ONNX Runtime (no
+    QuantizeLinear on the classifier's output)."""
     onnx_bits, ov_bits = _weight_bits_of_convs(ptq_artifact)
-    assert onnx_bits["stem"] == onnx_bits["depthwise"] == {"INT16"}  # ONNX Runtime runs these in float
-    assert onnx_bits["other"] <= {"INT8", "UINT8"}
-    for kind in ("stem", "depthwise"):
+    assert set(onnx_bits) == {"stem", "depthwise", "projection", "other"}
+    for kind in ("stem", "depthwise", "projection"):
+        assert onnx_bits[kind] == {"INT16"}, (kind, onnx_bits[kind])  # ONNX Runtime runs these in float
         assert not ov_bits[kind] & {"i8", "u8", "FakeQuantize"}, (kind, ov_bits[kind])
+    assert onnx_bits["other"] <= {"INT8", "UINT8"}
     assert ov_bits["other"] & {"i8", "u8", "FakeQuantize"}
+    q = onnx.load(str(ptq_artifact / "onnx" / "model.onnx"))
+    last = next(n for n in q.graph.node if "logits" in n.output)
+    assert last.op_type == "Gemm", last.op_type
+
+
+def test_float_ops_choose_the_convolutions_each_exporter_keeps(tmp_path):
+    """Each float_ops kind alone selects its own convolutions on both exporters (ONNX weights, NNCF ignored scope)."""
+    import openvino as ov
+
+    from edgekit.export.image_export import onnx_float_weights, openvino_float_scope, to_onnx_image
+    from edgekit.vision.io import VISION_ZOO
+
+    entry = VISION_ZOO["tiny-cnn"]
+    path = to_onnx_image(entry.build(), tmp_path / "m.onnx", entry.preprocess.input_shape)
+    m = onnx.load(str(path))
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    clipped = {i for n in m.graph.node if n.op_type == "Clip" for i in n.input}
+    proj = [n.input[1] for n in convs[1:] if not n.output[0] in clipped
+            and not any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert proj and onnx_float_weights(m, ["projection"]) == proj
+    assert onnx_float_weights(m, ["stem"]) == [convs[0].input[1]]
+    assert not set(proj) & set(onnx_float_weights(m, ["stem", "depthwise"]))
+    om = ov.convert_model(str(path))
+    scope = openvino_float_scope(om, ["projection"])
+    assert len(scope.names) == len(proj) and not scope.types
+    assert all("project" in name for name in scope.names), scope.names
 
 
 def test_eval_reports_agreement_per_runtime(ptq_artifact, capsys):

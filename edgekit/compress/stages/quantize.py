@@ -36,9 +36,10 @@ class QuantizeConfig(StageConfig):
                                                                     "on the validation split before Linears are kept fp32; "
                                                                     "None = off")
     sensitivity_samples: int = Field(128, ge=1, description="validation examples the sensitivity pass evaluates on")
-    float_ops: list[Literal["stem", "depthwise"]] = Field(
+    float_ops: list[Literal["stem", "depthwise", "projection"]] = Field(
         default_factory=list, description="image CNNs (recipe ptq): convolutions kept in float by the stock "
-                                          "runtimes' int8: stem (the first convolution), depthwise")
+                                          "runtimes' int8: stem (the first convolution), depthwise, projection "
+                                          "(1x1 convolutions with no activation after them)")
     weight_bits: Literal[7, 8, "auto"] = Field("auto", description="8: weights in [-127, 127]; 7: in [-63, 63] "
                                                                   "(exact with vpmaddubsw on AVX2 CPUs without "
                                                                   "VNNI; ONNX Runtime's reduce_range); auto: 7 when "
