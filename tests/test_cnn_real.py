@@ -2,10 +2,10 @@
 and mate-backgrounds): int8 top-1 agreement with fp32 on ONNX Runtime and OpenVINO, fp32 exports identical to torch.
 Minutes on 2 cores: slow.
 
-Issue 26 targets agreement >= 0.95. On this host (AVX2, no VNNI) recipe ptq (stem and depthwise convolutions in
-float, 300 calibration crops) reached FLOOR's figures plus the margin on the 600 held-out crops (see
-export/image_export.py for every setting tried), so the target is an expected failure and the floors guard what is
-reached."""
+Issue 26 targets agreement >= 0.95. On this host (AVX2, no VNNI) recipe ptq (stem, depthwise and projection
+convolutions in float, residual stream ranges from the 99.999th percentile, 300 calibration crops) reached 0.962 on
+ONNX Runtime and 0.928 on OpenVINO on the 600 held-out crops (see export/image_export.py for every setting tried), so
+the target on both runtimes is an expected failure and the floors (FLOOR) guard what is reached."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ from edgekit.data.images import MIN_PHOTOS, installed_photographs
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(len(installed_photographs()) < MIN_PHOTOS,
                                  reason="plasma-workspace-wallpapers / mate-backgrounds (the real photos) not installed")]
-FLOOR = {"onnxruntime": 0.85, "openvino": 0.85}  # measured (0.878 / 0.877 with these settings) minus a margin
+FLOOR = {"onnxruntime": 0.94, "openvino": 0.90}  # measured (0.962 / 0.928 with these settings) minus a margin
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,8 @@ def test_efficientnet_lite0_ptq_agreement_floor(lite0, capsys):
     out, report = lite0
     rts = report["runtimes"]
     assert report["photo_source"]["name"] == "photos" and report["photo_source"]["photographs"]
+    stage = report["stages"][0]
+    assert stage["float_ops"] == ["stem", "depthwise", "projection"] and stage["stream_percentile"] == 99.999
     for rt in ("onnxruntime", "openvino"):
         assert rts[rt]["n"] >= 500 and rts[rt]["agreement"] >= FLOOR[rt], (rt, rts[rt])
         assert rts[f"{rt}-fp32"]["agreement"] >= 0.995, (rt, rts[f"{rt}-fp32"])  # fp32 export vs torch

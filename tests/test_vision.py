@@ -84,8 +84,15 @@ def test_ptq_artifact_is_int8_checksummed_and_scored(ptq_artifact):
     m = art.manifest
     assert m.precision == {"torch": "fp32", "onnx": "int8", "openvino": "int8"}
     assert m.extra["fp32"] == {"onnx": "onnx/model_fp32.onnx", "openvino": "openvino/model_fp32.xml"}
-    ops = [n.op_type for n in onnx.load(str(ptq_artifact / "onnx" / "model.onnx")).graph.node]
-    assert ops.count("QuantizeLinear") >= 10 and "Conv" in ops
+    q = onnx.load(str(ptq_artifact / "onnx" / "model.onnx"))
+    ops = [n.op_type for n in q.graph.node]
+    assert ops.count("QuantizeLinear") >= 5 and "Conv" in ops
+    # every convolution with 8-bit weights reads a dequantized (int8) input, so ONNX Runtime can fuse it
+    init = {i.name: i.data_type for i in q.graph.initializer}
+    producer = {o: n for n in q.graph.node for o in n.output}
+    int8 = [n for n in q.graph.node if n.op_type == "Conv" and init.get(producer[n.input[1]].input[0])
+            in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]
+    assert int8 and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in int8)
     assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(ptq_artifact / "onnx/model_fp32.onnx")).graph.node}
     assert "FakeQuantize" in (ptq_artifact / "openvino" / "model.xml").read_text()
     assert "FakeQuantize" not in (ptq_artifact / "openvino" / "model_fp32.xml").read_text()
@@ -127,8 +134,9 @@ def _weight_bits_of_convs(ptq_artifact):
         dq = producer[n.input[1]]
         onnx_bits.setdefault(kinds[n.name], set()).add(onnx.TensorProto.DataType.Name(init[dq.input[0]]))
     core = ov.Core()
-    fov = [op for op in core.read_model(str(ptq_artifact / "openvino" / "model_fp32.xml")).get_ordered_ops()
-           if op.get_type_name() in ("Convolution", "GroupConvolution")]
+    # keep the model referenced: an op's consumers (what _ov_activated looks at) go with the model that owns them
+    fmodel = core.read_model(str(ptq_artifact / "openvino" / "model_fp32.xml"))
+    fov = [op for op in fmodel.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
     ov_kinds = _conv_kinds([op.get_friendly_name() for op in fov],
                            {op.get_friendly_name(): op.get_type_name() == "GroupConvolution" for op in fov},
                            {op.get_friendly_name(): _ov_activated(op) for op in fov})
@@ -182,6 +190,115 @@ def test_float_ops_choose_the_convolutions_each_exporter_keeps(tmp_path):
     scope = openvino_float_scope(om, ["projection"])
     assert len(scope.names) == len(proj) and not scope.types
     assert all("project" in name for name in scope.names), scope.names
+
+
+def test_ptq_runs_float_convolutions_on_unrounded_inputs_and_keeps_relu6(ptq_artifact):
+    """Between two convolutions ONNX Runtime runs in float (stem -> depthwise -> projection) there is no quantize /
+    dequantize pair left, and the ReLU6 the quantizer had folded into that pair's u8 range is back (same Clip
+    bounds as the fp32 graph); the residual stream's ranges come from the recipe's percentile."""
+    report = json.loads((ptq_artifact / "report.json").read_text())
+    assert report["stages"][0]["stream_percentile"] == 99.999
+    f = onnx.load(str(ptq_artifact / "onnx" / "model_fp32.onnx"))
+    q = onnx.load(str(ptq_artifact / "onnx" / "model.onnx"))
+    quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    dw_out = [n.output[0] for n in f.graph.node if n.op_type == "Clip"
+              and any(c.op_type == "Conv" and c.output[0] == n.input[0] and any(a.name == "group" and a.i > 1
+                                                                                for a in c.attribute)
+                      for c in f.graph.node)]
+    assert dw_out and not set(dw_out) & quantized, set(dw_out) & quantized
+    assert "pixel_values" not in quantized  # the stem runs in float on the raw input
+    fclips = {n.output[0]: list(n.input[1:]) for n in f.graph.node if n.op_type == "Clip"}
+    qclips = {n.output[0]: list(n.input[1:]) for n in q.graph.node if n.op_type == "Clip"}
+    assert set(dw_out) <= set(qclips)
+    for t in dw_out:  # the same bounds (the quantizer's pre-processing may rename the constants)
+        assert [_const(q, c) for c in qclips[t]] == [_const(f, c) for c in fclips[t]] == [0.0, 6.0]
+    # every Conv input is either a float tensor or a dequantized one, and the graph still runs
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    out = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"pixel_values": x})[0]
+    assert out.shape == (2, 4) and np.isfinite(out).all()
+
+
+def _const(model, name: str) -> float:
+    """The scalar value of an initializer or Constant node output of ``model``."""
+    for i in model.graph.initializer:
+        if i.name == name:
+            return float(onnx.numpy_helper.to_array(i))
+    node = next(n for n in model.graph.node if n.op_type == "Constant" and name in n.output)
+    return float(onnx.numpy_helper.to_array(node.attribute[0].t))
+
+
+def test_stream_ranges_cover_projection_and_add_outputs(tmp_path):
+    """stream_ranges picks the residual stream (projection convolutions and Adds), its 100th percentile is the exact
+    min / max, a lower percentile narrows it; quantize_onnx_image gives those tensors that range (u8: scale =
+    (high - low) / 255) and set_openvino_ranges puts it into NNCF's symmetric quantizers."""
+    import openvino as ov
+
+    from edgekit.export.image_export import quantize_onnx_image, stream_ranges, to_onnx_image, to_openvino_image
+    from edgekit.vision.io import VISION_ZOO
+
+    entry = VISION_ZOO["tiny-cnn"]
+    path = to_onnx_image(entry.build(), tmp_path / "m.onnx", entry.preprocess.input_shape)
+    m = onnx.load(str(path))
+    x = np.random.default_rng(1).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    full, narrow = stream_ranges(m, x, 100.0), stream_ranges(m, x, 99.0)
+    producer = {o: n for n in m.graph.node for o in n.output}
+    assert full and {producer[t].op_type for t in full} == {"Conv", "Add"}
+    assert all("project" in t or "Add" in t for t in full), list(full)
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(m)
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in full)
+    vals = dict(zip(full, ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+                    .run(list(full), {"pixel_values": x})))
+    for t, (lo, hi) in full.items():
+        assert lo == pytest.approx(min(vals[t].min(), 0), rel=1e-5) and hi == pytest.approx(max(vals[t].max(), 0), rel=1e-5)
+        assert narrow[t][0] >= lo and narrow[t][1] <= hi and (narrow[t][0] > lo or narrow[t][1] < hi)
+    qpath = quantize_onnx_image(path, tmp_path / "q.onnx", x, weight_type="u8", stream_percentile=99.0)
+    init = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(qpath)).graph.initializer}
+    for t, (lo, hi) in narrow.items():
+        assert float(init[t + "_scale"]) == pytest.approx((hi - lo) / 255, rel=1e-4), t
+    xml = to_openvino_image(path, tmp_path / "ov" / "model.xml", x, stream_percentile=99.0, method="minmax")
+    fqs = {op.input_value(0).get_node().get_friendly_name(): op for op in ov.Core().read_model(str(xml)).get_ordered_ops()
+           if op.get_type_name() == "FakeQuantize"}
+    for t, (lo, hi) in narrow.items():
+        fq = fqs[producer[t].name]
+        high = float(fq.input_value(2).get_node().get_data().ravel()[0])
+        assert high == pytest.approx(max(-float(lo), float(hi)), rel=1e-5), t
+
+
+def test_fit_int32_bias_keeps_a_dead_channels_bias(tmp_path):
+    """A weight channel of near-zeros with a large bias: ONNX Runtime's asymmetric (u8) weights give it a scale so
+    small that its int32 bias clips; quantize_onnx_image widens that scale, so the channel's output (= its bias)
+    survives to within one output quantization step."""
+    import onnxruntime as ort
+    from onnx import helper as h, numpy_helper as nh
+
+    from edgekit.export.image_export import quantize_onnx_image
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3, 1, 1)).astype(np.float32)
+    w[2] = 1e-9  # a dead channel
+    b = np.array([0.1, -0.2, 3.0, 0.05], np.float32)
+    g = h.make_graph([h.make_node("Conv", ["pixel_values", "w", "b"], ["y"]), h.make_node("Relu", ["y"], ["logits"])],
+                     "g", [h.make_tensor_value_info("pixel_values", onnx.TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                     [h.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 4, 8, 8])],
+                     [nh.from_array(w, "w"), nh.from_array(b, "b")])
+    path = tmp_path / "conv.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 18)]), str(path))
+    x = rng.standard_normal((8, 3, 8, 8)).astype(np.float32)
+    q = quantize_onnx_image(path, tmp_path / "q.onnx", x, weight_type="u8")
+    model = onnx.load(str(q))
+    init = {i.name: nh.to_array(i) for i in model.graph.initializer}
+    dqb = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == "b")
+    bias = init[dqb.input[0]] * init[dqb.input[1]]
+    assert bias[2] == pytest.approx(3.0, abs=1e-6)  # clipped to about 1e-9 x 2^31 without the fit
+    np.testing.assert_allclose(bias, b, atol=1e-3)  # the others within their own rounding
+    got = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(None, {"pixel_values": x})[0]
+    step = float(next(v for k, v in init.items() if k.endswith("_scale") and ("logits" in k or k.startswith("y"))))
+    assert np.abs(got[:, 2] - 3.0).max() <= step
 
 
 def test_eval_reports_agreement_per_runtime(ptq_artifact, capsys):
@@ -256,5 +373,22 @@ def test_float_ops_are_validated_and_refused_for_vits(tmp_path):
     ok = tmp_path / "ok.yaml"
     ok.write_text("name: ok\nstages:\n  - type: quantize\n    qat_steps: 0\n    float_ops: [depthwise]\n")
     assert load_recipe(str(ok)).stage("quantize").float_ops == ["depthwise"]
+    with pytest.raises(InputError, match="not to ViTs"):
+        check_image_recipe(load_recipe(str(ok)))
+
+
+def test_stream_percentile_is_validated_and_refused_for_vits(tmp_path):
+    from edgekit.compress.config import load_recipe
+    from edgekit.compress.vision import check_image_recipe
+    from edgekit.errors import InputError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nstages:\n  - type: quantize\n    qat_steps: 0\n    stream_percentile: 50\n")
+    with pytest.raises(InputError, match="stream_percentile"):
+        load_recipe(str(bad))
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: ok\nstages:\n  - type: quantize\n    qat_steps: 0\n    stream_percentile: 99.9\n")
+    assert load_recipe(str(ok)).stage("quantize").stream_percentile == 99.9
+    assert load_recipe("ptq").stage("quantize").stream_percentile == 99.999
     with pytest.raises(InputError, match="not to ViTs"):
         check_image_recipe(load_recipe(str(ok)))

@@ -40,6 +40,10 @@ class QuantizeConfig(StageConfig):
         default_factory=list, description="image CNNs (recipe ptq): convolutions kept in float by the stock "
                                           "runtimes' int8: stem (the first convolution), depthwise, projection "
                                           "(1x1 convolutions with no activation after them)")
+    stream_percentile: float | None = Field(None, gt=90.0, le=100.0, description="image CNNs (recipe ptq): the "
+                                            "residual stream's activation ranges (outputs of convolutions with no "
+                                            "activation after them, and of Adds) from this percentile of the "
+                                            "calibration values (both tails) instead of min / max; None = off")
     weight_bits: Literal[7, 8, "auto"] = Field("auto", description="8: weights in [-127, 127]; 7: in [-63, 63] "
                                                                   "(exact with vpmaddubsw on AVX2 CPUs without "
                                                                   "VNNI; ONNX Runtime's reduce_range); auto: 7 when "
@@ -84,9 +88,9 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
     from .. import training
     from ..scoring import score_student
 
-    if cfg.float_ops:
-        raise InputError("quantize.float_ops applies to image CNNs (recipe ptq) only; use quantize.fp32_layers "
-                         "for transformer Linears")
+    if cfg.float_ops or cfg.stream_percentile is not None:
+        raise InputError("quantize.float_ops and quantize.stream_percentile apply to image CNNs (recipe ptq) only; use "
+                         "quantize.fp32_layers for transformer Linears")
     linears = encoder_linears(run.student)
     missing = [n for n in cfg.fp32_layers if n not in linears]
     if missing:
