@@ -3,7 +3,7 @@ and mate-backgrounds): int8 top-1 agreement with fp32 on ONNX Runtime and OpenVI
 Minutes on 2 cores: slow.
 
 Issue 26 targets agreement >= 0.95. On this host (AVX2, no VNNI) recipe ptq (stem, depthwise and projection
-convolutions in float, residual stream ranges from the 99.999th percentile, 300 calibration crops) reached 0.962 on
+convolutions in float, residual stream ranges from the 99.999th percentile, 300 calibration crops) reached 0.958 on
 ONNX Runtime and 0.928 on OpenVINO on the 600 held-out crops (see export/image_export.py for every setting tried), so
 the target on both runtimes is an expected failure and the floors (FLOOR) guard what is reached."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ from edgekit.data.images import MIN_PHOTOS, installed_photographs
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(len(installed_photographs()) < MIN_PHOTOS,
                                  reason="plasma-workspace-wallpapers / mate-backgrounds (the real photos) not installed")]
-FLOOR = {"onnxruntime": 0.94, "openvino": 0.90}  # measured (0.962 / 0.928 with these settings) minus a margin
+FLOOR = {"onnxruntime": 0.94, "openvino": 0.90}  # measured (0.958 / 0.928 with these settings) minus a margin
 
 
 @pytest.fixture(scope="module")

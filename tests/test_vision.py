@@ -90,8 +90,8 @@ def test_ptq_artifact_is_int8_checksummed_and_scored(ptq_artifact):
     # every convolution with 8-bit weights reads a dequantized (int8) input, so ONNX Runtime can fuse it
     init = {i.name: i.data_type for i in q.graph.initializer}
     producer = {o: n for n in q.graph.node for o in n.output}
-    int8 = [n for n in q.graph.node if n.op_type == "Conv" and init.get(producer[n.input[1]].input[0])
-            in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]
+    int8 = [n for n in q.graph.node if n.op_type == "Conv" and n.input[1] in producer
+            and init.get(producer[n.input[1]].input[0]) in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)]
     assert int8 and all(producer[n.input[0]].op_type == "DequantizeLinear" for n in int8)
     assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(ptq_artifact / "onnx/model_fp32.onnx")).graph.node}
     assert "FakeQuantize" in (ptq_artifact / "openvino" / "model.xml").read_text()
@@ -131,8 +131,8 @@ def _weight_bits_of_convs(ptq_artifact):
     producer = {o: n for n in q.graph.node for o in n.output}
     onnx_bits: dict[str, set] = {}
     for n in (c for c in q.graph.node if c.op_type == "Conv"):
-        dq = producer[n.input[1]]
-        onnx_bits.setdefault(kinds[n.name], set()).add(onnx.TensorProto.DataType.Name(init[dq.input[0]]))
+        w = n.input[1] if n.input[1] in init else producer[n.input[1]].input[0]  # float, or DequantizeLinear's input
+        onnx_bits.setdefault(kinds[n.name], set()).add(onnx.TensorProto.DataType.Name(init[w]))
     core = ov.Core()
     # keep the model referenced: an op's consumers (what _ov_activated looks at) go with the model that owns them
     fmodel = core.read_model(str(ptq_artifact / "openvino" / "model_fp32.xml"))
@@ -154,17 +154,27 @@ def _weight_bits_of_convs(ptq_artifact):
 
 
 def test_ptq_keeps_the_stem_depthwise_and_projection_convolutions_in_float(ptq_artifact):
-    """Recipe ptq's float_ops reach both exporters: ONNX Runtime gives those convolutions 16-bit weights (it runs
-    them in float), NNCF leaves them out; the rest is int8. The logits stay float on ONNX Runtime (no
-    QuantizeLinear on the classifier's output)."""
+    """Recipe ptq's float_ops reach both exporters: ONNX Runtime's model holds those convolutions' weights in float
+    (quantized to 16 bits, then put back as the fp32 weights: ONNX Runtime runs them in float and would otherwise
+    dequantize them at every inference), NNCF leaves them out; the rest is int8. The logits stay float on ONNX
+    Runtime (no QuantizeLinear on the classifier's output)."""
     onnx_bits, ov_bits = _weight_bits_of_convs(ptq_artifact)
     assert set(onnx_bits) == {"stem", "depthwise", "projection", "other"}
     for kind in ("stem", "depthwise", "projection"):
-        assert onnx_bits[kind] == {"INT16"}, (kind, onnx_bits[kind])  # ONNX Runtime runs these in float
+        assert onnx_bits[kind] == {"FLOAT"}, (kind, onnx_bits[kind])  # ONNX Runtime runs these in float
         assert not ov_bits[kind] & {"i8", "u8", "FakeQuantize"}, (kind, ov_bits[kind])
     assert onnx_bits["other"] <= {"INT8", "UINT8"}
     assert ov_bits["other"] & {"i8", "u8", "FakeQuantize"}
     q = onnx.load(str(ptq_artifact / "onnx" / "model.onnx"))
+    f = onnx.load(str(ptq_artifact / "onnx" / "model_fp32.onnx"))
+    fw = {i.name: onnx.numpy_helper.to_array(i) for i in f.graph.initializer}
+    qw = {i.name: onnx.numpy_helper.to_array(i) for i in q.graph.initializer}
+    float_convs = [n for n in q.graph.node if n.op_type == "Conv" and n.input[1] in qw]
+    assert float_convs
+    for n in float_convs:  # exactly the fp32 weights and biases
+        for name in n.input[1:]:
+            np.testing.assert_array_equal(qw[name], fw[name])
+    assert not [i for i in q.graph.initializer if i.data_type == onnx.TensorProto.INT16]
     last = next(n for n in q.graph.node if "logits" in n.output)
     assert last.op_type == "Gemm", last.op_type
 
