@@ -34,14 +34,14 @@ activation 16-bit 0.963 (nearly no int8 left); all weights 16-bit with u8 activa
 classifier weights 16-bit 0.930; percentile (99.999) calibration 0.933; expansion convolutions 16-bit 0.878.
 Tuning on 400 crops of the calibration photographs (seed 1000; top-1 agreement / mean KL(fp32 || int8)), stem,
 depthwise and projections float: ONNX Runtime 0.935 / 0.0048; without the pairs between float convolutions 0.933 /
-0.0030; + stream_percentile 99.999 0.945 / 0.0022 (99.99: 0.950 / 0.0029); with the float weights put back 0.945 / 0.0021. Only the four projections that cost most
-alone in float (blocks 0, 1, 5, 11): 0.915 / 0.0051 (0.920 / 0.0044 with the percentile). OpenVINO: 0.920 / 0.0060
-(NNCF's ranges); min / max ranges 0.925 / 0.0050; + stream_percentile 99.999 0.920 / 0.0040; mixed preset 0.928 /
-0.0046; NNCF's mean-quantile ranges 0.900 / 0.0091; 8-bit weights (no overflow fix) 0.918 / 0.0090; classifier in
-float 0.925 / 0.0038. Recipe ptq as chosen (stem, depthwise and projections float, stream_percentile 99.999, the
-post-passes, NNCF min / max ranges) on the 600 held-out crops: ONNX Runtime 0.958, OpenVINO 0.928 (0.932 / 0.933
-with all projections float and neither the percentile nor the post-passes). About 49% of the multiply-adds (the
-expansion and head convolutions, the classifier) run in int8.
+0.0030; + stream_percentile 99.999 0.945 / 0.0022 (99.99: 0.950 / 0.0029); with the float weights put back 0.945 /
+0.0021. Only the four projections that cost most alone in float (blocks 0, 1, 5, 11): 0.915 / 0.0051 (0.920 / 0.0044
+with the percentile). OpenVINO: 0.920 / 0.0060 (NNCF's ranges); min / max ranges 0.925 / 0.0050; + stream_percentile
+99.999 0.920 / 0.0040; mixed preset 0.928 / 0.0046; NNCF's mean-quantile ranges 0.900 / 0.0091; 8-bit weights (no
+overflow fix) 0.918 / 0.0090; classifier in float 0.925 / 0.0038. Recipe ptq as chosen (stem, depthwise and
+projections float, stream_percentile 99.999, the post-passes, NNCF min / max ranges) on the 600 held-out crops: ONNX
+Runtime 0.958, OpenVINO 0.928 (0.932 / 0.933 with all projections float and neither the percentile nor the post-
+passes). About 49% of the multiply-adds (the expansion and head convolutions, the classifier) run in int8.
 The fp32 models stay in the artifact next to the int8 ones (``extra.fp32``), so fp32 vs int8 runs on each
 runtime from one folder.
 
