@@ -197,7 +197,7 @@ def run_search(linears: dict, cfg, run, recipe) -> dict[str, float]:
         raise InputError(f"prune.scope 'search' times edgekit's kernels, which are not built here ({exc})") from None
     speed = None  # openvino_speedup: the target from OpenVINO int8 and the native engine timed on this CPU
     if cfg.openvino_speedup is not None and current().is_main:  # other ranks take rank 0's allocation
-        speed = openvino_target(run, table, shape_of, cfg.openvino_speedup, bits)
+        speed = openvino_target(run, table, shape_of, cfg.openvino_speedup, bits, dense_probe=0.0 in grid)
         target = speed["target"]
     elif cfg.openvino_speedup is not None:
         target = 1.0
@@ -211,17 +211,23 @@ def run_search(linears: dict, cfg, run, recipe) -> dict[str, float]:
     cost = sensitivity_table(run.student, linears, batches, grid, run.task, cfg.pattern)
     t2 = time.perf_counter()
     trials = run.steps(cfg.search_trials) if hasattr(run, "steps") else cfg.search_trials  # --max-steps caps it
+    timed = table
+    if speed is not None and speed["dense_factor"] != 1.0:  # dense Linears as the engine runs them in a 4x1 model
+        table = {shape: {**row, "0.0": row["0.0"] * speed["dense_factor"]} for shape, row in table.items()}
     alloc, record = search_allocation(list(linears), shape_of, table, cost, grid, target, trials, seed=recipe.seed)
     if speed is not None:
         record["openvino"] = speed
-    record.update(latency_table={k: table[k] for k in sorted(set(shape_of.values()))}, sensitivity=cost,
+    record.update(latency_table={k: timed[k] for k in sorted(set(shape_of.values()))}, sensitivity=cost,
                   weight_bits=bits, samples=n, seconds={"latency": round(t1 - t0, 1), "sensitivity": round(t2 - t1, 1),
                                                         "search": round(time.perf_counter() - t2, 1)})
     if speed is not None:
-        pred = speed["overhead_ms"] + speed["scale"] * record["chosen"]["latency"] * speed["dense_linear_ms"]
+        pred = speed["overhead_ms"] + speed["scale"] * record["chosen"]["latency"] * record["dense_us"] / 1e3
         say(f"search: OpenVINO int8 {speed['openvino_ms']:.1f} ms, native at 80% / 50% 4x1 {speed['native_probe_ms']:.1f} / "
             f"{speed['native_probe_low_ms']:.1f} ms ({speed['overhead_ms']:.1f} ms outside the Linears, kernel-time "
-            f"scale {speed['scale']:.2f}{'' if speed['scale_fitted'] else ' (not fitted)'}); chosen allocation predicted {pred:.1f} ms = "
+            f"scale {speed['scale']:.2f}{'' if speed['scale_fitted'] else ' (not fitted)'}"
+            + (f"; mostly dense {speed['native_probe_dense_ms']:.1f} ms: a dense Linear costs {speed['dense_factor']:.2f}x "
+               f"its kernel time" if "native_probe_dense_ms" in speed else "")
+            + f"); chosen allocation predicted {pred:.1f} ms = "
             f"{speed['openvino_ms'] / max(pred, 1e-9):.1f}x OpenVINO int8 (wanted {speed['speedup']:g}x)", run.progress)
     if not record["met"]:
         say(f"search: no allocation reaches latency {target:.3f} of dense (fastest {record['chosen']['latency']:.3f}); "

@@ -179,8 +179,9 @@ def test_openvino_target_times_both_runtimes_on_a_probe(tmp_path):
     linears = encoder_linears(model)
     shape_of = {n: f"{m.weight.shape[0]}x{m.weight.shape[1]}" for n, m in linears.items()}
     table = latency_table({tuple(m.weight.shape) for m in linears.values()}, 8, levels=(PROBE_SPARSITY, PROBE_LOW))
-    rec = openvino_target(run, table, shape_of, 3.0, 8)
+    rec = openvino_target(run, table, shape_of, 3.0, 8, dense_probe=True)
     assert rec["openvino_ms"] > 0 and rec["native_probe_ms"] > 0 and rec["native_probe_low_ms"] > 0
+    assert rec["native_probe_dense_ms"] > 0
     assert rec["overhead_ms"] >= 0 and rec["probe_sparsity"] == [PROBE_SPARSITY, PROBE_LOW]
     dense = sum(table[s]["0.0"] for s in shape_of.values()) / 1e3
     assert rec["dense_linear_ms"] == pytest.approx(dense, rel=1e-4)
@@ -194,8 +195,53 @@ def test_openvino_target_times_both_runtimes_on_a_probe(tmp_path):
     else:
         assert scale == 1.0
     assert rec["overhead_ms"] == pytest.approx(max(rec["native_probe_ms"] - scale * pred[PROBE_SPARSITY], 0.0), abs=1e-4)
-    assert rec["target"] == pytest.approx((rec["openvino_ms"] / 3.0 - rec["overhead_ms"]) / (scale * dense),
+    # dense Linears in a 4x1 model: the third probe (all dense but the first Linear, at 50%) rescales the dense column
+    first = next(iter(shape_of))
+    rest = dense - table[shape_of[first]]["0.0"] / 1e3
+    factor = rec["dense_factor"]
+    if rec["dense_factor_fitted"]:
+        assert 0.2 <= factor <= 5.0
+        assert rec["native_probe_dense_ms"] == pytest.approx(
+            rec["overhead_ms"] + scale * (table[shape_of[first]][str(PROBE_LOW)] / 1e3 + factor * rest), rel=1e-3)
+    else:
+        assert factor == 1.0
+    assert rec["target"] == pytest.approx((rec["openvino_ms"] / 3.0 - rec["overhead_ms"]) / (scale * dense * factor),
                                           rel=1e-3, abs=1e-4)
     # the student itself is left as it was (the probe is a copy)
     assert all(np.array_equal(before[n], m.weight.detach()) for n, m in encoder_linears(model).items())
     assert not any("FakeQuant" in type(m).__name__ for m in model.modules())
+
+
+def test_search_prices_dense_linears_as_the_engine_runs_them(monkeypatch, tmp_path):
+    """With 0 (dense) in the grid the search asks for the third probe and prices every dense Linear at
+    dense_factor x its kernel time; the record keeps the timed table."""
+    from edgekit.arch import encoder_linears
+    from edgekit.compress import search as S
+    from edgekit.compress.allocation import allocate, latency_table
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path))
+    run = _tiny_run("tiny-bert", "feature-extraction")
+    lin = encoder_linears(run.student)
+    grid = [0.0, 0.5, 0.8]
+    seen = {}
+
+    def fake_target(run_, table, shape_of, speedup, bits, dense_probe=False):
+        seen["dense_probe"] = dense_probe
+        return {"target": 0.9, "dense_factor": 2.0, "overhead_ms": 0.1, "scale": 1.0, "scale_fitted": False,
+                "openvino_ms": 1.0, "native_probe_ms": 0.5, "native_probe_low_ms": 0.6, "native_probe_dense_ms": 0.9,
+                "speedup": speedup}
+
+    monkeypatch.setattr(S, "openvino_target", fake_target)
+    rec = recipe_from_dict({"stages": [{"type": "prune", "scope": "search", "openvino_speedup": 3.0,
+                                        "search_grid": grid, "search_trials": 40, "search_samples": 16}]})
+    alloc = allocate(lin, rec.stage("prune"), 2, rec, run)
+    assert seen["dense_probe"] is True
+    record = run.allocation_record
+    shape = {n: f"{m.weight.shape[0]}x{m.weight.shape[1]}" for n, m in lin.items()}
+    timed = latency_table(set(tuple(m.weight.shape) for m in lin.values()), 8,
+                          levels=grid + [S.PROBE_SPARSITY, S.PROBE_LOW])
+    assert record["latency_table"] == {k: timed[k] for k in sorted(set(shape.values()))}  # as timed
+    priced = {n: {lv: timed[shape[n]][lv] * (2.0 if lv == "0.0" else 1.0) for lv in timed[shape[n]]} for n in lin}
+    dense = sum(priced[n]["0.0"] for n in lin)
+    assert record["dense_us"] == pytest.approx(dense, rel=1e-4)
+    assert record["chosen"]["latency"] == pytest.approx(sum(priced[n][str(alloc[n])] for n in lin) / dense)
