@@ -13,7 +13,11 @@ Two objectives, both cheap to evaluate once two tables are measured:
   final cosine (distillation recovers much of it).
 
 optuna's NSGA-II sampler searches the grid (``search_grid`` per Linear) for ``search_trials`` trials, seeded with
-the uniform allocations so the front spans the extremes; the non-dominated trials form the Pareto front, and the
+the uniform allocations so the front spans the extremes, and with the solutions of the Lagrangian relaxation
+(:func:`lagrangian_allocations`: each Linear alone minimises cost + lambda x latency, for a sweep of lambda), which
+are exact points of the front's convex hull because both objectives are sums over Linears. NSGA-II alone, with 36
+Linears x 7 levels and 2,000 trials, stopped far from that hull: on MiniLM-L6 it chose a quality cost of 0.33
+where the relaxation had 0.11 at the same latency. The non-dominated trials form the Pareto front, and the
 allocation used is the front point with the least quality cost whose latency meets ``latency_target`` (the
 fastest point when none does; the record says so). The record (table, front, chosen point) goes to the prune
 stage's report and report.png draws the front.
@@ -136,6 +140,25 @@ def choose(points: np.ndarray, front: np.ndarray, target: float) -> tuple[int, b
     return min(front, key=lambda i: (points[i, 0], points[i, 1])), False
 
 
+def lagrangian_allocations(names: list[str], lat: dict[str, dict[str, float]], cost: dict[str, dict[str, float]],
+                           levels: list[str], sweep: int = 1500) -> list[dict[str, str]]:
+    """The distinct allocations that minimise ``cost + lambda x latency`` for ``sweep`` values of lambda (log-spaced
+    wide enough to reach both the cheapest and the fastest one). With both objectives summed over Linears each
+    Linear picks its own level, and every such allocation is Pareto-optimal (a vertex of the front's convex hull).
+
+    >>> lagrangian_allocations(["a"], {"a": {"0.0": 1.0, "0.5": 0.5}}, {"a": {"0.0": 0.0, "0.5": 0.1}}, ["0.0", "0.5"])
+    [{'a': '0.0'}, {'a': '0.5'}]
+    """
+    out, seen = [], set()
+    for lam in np.geomspace(1e-5, 1e5, sweep):
+        pick = {n: min(levels, key=lambda lv, n=n: (cost[n][lv] + lam * lat[n][lv], lat[n][lv])) for n in names}
+        key = tuple(pick[n] for n in names)
+        if key not in seen:
+            seen.add(key)
+            out.append(pick)
+    return out
+
+
 def search_allocation(names: list[str], shape_of: dict[str, str], latency: dict[str, dict[str, float]],
                       cost: dict[str, dict[str, float]], grid, target: float, trials: int, seed: int = 0,
                       population: int = 64) -> tuple[dict[str, float], dict]:
@@ -159,7 +182,10 @@ def search_allocation(names: list[str], shape_of: dict[str, str], latency: dict[
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     for lv in levels:  # the uniform allocations: the front then reaches both ends of the grid
         study.enqueue_trial({n: lv for n in names})
-    study.optimize(objective, n_trials=max(trials, len(levels)))
+    hull = lagrangian_allocations(names, lat, cost, levels)
+    for pick in hull:  # exact points of the front's convex hull; NSGA-II fills in between them
+        study.enqueue_trial(pick)
+    study.optimize(objective, n_trials=max(trials, len(levels) + len(hull)))
     done = [t for t in study.trials if t.values is not None]
     points = np.array([t.values for t in done])
     front = pareto_front(points)

@@ -317,15 +317,17 @@ class Run:
         return n if self.max_steps is None else min(n, self.max_steps)
 
     def train(self, steps: int, lr: float, desc: str, on_step: Callable[[int], None] | None = None,
-              start: int = 0) -> None:
-        """``steps`` optimiser steps on the distillation loss. Under torchrun each rank computes the loss
-        of its shard of the global batch through DDP, which averages the gradients during backward
-        (the module doc says why that equals the single-process update)."""
+              start: int = 0, warmup: int = 0) -> None:
+        """``steps`` optimiser steps on the distillation loss: the learning rate rises linearly over ``warmup``
+        steps, then decays linearly to 5% of ``lr``. Under torchrun each rank computes the loss of its shard of
+        the global batch through DDP, which averages the gradients during backward (the module doc says why that
+        equals the single-process update)."""
         from tqdm.auto import tqdm
 
         params = [p for p in self.student.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.05, 1 - s / max(steps, 1)))
+        # a resumed run continues the schedule where it stopped
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(start + s, steps, warmup))
         self.student.train()
         ddp = self._data_parallel() if self.dist.active else None
         checked = dict(self.pruner.masks) if self.pruner else {}
@@ -427,6 +429,17 @@ class Run:
         self.gen.set_state(torch.tensor(st["gen"], dtype=torch.uint8))
         st["masks"] = masks
         return st
+
+
+def lr_factor(step: int, steps: int, warmup: int = 0) -> float:
+    """The learning-rate multiplier at ``step``: linear warm-up over ``warmup`` steps, then a linear decay to 5%.
+
+    >>> [round(lr_factor(s, 10, 2), 3) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.05]
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.05, 1 - (step - warmup) / max(steps - warmup, 1))
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

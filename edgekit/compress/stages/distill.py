@@ -37,6 +37,9 @@ class DistillConfig(StageConfig):
     freeze_embeddings: bool = Field(False, description="keep the student's embedding layer (token, position and "
                                                       "type embeddings, their LayerNorm) at the teacher's values: "
                                                       "training updates the encoder layers only")
+    student_dropout: bool = Field(True, description="false: the student trains without dropout, as the teacher it "
+                                                   "matches runs (closer embeddings where the student only has to "
+                                                   "track the teacher, e.g. feature extraction)")
     tail_weight: float = Field(0.0, ge=0.0, description="the student's hidden state after one layer run through the "
                                                         "teacher's remaining layers and head, against the teacher's "
                                                         "output (1 - cosine, or the logits' KL); 0 = off")
@@ -73,8 +76,10 @@ def objective(recipe) -> DistillConfig:
 
 def make_student(teacher, cfg: DistillConfig):
     """The teacher deep-copied; with ``student_layers`` only those encoder layers are kept, with
-    ``freeze_embeddings`` its embedding layer does not train."""
+    ``freeze_embeddings`` its embedding layer does not train, without ``student_dropout`` its dropout is off."""
     import copy
+
+    import torch
 
     from edgekit.arch import adapter_for, drop_layers, freeze_embeddings, num_layers
 
@@ -89,6 +94,12 @@ def make_student(teacher, cfg: DistillConfig):
         drop_layers(student, keep)
     if cfg.freeze_embeddings:
         freeze_embeddings(student)
+    if not cfg.student_dropout:
+        for m in student.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+            if isinstance(getattr(m, "dropout_prob", None), float):  # attention kernels that take a probability
+                m.dropout_prob = 0.0
     return student
 
 

@@ -85,6 +85,9 @@ class PruneConfig(StageConfig):
     ramp: float = Field(0.75, gt=0.0, le=1.0, description="fraction of steps over which sparsity ramps up (cubic)")
     update_every: int = Field(10, ge=1, description="steps between mask updates while ramping")
     lr: float = Field(1e-4, gt=0.0)
+    warmup: int = Field(0, ge=0, description="steps over which the learning rate rises linearly to `lr` before it "
+                                             "decays (a fresh optimiser's first full-size steps can undo what "
+                                             "one-shot pruning and layer-wise reconstruction reached)")
     head_sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="pattern head+neuron: fraction of heads "
                                                                            "pruned (default: sparsity)")
     oneshot: bool = Field(False, description="prune to the final sparsity before the first step, layer by layer: "
@@ -218,7 +221,7 @@ def run_prune(run: "Run", cfg: PruneConfig) -> dict:
         run.pruner.masks = resumed["masks"] or run.pruner.masks
     else:
         extra = schedule.prepare(run, cfg, linears, allocation)
-    run.train(total, cfg.lr, "prune", schedule.on_step(run, cfg, total), start)
+    run.train(total, cfg.lr, "prune", schedule.on_step(run, cfg, total), start, warmup=run.steps(cfg.warmup))
     schedule.finish(run, cfg)
     sp = run.pruner.sparsity()
     out = {"sparsity": total_sparsity(linears), "layers": sp, "steps": total, **extra}
