@@ -40,7 +40,10 @@ def test_builtin_recipes_load_and_unknown_is_clear(tmp_path):
     long = load_recipe("feature-extraction-long")  # the fixed-80% recipe with 3x the steps
     assert long.stage("prune").layer_sparsity == {5: 0.3} and long.stage("prune").steps == 1800
     assert long.stage("prune").kind_sparsity == {"q": 0.95, "k": 0.95, "v": 0.85, "o": 0.85}
-    assert long.stage("distill") == fe.stage("distill") and long.stage("quantize") == fe.stage("quantize")
+    # the same losses; the searched recipe trains its student without dropout, after a warm-up, with dense allowed
+    assert long.stage("distill") == fe.stage("distill").model_copy(update={"student_dropout": True})
+    assert long.stage("quantize") == fe.stage("quantize")
+    assert not fe.stage("distill").student_dropout and fe_prune.warmup == 30 and 0.0 in fe_prune.search_grid
     with pytest.raises(InputError, match="unknown recipe 'nope'; built-in: fast-distilbert, feature-extraction, "
                                          "feature-extraction-long, "):
         load_recipe("nope")
