@@ -163,9 +163,9 @@ def test_prune_stage_oneshot_then_fixed_masks(tmp_path, layerwise):
     seen = []
     orig = run.train
 
-    def train(steps, lr, desc, on_step=None, start=0):
+    def train(steps, lr, desc, on_step=None, start=0, **kw):
         seen.append({n: m.clone() for n, m in run.pruner.masks.items()})  # masks when training starts
-        orig(steps, lr, desc, on_step, start)
+        orig(steps, lr, desc, on_step, start, **kw)
 
     run.train = train
     out = run_prune(run, rec.stage("prune"))
