@@ -371,34 +371,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(photos, tmp_path, capsy
     assert "image models run on torch, onnxruntime, openvino" in capsys.readouterr().err
 
 
-def test_float_ops_are_validated_and_refused_for_vits(tmp_path):
+@pytest.mark.parametrize("field, bad_value, good_value, parsed", [
+    ("float_ops", "[pointwise]", "[depthwise]", ["depthwise"]),
+    ("stream_percentile", "50", "99.9", 99.9),
+])
+def test_cnn_quantize_options_are_validated_and_refused_for_vits(tmp_path, field, bad_value, good_value, parsed):
     from edgekit.compress.config import load_recipe
     from edgekit.compress.vision import check_image_recipe
     from edgekit.errors import InputError
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: bad\nstages:\n  - type: quantize\n    qat_steps: 0\n    float_ops: [pointwise]\n")
-    with pytest.raises(InputError, match="float_ops"):
+    bad.write_text(f"name: bad\nstages:\n  - type: quantize\n    qat_steps: 0\n    {field}: {bad_value}\n")
+    with pytest.raises(InputError, match=field):
         load_recipe(str(bad))
     ok = tmp_path / "ok.yaml"
-    ok.write_text("name: ok\nstages:\n  - type: quantize\n    qat_steps: 0\n    float_ops: [depthwise]\n")
-    assert load_recipe(str(ok)).stage("quantize").float_ops == ["depthwise"]
+    ok.write_text(f"name: ok\nstages:\n  - type: quantize\n    qat_steps: 0\n    {field}: {good_value}\n")
+    assert getattr(load_recipe(str(ok)).stage("quantize"), field) == parsed
     with pytest.raises(InputError, match="not to ViTs"):
         check_image_recipe(load_recipe(str(ok)))
 
 
-def test_stream_percentile_is_validated_and_refused_for_vits(tmp_path):
+def test_ptq_takes_the_residual_stream_range_from_the_99999th_percentile():
     from edgekit.compress.config import load_recipe
-    from edgekit.compress.vision import check_image_recipe
-    from edgekit.errors import InputError
 
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("name: bad\nstages:\n  - type: quantize\n    qat_steps: 0\n    stream_percentile: 50\n")
-    with pytest.raises(InputError, match="stream_percentile"):
-        load_recipe(str(bad))
-    ok = tmp_path / "ok.yaml"
-    ok.write_text("name: ok\nstages:\n  - type: quantize\n    qat_steps: 0\n    stream_percentile: 99.9\n")
-    assert load_recipe(str(ok)).stage("quantize").stream_percentile == 99.9
     assert load_recipe("ptq").stage("quantize").stream_percentile == 99.999
-    with pytest.raises(InputError, match="not to ViTs"):
-        check_image_recipe(load_recipe(str(ok)))
