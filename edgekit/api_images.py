@@ -267,7 +267,7 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
                                 labels=list(entry.labels) if entry.labels else None, calibration=x_cal,
                                 calibration_method=q.calibration, percentile=q.percentile, reduce_range=reduce_range,
                                 weight_type=weight_type, float_ops=q.float_ops,
-                                stream_percentile=q.stream_percentile, recipe=rec.to_dict(),
+                                stream_percentile=q.stream_percentile, gptq=q.gptq, recipe=rec.to_dict(),
                                 overwrite=overwrite)
     quant_s = round(time.time() - st, 1)
     say(f"scoring int8 against fp32 on {len(held)} held-out photo crops", progress)
@@ -305,10 +305,11 @@ def compress_image(model, out_dir, recipe=None, data=None, seed: int | None = No
               "stages": [{"stage": "quantize", "calibration": q.calibration, "calibration_samples": len(cal),
                           "calibration_data": f"photo-crops ({source.name}: calibration pictures)", "reduce_range": reduce_range,
                           "onnxruntime": f"quantize_static QDQ, per-channel {weight_type} weights, u8 activations, float logits",
-                          "openvino": "nncf.quantize, performance preset, bias correction"
+                          "openvino": "nncf.quantize, performance preset, "
+                          + ("GPTQ weight rounding (1x1 convolutions, classifier)" if q.gptq else "bias correction")
                           + (", min/max activation ranges" if q.calibration == "minmax" else "")
                           + (", overflow fix (7-bit weights)" if weight_type == "u8" else ""),
-                          "float_ops": list(q.float_ops), "stream_percentile": q.stream_percentile,
+                          "float_ops": list(q.float_ops), "stream_percentile": q.stream_percentile, "gptq": q.gptq,
                           "seconds": quant_s}],
               "runtimes": runtimes, "photo_source": source.to_dict(), "preprocess": pre.to_dict(), "seed": seed, "seconds": round(time.time() - t0, 1)}
     root = Path(art.root)

@@ -391,13 +391,15 @@ def _ov_activated(conv) -> bool:
 
 def to_openvino_image(onnx_path: Path, xml_path: Path, calibration: np.ndarray | None = None,
                       overflow_fix: bool = False, float_ops: Sequence[str] = (),
-                      stream_percentile: float | None = None, method: str | None = None) -> Path:
+                      stream_percentile: float | None = None, method: str | None = None,
+                      gptq: bool = False) -> Path:
     """ONNX -> OpenVINO IR (fp32 weights kept); with ``calibration`` int8 through NNCF (see the module doc),
     ``float_ops`` (:data:`FLOAT_OPS`) left in float, and with ``stream_percentile`` the residual stream's
     activation ranges taken from that percentile of the calibration values (:func:`stream_ranges`,
     :func:`set_openvino_ranges`) instead of NNCF's. ``method`` ``"minmax"`` makes NNCF's activation ranges the
     calibration's minimum and maximum, as ONNX Runtime's MinMax calibration takes them (NNCF's default averages
-    per-image extremes)."""
+    per-image extremes). ``gptq``: NNCF without bias correction, then the int8 weights of the 1x1 convolutions and
+    the classifier rounded by :func:`gptq_openvino`."""
     import openvino as ov
 
     xml_path.parent.mkdir(parents=True, exist_ok=True)
@@ -415,9 +417,12 @@ def to_openvino_image(onnx_path: Path, xml_path: Path, calibration: np.ndarray |
             model = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
                                   subset_size=len(items), fast_bias_correction=False,
                                   **({"ignored_scope": scope} if scope is not None else {}),
-                                  advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix, **ranges))
+                                  advanced_parameters=AdvancedQuantizationParameters(
+                                      overflow_fix=fix, disable_bias_correction=gptq, **ranges))
         except Exception as exc:
             raise EdgekitError(f"NNCF int8 quantization failed: {exc}") from exc
+        if gptq:
+            gptq_openvino(model, onnx_path, calibration)
         if stream_percentile is not None:
             import onnx
 
@@ -427,6 +432,105 @@ def to_openvino_image(onnx_path: Path, xml_path: Path, calibration: np.ndarray |
             set_openvino_ranges(model, {producer[t]: r for t, r in ranges.items()})
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
     return xml_path
+
+
+def gptq_round(w: np.ndarray, scale: np.ndarray, h: np.ndarray, qmin: int, qmax: int,
+               damp: float = 1e-3) -> np.ndarray:
+    """Integer weights q (``w`` ~ q x ``scale`` per row) that keep the layer's output error small, not each weight's
+    (GPTQ: Frantar et al., 2022, with its activation order). ``w`` [out, in], ``scale`` [out], ``h`` [in, in] the
+    second moment E[x x^T] of the layer's input. Input columns are rounded one at a time, largest E[x_i^2] first,
+    and each rounding error is spread over the columns not yet rounded through the inverse of ``h`` (damped by
+    ``damp`` x its mean diagonal), so that later columns absorb it. Minimises E||(w - q s) x||^2 greedily; with
+    ``h`` diagonal it is round-to-nearest."""
+    w = np.asarray(w, np.float64).copy()
+    h = np.asarray(h, np.float64).copy()
+    scale = np.asarray(scale, np.float64).reshape(-1)
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    order = np.argsort(-np.diag(h), kind="stable")
+    w, h = w[:, order], h[np.ix_(order, order)]
+    h += damp * np.mean(np.diag(h)) * np.eye(len(h))
+    u = np.linalg.cholesky(np.linalg.inv(h)).T  # upper: inv(h) = u^T u
+    q = np.empty_like(w)
+    for i in range(w.shape[1]):
+        q[:, i] = np.clip(np.round(w[:, i] / scale), qmin, qmax)
+        err = (w[:, i] - q[:, i] * scale) / u[i, i]
+        w[:, i + 1:] -= np.outer(err, u[i, i + 1:])
+    return q[:, np.argsort(order)]
+
+
+def _int8_weight(op):
+    """(int8 Constant, scale Constant) of an OpenVINO op whose weight input is NNCF's Multiply(Convert(i8), scale),
+    else None."""
+    import openvino as ov
+
+    mul = op.input_value(1).get_node()
+    if mul.get_type_name() != "Multiply":
+        return None
+    cvt, sc = (mul.input_value(k).get_node() for k in (0, 1))
+    if cvt.get_type_name() != "Convert" or sc.get_type_name() != "Constant":
+        return None
+    qc = cvt.input_value(0).get_node()
+    if qc.get_type_name() != "Constant" or qc.get_element_type() != ov.Type.i8:
+        return None
+    return qc, sc
+
+
+def gptq_openvino(model, onnx_path: Path, calibration: np.ndarray, damp: float = 1e-3, batch: int = 10) -> int:
+    """Re-round, in place, the int8 weights NNCF gave the 1x1 convolutions and the classifier (MatMul) of the
+    OpenVINO ``model`` with :func:`gptq_round`, against the second moment of each layer's input on ``calibration``
+    (from the fp32 ONNX model ``onnx_path``, whose node names, or output names for the last op, OpenVINO keeps). Scales and each layer's integer range
+    (NNCF's: [-63, 64] with the overflow fix) are unchanged, so the CPU plugin runs the same int8 kernels. Returns how many
+    layers changed. NNCF's bias correction should be off: it corrects round-to-nearest's mean error, which GPTQ's
+    objective (an uncentred second moment) already includes."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper as nh
+    from openvino import opset13 as ops
+
+    fp32 = onnx.load(str(onnx_path))
+    inits = {i.name: i for i in fp32.graph.initializer}
+    nodes = {**{n.output[0]: n for n in fp32.graph.node if n.output}, **{n.name: n for n in fp32.graph.node}}
+    found = []
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind not in ("Convolution", "MatMul") or (kind == "MatMul" and not op.get_attributes().get("transpose_b")):
+            continue
+        weight = _int8_weight(op)
+        if weight is None:
+            continue
+        node = nodes.get(op.get_friendly_name().removesuffix("/WithoutBiases"))
+        if node is None or len(node.input) < 2 or node.input[1] not in inits or weight[0].get_data().shape[2:] not in ((), (1, 1)):
+            continue
+        found.append((node, *weight))
+    if not found:
+        return 0
+    names = list(dict.fromkeys(node.input[0] for node, *_ in found))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(fp32)
+    outputs = {o.name for o in fp32.graph.output}
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                              for t in names if t not in outputs)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    moments: dict[str, np.ndarray] = {}
+    rows: dict[str, int] = dict.fromkeys(names, 0)
+    for i in range(0, len(calibration), batch):
+        for t, v in zip(names, session.run(names, {PIXEL_INPUT: calibration[i:i + batch]})):
+            x = (v.transpose(0, 2, 3, 1) if v.ndim == 4 else v).reshape(-1, v.shape[1]).astype(np.float64)
+            moments[t] = moments.get(t, 0.0) + x.T @ x
+            rows[t] += len(x)
+    for node, qc, sc in found:
+        old = qc.get_data()
+        w = nh.to_array(inits[node.input[1]]).reshape(old.shape[0], -1)
+        # the layer's own integer range: with the overflow fix NNCF keeps convolutions and MatMuls to 7 bits but not
+        # depthwise ones, and every channel's extreme weight sits on a bound (its scale is max |w| / bound)
+        q = gptq_round(w, sc.get_data().reshape(-1), moments[node.input[0]] / rows[node.input[0]],
+                       int(old.min()), int(old.max()), damp)
+        new = ops.constant(q.reshape(old.shape).astype(np.int8))
+        for target in list(qc.output(0).get_target_inputs()):
+            target.replace_source_output(new.output(0))
+    return len(found)
 
 
 def set_openvino_ranges(model, ranges: dict) -> int:
@@ -450,6 +554,12 @@ def set_openvino_ranges(model, ranges: dict) -> int:
         if lo_old[0] < 0 and abs(-lo_old[0] / hi_old[0] * (levels // 2 - 1) / (levels // 2) - 1) < 1e-3:
             hi = max(-lo, hi)
             lo = -hi * (levels // 2) / (levels // 2 - 1)
+        elif lo_old[0] >= 0:  # unsigned stays unsigned
+            lo = 0.0
+        else:  # asymmetric (mixed preset): zero must fall on a level, as NNCF's own ranges ensure
+            step = (hi - lo) / (levels - 1)
+            lo = -round(-lo / step) * step
+            hi = lo + step * (levels - 1)
         for k, v in ((1, lo), (2, hi), (3, lo), (4, hi)):
             fq.input(k).replace_source_output(ops.constant(np.array(v, np.float32).reshape(
                 fq.input_value(k).get_shape())).output(0))
@@ -462,7 +572,7 @@ def export_image_artifact(model, preprocess, out_dir: str | os.PathLike, *, mode
                           calibration: np.ndarray | None = None, calibration_method: str = "minmax",
                           percentile: float = 99.99, reduce_range: bool = False, weight_type: str = "s8",
                           float_ops: Sequence[str] = (), stream_percentile: float | None = None,
-                          recipe: dict | None = None,
+                          gptq: bool = False, recipe: dict | None = None,
                           extra: dict | None = None, overwrite: bool = True, write_files=None) -> Artifact:
     """Write an image classifier (``model(pixel_values) -> logits``; an
     :class:`edgekit.vision.efficientnet_lite.EfficientNetLite`) as an artifact folder.
@@ -494,7 +604,7 @@ def export_image_artifact(model, preprocess, out_dir: str | os.PathLike, *, mode
             if "openvino" in formats:
                 to_openvino_image(onnx_fp32, tmp / "openvino" / "model.xml", calibration,
                                   overflow_fix=weight_type == "u8", float_ops=float_ops,
-                                  stream_percentile=stream_percentile, method=calibration_method)
+                                  stream_percentile=stream_percentile, method=calibration_method, gptq=gptq)
                 paths["openvino"], prec["openvino"] = "openvino/model.xml", "int8" if int8 else "fp32"
                 if int8:
                     to_openvino_image(onnx_fp32, tmp / "openvino" / "model_fp32.xml")

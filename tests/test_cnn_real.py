@@ -37,6 +37,7 @@ def test_efficientnet_lite0_ptq_agreement_floor(lite0, capsys):
     assert report["photo_source"]["name"] == "photos" and report["photo_source"]["photographs"]
     stage = report["stages"][0]
     assert stage["float_ops"] == ["stem", "depthwise", "projection"] and stage["stream_percentile"] == 99.999
+    assert stage["gptq"] is True
     for rt in ("onnxruntime", "openvino"):
         assert rts[rt]["n"] >= 500 and rts[rt]["agreement"] >= FLOOR[rt], (rt, rts[rt])
         assert rts[f"{rt}-fp32"]["agreement"] >= 0.995, (rt, rts[f"{rt}-fp32"])  # fp32 export vs torch

@@ -374,6 +374,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(photos, tmp_path, capsy
 @pytest.mark.parametrize("field, bad_value, good_value, parsed", [
     ("float_ops", "[pointwise]", "[depthwise]", ["depthwise"]),
     ("stream_percentile", "50", "99.9", 99.9),
+    ("gptq", "sometimes", "true", True),
 ])
 def test_cnn_quantize_options_are_validated_and_refused_for_vits(tmp_path, field, bad_value, good_value, parsed):
     from edgekit.compress.config import load_recipe
@@ -395,3 +396,80 @@ def test_ptq_takes_the_residual_stream_range_from_the_99999th_percentile():
     from edgekit.compress.config import load_recipe
 
     assert load_recipe("ptq").stage("quantize").stream_percentile == 99.999
+
+
+def test_gptq_round_is_round_to_nearest_for_uncorrelated_inputs_and_beats_it_otherwise():
+    """With a diagonal input second moment GPTQ has nothing to compensate through, so it must equal
+    round-to-nearest; with correlated inputs its output error E||(w - q s) x||^2 must be lower, in range."""
+    from edgekit.export.image_export import gptq_round
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((24, 16))
+    s = np.abs(w).max(1) / 63
+    rtn = np.clip(np.round(w / s[:, None]), -63, 64)
+    diag = np.diag(rng.uniform(0.1, 2.0, 16))
+    assert np.array_equal(gptq_round(w, s, diag, -63, 64, damp=0.0), rtn)
+    mix = rng.standard_normal((16, 16)) + 3 * np.eye(16)
+    x = rng.standard_normal((4000, 16)) @ mix + 0.5  # correlated, not centred
+    h = x.T @ x / len(x)
+    q = gptq_round(w, s, h, -63, 64)
+
+    def err(qq):
+        d = w - qq * s[:, None]
+        return float(np.einsum("ij,jk,ik->", d, h, d))
+
+    assert q.min() >= -63 and q.max() <= 64 and np.array_equal(q, np.round(q))
+    assert err(q) < 0.8 * err(rtn), (err(q), err(rtn))
+    dead = h.copy()
+    dead[3, :] = dead[:, 3] = 0.0  # an input channel that is always zero: its weights are free, set to 0
+    assert (gptq_round(w, s, dead, -63, 64)[:, 3] == 0).all()
+
+
+def test_openvino_gptq_rerounds_the_1x1_weights_only_keeping_nncf_scales(tmp_path):
+    """to_openvino_image(gptq=True) on tiny-cnn: the 1x1 convolutions' and classifier's int8 weights change, their
+    scales and integer range do not, other layers keep NNCF's rounding, and the re-rounded layers' output error on
+    the calibration inputs is lower than round-to-nearest's."""
+    import openvino as ov
+    from onnx import numpy_helper as nh
+
+    from edgekit.export.image_export import _int8_weight, to_onnx_image, to_openvino_image
+    from edgekit.vision.io import VISION_ZOO
+
+    entry = VISION_ZOO["tiny-cnn"]
+    path = to_onnx_image(entry.build(), tmp_path / "m.onnx", entry.preprocess.input_shape)
+    x = np.random.default_rng(2).standard_normal((24, 3, 32, 32)).astype(np.float32)
+    layers = {}
+    for flag in (False, True):
+        xml = to_openvino_image(path, tmp_path / f"ov{flag}" / "model.xml", x, overflow_fix=True, gptq=flag)
+        for op in ov.Core().read_model(str(xml)).get_ordered_ops():
+            weight = _int8_weight(op) if op.get_type_name() in ("Convolution", "MatMul", "GroupConvolution") else None
+            if weight is not None:
+                layers.setdefault(op.get_friendly_name(), {})[flag] = (weight[0].get_data(), weight[1].get_data())
+    m = onnx.load(str(path))
+    inits = {i.name: nh.to_array(i) for i in m.graph.initializer}
+    nodes = {**{n.output[0]: n for n in m.graph.node}, **{n.name: n for n in m.graph.node}}
+    changed = 0
+    for name, by in layers.items():
+        (q0, s0), (q1, s1) = by[False], by[True]
+        assert np.array_equal(s0, s1) and q1.min() >= q0.min() and q1.max() <= q0.max(), name
+        if q0.ndim > 2 and q0.shape[-2:] != (1, 1):
+            assert np.array_equal(q0, q1), name  # not a 1x1 layer: untouched
+            continue
+        changed += not np.array_equal(q0, q1)
+        node = nodes[name.removesuffix("/WithoutBiases")]
+        import onnxruntime as ort
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(m)
+        if node.input[0] not in {o.name for o in m.graph.output}:
+            probe.graph.output.extend([onnx.helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, None)])
+        a = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            [node.input[0]], {"pixel_values": x})[0]
+        a = (a.transpose(0, 2, 3, 1) if a.ndim == 4 else a).reshape(-1, a.shape[1]).astype(np.float64)
+        w = inits[node.input[1]].reshape(q0.shape[0], -1)
+        scale = s0.reshape(-1, 1)
+        e0 = np.square(a @ (w - q0.reshape(len(w), -1) * scale).T).mean()
+        e1 = np.square(a @ (w - q1.reshape(len(w), -1) * scale).T).mean()
+        assert e1 <= e0 * 1.0001, (name, e1, e0)
+    assert changed >= 2 and any(len(by[True][0].shape) == 2 and not np.array_equal(by[False][0], by[True][0])
+                                for by in layers.values())  # the classifier too

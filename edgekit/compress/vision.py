@@ -278,9 +278,9 @@ def check_image_recipe(rec) -> None:
     prune, quant = rec.stage("prune"), rec.stage("quantize")
     if prune is not None and prune.schedule != "gradual":
         raise InputError(f"prune.schedule {prune.schedule!r} is not supported for image models; allowed: gradual")
-    if quant is not None and (quant.float_ops or quant.stream_percentile is not None):
-        raise InputError("quantize.float_ops and quantize.stream_percentile apply to image CNNs (efficientnet-lite0, "
-                         "recipe ptq), not to ViTs")
+    if quant is not None and (quant.float_ops or quant.stream_percentile is not None or quant.gptq):
+        raise InputError("quantize.float_ops, quantize.stream_percentile and quantize.gptq apply to image CNNs "
+                         "(efficientnet-lite0, recipe ptq), not to ViTs")
     if quant is not None and quant.accuracy_budget is not None:
         raise InputError("quantize.accuracy_budget (the sensitivity pass) is not supported for image models yet")
 

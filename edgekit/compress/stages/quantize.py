@@ -44,6 +44,10 @@ class QuantizeConfig(StageConfig):
                                             "residual stream's activation ranges (outputs of convolutions with no "
                                             "activation after them, and of Adds) from this percentile of the "
                                             "calibration values (both tails) instead of min / max; None = off")
+    gptq: bool = Field(False, description="image CNNs (recipe ptq): OpenVINO's int8 weights of the 1x1 convolutions "
+                                          "and the classifier rounded by GPTQ (each rounding error compensated by the "
+                                          "weights not yet rounded, through the calibration inputs' second moment) "
+                                          "instead of NNCF's round-to-nearest and bias correction")
     weight_bits: Literal[7, 8, "auto"] = Field("auto", description="8: weights in [-127, 127]; 7: in [-63, 63] "
                                                                   "(exact with vpmaddubsw on AVX2 CPUs without "
                                                                   "VNNI; ONNX Runtime's reduce_range); auto: 7 when "
@@ -88,9 +92,9 @@ def run_quantize(run: "Run", cfg: QuantizeConfig) -> dict:
     from .. import training
     from ..scoring import score_student
 
-    if cfg.float_ops or cfg.stream_percentile is not None:
-        raise InputError("quantize.float_ops and quantize.stream_percentile apply to image CNNs (recipe ptq) only; use "
-                         "quantize.fp32_layers for transformer Linears")
+    if cfg.float_ops or cfg.stream_percentile is not None or cfg.gptq:
+        raise InputError("quantize.float_ops, quantize.stream_percentile and quantize.gptq apply to image CNNs (recipe "
+                         "ptq) only; use quantize.fp32_layers for transformer Linears")
     linears = encoder_linears(run.student)
     missing = [n for n in cfg.fp32_layers if n not in linears]
     if missing:
