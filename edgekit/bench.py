@@ -355,10 +355,15 @@ def _fmt_latency(r: dict, key: str) -> str:
     return f"{r['latency_ms'][key]:.2f}"
 
 
+def _size_name(rows: Sequence[dict]) -> str:
+    """What the JSON field ``seq`` holds, for people: the image side for image models, else the sequence length."""
+    return "image" if rows and all(r.get("task") == "image-classification" for r in rows) else "seq"
+
+
 def _table(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     ref = rows[0]["ratio_vs"]["reference"] if rows and rows[0].get("ratio_vs") else None
     budget = rows[0].get("budget_ms") if rows else None
-    head = ["runtime", "precision", "batch", "seq", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms", "min ms",
+    head = ["runtime", "precision", "batch", _size_name(rows), "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms", "min ms",
             "items/s",
             f"x faster than {ref} [IQR]" if ref else "x faster",
             f"lct items/s (p90 <= {budget:g} ms)" if budget is not None else "lct items/s"]
@@ -392,7 +397,7 @@ def _notes(rows: Sequence[dict]) -> list[str]:
                 ranked = sorted(group, key=lambda r: -r["ratio_vs"]["median"])
                 ranking = ", ".join(f"{r['runtime']} {_x(r['ratio_vs']['median'])}x" if r["runtime"] != ref
                                     else f"{r['runtime']} 1x" for r in ranked)
-                out.append(f"batch {b} seq {s}, fastest first (x faster than {ref}, median of "
+                out.append(f"batch {b} {_size_name(rows)} {s}, fastest first (x faster than {ref}, median of "
                            f"{group[0]['rounds']} rounds): {ranking}")
     runs = [r["runs"] for r in rows if r.get("runs") is not None]
     for key, need in PERCENTILE_MIN_RUNS.items():

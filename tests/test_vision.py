@@ -357,6 +357,10 @@ def test_bench_image_model_fp32_and_int8_rows(ptq_artifact, tmp_path):
                 "cpu"} <= r.keys()
         assert r["image_shape"] == [3, 32, 32] and r["seq"] == 32
     assert {r["precision"] for r in rows if r["runtime"].endswith("-fp32")} == {"fp32"}
+    from edgekit.bench import format_table
+
+    head = format_table(rows).splitlines()[1].split()
+    assert head[2:4] == ["batch", "image"]  # the JSON's seq is the image side here
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(photos, tmp_path, capsys):
