@@ -139,7 +139,9 @@ def quantize_onnx_image(fp32_path: Path, out_path: Path, calibration: np.ndarray
     only added rounding error; the activation the quantizer folded into it is put back), and a weight scale too small
     for its convolution's int32 bias is widened (:func:`fit_int32_bias`). Note: ONNX Runtime (1.32, x86) runs int8
     convolutions in NHWC and inserts a Transpose at every boundary between int8 and float convolutions, so this
-    mix is slower than the fp32 model on EfficientNet-Lite0 (8.0 vs 5.7 ms per image, AVX2 host, busy)."""
+    mix is slower than the fp32 model on EfficientNet-Lite0 (8.0 vs 5.7 ms per image, AVX2 host, busy). Every
+    convolution int8 is no way out on such hosts: with u8 weights (the only exact choice without VNNI) it took 39.0 ms
+    against fp32's 7.3 ms and the mix's 9.0 ms (batch 1, 2 threads, interleaved, quiet)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
