@@ -493,10 +493,10 @@ def _int8_weight(op):
 def gptq_openvino(model, onnx_path: Path, calibration: np.ndarray, damp: float = 1e-3, batch: int = 10) -> int:
     """Re-round, in place, the int8 weights NNCF gave the 1x1 convolutions and the classifier (MatMul) of the
     OpenVINO ``model`` with :func:`gptq_round`, against the second moment of each layer's input on ``calibration``
-    (from the fp32 ONNX model ``onnx_path``, whose node names, or output names for the last op, OpenVINO keeps). Scales and each layer's integer range
-    (NNCF's: [-63, 64] with the overflow fix) are unchanged, so the CPU plugin runs the same int8 kernels. Returns how many
-    layers changed. NNCF's bias correction should be off: it corrects round-to-nearest's mean error, which GPTQ's
-    objective (an uncentred second moment) already includes."""
+    (from the fp32 ONNX model ``onnx_path``, whose node names, or output names for the last op, OpenVINO keeps).
+    Scales and each layer's integer range (NNCF's: [-63, 64] with the overflow fix) are unchanged, so the CPU plugin
+    runs the same int8 kernels. Returns how many layers changed. NNCF's bias correction should be off: it corrects
+    round-to-nearest's mean error, which GPTQ's objective (an uncentred second moment) already includes."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper as nh
@@ -514,7 +514,8 @@ def gptq_openvino(model, onnx_path: Path, calibration: np.ndarray, damp: float =
         if weight is None:
             continue
         node = nodes.get(op.get_friendly_name().removesuffix("/WithoutBiases"))
-        if node is None or len(node.input) < 2 or node.input[1] not in inits or weight[0].get_data().shape[2:] not in ((), (1, 1)):
+        pointwise = weight[0].get_data().shape[2:] in ((), (1, 1))
+        if node is None or len(node.input) < 2 or node.input[1] not in inits or not pointwise:
             continue
         found.append((node, *weight))
     if not found:
