@@ -178,13 +178,26 @@ def quantize_onnx_image(fp32_path: Path, out_path: Path, calibration: np.ndarray
     return out_path
 
 
+def tensor_batches(model, names: Sequence[str], calibration: np.ndarray, batch: int):
+    """For each ``batch`` of ``calibration`` images, the fp32 values of the ONNX ``model``'s tensors ``names`` (in
+    that order), from one ONNX Runtime session that outputs them."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {o.name for o in model.graph.output}
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                              for t in dict.fromkeys(names) if t not in outputs)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    for i in range(0, len(calibration), batch):
+        yield session.run(list(names), {PIXEL_INPUT: calibration[i:i + batch]})
+
+
 def stream_ranges(model, calibration: np.ndarray, percentile: float, batch: int = 25,
                   sample: int = 200_000) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{tensor: (low, high)}: the ``100 - percentile`` and ``percentile`` points (widened to hold 0) of the residual
     stream's tensors on ``calibration``, from up to ``sample`` values per batch drawn with a fixed seed."""
-    import onnx
-    import onnxruntime as ort
-
     activated = {i for n in model.graph.node if n.op_type in ACTIVATIONS for i in n.input}
     inits = {i.name for i in model.graph.initializer}
     names = [n.output[0] for n in model.graph.node
@@ -193,14 +206,10 @@ def stream_ranges(model, calibration: np.ndarray, percentile: float, batch: int 
     names = [t for t in names if t not in {o.name for o in model.graph.output}]
     if not names:
         return {}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in names)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     seen: dict[str, list] = {t: [] for t in names}
-    for i in range(0, len(calibration), batch):
-        for t, v in zip(names, session.run(names, {PIXEL_INPUT: calibration[i:i + batch]})):
+    for values in tensor_batches(model, names, calibration, batch):
+        for t, v in zip(names, values):
             v = v.ravel()
             seen[t].append(v if v.size <= sample else rng.choice(v, sample, replace=False))
     out = {}
@@ -495,10 +504,9 @@ def gptq_openvino(model, onnx_path: Path, calibration: np.ndarray, damp: float =
     OpenVINO ``model`` with :func:`gptq_round`, against the second moment of each layer's input on ``calibration``
     (from the fp32 ONNX model ``onnx_path``, whose node names, or output names for the last op, OpenVINO keeps).
     Scales and each layer's integer range (NNCF's: [-63, 64] with the overflow fix) are unchanged, so the CPU plugin
-    runs the same int8 kernels. Returns how many layers changed. NNCF's bias correction should be off: it corrects
+    runs the same int8 kernels. Returns how many layers it re-rounded. NNCF's bias correction should be off: it corrects
     round-to-nearest's mean error, which GPTQ's objective (an uncentred second moment) already includes."""
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper as nh
     from openvino import opset13 as ops
 
@@ -521,16 +529,10 @@ def gptq_openvino(model, onnx_path: Path, calibration: np.ndarray, damp: float =
     if not found:
         return 0
     names = list(dict.fromkeys(node.input[0] for node, *_ in found))
-    probe = onnx.ModelProto()
-    probe.CopyFrom(fp32)
-    outputs = {o.name for o in fp32.graph.output}
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
-                              for t in names if t not in outputs)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     moments: dict[str, np.ndarray] = {}
     rows: dict[str, int] = dict.fromkeys(names, 0)
-    for i in range(0, len(calibration), batch):
-        for t, v in zip(names, session.run(names, {PIXEL_INPUT: calibration[i:i + batch]})):
+    for values in tensor_batches(fp32, names, calibration, batch):
+        for t, v in zip(names, values):
             x = (v.transpose(0, 2, 3, 1) if v.ndim == 4 else v).reshape(-1, v.shape[1]).astype(np.float64)
             moments[t] = moments.get(t, 0.0) + x.T @ x
             rows[t] += len(x)
